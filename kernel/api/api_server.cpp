@@ -1,0 +1,168 @@
+#include "kernel/api/api_server.h"
+
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <Poco/Exception.h>
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerParams.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/ServerSocket.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/StreamCopier.h>
+#include <Poco/ThreadPool.h>
+#include <Poco/URI.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "kernel/common/log.h"
+
+namespace shoal::api {
+namespace {
+
+// Request bodies above this are refused (413) rather than read.
+constexpr std::streamsize kMaxBody = 16 << 20;
+
+class Handler : public Poco::Net::HTTPRequestHandler {
+ public:
+  explicit Handler(const Router& router) : router_(router) {}
+
+  void handleRequest(Poco::Net::HTTPServerRequest& req,
+                     Poco::Net::HTTPServerResponse& resp) override {
+    Response r = handle(req);
+    resp.setVersion(Poco::Net::HTTPMessage::HTTP_1_1);
+    resp.setStatus(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(r.status));
+    resp.setContentType("application/json");
+    for (const auto& [k, v] : r.headers) resp.set(k, v);
+    std::string body = r.body;
+    body += '\n';
+    resp.setContentLength(static_cast<std::streamsize>(body.size()));
+    resp.send() << body;
+  }
+
+ private:
+  Response handle(Poco::Net::HTTPServerRequest& req) {
+    Request r;
+    r.method = req.getMethod();
+    // Poco's parser accepts any three words as a request line; hold it to HTTP/1.x.
+    const std::string& version = req.getVersion();
+    if (version != Poco::Net::HTTPMessage::HTTP_1_0 && version != Poco::Net::HTTPMessage::HTTP_1_1) {
+      return Response::error(400, "malformed request: unsupported protocol \"" + version +
+                                      "\" (want HTTP/1.0 or HTTP/1.1)");
+    }
+    if (req.getURI().empty() || req.getURI()[0] != '/') {
+      return Response::error(400, "malformed request: the target \"" + req.getURI() +
+                                      "\" is not an absolute path");
+    }
+    try {
+      Poco::URI uri(req.getURI());
+      r.path = uri.getPath();
+      for (const auto& [k, v] : uri.getQueryParameters()) r.query[k] = v;
+    } catch (const Poco::Exception& e) {
+      return Response::error(400, "malformed request URI \"" + req.getURI() + "\": " + e.message());
+    }
+    try {
+      if (req.hasContentLength() && req.getContentLength() > kMaxBody) {
+        return Response::error(413, "request body too large (limit 16 MiB)");
+      }
+    } catch (const Poco::Exception& e) {
+      return Response::error(400, "malformed Content-Length header: " + e.message());
+    }
+    try {
+      std::string body;
+      Poco::StreamCopier::copyToString(req.stream(), body);
+      if (static_cast<std::streamsize>(body.size()) > kMaxBody) {
+        return Response::error(413, "request body too large (limit 16 MiB)");
+      }
+      r.body = std::move(body);
+    } catch (const Poco::Exception& e) {
+      return Response::error(400, "cannot read the request body: " + e.message());
+    }
+    log::debug("api", "request", {{"method", r.method}, {"path", r.path}});
+    return router_.dispatch(r);
+  }
+
+  const Router& router_;
+};
+
+class Factory : public Poco::Net::HTTPRequestHandlerFactory {
+ public:
+  explicit Factory(const Router& router) : router_(router) {}
+  Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
+    return new Handler(router_);
+  }
+
+ private:
+  const Router& router_;
+};
+
+}  // namespace
+
+ApiServer::ApiServer(Options options, const Router& router)
+    : options_(std::move(options)), router_(router) {}
+
+ApiServer::~ApiServer() { stop(); }
+
+Status ApiServer::start() {
+  namespace fs = std::filesystem;
+  const std::string& path = options_.socketPath;
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return Status::invalidArgument("socket path too long for a unix socket: " + path);
+  }
+  std::error_code ec;
+  fs::path dir = fs::path(path).parent_path();
+  if (!dir.empty()) {
+    fs::create_directories(dir, ec);
+    if (ec) return Status::internal("cannot create " + dir.string() + ": " + ec.message());
+  }
+  // A socket file left by a daemon that died: the pidfile lock already proved no live daemon
+  // owns it. Anything that is not a socket is not ours to delete.
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::failedPrecondition(path + " exists and is not a socket; refusing to replace it");
+    }
+    ::unlink(path.c_str());
+  }
+  try {
+    Poco::Net::ServerSocket socket;
+    socket.bind(Poco::Net::SocketAddress(Poco::Net::SocketAddress::UNIX_LOCAL, path), false);
+    if (::chmod(path.c_str(), options_.mode) != 0) {
+      int err = errno;
+      ::unlink(path.c_str());
+      return Status::internal("cannot set the mode of " + path + ": " + std::strerror(err));
+    }
+    socket.listen(64);
+    auto params = new Poco::Net::HTTPServerParams();
+    params->setMaxThreads(options_.maxThreads);
+    params->setKeepAlive(true);
+    params->setTimeout(Poco::Timespan(30, 0));
+    pool_ = std::make_unique<Poco::ThreadPool>(2, options_.maxThreads);
+    server_ = std::make_unique<Poco::Net::HTTPServer>(new Factory(router_), *pool_, socket, params);
+    server_->start();
+  } catch (const Poco::Exception& e) {
+    server_.reset();
+    pool_.reset();
+    return Status::unavailable("cannot listen on " + path + ": " + e.displayText());
+  }
+  log::info("api", "API listening", {{"socket", path}});
+  return Status::ok();
+}
+
+void ApiServer::stop() {
+  if (!server_) return;
+  server_->stopAll(true);
+  server_.reset();
+  pool_->joinAll();
+  pool_.reset();
+  ::unlink(options_.socketPath.c_str());
+  log::info("api", "API stopped", {{"socket", options_.socketPath}});
+}
+
+}  // namespace shoal::api

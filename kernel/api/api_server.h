@@ -1,0 +1,48 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "kernel/api/router.h"
+#include "kernel/common/status.h"
+
+namespace Poco {
+class ThreadPool;
+namespace Net {
+class HTTPServer;
+}  // namespace Net
+}  // namespace Poco
+
+namespace shoal::api {
+
+// The control API: HTTP/1.1 + JSON on a unix socket (Poco HTTPServer).
+//
+// start() removes a stale socket file, binds, sets the socket's mode (0600 by default: root
+// only) before listening, so no client can connect through looser permissions, and serves
+// requests through the router on a small thread pool. stop() stops accepting, finishes the
+// requests in flight, and removes the socket file.
+class ApiServer {
+ public:
+  struct Options {
+    std::string socketPath;
+    unsigned mode = 0600;
+    int maxThreads = 16;
+  };
+
+  ApiServer(Options options, const Router& router);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  Status start();
+  void stop();
+  bool running() const { return server_ != nullptr; }
+
+ private:
+  Options options_;
+  const Router& router_;
+  std::unique_ptr<Poco::ThreadPool> pool_;
+  std::unique_ptr<Poco::Net::HTTPServer> server_;
+};
+
+}  // namespace shoal::api

@@ -1,0 +1,468 @@
+#include "kernel/cli/cli.h"
+
+#include <Poco/Exception.h>
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <sstream>
+
+#include "kernel/api/api_client.h"
+
+#ifndef SHOAL_VERSION
+#define SHOAL_VERSION "0.0.0"
+#endif
+
+namespace shoal::cli {
+namespace {
+
+struct Flag {
+  std::string name;      // long name, without "--"
+  char shortName = 0;    // 0 when none
+  bool takesValue = false;
+  std::string help;
+  std::string defaultValue;
+};
+
+struct Invocation;
+
+struct Command {
+  std::string path;     // "info", "plugin ls"
+  std::string usage;    // after "Usage:  shoal "
+  std::string summary;  // one line
+  std::vector<Flag> flags;
+  std::size_t maxArgs = 0;
+  std::function<int(Invocation&)> run;
+  std::vector<std::string> aliases;  // other last words ("list" for "ls")
+};
+
+struct Invocation {
+  const Command* command = nullptr;
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> args;
+  std::string host;
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+
+  std::string flag(const std::string& name) const {
+    auto it = flags.find(name);
+    if (it != flags.end()) return it->second;
+    for (const auto& f : command->flags) {
+      if (f.name == name) return f.defaultValue;
+    }
+    return "";
+  }
+  bool has(const std::string& name) const { return flags.count(name) != 0; }
+};
+
+const Flag kFormatFlag{"format", 'f', true, "Format output: \"table\" or \"json\"", "table"};
+
+// ---- output helpers -----------------------------------------------------------------------
+
+// Left-aligned columns separated by three spaces, like Docker's tables.
+void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 3, ' ');
+    }
+    out << line << '\n';
+  }
+}
+
+std::string humanBytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g%s", bytes, units[u]);
+  return buf;
+}
+
+std::string capitalise(std::string s) {
+  if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+  return s;
+}
+
+int daemonError(Invocation& inv, const Status& s) {
+  if (s.code() == Status::Code::kUnavailable) {
+    *inv.err << s.message() << '\n';
+  } else {
+    *inv.err << "Error response from daemon: " << s.message() << '\n';
+  }
+  return kExitError;
+}
+
+Result<Poco::JSON::Object::Ptr> parseObject(const std::string& body) {
+  try {
+    Poco::JSON::Parser parser;
+    auto obj = parser.parse(body).extract<Poco::JSON::Object::Ptr>();
+    if (!obj) return Status::internal("the daemon sent an empty reply");
+    return obj;
+  } catch (const Poco::Exception& e) {
+    return Status::internal("cannot parse the daemon's reply: " + e.displayText());
+  }
+}
+
+Result<std::string> getFromDaemon(Invocation& inv, const std::string& path) {
+  auto client = api::ApiClient::create(inv.host);
+  if (!client) return client.status();
+  return client->call("GET", path);
+}
+
+Status checkFormat(const std::string& format) {
+  if (format == "table" || format == "json") return Status::ok();
+  return Status::invalidArgument("unknown format \"" + format + "\" (want table or json)");
+}
+
+// ---- commands -----------------------------------------------------------------------------
+
+int cmdVersion(Invocation& inv) {
+  if (Status s = checkFormat(inv.flag("format")); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/info");
+  if (inv.flag("format") == "json") {
+    Poco::JSON::Object obj;
+    Poco::JSON::Object client;
+    client.set("version", std::string(SHOAL_VERSION));
+    obj.set("client", client);
+    if (body) {
+      auto info = parseObject(*body);
+      if (info) {
+        Poco::JSON::Object server;
+        server.set("version", (*info)->optValue<std::string>("version", ""));
+        server.set("plugin_abi", (*info)->optValue<std::string>("plugin_abi", ""));
+        obj.set("server", server);
+      }
+    }
+    obj.stringify(*inv.out);
+    *inv.out << '\n';
+  } else {
+    *inv.out << "Client:\n Version:           " << SHOAL_VERSION << '\n';
+    if (body) {
+      auto info = parseObject(*body);
+      if (info) {
+        *inv.out << "\nServer:\n Version:           " << (*info)->optValue<std::string>("version", "")
+                 << "\n Plugin ABI:        " << (*info)->optValue<std::string>("plugin_abi", "")
+                 << '\n';
+      }
+    }
+  }
+  if (!body) return daemonError(inv, body.status());
+  return kExitOk;
+}
+
+int cmdInfo(Invocation& inv) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/info");
+  if (!body) return daemonError(inv, body.status());
+  if (format == "json") {
+    *inv.out << *body;
+    if (body->empty() || body->back() != '\n') *inv.out << '\n';
+    return kExitOk;
+  }
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto& o = *obj;
+  std::ostream& out = *inv.out;
+  out << "Client:\n Version:    " << SHOAL_VERSION << "\n Context:    " << inv.host << "\n\n";
+  out << "Server:\n";
+  out << " Server Version: " << o->optValue<std::string>("version", "") << '\n';
+  out << " Plugin ABI: " << o->optValue<std::string>("plugin_abi", "") << '\n';
+  out << " Plugins:\n";
+  if (auto plugins = o->getObject("plugins")) {
+    for (const char* kind : {"scheduler", "runtime", "network", "secrets", "storage"}) {
+      std::string names;
+      if (auto arr = plugins->getArray(kind)) {
+        for (std::size_t i = 0; i < arr->size(); ++i) {
+          names += (names.empty() ? "" : " ") + arr->getElement<std::string>(static_cast<unsigned>(i));
+        }
+      }
+      out << "  " << capitalise(kind) << ": " << (names.empty() ? "(none)" : names) << '\n';
+    }
+  }
+  std::string swarm = "inactive";
+  if (auto s = o->getObject("swarm")) swarm = s->optValue<std::string>("state", "inactive");
+  out << " Swarm: " << swarm << '\n';
+  out << " Kernel Version: " << o->optValue<std::string>("kernel", "") << '\n';
+  out << " Operating System: " << o->optValue<std::string>("os", "") << '\n';
+  out << " OSType: " << o->optValue<std::string>("os_type", "") << '\n';
+  out << " Architecture: " << o->optValue<std::string>("arch", "") << '\n';
+  out << " CPUs: " << o->optValue<int64_t>("cpus", 0) << '\n';
+  out << " Total Memory: " << humanBytes(static_cast<double>(o->optValue<int64_t>("memory_bytes", 0)))
+      << '\n';
+  out << " Name: " << o->optValue<std::string>("name", "") << '\n';
+  out << " Shoal Root Dir: " << o->optValue<std::string>("data_root", "") << '\n';
+  const int64_t refused = o->optValue<int64_t>("plugins_refused", 0);
+  if (refused > 0) {
+    out << "\nWARNING: " << refused << (refused == 1 ? " plugin was" : " plugins were")
+        << " refused at start-up; see 'shoal plugin ls'\n";
+  }
+  return kExitOk;
+}
+
+int cmdPluginLs(Invocation& inv) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/plugins");
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto plugins = (*obj)->getArray("plugins");
+  if (!plugins) return daemonError(inv, Status::internal("the daemon's reply has no plugin list"));
+  if (format == "json") {
+    plugins->stringify(*inv.out);
+    *inv.out << '\n';
+  } else if (inv.has("quiet")) {
+    for (std::size_t i = 0; i < plugins->size(); ++i) {
+      *inv.out << plugins->getObject(static_cast<unsigned>(i))->optValue<std::string>("name", "")
+               << '\n';
+    }
+  } else {
+    std::vector<std::vector<std::string>> rows = {{"KIND", "NAME", "VERSION", "ABI"}};
+    for (std::size_t i = 0; i < plugins->size(); ++i) {
+      auto p = plugins->getObject(static_cast<unsigned>(i));
+      rows.push_back({p->optValue<std::string>("kind", ""), p->optValue<std::string>("name", ""),
+                      p->optValue<std::string>("version", ""),
+                      p->optValue<std::string>("abi", "")});
+    }
+    printTable(*inv.out, rows);
+  }
+  if (auto refused = (*obj)->getArray("refused")) {
+    for (std::size_t i = 0; i < refused->size(); ++i) {
+      auto r = refused->getObject(static_cast<unsigned>(i));
+      *inv.err << "WARNING: plugin " << r->optValue<std::string>("path", "")
+               << " was refused: " << r->optValue<std::string>("message", "") << '\n';
+    }
+  }
+  return kExitOk;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> cmds = {
+      {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
+      {"version", "version [OPTIONS]", "Show the Shoal version information", {kFormatFlag}, 0,
+       cmdVersion, {}},
+      {"plugin ls", "plugin ls [OPTIONS]", "List plugins",
+       {kFormatFlag, {"quiet", 'q', false, "Only display plugin names", ""}}, 0, cmdPluginLs,
+       {"list"}},
+  };
+  return cmds;
+}
+
+// Management commands: a first word with subcommands.
+const std::map<std::string, std::string>& groups() {
+  static const std::map<std::string, std::string> g = {{"plugin", "Manage plugins"}};
+  return g;
+}
+
+void printMainHelp(std::ostream& out) {
+  out << "\nUsage:  shoal [OPTIONS] COMMAND\n\n"
+         "A container orchestrator for small teams, in the spirit of Docker Swarm mode\n\n"
+         "Options:\n"
+         "  -H, --host string   Daemon socket to connect to (default \""
+      << api::ApiClient::kDefaultHost
+      << "\")\n"
+         "  -h, --help          Print usage\n"
+         "  -v, --version       Print version information and quit\n\n"
+         "Management Commands:\n";
+  for (const auto& [name, summary] : groups()) {
+    out << "  " << name << std::string(name.size() < 12 ? 12 - name.size() : 1, ' ') << summary
+        << '\n';
+  }
+  out << "\nCommands:\n";
+  for (const auto& c : commands()) {
+    if (c.path.find(' ') != std::string::npos) continue;
+    out << "  " << c.path << std::string(c.path.size() < 12 ? 12 - c.path.size() : 1, ' ')
+        << c.summary << '\n';
+  }
+  out << "\nRun 'shoal COMMAND --help' for more information on a command.\n";
+}
+
+void printGroupHelp(std::ostream& out, const std::string& group) {
+  out << "\nUsage:  shoal " << group << " COMMAND\n\n" << groups().at(group) << "\n\nCommands:\n";
+  for (const auto& c : commands()) {
+    if (c.path.rfind(group + " ", 0) != 0) continue;
+    std::string sub = c.path.substr(group.size() + 1);
+    out << "  " << sub << std::string(sub.size() < 12 ? 12 - sub.size() : 1, ' ') << c.summary
+        << '\n';
+  }
+  out << "\nRun 'shoal " << group << " COMMAND --help' for more information on a command.\n";
+}
+
+void printCommandHelp(std::ostream& out, const Command& c) {
+  out << "\nUsage:  shoal " << c.usage << "\n\n" << c.summary << '\n';
+  if (!c.aliases.empty()) {
+    std::string base = c.path.substr(0, c.path.rfind(' ') + 1);
+    out << "\nAliases:\n  " << c.path;
+    for (const auto& a : c.aliases) out << ", " << base << a;
+    out << '\n';
+  }
+  out << "\nOptions:\n";
+  std::vector<std::pair<std::string, std::string>> lines;
+  for (const auto& f : c.flags) {
+    std::string left = f.shortName ? std::string("-") + f.shortName + ", " : "    ";
+    left += "--" + f.name + (f.takesValue ? " string" : "");
+    std::string help = f.help;
+    if (f.takesValue && !f.defaultValue.empty()) help += " (default \"" + f.defaultValue + "\")";
+    lines.emplace_back(left, help);
+  }
+  lines.emplace_back("-h, --help", "Print usage");
+  std::size_t w = 0;
+  for (const auto& l : lines) w = std::max(w, l.first.size());
+  for (const auto& l : lines) {
+    out << "  " << l.first << std::string(w - l.first.size() + 3, ' ') << l.second << '\n';
+  }
+}
+
+int usageError(std::ostream& err, const std::string& message, const std::string& helpFor) {
+  err << message << "\nSee 'shoal " << (helpFor.empty() ? "" : helpFor + " ") << "--help'.\n";
+  return kExitUsage;
+}
+
+const Command* findCommand(const std::string& path) {
+  for (const auto& c : commands()) {
+    if (c.path == path) return &c;
+    std::string base = c.path.substr(0, c.path.rfind(' ') + 1);
+    for (const auto& a : c.aliases) {
+      if (base + a == path) return &c;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+        const std::string& envHost) {
+  std::string host = envHost.empty() ? api::ApiClient::kDefaultHost : envHost;
+  std::size_t i = 0;
+  // Global options, before the command.
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h" || a == "--help") {
+      printMainHelp(out);
+      return kExitOk;
+    }
+    if (a == "-v" || a == "--version") {
+      out << "Shoal version " << SHOAL_VERSION << '\n';
+      return kExitOk;
+    }
+    if (a == "-H" || a == "--host") {
+      if (i + 1 >= args.size()) return usageError(err, "flag needs an argument: " + a, "");
+      host = args[++i];
+    } else if (a.rfind("--host=", 0) == 0) {
+      host = a.substr(7);
+    } else if (!a.empty() && a[0] == '-') {
+      return usageError(err, "unknown flag: " + a, "");
+    } else {
+      break;
+    }
+  }
+  if (i >= args.size()) {
+    printMainHelp(out);
+    return kExitOk;
+  }
+  std::string path = args[i++];
+  if (groups().count(path)) {
+    if (i >= args.size() || args[i] == "--help" || args[i] == "-h") {
+      printGroupHelp(out, path);
+      return kExitOk;
+    }
+    if (args[i][0] == '-') return usageError(err, "unknown flag: " + args[i], path);
+    std::string sub = args[i++];
+    if (!findCommand(path + " " + sub)) {
+      return usageError(err, "shoal " + path + ": '" + sub + "' is not a shoal " + path +
+                                 " command.",
+                        path);
+    }
+    path += " " + sub;
+  }
+  const Command* cmd = findCommand(path);
+  if (cmd == nullptr) {
+    err << "shoal: '" << path << "' is not a shoal command.\nSee 'shoal --help'\n";
+    return kExitError;
+  }
+  Invocation inv;
+  inv.command = cmd;
+  inv.host = host;
+  inv.out = &out;
+  inv.err = &err;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h" || a == "--help") {
+      printCommandHelp(out, *cmd);
+      return kExitOk;
+    }
+    if (a == "--") {
+      for (++i; i < args.size(); ++i) inv.args.push_back(args[i]);
+      break;
+    }
+    if (a.size() < 2 || a[0] != '-') {
+      inv.args.push_back(a);
+      continue;
+    }
+    const Flag* flag = nullptr;
+    std::string value;
+    bool hasInline = false;
+    if (a.rfind("--", 0) == 0) {
+      std::string name = a.substr(2);
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        hasInline = true;
+      }
+      for (const auto& f : cmd->flags) {
+        if (f.name == name) flag = &f;
+      }
+    } else if (a.size() == 2) {
+      for (const auto& f : cmd->flags) {
+        if (f.shortName == a[1]) flag = &f;
+      }
+    }
+    if (flag == nullptr) return usageError(err, "unknown flag: " + a, cmd->path);
+    if (flag->takesValue) {
+      if (!hasInline) {
+        if (i + 1 >= args.size()) return usageError(err, "flag needs an argument: " + a, cmd->path);
+        value = args[++i];
+      }
+      inv.flags[flag->name] = value;
+    } else {
+      if (hasInline) return usageError(err, "flag takes no argument: " + a, cmd->path);
+      inv.flags[flag->name] = "true";
+    }
+  }
+  if (inv.args.size() > cmd->maxArgs) {
+    return usageError(err,
+                      "\"shoal " + cmd->path + "\" accepts no arguments." +
+                          "\n\nUsage:  shoal " + cmd->usage,
+                      cmd->path);
+  }
+  return cmd->run(inv);
+}
+
+}  // namespace shoal::cli

@@ -1,0 +1,84 @@
+#include "kernel/common/random.h"
+
+#include <sys/random.h>
+
+#include <cerrno>
+
+#include "kernel/common/assert.h"
+#include "kernel/common/clock.h"
+
+namespace shoal {
+
+SystemClock& SystemClock::instance() {
+  static SystemClock clock;
+  return clock;
+}
+
+uint64_t Random::uniform(uint64_t bound) {
+  SHOAL_ASSERT(bound > 0);
+  // Reject the top partial range so every value is equally likely.
+  const uint64_t limit = UINT64_MAX - (UINT64_MAX % bound);
+  uint64_t v;
+  do {
+    v = next();
+  } while (v >= limit);
+  return v % bound;
+}
+
+double Random::real() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+SystemRandom& SystemRandom::instance() {
+  static SystemRandom random;
+  return random;
+}
+
+uint64_t SystemRandom::next() {
+  uint64_t v = 0;
+  char* p = reinterpret_cast<char*>(&v);
+  size_t got = 0;
+  while (got < sizeof v) {
+    ssize_t n = getrandom(p + got, sizeof v - got, 0);
+    if (n < 0) {
+      SHOAL_CHECK(errno == EINTR);
+      continue;
+    }
+    got += static_cast<size_t>(n);
+  }
+  return v;
+}
+
+namespace {
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+}  // namespace
+
+SeededRandom::SeededRandom(uint64_t seed) {
+  for (auto& s : s_) s = splitmix64(seed);
+}
+
+uint64_t SeededRandom::next() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+std::string newId(Random& random) {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::string id(25, '0');
+  for (char& c : id) c = kAlphabet[random.uniform(sizeof kAlphabet - 1)];
+  return id;
+}
+
+}  // namespace shoal

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <Poco/Util/Subsystem.h>
+
+#include <memory>
+
+#include "kernel/api/api_server.h"
+#include "kernel/api/router.h"
+#include "kernel/config/daemon_config.h"
+#include "kernel/plugin/plugin_host.h"
+
+namespace shoal::daemon {
+
+// Loads the plugins at start-up and unloads them at shutdown. Fails start-up only when a
+// required plugin kind is missing; bad plugins are refused and reported.
+class PluginSubsystem : public Poco::Util::Subsystem {
+ public:
+  PluginSubsystem(const config::DaemonConfig& config, plugin::PluginHost& host)
+      : config_(config), host_(host) {}
+  const char* name() const override { return "shoal.plugins"; }
+
+ protected:
+  void initialize(Poco::Util::Application& app) override;
+  void uninitialize() override;
+
+ private:
+  const config::DaemonConfig& config_;
+  plugin::PluginHost& host_;
+};
+
+// Serves the control API on the unix socket.
+class ApiSubsystem : public Poco::Util::Subsystem {
+ public:
+  ApiSubsystem(const config::DaemonConfig& config, const api::Router& router)
+      : config_(config), router_(router) {}
+  const char* name() const override { return "shoal.api"; }
+
+ protected:
+  void initialize(Poco::Util::Application& app) override;
+  void uninitialize() override;
+
+ private:
+  const config::DaemonConfig& config_;
+  const api::Router& router_;
+  std::unique_ptr<api::ApiServer> server_;
+};
+
+}  // namespace shoal::daemon

@@ -1,0 +1,183 @@
+// shoald as a user runs it: starts with every built-in plugin, answers `shoal info` and
+// `shoal plugin ls`, refuses bad configs and a second instance, and stops cleanly on
+// SIGTERM/SIGINT leaving no socket or pidfile behind.
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <sys/stat.h>
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Parser.h>
+
+#include "tests/integration/daemon_harness.h"
+
+using shoal::test::Daemon;
+using shoal::test::RunResult;
+using shoal::test::TempDir;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+bool exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+std::string shoald() { return std::string(SHOAL_BIN_DIR) + "/shoald"; }
+
+}  // namespace
+
+class DaemonTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(DaemonTest);
+  CPPUNIT_TEST(testStartsWithAllBuiltInPluginsAndAnswers);
+  CPPUNIT_TEST(testSigtermStopsCleanly);
+  CPPUNIT_TEST(testSigintStopsCleanly);
+  CPPUNIT_TEST(testSecondDaemonIsRefused);
+  CPPUNIT_TEST(testBadPluginIsReportedDaemonRuns);
+  CPPUNIT_TEST(testMissingRequiredKindStopsStartup);
+  CPPUNIT_TEST(testCheckConfigReportsFileLineKey);
+  CPPUNIT_TEST(testCheckConfigAcceptsShippedFile);
+  CPPUNIT_TEST(testVersionAndHelp);
+  CPPUNIT_TEST(testUnknownOptionIsUsageError);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void testStartsWithAllBuiltInPluginsAndAnswers() {
+    TempDir dir;
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+    RunResult info = d.shoal({"info"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(info.err, 0, info.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "  Scheduler: scheduler-spread\n"));
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "  Runtime: runtime-runc runtime-sim\n"));
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "  Network: network-overlay\n"));
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "  Secrets: secrets-tmpfs\n"));
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "  Storage: storage-local\n"));
+    CPPUNIT_ASSERT_MESSAGE(info.out, contains(info.out, "Shoal Root Dir: " + dir.file("data")));
+
+    RunResult ls = d.shoal({"plugin", "ls", "--format", "json"});
+    CPPUNIT_ASSERT_EQUAL(0, ls.exitCode);
+    Poco::JSON::Parser p;
+    auto arr = p.parse(ls.out).extract<Poco::JSON::Array::Ptr>();
+    CPPUNIT_ASSERT_EQUAL(std::size_t(6), arr->size());
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      auto o = arr->getObject(static_cast<unsigned>(i));
+      CPPUNIT_ASSERT_EQUAL(std::string("1.0"), o->getValue<std::string>("abi"));
+      CPPUNIT_ASSERT_EQUAL(std::string("0.1.0"), o->getValue<std::string>("version"));
+    }
+    RunResult table = d.shoal({"plugin", "ls"});
+    CPPUNIT_ASSERT_MESSAGE(table.out, contains(table.out, "KIND        NAME               VERSION   ABI\n"));
+    CPPUNIT_ASSERT_MESSAGE(table.out, contains(table.out, "runtime     runtime-runc       0.1.0     1.0\n"));
+    CPPUNIT_ASSERT(table.err.empty());
+
+    struct stat st {};
+    CPPUNIT_ASSERT_EQUAL(0, lstat(d.socket().c_str(), &st));
+    CPPUNIT_ASSERT_EQUAL(0600u, static_cast<unsigned>(st.st_mode & 0777));
+    CPPUNIT_ASSERT_EQUAL(0, stat(dir.file("data").c_str(), &st));
+    CPPUNIT_ASSERT_EQUAL(0700u, static_cast<unsigned>(st.st_mode & 0777));
+    CPPUNIT_ASSERT_EQUAL(std::to_string(d.process().pid()) + "\n", shoal::test::readFile(d.pidFile()));
+  }
+
+  void testSigtermStopsCleanly() { stopsCleanlyOn(SIGTERM); }
+  void testSigintStopsCleanly() { stopsCleanlyOn(SIGINT); }
+
+  void testSecondDaemonIsRefused() {
+    TempDir dir;
+    Daemon first(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_MESSAGE(first.process().log(), first.waitReady());
+    TempDir other;
+    RunResult second = shoal::test::runCommand(
+        {shoald(), "--data-root", other.file("data"), "--socket", other.file("s.sock"),
+         "--pidfile", first.pidFile(), "--plugin-dir", SHOAL_PLUGIN_BUILD_DIR},
+        std::chrono::seconds(30));
+    CPPUNIT_ASSERT(second.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(second.err, contains(second.err, "another shoald is already running (pid " +
+                                                            std::to_string(first.process().pid())));
+    // The first one is unharmed.
+    CPPUNIT_ASSERT_EQUAL(0, first.shoal({"info"}).exitCode);
+    CPPUNIT_ASSERT(exists(first.pidFile()));
+  }
+
+  void testBadPluginIsReportedDaemonRuns() {
+    TempDir dir;
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR, std::string(SHOAL_FIXTURE_DIR) + "/bad-major"});
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+    RunResult ls = d.shoal({"plugin", "ls"});
+    CPPUNIT_ASSERT_EQUAL(0, ls.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "fixture-bad-major.so was refused"));
+    CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "ABI 2.0"));
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(), contains(d.process().log(), "plugin refused"));
+  }
+
+  void testMissingRequiredKindStopsStartup() {
+    TempDir dir;
+    // Only a runtime fixture: the default required kinds include the scheduler.
+    Daemon d(dir, {std::string(SHOAL_FIXTURE_DIR) + "/good"});
+    CPPUNIT_ASSERT_EQUAL(70, d.process().wait(std::chrono::seconds(20)));
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(),
+                           contains(d.process().log(), "no plugin loaded for required kind(s): scheduler"));
+    CPPUNIT_ASSERT(!exists(d.socket()));
+    CPPUNIT_ASSERT(!exists(d.pidFile()));
+  }
+
+  void testCheckConfigReportsFileLineKey() {
+    TempDir dir;
+    std::string cfg = dir.write("bad.yaml", "data_root: /x\nlog:\n  level: loud\n");
+    RunResult r = shoal::test::runCommand({shoald(), "--check-config", "--config", cfg});
+    CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, cfg + ":3:10: log.level: unknown log level \"loud\""));
+    cfg = dir.write("unknown.yaml", "plugins:\n  dir: [/x]\n");
+    r = shoal::test::runCommand({shoald(), "--config", cfg, "--socket", dir.file("s.sock"),
+                                 "--pidfile", dir.file("p.pid")});
+    CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, cfg + ":2:3: plugins.dir: unknown key in plugins"));
+    CPPUNIT_ASSERT(!exists(dir.file("s.sock")));
+    r = shoal::test::runCommand({shoald(), "--check-config", "--config", dir.file("missing.yaml")});
+    CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, dir.file("missing.yaml")));
+  }
+
+  void testCheckConfigAcceptsShippedFile() {
+    std::string cfg = std::string(SHOAL_SOURCE_DIR) + "/conf/shoald.yaml";
+    RunResult r = shoal::test::runCommand({shoald(), "--check-config", "--config", cfg});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.exitCode);
+    CPPUNIT_ASSERT_EQUAL("configuration OK: " + cfg + "\n", r.out);
+  }
+
+  void testVersionAndHelp() {
+    RunResult r = shoal::test::runCommand({shoald(), "--version"});
+    CPPUNIT_ASSERT_EQUAL(0, r.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "shoald version 0.1.0 (plugin ABI 1.0)"));
+    r = shoal::test::runCommand({shoald(), "--help"});
+    CPPUNIT_ASSERT_EQUAL(0, r.exitCode);
+    for (const char* opt : {"--config", "--data-root", "--check-config", "--socket", "--plugin-dir"}) {
+      CPPUNIT_ASSERT_MESSAGE(opt, contains(r.out, opt));
+    }
+  }
+
+  void testUnknownOptionIsUsageError() {
+    RunResult r = shoal::test::runCommand({shoald(), "--frobnicate"});
+    CPPUNIT_ASSERT_EQUAL(64, r.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, "frobnicate"));
+  }
+
+ private:
+  void stopsCleanlyOn(int sig) {
+    TempDir dir;
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+    CPPUNIT_ASSERT(exists(d.socket()));
+    CPPUNIT_ASSERT(exists(d.pidFile()));
+    d.process().signal(sig);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(d.process().log(), 0, d.process().wait(std::chrono::seconds(20)));
+    CPPUNIT_ASSERT(!exists(d.socket()));
+    CPPUNIT_ASSERT(!exists(d.pidFile()));
+    std::string log = d.process().log();
+    CPPUNIT_ASSERT_MESSAGE(log, contains(log, "msg=\"shutting down\""));
+    CPPUNIT_ASSERT_MESSAGE(log, contains(log, "msg=\"API stopped\""));
+    // A fresh daemon can start on the same paths right away.
+    Daemon again(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_MESSAGE(again.process().log(), again.waitReady());
+  }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(DaemonTest);

@@ -1,0 +1,51 @@
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <set>
+
+#include "kernel/common/random.h"
+
+class RandomTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(RandomTest);
+  CPPUNIT_TEST(testSeededIsRepeatable);
+  CPPUNIT_TEST(testUniformStaysInRange);
+  CPPUNIT_TEST(testIdsLookLikeSwarmIds);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void testSeededIsRepeatable() {
+    shoal::SeededRandom a(1234), b(1234), c(99);
+    bool differs = false;
+    for (int i = 0; i < 100; ++i) {
+      uint64_t x = a.next();
+      CPPUNIT_ASSERT_EQUAL(x, b.next());
+      differs = differs || x != c.next();
+    }
+    CPPUNIT_ASSERT(differs);
+  }
+
+  void testUniformStaysInRange() {
+    shoal::SeededRandom r(7);
+    std::set<uint64_t> seen;
+    for (int i = 0; i < 1000; ++i) {
+      uint64_t v = r.uniform(6);
+      CPPUNIT_ASSERT(v < 6);
+      seen.insert(v);
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t(6), seen.size());
+    double d = r.real();
+    CPPUNIT_ASSERT(d >= 0.0 && d < 1.0);
+  }
+
+  void testIdsLookLikeSwarmIds() {
+    std::set<std::string> ids;
+    for (int i = 0; i < 200; ++i) {
+      std::string id = shoal::newId(shoal::SystemRandom::instance());
+      CPPUNIT_ASSERT_EQUAL(std::size_t(25), id.size());
+      for (char c : id) CPPUNIT_ASSERT((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'));
+      ids.insert(id);
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t(200), ids.size());
+  }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(RandomTest);
