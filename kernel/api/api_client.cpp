@@ -77,14 +77,22 @@ Result<std::string> ApiClient::call(const std::string& method, const std::string
 
 Status::Code statusCodeForHttp(int httpStatus) {
   switch (httpStatus) {
-    case 400: return Status::Code::kInvalidArgument;
-    case 403: return Status::Code::kPermissionDenied;
-    case 404: return Status::Code::kNotFound;
-    case 409: return Status::Code::kConflict;
-    case 501: return Status::Code::kNotSupported;
-    case 503: return Status::Code::kUnavailable;
-    case 504: return Status::Code::kTimeout;
-    default: return Status::Code::kInternal;
+    case 400:
+      return Status::Code::kInvalidArgument;
+    case 403:
+      return Status::Code::kPermissionDenied;
+    case 404:
+      return Status::Code::kNotFound;
+    case 409:
+      return Status::Code::kConflict;
+    case 501:
+      return Status::Code::kNotSupported;
+    case 503:
+      return Status::Code::kUnavailable;
+    case 504:
+      return Status::Code::kTimeout;
+    default:
+      return Status::Code::kInternal;
   }
 }
 

@@ -52,13 +52,14 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     r.method = req.getMethod();
     // Poco's parser accepts any three words as a request line; hold it to HTTP/1.x.
     const std::string& version = req.getVersion();
-    if (version != Poco::Net::HTTPMessage::HTTP_1_0 && version != Poco::Net::HTTPMessage::HTTP_1_1) {
+    if (version != Poco::Net::HTTPMessage::HTTP_1_0 &&
+        version != Poco::Net::HTTPMessage::HTTP_1_1) {
       return Response::error(400, "malformed request: unsupported protocol \"" + version +
                                       "\" (want HTTP/1.0 or HTTP/1.1)");
     }
     if (req.getURI().empty() || req.getURI()[0] != '/') {
-      return Response::error(400, "malformed request: the target \"" + req.getURI() +
-                                      "\" is not an absolute path");
+      return Response::error(
+          400, "malformed request: the target \"" + req.getURI() + "\" is not an absolute path");
     }
     try {
       Poco::URI uri(req.getURI());
@@ -94,7 +95,8 @@ class Handler : public Poco::Net::HTTPRequestHandler {
 class Factory : public Poco::Net::HTTPRequestHandlerFactory {
  public:
   explicit Factory(const Router& router) : router_(router) {}
-  Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
+  Poco::Net::HTTPRequestHandler* createRequestHandler(
+      const Poco::Net::HTTPServerRequest&) override {
     return new Handler(router_);
   }
 
@@ -126,7 +128,8 @@ Status ApiServer::start() {
   struct stat st {};
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return Status::failedPrecondition(path + " exists and is not a socket; refusing to replace it");
+      return Status::failedPrecondition(path +
+                                        " exists and is not a socket; refusing to replace it");
     }
     ::unlink(path.c_str());
   }

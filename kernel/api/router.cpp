@@ -29,19 +29,28 @@ Response Response::error(const Status& status) {
 
 int httpStatusFor(Status::Code code) {
   switch (code) {
-    case Status::Code::kOk: return 200;
-    case Status::Code::kInvalidArgument: return 400;
-    case Status::Code::kPermissionDenied: return 403;
-    case Status::Code::kNotFound: return 404;
+    case Status::Code::kOk:
+      return 200;
+    case Status::Code::kInvalidArgument:
+      return 400;
+    case Status::Code::kPermissionDenied:
+      return 403;
+    case Status::Code::kNotFound:
+      return 404;
     case Status::Code::kAlreadyExists:
     case Status::Code::kConflict:
-    case Status::Code::kFailedPrecondition: return 409;
-    case Status::Code::kNotSupported: return 501;
+    case Status::Code::kFailedPrecondition:
+      return 409;
+    case Status::Code::kNotSupported:
+      return 501;
     case Status::Code::kUnavailable:
-    case Status::Code::kResourceExhausted: return 503;
-    case Status::Code::kTimeout: return 504;
+    case Status::Code::kResourceExhausted:
+      return 503;
+    case Status::Code::kTimeout:
+      return 504;
     case Status::Code::kCancelled:
-    case Status::Code::kInternal: return 500;
+    case Status::Code::kInternal:
+      return 500;
   }
   return 500;
 }

@@ -51,8 +51,8 @@ Response info(const plugin::PluginHost& plugins, const DaemonFacts& facts) {
   obj.set("kernel", std::string(u.release));
   obj.set("arch", std::string(u.machine));
   obj.set("cpus", static_cast<int64_t>(sysconf(_SC_NPROCESSORS_ONLN)));
-  obj.set("memory_bytes",
-          static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<int64_t>(sysconf(_SC_PAGESIZE)));
+  obj.set("memory_bytes", static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+                              static_cast<int64_t>(sysconf(_SC_PAGESIZE)));
   obj.set("data_root", facts.dataRoot);
   obj.set("socket", facts.socketPath);
   obj.set("pid", facts.pid);

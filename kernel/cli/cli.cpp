@@ -23,8 +23,8 @@ namespace shoal::cli {
 namespace {
 
 struct Flag {
-  std::string name;      // long name, without "--"
-  char shortName = 0;    // 0 when none
+  std::string name;    // long name, without "--"
+  char shortName = 0;  // 0 when none
   bool takesValue = false;
   std::string help;
   std::string defaultValue;
@@ -159,7 +159,8 @@ int cmdVersion(Invocation& inv) {
     if (body) {
       auto info = parseObject(*body);
       if (info) {
-        *inv.out << "\nServer:\n Version:           " << (*info)->optValue<std::string>("version", "")
+        *inv.out << "\nServer:\n Version:           "
+                 << (*info)->optValue<std::string>("version", "")
                  << "\n Plugin ABI:        " << (*info)->optValue<std::string>("plugin_abi", "")
                  << '\n';
       }
@@ -196,7 +197,8 @@ int cmdInfo(Invocation& inv) {
       std::string names;
       if (auto arr = plugins->getArray(kind)) {
         for (std::size_t i = 0; i < arr->size(); ++i) {
-          names += (names.empty() ? "" : " ") + arr->getElement<std::string>(static_cast<unsigned>(i));
+          names +=
+              (names.empty() ? "" : " ") + arr->getElement<std::string>(static_cast<unsigned>(i));
         }
       }
       out << "  " << capitalise(kind) << ": " << (names.empty() ? "(none)" : names) << '\n';
@@ -210,8 +212,8 @@ int cmdInfo(Invocation& inv) {
   out << " OSType: " << o->optValue<std::string>("os_type", "") << '\n';
   out << " Architecture: " << o->optValue<std::string>("arch", "") << '\n';
   out << " CPUs: " << o->optValue<int64_t>("cpus", 0) << '\n';
-  out << " Total Memory: " << humanBytes(static_cast<double>(o->optValue<int64_t>("memory_bytes", 0)))
-      << '\n';
+  out << " Total Memory: "
+      << humanBytes(static_cast<double>(o->optValue<int64_t>("memory_bytes", 0))) << '\n';
   out << " Name: " << o->optValue<std::string>("name", "") << '\n';
   out << " Shoal Root Dir: " << o->optValue<std::string>("data_root", "") << '\n';
   const int64_t refused = o->optValue<int64_t>("plugins_refused", 0);
@@ -265,10 +267,19 @@ int cmdPluginLs(Invocation& inv) {
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
       {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
-      {"version", "version [OPTIONS]", "Show the Shoal version information", {kFormatFlag}, 0,
-       cmdVersion, {}},
-      {"plugin ls", "plugin ls [OPTIONS]", "List plugins",
-       {kFormatFlag, {"quiet", 'q', false, "Only display plugin names", ""}}, 0, cmdPluginLs,
+      {"version",
+       "version [OPTIONS]",
+       "Show the Shoal version information",
+       {kFormatFlag},
+       0,
+       cmdVersion,
+       {}},
+      {"plugin ls",
+       "plugin ls [OPTIONS]",
+       "List plugins",
+       {kFormatFlag, {"quiet", 'q', false, "Only display plugin names", ""}},
+       0,
+       cmdPluginLs,
        {"list"}},
   };
   return cmds;
@@ -396,9 +407,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (args[i][0] == '-') return usageError(err, "unknown flag: " + args[i], path);
     std::string sub = args[i++];
     if (!findCommand(path + " " + sub)) {
-      return usageError(err, "shoal " + path + ": '" + sub + "' is not a shoal " + path +
-                                 " command.",
-                        path);
+      return usageError(
+          err, "shoal " + path + ": '" + sub + "' is not a shoal " + path + " command.", path);
     }
     path += " " + sub;
   }
@@ -457,10 +467,10 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     }
   }
   if (inv.args.size() > cmd->maxArgs) {
-    return usageError(err,
-                      "\"shoal " + cmd->path + "\" accepts no arguments." +
-                          "\n\nUsage:  shoal " + cmd->usage,
-                      cmd->path);
+    return usageError(
+        err,
+        "\"shoal " + cmd->path + "\" accepts no arguments." + "\n\nUsage:  shoal " + cmd->usage,
+        cmd->path);
   }
   return cmd->run(inv);
 }

@@ -8,7 +8,7 @@ namespace shoal::cli {
 
 // Exit codes, as Docker's CLI uses them.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;  // the command ran and failed (daemon error, no daemon)
+inline constexpr int kExitError = 1;    // the command ran and failed (daemon error, no daemon)
 inline constexpr int kExitUsage = 125;  // the command line itself is wrong
 
 // Run the `shoal` command line. `args` excludes the program name. Writes normal output to

@@ -36,11 +36,21 @@ bool needsQuotes(std::string_view v) {
 void appendEscaped(std::string& out, std::string_view v) {
   for (char c : v) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -89,10 +99,14 @@ std::string timestamp() {
 
 int syslogPriority(Level level) {
   switch (level) {
-    case Level::kError: return 3;
-    case Level::kWarn: return 4;
-    case Level::kInfo: return 6;
-    default: return 7;
+    case Level::kError:
+      return 3;
+    case Level::kWarn:
+      return 4;
+    case Level::kInfo:
+      return 6;
+    default:
+      return 7;
   }
 }
 
@@ -110,11 +124,16 @@ Result<Level> parseLevel(std::string_view name) {
 
 std::string_view levelName(Level level) {
   switch (level) {
-    case Level::kError: return "error";
-    case Level::kWarn: return "warn";
-    case Level::kInfo: return "info";
-    case Level::kDebug: return "debug";
-    case Level::kTrace: return "trace";
+    case Level::kError:
+      return "error";
+    case Level::kWarn:
+      return "warn";
+    case Level::kInfo:
+      return "info";
+    case Level::kDebug:
+      return "debug";
+    case Level::kTrace:
+      return "trace";
   }
   return "info";
 }

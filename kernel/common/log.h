@@ -46,16 +46,20 @@ bool enabled(Level level);
 void write(Level level, std::string_view module, std::string_view message,
            std::initializer_list<Field> fields = {});
 
-inline void error(std::string_view module, std::string_view msg, std::initializer_list<Field> f = {}) {
+inline void error(std::string_view module, std::string_view msg,
+                  std::initializer_list<Field> f = {}) {
   write(Level::kError, module, msg, f);
 }
-inline void warn(std::string_view module, std::string_view msg, std::initializer_list<Field> f = {}) {
+inline void warn(std::string_view module, std::string_view msg,
+                 std::initializer_list<Field> f = {}) {
   write(Level::kWarn, module, msg, f);
 }
-inline void info(std::string_view module, std::string_view msg, std::initializer_list<Field> f = {}) {
+inline void info(std::string_view module, std::string_view msg,
+                 std::initializer_list<Field> f = {}) {
   write(Level::kInfo, module, msg, f);
 }
-inline void debug(std::string_view module, std::string_view msg, std::initializer_list<Field> f = {}) {
+inline void debug(std::string_view module, std::string_view msg,
+                  std::initializer_list<Field> f = {}) {
   write(Level::kDebug, module, msg, f);
 }
 

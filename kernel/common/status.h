@@ -1,9 +1,9 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <optional>
 
 #include "kernel/common/assert.h"
 
@@ -14,18 +14,18 @@ class Status {
  public:
   enum class Code {
     kOk = 0,
-    kInvalidArgument,    // the caller's input is wrong (bad flag, bad body, bad config)
-    kNotFound,           // the named thing does not exist
-    kAlreadyExists,      // a thing with that identity exists already
-    kFailedPrecondition, // the system is not in a state that allows this
-    kPermissionDenied,   // the caller may not do this
-    kConflict,           // a concurrent change won (optimistic concurrency)
-    kUnavailable,        // try again later (no leader, peer unreachable, ...)
-    kTimeout,            // a deadline passed
-    kCancelled,          // the operation was cancelled
-    kResourceExhausted,  // out of memory, space, addresses, queue capacity, ...
-    kNotSupported,       // the operation is not supported (by this plugin, kernel, ...)
-    kInternal,           // a bug or an unexpected failure
+    kInvalidArgument,     // the caller's input is wrong (bad flag, bad body, bad config)
+    kNotFound,            // the named thing does not exist
+    kAlreadyExists,       // a thing with that identity exists already
+    kFailedPrecondition,  // the system is not in a state that allows this
+    kPermissionDenied,    // the caller may not do this
+    kConflict,            // a concurrent change won (optimistic concurrency)
+    kUnavailable,         // try again later (no leader, peer unreachable, ...)
+    kTimeout,             // a deadline passed
+    kCancelled,           // the operation was cancelled
+    kResourceExhausted,   // out of memory, space, addresses, queue capacity, ...
+    kNotSupported,        // the operation is not supported (by this plugin, kernel, ...)
+    kInternal,            // a bug or an unexpected failure
   };
 
   Status() = default;
@@ -70,7 +70,7 @@ class Status {
 template <class T>
 class Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     SHOAL_CHECK(!status_.isOk());
   }

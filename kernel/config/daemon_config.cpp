@@ -17,11 +17,16 @@ namespace {
 
 const char* kindName(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "nothing";
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "nothing";
   }
 }
 
@@ -41,7 +46,8 @@ class Parser {
   }
 
   Result<std::string> string(const YAML::Node& n, const std::string& key) const {
-    if (!n.IsScalar()) return error(n.Mark(), key, std::string("expected a string, got ") + kindName(n));
+    if (!n.IsScalar())
+      return error(n.Mark(), key, std::string("expected a string, got ") + kindName(n));
     return n.Scalar();
   }
 
@@ -88,7 +94,8 @@ class Parser {
   }
 
   Status mapping(const YAML::Node& n, const std::string& key) const {
-    if (!n.IsMap()) return error(n.Mark(), key, std::string("expected a mapping, got ") + kindName(n));
+    if (!n.IsMap())
+      return error(n.Mark(), key, std::string("expected a mapping, got ") + kindName(n));
     return Status::ok();
   }
 
@@ -102,11 +109,21 @@ void appendJsonString(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -126,7 +143,9 @@ void toJson(const YAML::Node& n, std::string& out) {
       "[-+]?(([0-9]+\\.[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)");
   switch (n.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined: out += "null"; return;
+    case YAML::NodeType::Undefined:
+      out += "null";
+      return;
     case YAML::NodeType::Scalar: {
       const std::string& s = n.Scalar();
       if (n.Tag() != "!") {  // plain (unquoted) scalar
@@ -184,8 +203,8 @@ const std::set<std::string> kKinds = {"scheduler", "runtime", "network", "secret
 
 const std::vector<std::string>& knownKeys() {
   static const std::vector<std::string> keys = {
-      "data_root",     "pidfile",       "api.socket",       "log.level",     "log.format",
-      "plugins.dirs",  "plugins.required", "plugins.disabled", "plugins.config"};
+      "data_root",    "pidfile",          "api.socket",       "log.level",     "log.format",
+      "plugins.dirs", "plugins.required", "plugins.disabled", "plugins.config"};
   return keys;
 }
 
@@ -223,7 +242,8 @@ Result<DaemonConfig> parseConfig(std::string_view yaml, const std::string& sourc
       if (!v) return v.status();
       // sun_path holds 108 bytes including the terminating NUL.
       if (v->size() > 107) {
-        return p.error(n.Mark(), "api.socket", "path is longer than 107 bytes, too long for a unix socket");
+        return p.error(n.Mark(), "api.socket",
+                       "path is longer than 107 bytes, too long for a unix socket");
       }
       cfg.socketPath = *v;
     }
@@ -246,7 +266,8 @@ Result<DaemonConfig> parseConfig(std::string_view yaml, const std::string& sourc
       } else if (*v == "json") {
         cfg.logFormat = log::Format::kJson;
       } else {
-        return p.error(n.Mark(), "log.format", "unknown log format \"" + *v + "\" (want text or json)");
+        return p.error(n.Mark(), "log.format",
+                       "unknown log format \"" + *v + "\" (want text or json)");
       }
     }
   }

@@ -31,7 +31,8 @@ Status PidFile::acquire(const std::string& path) {
                                       ", pidfile " + path + ")");
   }
   std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+  if (::ftruncate(fd, 0) != 0 ||
+      ::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
     int err = errno;
     ::close(fd);
     return Status::failedPrecondition("cannot write pidfile " + path + ": " + std::strerror(err));

@@ -51,18 +51,21 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
     options.addOption(Option("version", "v", "print the version and exit"));
     options.addOption(Option("config", "c", "configuration file (default /etc/shoal/shoald.yaml)")
                           .argument("FILE"));
-    options.addOption(Option("data-root", "", "directory for the daemon's state (overrides "
-                                              "data_root)")
+    options.addOption(Option("data-root", "",
+                             "directory for the daemon's state (overrides "
+                             "data_root)")
                           .argument("DIR"));
-    options.addOption(Option("socket", "", "the control API socket (overrides api.socket)")
-                          .argument("PATH"));
+    options.addOption(
+        Option("socket", "", "the control API socket (overrides api.socket)").argument("PATH"));
     options.addOption(Option("pidfile", "", "the pidfile (overrides pidfile)").argument("PATH"));
-    options.addOption(Option("plugin-dir", "", "a plugin directory; repeat for more (replaces "
-                                               "plugins.dirs)")
+    options.addOption(Option("plugin-dir", "",
+                             "a plugin directory; repeat for more (replaces "
+                             "plugins.dirs)")
                           .argument("DIR")
                           .repeatable(true));
-    options.addOption(Option("log-level", "", "error, warn, info, debug or trace (overrides "
-                                              "log.level)")
+    options.addOption(Option("log-level", "",
+                             "error, warn, info, debug or trace (overrides "
+                             "log.level)")
                           .argument("LEVEL"));
     options.addOption(Option("check-config", "", "validate the configuration and exit"));
   }

@@ -61,7 +61,9 @@ shoal_status hostFail(shoal_instance* inst, shoal_status code, const char* fmt, 
   return code;
 }
 
-std::string copyStr(shoal_str s) { return s.ptr == nullptr ? std::string() : std::string(s.ptr, s.len); }
+std::string copyStr(shoal_str s) {
+  return s.ptr == nullptr ? std::string() : std::string(s.ptr, s.len);
+}
 
 shoal_status hostPost(shoal_instance* inst, const shoal_event* event) {
   if (inst == nullptr || event == nullptr) return SHOAL_EINVAL;
@@ -84,8 +86,8 @@ int64_t hostNowNs() { return g_clock.load()->nowNanos(); }
 int64_t hostMonotonicNs() { return g_clock.load()->monotonicNanos(); }
 
 const shoal_host kHostTable = {
-    sizeof(shoal_host), SHOAL_ABI_MAJOR, SHOAL_ABI_MINOR, hostAlloc,  hostFree,
-    hostLog,            hostFail,        hostPost,        hostNowNs, hostMonotonicNs,
+    sizeof(shoal_host), SHOAL_ABI_MAJOR, SHOAL_ABI_MINOR, hostAlloc,       hostFree, hostLog,
+    hostFail,           hostPost,        hostNowNs,       hostMonotonicNs,
 };
 
 // ---- ops table checks -----------------------------------------------------------------------
@@ -114,12 +116,18 @@ std::string checkOpsTable(const void* raw) {
 
 std::string checkOps(int32_t kind, const void* ops) {
   switch (kind) {
-    case SHOAL_KIND_SCHEDULER: return checkOpsTable<shoal_scheduler_ops>(ops);
-    case SHOAL_KIND_RUNTIME: return checkOpsTable<shoal_runtime_ops>(ops);
-    case SHOAL_KIND_NETWORK: return checkOpsTable<shoal_network_ops>(ops);
-    case SHOAL_KIND_SECRETS: return checkOpsTable<shoal_secrets_ops>(ops);
-    case SHOAL_KIND_STORAGE: return checkOpsTable<shoal_storage_ops>(ops);
-    default: return "unknown kind";
+    case SHOAL_KIND_SCHEDULER:
+      return checkOpsTable<shoal_scheduler_ops>(ops);
+    case SHOAL_KIND_RUNTIME:
+      return checkOpsTable<shoal_runtime_ops>(ops);
+    case SHOAL_KIND_NETWORK:
+      return checkOpsTable<shoal_network_ops>(ops);
+    case SHOAL_KIND_SECRETS:
+      return checkOpsTable<shoal_secrets_ops>(ops);
+    case SHOAL_KIND_STORAGE:
+      return checkOpsTable<shoal_storage_ops>(ops);
+    default:
+      return "unknown kind";
   }
 }
 
@@ -226,11 +234,11 @@ Status PluginHost::checkEntryPoint(void* handle, const std::string& path, void* 
     if (sym != nullptr && sym != entry) {
       Dl_info di{};
       dladdr(sym, &di);
-      return Status::failedPrecondition(
-          std::string("duplicate entry point: ") + SHOAL_PLUGIN_ENTRY +
-          " is defined both in this file and in its dependency " +
-          (di.dli_fname != nullptr ? di.dli_fname : dep) +
-          "; a plugin shared object must export exactly one");
+      return Status::failedPrecondition(std::string("duplicate entry point: ") +
+                                        SHOAL_PLUGIN_ENTRY +
+                                        " is defined both in this file and in its dependency " +
+                                        (di.dli_fname != nullptr ? di.dli_fname : dep) +
+                                        "; a plugin shared object must export exactly one");
     }
   }
   (void)path;
@@ -275,8 +283,10 @@ Status PluginHost::loadFile(const std::string& path) {
   const std::string theirs = abiString(desc->abi_major, desc->abi_minor);
   if (desc->abi_major != SHOAL_ABI_MAJOR) {
     return refuseAndClose("built for Shoal plugin ABI " + theirs + ", but this shoald speaks ABI " +
-                          ours + " (a different major version is incompatible; rebuild the "
-                          "plugin against SDK " + ours + ")");
+                          ours +
+                          " (a different major version is incompatible; rebuild the "
+                          "plugin against SDK " +
+                          ours + ")");
   }
   if (desc->abi_minor > SHOAL_ABI_MINOR) {
     return refuseAndClose("built for Shoal plugin ABI " + theirs +
@@ -289,8 +299,8 @@ Status PluginHost::loadFile(const std::string& path) {
                           std::to_string(SHOAL_PLUGIN_DESC_MIN_SIZE));
   }
   if (!isKnownKind(desc->kind)) {
-    return refuseAndClose("unknown plugin kind " + std::to_string(desc->kind) +
-                          " (ABI " + ours + " knows 1 scheduler, 2 runtime, 3 network, 4 secrets, "
+    return refuseAndClose("unknown plugin kind " + std::to_string(desc->kind) + " (ABI " + ours +
+                          " knows 1 scheduler, 2 runtime, 3 network, 4 secrets, "
                           "5 storage)");
   }
   if (!validName(desc->name)) {
@@ -335,8 +345,8 @@ Status PluginHost::loadFile(const std::string& path) {
     return Status::ok();
   }
   if (!duplicateOf.empty()) {
-    return refuseAndClose("duplicate plugin " + std::string(kindName(info.kind)) + "/" +
-                          info.name + ": already loaded from " + duplicateOf);
+    return refuseAndClose("duplicate plugin " + std::string(kindName(info.kind)) + "/" + info.name +
+                          ": already loaded from " + duplicateOf);
   }
 
   // The instance owns the handle from here on: its destructor dlcloses.

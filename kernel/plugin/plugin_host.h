@@ -67,11 +67,11 @@ class PluginHost {
   Status checkEntryPoint(void* handle, const std::string& path, void* entry) const;
 
   mutable std::mutex mu_;
-  std::map<std::string, std::string> config_;                 // guarded by mu_
-  std::vector<std::string> disabled_;                          // guarded by mu_
-  std::vector<std::unique_ptr<PluginInstance>> instances_;    // guarded by mu_
-  std::vector<Refusal> refusals_;                              // guarded by mu_
-  std::vector<std::string> disabledSkipped_;                   // guarded by mu_
+  std::map<std::string, std::string> config_;               // guarded by mu_
+  std::vector<std::string> disabled_;                       // guarded by mu_
+  std::vector<std::unique_ptr<PluginInstance>> instances_;  // guarded by mu_
+  std::vector<Refusal> refusals_;                           // guarded by mu_
+  std::vector<std::string> disabledSkipped_;                // guarded by mu_
   EventQueue events_;
 };
 

@@ -107,38 +107,64 @@ Status PluginInstance::escapedException(std::string_view op, const char* what) c
 Status::Code statusCodeFor(shoal_status code) {
   switch (code) {
     case SHOAL_OK:
-    case SHOAL_EAGAIN: return Status::Code::kOk;
-    case SHOAL_EPERM: return Status::Code::kPermissionDenied;
-    case SHOAL_ENOENT: return Status::Code::kNotFound;
-    case SHOAL_EBUSY: return Status::Code::kFailedPrecondition;
-    case SHOAL_EEXIST: return Status::Code::kAlreadyExists;
-    case SHOAL_EINVAL: return Status::Code::kInvalidArgument;
+    case SHOAL_EAGAIN:
+      return Status::Code::kOk;
+    case SHOAL_EPERM:
+      return Status::Code::kPermissionDenied;
+    case SHOAL_ENOENT:
+      return Status::Code::kNotFound;
+    case SHOAL_EBUSY:
+      return Status::Code::kFailedPrecondition;
+    case SHOAL_EEXIST:
+      return Status::Code::kAlreadyExists;
+    case SHOAL_EINVAL:
+      return Status::Code::kInvalidArgument;
     case SHOAL_ENOMEM:
-    case SHOAL_ENOSPC: return Status::Code::kResourceExhausted;
-    case SHOAL_ENOTSUP: return Status::Code::kNotSupported;
-    case SHOAL_ETIMEDOUT: return Status::Code::kTimeout;
-    case SHOAL_ECANCELED: return Status::Code::kCancelled;
-    default: return Status::Code::kInternal;
+    case SHOAL_ENOSPC:
+      return Status::Code::kResourceExhausted;
+    case SHOAL_ENOTSUP:
+      return Status::Code::kNotSupported;
+    case SHOAL_ETIMEDOUT:
+      return Status::Code::kTimeout;
+    case SHOAL_ECANCELED:
+      return Status::Code::kCancelled;
+    default:
+      return Status::Code::kInternal;
   }
 }
 
 std::string_view shoalStatusName(shoal_status code) {
   switch (code) {
-    case SHOAL_OK: return "SHOAL_OK";
-    case SHOAL_EAGAIN: return "SHOAL_EAGAIN";
-    case SHOAL_EPERM: return "SHOAL_EPERM";
-    case SHOAL_ENOENT: return "SHOAL_ENOENT";
-    case SHOAL_EIO: return "SHOAL_EIO";
-    case SHOAL_ENOMEM: return "SHOAL_ENOMEM";
-    case SHOAL_EBUSY: return "SHOAL_EBUSY";
-    case SHOAL_EEXIST: return "SHOAL_EEXIST";
-    case SHOAL_EINVAL: return "SHOAL_EINVAL";
-    case SHOAL_ENOSPC: return "SHOAL_ENOSPC";
-    case SHOAL_ENOTSUP: return "SHOAL_ENOTSUP";
-    case SHOAL_ETIMEDOUT: return "SHOAL_ETIMEDOUT";
-    case SHOAL_ECANCELED: return "SHOAL_ECANCELED";
-    case SHOAL_EINTERNAL: return "SHOAL_EINTERNAL";
-    default: return "an unknown status";
+    case SHOAL_OK:
+      return "SHOAL_OK";
+    case SHOAL_EAGAIN:
+      return "SHOAL_EAGAIN";
+    case SHOAL_EPERM:
+      return "SHOAL_EPERM";
+    case SHOAL_ENOENT:
+      return "SHOAL_ENOENT";
+    case SHOAL_EIO:
+      return "SHOAL_EIO";
+    case SHOAL_ENOMEM:
+      return "SHOAL_ENOMEM";
+    case SHOAL_EBUSY:
+      return "SHOAL_EBUSY";
+    case SHOAL_EEXIST:
+      return "SHOAL_EEXIST";
+    case SHOAL_EINVAL:
+      return "SHOAL_EINVAL";
+    case SHOAL_ENOSPC:
+      return "SHOAL_ENOSPC";
+    case SHOAL_ENOTSUP:
+      return "SHOAL_ENOTSUP";
+    case SHOAL_ETIMEDOUT:
+      return "SHOAL_ETIMEDOUT";
+    case SHOAL_ECANCELED:
+      return "SHOAL_ECANCELED";
+    case SHOAL_EINTERNAL:
+      return "SHOAL_EINTERNAL";
+    default:
+      return "an unknown status";
   }
 }
 

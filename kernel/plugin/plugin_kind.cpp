@@ -6,12 +6,18 @@ namespace shoal::plugin {
 
 std::string_view kindName(int32_t kind) {
   switch (kind) {
-    case 1: return "scheduler";
-    case 2: return "runtime";
-    case 3: return "network";
-    case 4: return "secrets";
-    case 5: return "storage";
-    default: return "";
+    case 1:
+      return "scheduler";
+    case 2:
+      return "runtime";
+    case 3:
+      return "network";
+    case 4:
+      return "secrets";
+    case 5:
+      return "storage";
+    default:
+      return "";
   }
 }
 

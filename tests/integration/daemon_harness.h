@@ -15,13 +15,18 @@ namespace shoal::test {
 // One shoald from the build tree with its own socket, pidfile and data root in a temp dir.
 class Daemon {
  public:
-  Daemon(const TempDir& dir, std::vector<std::string> pluginDirs, std::vector<std::string> extra = {})
+  Daemon(const TempDir& dir, std::vector<std::string> pluginDirs,
+         std::vector<std::string> extra = {})
       : socket_(dir.file("shoald.sock")), pidFile_(dir.file("shoald.pid")) {
     std::vector<std::string> argv = {std::string(SHOAL_BIN_DIR) + "/shoald",
-                                     "--config", dir.write("shoald.yaml", "log:\n  level: debug\n"),
-                                     "--data-root", dir.file("data"),
-                                     "--socket", socket_,
-                                     "--pidfile", pidFile_};
+                                     "--config",
+                                     dir.write("shoald.yaml", "log:\n  level: debug\n"),
+                                     "--data-root",
+                                     dir.file("data"),
+                                     "--socket",
+                                     socket_,
+                                     "--pidfile",
+                                     pidFile_};
     for (const auto& d : pluginDirs) {
       argv.push_back("--plugin-dir");
       argv.push_back(d);

@@ -65,8 +65,10 @@ class DaemonTest : public CppUnit::TestFixture {
       CPPUNIT_ASSERT_EQUAL(std::string("0.1.0"), o->getValue<std::string>("version"));
     }
     RunResult table = d.shoal({"plugin", "ls"});
-    CPPUNIT_ASSERT_MESSAGE(table.out, contains(table.out, "KIND        NAME               VERSION   ABI\n"));
-    CPPUNIT_ASSERT_MESSAGE(table.out, contains(table.out, "runtime     runtime-runc       0.1.0     1.0\n"));
+    CPPUNIT_ASSERT_MESSAGE(table.out,
+                           contains(table.out, "KIND        NAME               VERSION   ABI\n"));
+    CPPUNIT_ASSERT_MESSAGE(table.out,
+                           contains(table.out, "runtime     runtime-runc       0.1.0     1.0\n"));
     CPPUNIT_ASSERT(table.err.empty());
 
     struct stat st {};
@@ -74,7 +76,8 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(0600u, static_cast<unsigned>(st.st_mode & 0777));
     CPPUNIT_ASSERT_EQUAL(0, stat(dir.file("data").c_str(), &st));
     CPPUNIT_ASSERT_EQUAL(0700u, static_cast<unsigned>(st.st_mode & 0777));
-    CPPUNIT_ASSERT_EQUAL(std::to_string(d.process().pid()) + "\n", shoal::test::readFile(d.pidFile()));
+    CPPUNIT_ASSERT_EQUAL(std::to_string(d.process().pid()) + "\n",
+                         shoal::test::readFile(d.pidFile()));
   }
 
   void testSigtermStopsCleanly() { stopsCleanlyOn(SIGTERM); }
@@ -86,12 +89,13 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(first.process().log(), first.waitReady());
     TempDir other;
     RunResult second = shoal::test::runCommand(
-        {shoald(), "--data-root", other.file("data"), "--socket", other.file("s.sock"),
-         "--pidfile", first.pidFile(), "--plugin-dir", SHOAL_PLUGIN_BUILD_DIR},
+        {shoald(), "--data-root", other.file("data"), "--socket", other.file("s.sock"), "--pidfile",
+         first.pidFile(), "--plugin-dir", SHOAL_PLUGIN_BUILD_DIR},
         std::chrono::seconds(30));
     CPPUNIT_ASSERT(second.exitCode != 0);
-    CPPUNIT_ASSERT_MESSAGE(second.err, contains(second.err, "another shoald is already running (pid " +
-                                                            std::to_string(first.process().pid())));
+    CPPUNIT_ASSERT_MESSAGE(second.err,
+                           contains(second.err, "another shoald is already running (pid " +
+                                                    std::to_string(first.process().pid())));
     // The first one is unharmed.
     CPPUNIT_ASSERT_EQUAL(0, first.shoal({"info"}).exitCode);
     CPPUNIT_ASSERT(exists(first.pidFile()));
@@ -113,8 +117,9 @@ class DaemonTest : public CppUnit::TestFixture {
     // Only a runtime fixture: the default required kinds include the scheduler.
     Daemon d(dir, {std::string(SHOAL_FIXTURE_DIR) + "/good"});
     CPPUNIT_ASSERT_EQUAL(70, d.process().wait(std::chrono::seconds(20)));
-    CPPUNIT_ASSERT_MESSAGE(d.process().log(),
-                           contains(d.process().log(), "no plugin loaded for required kind(s): scheduler"));
+    CPPUNIT_ASSERT_MESSAGE(
+        d.process().log(),
+        contains(d.process().log(), "no plugin loaded for required kind(s): scheduler"));
     CPPUNIT_ASSERT(!exists(d.socket()));
     CPPUNIT_ASSERT(!exists(d.pidFile()));
   }
@@ -124,12 +129,14 @@ class DaemonTest : public CppUnit::TestFixture {
     std::string cfg = dir.write("bad.yaml", "data_root: /x\nlog:\n  level: loud\n");
     RunResult r = shoal::test::runCommand({shoald(), "--check-config", "--config", cfg});
     CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
-    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, cfg + ":3:10: log.level: unknown log level \"loud\""));
+    CPPUNIT_ASSERT_MESSAGE(r.err,
+                           contains(r.err, cfg + ":3:10: log.level: unknown log level \"loud\""));
     cfg = dir.write("unknown.yaml", "plugins:\n  dir: [/x]\n");
     r = shoal::test::runCommand({shoald(), "--config", cfg, "--socket", dir.file("s.sock"),
                                  "--pidfile", dir.file("p.pid")});
     CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
-    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, cfg + ":2:3: plugins.dir: unknown key in plugins"));
+    CPPUNIT_ASSERT_MESSAGE(r.err,
+                           contains(r.err, cfg + ":2:3: plugins.dir: unknown key in plugins"));
     CPPUNIT_ASSERT(!exists(dir.file("s.sock")));
     r = shoal::test::runCommand({shoald(), "--check-config", "--config", dir.file("missing.yaml")});
     CPPUNIT_ASSERT_EQUAL(78, r.exitCode);
@@ -149,7 +156,8 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "shoald version 0.1.0 (plugin ABI 1.0)"));
     r = shoal::test::runCommand({shoald(), "--help"});
     CPPUNIT_ASSERT_EQUAL(0, r.exitCode);
-    for (const char* opt : {"--config", "--data-root", "--check-config", "--socket", "--plugin-dir"}) {
+    for (const char* opt :
+         {"--config", "--data-root", "--check-config", "--socket", "--plugin-dir"}) {
       CPPUNIT_ASSERT_MESSAGE(opt, contains(r.out, opt));
     }
   }

@@ -5,9 +5,9 @@
 #include "tests/integration/daemon_harness.h"
 
 using shoal::test::Daemon;
+using shoal::test::runCommand;
 using shoal::test::RunResult;
 using shoal::test::TempDir;
-using shoal::test::runCommand;
 
 namespace {
 bool contains(const std::string& haystack, const std::string& needle) {
@@ -25,8 +25,8 @@ class SdkInstallTest : public CppUnit::TestFixture {
   void testOutOfTreeExampleBuildsAndLoads() {
     TempDir dir;
     const std::string prefix = dir.file("prefix");
-    RunResult r = runCommand({CMAKE_COMMAND, "--install", SHOAL_BINARY_DIR, "--component", "sdk",
-                              "--prefix", prefix});
+    RunResult r = runCommand(
+        {CMAKE_COMMAND, "--install", SHOAL_BINARY_DIR, "--component", "sdk", "--prefix", prefix});
     CPPUNIT_ASSERT_EQUAL_MESSAGE(describe(r), 0, r.exitCode);
     // The installed copy of the example, not the source tree's, is what a third party gets.
     const std::string example = prefix + "/share/shoal-sdk/examples/hello-scheduler";

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include <shoal/plugin.hpp>
 #include <shoal/secrets.h>
+#include <shoal/plugin.hpp>
 
 namespace {
 
@@ -46,8 +46,16 @@ struct FakeHost {
   static int64_t now() { return 42; }
 
   static const shoal_host* table() {
-    static const shoal_host h = {sizeof(shoal_host), SHOAL_ABI_MAJOR, SHOAL_ABI_MINOR, alloc, free,
-                                 log, fail, post, now, now};
+    static const shoal_host h = {sizeof(shoal_host),
+                                 SHOAL_ABI_MAJOR,
+                                 SHOAL_ABI_MINOR,
+                                 alloc,
+                                 free,
+                                 log,
+                                 fail,
+                                 post,
+                                 now,
+                                 now};
     return &h;
   }
 };
@@ -79,7 +87,8 @@ const shoal_secrets_ops kOps = [] {
   return o;
 }();
 
-const shoal_plugin_desc kDesc = shoal::sdk::describe<Probe>(SHOAL_KIND_SECRETS, "probe", "1", &kOps);
+const shoal_plugin_desc kDesc =
+    shoal::sdk::describe<Probe>(SHOAL_KIND_SECRETS, "probe", "1", &kOps);
 
 }  // namespace
 
@@ -102,7 +111,8 @@ class PluginHppTest : public CppUnit::TestFixture {
 
   void testInitAndFiniOwnTheState() {
     void* state = nullptr;
-    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("{}"), &state));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK,
+                         kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("{}"), &state));
     CPPUNIT_ASSERT(state != nullptr);
     CPPUNIT_ASSERT_EQUAL(1, g_live);
     kDesc.fini(state);
@@ -111,7 +121,8 @@ class PluginHppTest : public CppUnit::TestFixture {
 
   void testThrowingConstructorFailsInit() {
     void* state = nullptr;
-    CPPUNIT_ASSERT_EQUAL(SHOAL_EINVAL, kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("bad"), &state));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_EINVAL,
+                         kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("bad"), &state));
     CPPUNIT_ASSERT_EQUAL(std::string("config is bad"), FakeHost::lastFail);
     CPPUNIT_ASSERT_EQUAL(SHOAL_EINTERNAL,
                          kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("crash"), &state));
@@ -124,8 +135,8 @@ class PluginHppTest : public CppUnit::TestFixture {
     kDesc.init(FakeHost::table(), nullptr, shoal::sdk::str("{}"), &state);
     shoal_buf out{};
     FakeHost::posted.clear();
-    CPPUNIT_ASSERT_EQUAL(SHOAL_EINTERNAL,
-                         kOps.materialize(state, shoal::sdk::str("t1"), shoal::sdk::str("{}"), &out));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_EINTERNAL, kOps.materialize(state, shoal::sdk::str("t1"),
+                                                           shoal::sdk::str("{}"), &out));
     CPPUNIT_ASSERT(FakeHost::lastFail.find("materialize failed") != std::string::npos);
     CPPUNIT_ASSERT_EQUAL(std::size_t(1), FakeHost::posted.size());
     CPPUNIT_ASSERT_EQUAL(std::string("t1"), FakeHost::posted[0]);

@@ -12,8 +12,8 @@ namespace shoal::test {
 struct RunResult {
   int exitCode = -1;  // -1 when killed by a signal or not started
   int signal = 0;
-  std::string out;    // stdout
-  std::string err;    // stderr
+  std::string out;  // stdout
+  std::string err;  // stderr
 };
 
 // Run argv[0] (found through PATH when it has no '/') to completion, with a time limit after
@@ -53,7 +53,9 @@ bool eventually(F check, std::chrono::milliseconds limit = std::chrono::seconds(
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
     if (check()) return true;
-    struct timespec ts {0, 20 * 1000 * 1000};
+    struct timespec ts {
+      0, 20 * 1000 * 1000
+    };
     nanosleep(&ts, nullptr);
   }
   return check();

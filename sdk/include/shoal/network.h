@@ -44,32 +44,32 @@ typedef struct shoal_network_ops {
 
   /* Capabilities of this node and plugin: {"drivers": [...], "encryption": [...],
    * "load_balancer": "nftables"|"ipvs", "mtu": int}. *out: host->alloc, freed by the host. */
-  shoal_status (*describe)(void *state, shoal_buf *out);
+  shoal_status (*describe)(void* state, shoal_buf* out);
 
   /* ---- manager side ---- */
 
   /* Replay existing allocations (a JSON array of allocation results and endpoint allocations)
    * before any allocate call; the plugin must then never hand those out again. */
-  shoal_status (*restore)(void *state, shoal_str allocations_json);
+  shoal_status (*restore)(void* state, shoal_str allocations_json);
   /* Allocate a network (subnet, gateway, VNI). *out: allocation result. */
-  shoal_status (*network_allocate)(void *state, shoal_str network_json, shoal_buf *out);
-  shoal_status (*network_release)(void *state, shoal_str network_id);
+  shoal_status (*network_allocate)(void* state, shoal_str network_json, shoal_buf* out);
+  shoal_status (*network_release)(void* state, shoal_str network_id);
   /* Allocate one endpoint address (a task's address or a service VIP). *out: endpoint. */
-  shoal_status (*endpoint_allocate)(void *state, shoal_str request_json, shoal_buf *out);
-  shoal_status (*endpoint_release)(void *state, shoal_str endpoint_json);
+  shoal_status (*endpoint_allocate)(void* state, shoal_str request_json, shoal_buf* out);
+  shoal_status (*endpoint_release)(void* state, shoal_str endpoint_json);
 
   /* ---- node side ---- */
 
   /* Create the task's network namespace and connect it to its networks (building a network's
    * sandbox on first use). Asynchronous (plugin.h); completion result: attachment result. */
-  shoal_status (*attach)(void *state, uint64_t op, shoal_str task_id, shoal_str attach_json);
+  shoal_status (*attach)(void* state, uint64_t op, shoal_str task_id, shoal_str attach_json);
   /* Disconnect and delete the task's namespace; tear a network's sandbox down when its last
    * task left. Idempotent. Asynchronous (plugin.h). */
-  shoal_status (*detach)(void *state, uint64_t op, shoal_str task_id);
+  shoal_status (*detach)(void* state, uint64_t op, shoal_str task_id);
   /* Replace the set of remote endpoints of one network on this node. */
-  shoal_status (*update_peers)(void *state, shoal_str peers_json);
+  shoal_status (*update_peers)(void* state, shoal_str peers_json);
   /* Replace the set of service endpoints (VIPs, backends, published ports) on this node. */
-  shoal_status (*update_services)(void *state, shoal_str services_json);
+  shoal_status (*update_services)(void* state, shoal_str services_json);
 } shoal_network_ops;
 
 #ifdef __cplusplus

@@ -60,7 +60,7 @@ extern "C" {
 
 /* True when a struct that starts with struct_size is large enough to hold `field`. */
 #define SHOAL_HAS_FIELD(ptr, type, field) \
-  ((ptr) != NULL && offsetof(type, field) + sizeof(((type *)0)->field) <= (ptr)->struct_size)
+  ((ptr) != NULL && offsetof(type, field) + sizeof(((type*)0)->field) <= (ptr)->struct_size)
 
 /* ---- Status codes ------------------------------------------------------------------------ */
 
@@ -85,13 +85,13 @@ typedef int32_t shoal_status;
 
 /* A borrowed, not necessarily NUL-terminated, UTF-8 string view. */
 typedef struct shoal_str {
-  const char *ptr;
+  const char* ptr;
   uint64_t len;
 } shoal_str;
 
 /* An owned buffer. Who frees it is stated by the function that fills it (see OWNERSHIP). */
 typedef struct shoal_buf {
-  char *ptr;
+  char* ptr;
   uint64_t len;
 } shoal_buf;
 
@@ -142,25 +142,25 @@ typedef struct shoal_host {
 
   /* Allocate `size` bytes for a buffer handed to the host. Returns NULL when out of memory.
    * THREAD: any. */
-  void *(*alloc)(uint64_t size);
+  void* (*alloc)(uint64_t size);
   /* Free memory from alloc(), or a buffer the host handed to the plugin. NULL is a no-op.
    * THREAD: any. */
-  void (*free)(void *ptr);
+  void (*free)(void* ptr);
 
   /* Write a line to the daemon's log, attributed to this plugin. THREAD: any. */
-  void (*log)(shoal_instance *inst, int32_t level, shoal_str message);
+  void (*log)(shoal_instance* inst, int32_t level, shoal_str message);
 
   /* Attach an error message to the call in progress and return `code`, so a plugin can write
    * `return host->fail(inst, SHOAL_EINVAL, "bad image %s", name);`. The message is copied.
    * THREAD: only the thread the host called in on, during an op. */
-  shoal_status (*fail)(shoal_instance *inst, shoal_status code, const char *fmt, ...)
+  shoal_status (*fail)(shoal_instance* inst, shoal_status code, const char* fmt, ...)
       SHOAL_PRINTF(3, 4);
 
   /* Queue an event for the kernel (completion of an async op, task status, log chunk). The
    * event and everything it points to is copied before post returns. Never blocks on plugin
    * calls; returns SHOAL_ENOMEM when the queue is full and SHOAL_ECANCELED after fini began.
    * THREAD: any, including the plugin's own threads. */
-  shoal_status (*post)(shoal_instance *inst, const shoal_event *event);
+  shoal_status (*post)(shoal_instance* inst, const shoal_event* event);
 
   /* Wall-clock and monotonic time in nanoseconds, from the kernel's Clock (simulated under
    * test). THREAD: any. */
@@ -175,25 +175,25 @@ typedef struct shoal_plugin_desc {
   uint16_t abi_major;   /* SHOAL_ABI_MAJOR as the plugin was built */
   uint16_t abi_minor;   /* SHOAL_ABI_MINOR as the plugin was built */
   int32_t kind;         /* SHOAL_KIND_* */
-  const char *name;     /* unique per kind, [a-z0-9-], static storage */
-  const char *version;  /* the plugin's own version, static storage */
+  const char* name;     /* unique per kind, [a-z0-9-], static storage */
+  const char* version;  /* the plugin's own version, static storage */
 
   /* Called once after loading. `config` is the JSON object from shoald.yaml's
    * plugins.config.<name> ("{}" when absent). Store per-instance state in *out_state; it is
    * passed back to every op and to fini. On failure return a negative code with host->fail():
    * the plugin is then reported and not registered (fini is not called). */
-  shoal_status (*init)(const shoal_host *host, shoal_instance *inst, shoal_str config,
-                       void **out_state);
+  shoal_status (*init)(const shoal_host* host, shoal_instance* inst, shoal_str config,
+                       void** out_state);
   /* Called once before unloading, after the last op returned. Must stop the plugin's threads. */
-  void (*fini)(void *state);
+  void (*fini)(void* state);
   /* The kind's operations table (shoal_runtime_ops, ...), static storage. */
-  const void *ops;
+  const void* ops;
 } shoal_plugin_desc;
 
 /* The smallest descriptor an ABI 1.x host accepts. */
-#define SHOAL_PLUGIN_DESC_MIN_SIZE (offsetof(shoal_plugin_desc, ops) + sizeof(void *))
+#define SHOAL_PLUGIN_DESC_MIN_SIZE (offsetof(shoal_plugin_desc, ops) + sizeof(void*))
 
-typedef const shoal_plugin_desc *(*shoal_plugin_describe_fn)(void);
+typedef const shoal_plugin_desc* (*shoal_plugin_describe_fn)(void);
 
 #ifdef __cplusplus
 #define SHOAL_EXTERN_C extern "C"
@@ -202,12 +202,14 @@ typedef const shoal_plugin_desc *(*shoal_plugin_describe_fn)(void);
 #endif
 
 /* Export the plugin's descriptor. Use exactly once per shared object, at file scope. */
-#define SHOAL_PLUGIN(desc)                                                          \
-  SHOAL_EXTERN_C SHOAL_EXPORT const shoal_plugin_desc *shoal_plugin_describe(void); \
-  SHOAL_EXTERN_C SHOAL_EXPORT const shoal_plugin_desc *shoal_plugin_describe(void) { return &(desc); }
+#define SHOAL_PLUGIN(desc)                                                           \
+  SHOAL_EXTERN_C SHOAL_EXPORT const shoal_plugin_desc* shoal_plugin_describe(void);  \
+  SHOAL_EXTERN_C SHOAL_EXPORT const shoal_plugin_desc* shoal_plugin_describe(void) { \
+    return &(desc);                                                                  \
+  }
 
 /* Helpers for C plugins. */
-static inline shoal_str shoal_str_from(const char *s, uint64_t len) {
+static inline shoal_str shoal_str_from(const char* s, uint64_t len) {
   shoal_str r;
   r.ptr = s;
   r.len = len;

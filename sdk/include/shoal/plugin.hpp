@@ -106,7 +106,8 @@ class Instance {
   }
 
   // Finish an asynchronous op (plugin.h): posts SHOAL_EVENT_OP_DONE.
-  shoal_status complete(uint64_t op, shoal_status status, std::string_view json = {}) const noexcept {
+  shoal_status complete(uint64_t op, shoal_status status,
+                        std::string_view json = {}) const noexcept {
     return post(SHOAL_EVENT_OP_DONE, op, status, {}, json);
   }
 

@@ -40,44 +40,44 @@ typedef struct shoal_runtime_ops {
 
   /* Describe this node's runtime (node description document). *out is allocated with
    * host->alloc and freed by the host. */
-  shoal_status (*describe)(void *state, shoal_buf *out);
+  shoal_status (*describe)(void* state, shoal_buf* out);
 
   /* Make everything ready to start the task: pull the image, build the rootfs, write the OCI
    * bundle. Idempotent for one task id. Completion result: status document (state "ready"). */
-  shoal_status (*prepare)(void *state, uint64_t op, shoal_str task_id, shoal_str task_json);
+  shoal_status (*prepare)(void* state, uint64_t op, shoal_str task_id, shoal_str task_json);
 
   /* Start a prepared task. Completion result: status document (state "running"). */
-  shoal_status (*start)(void *state, uint64_t op, shoal_str task_id);
+  shoal_status (*start)(void* state, uint64_t op, shoal_str task_id);
 
   /* Complete when the task's process exits (or at once if it already has). Completion result:
    * status document with exit_code / oom_killed. Survives nothing: after a daemon restart the
    * agent calls wait again for every task it re-attaches to. */
-  shoal_status (*wait)(void *state, uint64_t op, shoal_str task_id);
+  shoal_status (*wait)(void* state, uint64_t op, shoal_str task_id);
 
   /* Stop gracefully: stop signal, then SIGKILL after grace_ns. Completes when stopped. */
-  shoal_status (*shutdown)(void *state, uint64_t op, shoal_str task_id, int64_t grace_ns);
+  shoal_status (*shutdown)(void* state, uint64_t op, shoal_str task_id, int64_t grace_ns);
 
   /* Kill at once (SIGKILL). Completes when the process is gone. */
-  shoal_status (*terminate)(void *state, uint64_t op, shoal_str task_id);
+  shoal_status (*terminate)(void* state, uint64_t op, shoal_str task_id);
 
   /* Remove every trace of a stopped task (bundle, rootfs mounts, cgroups, shim state). */
-  shoal_status (*remove)(void *state, uint64_t op, shoal_str task_id);
+  shoal_status (*remove)(void* state, uint64_t op, shoal_str task_id);
 
   /* Current status document of one task, synchronously. SHOAL_ENOENT for an unknown task. */
-  shoal_status (*inspect)(void *state, shoal_str task_id, shoal_buf *out);
+  shoal_status (*inspect)(void* state, shoal_str task_id, shoal_buf* out);
 
   /* Every task this runtime knows on this node (JSON array of status documents); used after a
    * daemon restart to re-attach to running containers. */
-  shoal_status (*list)(void *state, shoal_buf *out);
+  shoal_status (*list)(void* state, shoal_buf* out);
 
   /* Stream the task's logs as SHOAL_EVENT_LOG_CHUNK events for `op`, then SHOAL_EVENT_OP_DONE.
    * options_json: {"follow": bool, "tail": int (-1 = all), "since_ns": int, "timestamps": bool}.
    */
-  shoal_status (*logs)(void *state, uint64_t op, shoal_str task_id, shoal_str options_json);
+  shoal_status (*logs)(void* state, uint64_t op, shoal_str task_id, shoal_str options_json);
 
   /* Cancel an outstanding asynchronous op (a wait or a following logs stream). Its
    * SHOAL_EVENT_OP_DONE is still posted, with SHOAL_ECANCELED. SHOAL_ENOENT if not pending. */
-  shoal_status (*cancel)(void *state, uint64_t op);
+  shoal_status (*cancel)(void* state, uint64_t op);
 } shoal_runtime_ops;
 
 #ifdef __cplusplus

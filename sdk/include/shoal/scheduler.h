@@ -39,33 +39,33 @@ typedef struct shoal_scheduler_ops {
 
   /* Parse a node snapshot once per scheduling pass. On success *out_nodes is the node count
    * and *out_snap a handle for the calls below. */
-  shoal_status (*snapshot_open)(void *state, shoal_str nodes_json, shoal_sched_snapshot **out_snap,
-                                uint32_t *out_nodes);
-  void (*snapshot_close)(void *state, shoal_sched_snapshot *snap);
+  shoal_status (*snapshot_open)(void* state, shoal_str nodes_json, shoal_sched_snapshot** out_snap,
+                                uint32_t* out_nodes);
+  void (*snapshot_close)(void* state, shoal_sched_snapshot* snap);
 
   /* Parse one task group against a snapshot. */
-  shoal_status (*group_open)(void *state, shoal_sched_snapshot *snap, shoal_str group_json,
-                             shoal_sched_group **out_group);
-  void (*group_close)(void *state, shoal_sched_group *group);
+  shoal_status (*group_open)(void* state, shoal_sched_snapshot* snap, shoal_str group_json,
+                             shoal_sched_group** out_group);
+  void (*group_close)(void* state, shoal_sched_group* group);
 
   /* Check every node for one more task of the group: out_fit[i] = 1 if node i can take it,
    * else 0. `nodes` is the snapshot's node count; out_fit has that many entries. */
-  shoal_status (*filter)(void *state, shoal_sched_group *group, uint8_t *out_fit, uint32_t nodes);
+  shoal_status (*filter)(void* state, shoal_sched_group* group, uint8_t* out_fit, uint32_t nodes);
 
   /* Score every node that fits (fit[i] != 0) for the group's next task; higher is better.
    * Scores of nodes that do not fit are ignored. */
-  shoal_status (*score)(void *state, shoal_sched_group *group, const uint8_t *fit,
-                        int64_t *out_score, uint32_t nodes);
+  shoal_status (*score)(void* state, shoal_sched_group* group, const uint8_t* fit,
+                        int64_t* out_score, uint32_t nodes);
 
   /* Place `count` tasks of the group, in order, updating the snapshot's accounting (spread
    * counts, reservations, host ports) after each: out_node[k] is the node index for task k, or
    * -1 when no node fits it. This is the hot path the scheduler host calls. */
-  shoal_status (*assign)(void *state, shoal_sched_group *group, uint32_t count, int32_t *out_node);
+  shoal_status (*assign)(void* state, shoal_sched_group* group, uint32_t count, int32_t* out_node);
 
   /* Explain, Swarm style, why no node fits the group's next task, e.g.
    * "no suitable node (1 node not available for new tasks; 2 nodes had insufficient memory)".
    * *out is allocated with host->alloc and freed by the host. */
-  shoal_status (*explain)(void *state, shoal_sched_group *group, shoal_buf *out);
+  shoal_status (*explain)(void* state, shoal_sched_group* group, shoal_buf* out);
 } shoal_scheduler_ops;
 
 #ifdef __cplusplus

@@ -29,15 +29,14 @@ typedef struct shoal_secrets_ops {
   uint32_t reserved; /* zero */
 
   /* {"backing": "tmpfs", ...}. *out: host->alloc, freed by the host. */
-  shoal_status (*describe)(void *state, shoal_buf *out);
+  shoal_status (*describe)(void* state, shoal_buf* out);
 
   /* Materialise the task's secrets and configs; *out: mounts document. Calling it again for
    * the same task replaces the previous set. */
-  shoal_status (*materialize)(void *state, shoal_str task_id, shoal_str items_json,
-                              shoal_buf *out);
+  shoal_status (*materialize)(void* state, shoal_str task_id, shoal_str items_json, shoal_buf* out);
 
   /* Remove everything materialised for the task (unmount, wipe). Idempotent. */
-  shoal_status (*release)(void *state, shoal_str task_id);
+  shoal_status (*release)(void* state, shoal_str task_id);
 } shoal_secrets_ops;
 
 #ifdef __cplusplus

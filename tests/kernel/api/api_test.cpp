@@ -80,8 +80,8 @@ class ApiTest : public CppUnit::TestFixture {
     dir_ = std::make_unique<shoal::test::TempDir>();
     socket_ = dir_->file("api.sock");
     plugins_ = std::make_unique<shoal::plugin::PluginHost>();
-    plugins_->loadDirectories({std::string(SHOAL_FIXTURE_DIR) + "/good",
-                               std::string(SHOAL_FIXTURE_DIR) + "/bad-major"});
+    plugins_->loadDirectories(
+        {std::string(SHOAL_FIXTURE_DIR) + "/good", std::string(SHOAL_FIXTURE_DIR) + "/bad-major"});
     router_ = std::make_unique<Router>();
     shoal::api::DaemonFacts facts{"9.9.9", "/var/lib/shoal-test", socket_, 4242, 1};
     shoal::api::addSystemRoutes(*router_, *plugins_, facts);
@@ -108,7 +108,8 @@ class ApiTest : public CppUnit::TestFixture {
     auto obj = parse(*body);
     CPPUNIT_ASSERT_EQUAL(std::string("9.9.9"), obj->getValue<std::string>("version"));
     CPPUNIT_ASSERT_EQUAL(std::string("1.0"), obj->getValue<std::string>("plugin_abi"));
-    CPPUNIT_ASSERT_EQUAL(std::string("/var/lib/shoal-test"), obj->getValue<std::string>("data_root"));
+    CPPUNIT_ASSERT_EQUAL(std::string("/var/lib/shoal-test"),
+                         obj->getValue<std::string>("data_root"));
     CPPUNIT_ASSERT_EQUAL(std::string("inactive"),
                          obj->getObject("swarm")->getValue<std::string>("state"));
     auto runtimes = obj->getObject("plugins")->getArray("runtime");
@@ -158,7 +159,8 @@ class ApiTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(501, reply->status);
     reply = client_->request("POST", "/fail", "throw");
     CPPUNIT_ASSERT_EQUAL(500, reply->status);
-    CPPUNIT_ASSERT(contains(parse(reply->body)->getValue<std::string>("message"), "handler exploded"));
+    CPPUNIT_ASSERT(
+        contains(parse(reply->body)->getValue<std::string>("message"), "handler exploded"));
     auto call = client_->call("POST", "/fail", "conflict");
     CPPUNIT_ASSERT(call.status().code() == Status::Code::kConflict);
     CPPUNIT_ASSERT_EQUAL(std::string("version mismatch"), call.status().message());
@@ -167,20 +169,24 @@ class ApiTest : public CppUnit::TestFixture {
   void testMalformedRequestIs400AndServerSurvives() {
     std::string reply = rawExchange(socket_, "THIS IS NOT HTTP\r\n\r\n");
     CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, "HTTP/1.1 400 "));
-    CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, "{\"message\":\"malformed request: unsupported protocol"));
+    CPPUNIT_ASSERT_MESSAGE(
+        reply, contains(reply, "{\"message\":\"malformed request: unsupported protocol"));
     reply = rawExchange(socket_, "GET info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, "not an absolute path"));
     reply = rawExchange(socket_, "GARBAGE\r\n\r\n");
     CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, " 400 "));
     // Poco rejects an unparsable Content-Length before any handler runs, by closing the
     // connection; what matters is that nothing is served and the server lives on.
-    reply = rawExchange(socket_, "GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: nope\r\n\r\n");
+    reply = rawExchange(
+        socket_,
+        "GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: nope\r\n\r\n");
     CPPUNIT_ASSERT_MESSAGE(reply, !contains(reply, " 200 "));
     CPPUNIT_ASSERT(client_->call("GET", "/info").isOk());
   }
 
   void testMalformedUriIs400Json() {
-    std::string reply = rawExchange(socket_, "GET /info?x=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::string reply =
+        rawExchange(socket_, "GET /info?x=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, "HTTP/1.1 400"));
     CPPUNIT_ASSERT_MESSAGE(reply, contains(reply, "{\"message\":\"malformed request URI"));
   }
@@ -198,7 +204,8 @@ class ApiTest : public CppUnit::TestFixture {
     auto call = client_->call("GET", "/info");
     CPPUNIT_ASSERT(call.status().code() == Status::Code::kUnavailable);
     CPPUNIT_ASSERT_MESSAGE(call.status().message(),
-                           contains(call.status().message(), "Cannot connect to the Shoal daemon at unix://" + socket_));
+                           contains(call.status().message(),
+                                    "Cannot connect to the Shoal daemon at unix://" + socket_));
   }
 
   void testStaleSocketIsReplacedButNotOtherFiles() {

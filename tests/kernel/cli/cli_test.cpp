@@ -109,7 +109,8 @@ class CliTest : public CppUnit::TestFixture {
     Poco::JSON::Parser p;
     auto arr = p.parse(r.out).extract<Poco::JSON::Array::Ptr>();
     CPPUNIT_ASSERT_EQUAL(std::size_t(2), arr->size());
-    CPPUNIT_ASSERT_EQUAL(std::string("fixture-good"), arr->getObject(0)->getValue<std::string>("name"));
+    CPPUNIT_ASSERT_EQUAL(std::string("fixture-good"),
+                         arr->getObject(0)->getValue<std::string>("name"));
     CPPUNIT_ASSERT(contains(arr->getObject(0)->getValue<std::string>("path"), "fixture-good.so"));
     r = run({"plugin", "ls", "-q"});
     CPPUNIT_ASSERT_EQUAL(std::string("fixture-good\nolder-ok\n"), r.out);
@@ -125,7 +126,8 @@ class CliTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(contains(r.out, "Usage:  shoal [OPTIONS] COMMAND"));
     CPPUNIT_ASSERT(contains(r.out, "Management Commands:\n  plugin      Manage plugins"));
     CPPUNIT_ASSERT(contains(r.out, "  info        Display system-wide information"));
-    CPPUNIT_ASSERT(contains(r.out, "Run 'shoal COMMAND --help' for more information on a command."));
+    CPPUNIT_ASSERT(
+        contains(r.out, "Run 'shoal COMMAND --help' for more information on a command."));
     r = run({"info", "--help"});
     CPPUNIT_ASSERT_EQUAL(0, r.code);
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "Usage:  shoal info [OPTIONS]"));
@@ -142,7 +144,8 @@ class CliTest : public CppUnit::TestFixture {
   void testUnknownCommandAndFlagExitCodes() {
     Run r = run({"frobnicate"});
     CPPUNIT_ASSERT_EQUAL(1, r.code);
-    CPPUNIT_ASSERT_EQUAL(std::string("shoal: 'frobnicate' is not a shoal command.\nSee 'shoal --help'\n"), r.err);
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("shoal: 'frobnicate' is not a shoal command.\nSee 'shoal --help'\n"), r.err);
     r = run({"info", "--bogus"});
     CPPUNIT_ASSERT_EQUAL(125, r.code);
     CPPUNIT_ASSERT_EQUAL(std::string("unknown flag: --bogus\nSee 'shoal info --help'.\n"), r.err);
@@ -168,8 +171,8 @@ class CliTest : public CppUnit::TestFixture {
     server_->stop();
     Run r = run({"info"});
     CPPUNIT_ASSERT_EQUAL(1, r.code);
-    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, "Cannot connect to the Shoal daemon at unix://" + socket_ +
-                                                      ". Is shoald running?"));
+    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, "Cannot connect to the Shoal daemon at unix://" +
+                                                      socket_ + ". Is shoald running?"));
     CPPUNIT_ASSERT(r.out.empty());
   }
 

@@ -137,7 +137,8 @@ class ConfigTest : public CppUnit::TestFixture {
 
   void testBadValueNamesKeyAndLine() {
     std::string m = errorOf("data_root: /x\nlog:\n  level: loud\n");
-    CPPUNIT_ASSERT_MESSAGE(m, contains(m, "shoald.yaml:3:10: log.level: unknown log level \"loud\""));
+    CPPUNIT_ASSERT_MESSAGE(m,
+                           contains(m, "shoald.yaml:3:10: log.level: unknown log level \"loud\""));
     m = errorOf("log:\n  format: xml\n");
     CPPUNIT_ASSERT_MESSAGE(m, contains(m, ":2:11: log.format: unknown log format \"xml\""));
   }
@@ -163,7 +164,8 @@ class ConfigTest : public CppUnit::TestFixture {
   void testMissingFileIsNamed() {
     auto r = shoal::config::loadConfig("/nonexistent/shoald.yaml");
     CPPUNIT_ASSERT(!r.isOk());
-    CPPUNIT_ASSERT_MESSAGE(r.status().message(), contains(r.status().message(), "/nonexistent/shoald.yaml"));
+    CPPUNIT_ASSERT_MESSAGE(r.status().message(),
+                           contains(r.status().message(), "/nonexistent/shoald.yaml"));
   }
 };
 

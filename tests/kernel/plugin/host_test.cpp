@@ -97,8 +97,9 @@ class HostTest : public CppUnit::TestFixture {
     for (auto& t : threads) t.join();
     CPPUNIT_ASSERT_EQUAL(0, failures.load());
     shoal_buf out{};
-    good_->invoke("inspect",
-                  [&](void* st) { return good_->ops<shoal_runtime_ops>().inspect(st, {"t", 1}, &out); });
+    good_->invoke("inspect", [&](void* st) {
+      return good_->ops<shoal_runtime_ops>().inspect(st, {"t", 1}, &out);
+    });
     std::string json = str(out);
     // No overlap was ever seen, and the plugin's unsynchronised counter lost no increment.
     CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"violations\":0"));
@@ -107,7 +108,10 @@ class HostTest : public CppUnit::TestFixture {
 
   void testAsyncOpCompletesThroughPost() {
     Status s = good_->invoke(
-        "start", [&](void* st) { return good_->ops<shoal_runtime_ops>().start(st, 77, {"task-1", 6}); },
+        "start",
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().start(st, 77, {"task-1", 6});
+        },
         /*async=*/true);
     CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
     CPPUNIT_ASSERT(events_.waitFor(1));
@@ -123,7 +127,9 @@ class HostTest : public CppUnit::TestFixture {
   void testPluginThreadsPostEvents() {
     Status s = good_->invoke(
         "logs",
-        [&](void* st) { return good_->ops<shoal_runtime_ops>().logs(st, 9, {"t", 1}, {"{}", 2}); },
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().logs(st, 9, {"t", 1}, {"{}", 2});
+        },
         true);
     CPPUNIT_ASSERT(s.isOk());
     CPPUNIT_ASSERT(events_.waitFor(1001));
@@ -140,28 +146,41 @@ class HostTest : public CppUnit::TestFixture {
   }
 
   void testFailureCarriesPluginMessage() {
-    Status s = good_->invoke("prepare", [&](void* st) {
-      return good_->ops<shoal_runtime_ops>().prepare(st, 1, {"task-9", 6}, {"{}", 2});
-    }, true);
+    Status s = good_->invoke(
+        "prepare",
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().prepare(st, 1, {"task-9", 6}, {"{}", 2});
+        },
+        true);
     CPPUNIT_ASSERT(s.code() == Status::Code::kInvalidArgument);
-    CPPUNIT_ASSERT_EQUAL(std::string("plugin fixture-good: prepare: fixture: cannot prepare task task-9"),
-                         s.message());
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("plugin fixture-good: prepare: fixture: cannot prepare task task-9"),
+        s.message());
   }
 
   void testFailureWithoutMessageIsNamed() {
-    Status s = good_->invoke("wait", [&](void* st) {
-      return good_->ops<shoal_runtime_ops>().wait(st, 1, {"t", 1});
-    }, true);
+    Status s = good_->invoke(
+        "wait",
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().wait(st, 1, {"t", 1});
+        },
+        true);
     CPPUNIT_ASSERT(s.code() == Status::Code::kInternal);
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "SHOAL_EIO"));
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "gave no message"));
     // A message from an earlier call never leaks into a later one.
-    good_->invoke("prepare", [&](void* st) {
-      return good_->ops<shoal_runtime_ops>().prepare(st, 1, {"x", 1}, {"{}", 2});
-    }, true);
-    s = good_->invoke("wait", [&](void* st) {
-      return good_->ops<shoal_runtime_ops>().wait(st, 1, {"t", 1});
-    }, true);
+    good_->invoke(
+        "prepare",
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().prepare(st, 1, {"x", 1}, {"{}", 2});
+        },
+        true);
+    s = good_->invoke(
+        "wait",
+        [&](void* st) {
+          return good_->ops<shoal_runtime_ops>().wait(st, 1, {"t", 1});
+        },
+        true);
     CPPUNIT_ASSERT_MESSAGE(s.message(), !contains(s.message(), "cannot prepare"));
   }
 
@@ -182,11 +201,14 @@ class HostTest : public CppUnit::TestFixture {
     });
     CPPUNIT_ASSERT(s.code() == Status::Code::kInternal);
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "boom while materialising task-3"));
-    s = p->invoke("release", [&](void* st) { return p->ops<shoal_secrets_ops>().release(st, {"t", 1}); });
+    s = p->invoke("release", [&](void* st) {
+      return p->ops<shoal_secrets_ops>().release(st, {"t", 1});
+    });
     CPPUNIT_ASSERT(s.code() == Status::Code::kNotFound);
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "nothing to release"));
     // The instance still works afterwards.
-    s = p->invoke("describe", [&](void* st) { return p->ops<shoal_secrets_ops>().describe(st, &out); });
+    s = p->invoke("describe",
+                  [&](void* st) { return p->ops<shoal_secrets_ops>().describe(st, &out); });
     CPPUNIT_ASSERT(s.isOk());
     CPPUNIT_ASSERT_EQUAL(std::string("{\"backing\":\"none\"}"), str(out));
   }
@@ -195,7 +217,8 @@ class HostTest : public CppUnit::TestFixture {
     PluginInstance* p = host_->find(Kind::kSecrets, "fixture-raw-throw");
     CPPUNIT_ASSERT(p != nullptr);
     shoal_buf out{};
-    Status s = p->invoke("describe", [&](void* st) { return p->ops<shoal_secrets_ops>().describe(st, &out); });
+    Status s = p->invoke("describe",
+                         [&](void* st) { return p->ops<shoal_secrets_ops>().describe(st, &out); });
     CPPUNIT_ASSERT(s.code() == Status::Code::kInternal);
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "raw exception from describe"));
   }
@@ -207,8 +230,9 @@ class HostTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(host.list().empty());
     auto refusals = host.refusals();
     CPPUNIT_ASSERT_EQUAL(std::size_t(1), refusals.size());
-    CPPUNIT_ASSERT_MESSAGE(refusals[0].message,
-                           contains(refusals[0].message, "refusing to start: throw_in_init is set"));
+    CPPUNIT_ASSERT_MESSAGE(
+        refusals[0].message,
+        contains(refusals[0].message, "refusing to start: throw_in_init is set"));
   }
 
  private:

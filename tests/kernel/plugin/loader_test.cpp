@@ -58,9 +58,8 @@ class LoaderTest : public CppUnit::TestFixture {
     auto* inst = host.find(Kind::kRuntime, "fixture-good");
     CPPUNIT_ASSERT(inst != nullptr);
     shoal_buf out{};
-    Status s = inst->invoke("describe", [&](void* st) {
-      return inst->ops<shoal_runtime_ops>().describe(st, &out);
-    });
+    Status s = inst->invoke(
+        "describe", [&](void* st) { return inst->ops<shoal_runtime_ops>().describe(st, &out); });
     CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
     std::string json(out.ptr, out.len);
     std::free(out.ptr);
