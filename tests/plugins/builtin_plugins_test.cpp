@@ -1,0 +1,205 @@
+// The six built-in plugins as the daemon loads them: each loads through the ABI, describes the
+// node truthfully, refuses configuration it does not know, and answers "not supported yet"
+// (never a fake success) from the operations that later issues implement.
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <shoal/network.h>
+#include <shoal/runtime.h>
+#include <shoal/scheduler.h>
+#include <shoal/secrets.h>
+#include <shoal/storage.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "kernel/plugin/plugin_host.h"
+
+using shoal::Status;
+using shoal::plugin::Kind;
+using shoal::plugin::PluginHost;
+using shoal::plugin::PluginInstance;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string take(shoal_buf& b) {
+  std::string s(b.ptr, b.len);
+  std::free(b.ptr);
+  b = {};
+  return s;
+}
+
+void assertNotYet(const Status& s, const std::string& plugin, const std::string& op) {
+  CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotSupported);
+  CPPUNIT_ASSERT_MESSAGE(s.message(),
+                         contains(s.message(), plugin + ": " + op + " is not supported yet"));
+}
+
+}  // namespace
+
+class BuiltinPluginsTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(BuiltinPluginsTest);
+  CPPUNIT_TEST(testAllSixLoad);
+  CPPUNIT_TEST(testRuntimesDescribeThisNode);
+  CPPUNIT_TEST(testNetworkDescribesItsCapabilities);
+  CPPUNIT_TEST(testSecretsAndStorageDescribeTheirRoots);
+  CPPUNIT_TEST(testUnimplementedOpsSayNotSupportedYet);
+  CPPUNIT_TEST(testUnknownConfigKeysAreRefused);
+  CPPUNIT_TEST(testBadConfigValuesAreRefused);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void setUp() override {
+    host_ = std::make_unique<PluginHost>();
+    host_->loadDirectories({SHOAL_PLUGIN_BUILD_DIR});
+  }
+
+  void testAllSixLoad() {
+    CPPUNIT_ASSERT(host_->refusals().empty());
+    CPPUNIT_ASSERT_EQUAL(std::size_t(6), host_->list().size());
+    CPPUNIT_ASSERT(
+        host_->checkRequired({"scheduler", "runtime", "network", "secrets", "storage"}).isOk());
+  }
+
+  void testRuntimesDescribeThisNode() {
+    for (const char* name : {"runtime-runc", "runtime-sim"}) {
+      PluginInstance* p = host_->find(Kind::kRuntime, name);
+      CPPUNIT_ASSERT(p != nullptr);
+      shoal_buf out{};
+      Status s = p->invoke(
+          "describe", [&](void* st) { return p->ops<shoal_runtime_ops>().describe(st, &out); });
+      CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+      std::string json = take(out);
+      CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"schema\":\"shoal.node-runtime/v1\""));
+      CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"os\":\"linux\""));
+      CPPUNIT_ASSERT_MESSAGE(
+          json, contains(json, "\"cpus\":" + std::to_string(sysconf(_SC_NPROCESSORS_ONLN))));
+    }
+    PluginInstance* runc = host_->find(Kind::kRuntime, "runtime-runc");
+    shoal_buf out{};
+    runc->invoke("describe",
+                 [&](void* st) { return runc->ops<shoal_runtime_ops>().describe(st, &out); });
+    std::string json = take(out);
+    CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"runtime\":\"runc\""));
+  }
+
+  void testNetworkDescribesItsCapabilities() {
+    PluginInstance* p = host_->find(Kind::kNetwork, "network-overlay");
+    shoal_buf out{};
+    CPPUNIT_ASSERT(p->invoke("describe", [&](void* st) {
+                      return p->ops<shoal_network_ops>().describe(st, &out);
+                    }).isOk());
+    std::string json = take(out);
+    CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"drivers\":[\"overlay\"]"));
+    CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"vxlan_port\":4789"));
+    CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"mtu\":"));
+  }
+
+  void testSecretsAndStorageDescribeTheirRoots() {
+    PluginInstance* sec = host_->find(Kind::kSecrets, "secrets-tmpfs");
+    shoal_buf out{};
+    CPPUNIT_ASSERT(
+        sec->invoke("describe",
+                    [&](void* st) { return sec->ops<shoal_secrets_ops>().describe(st, &out); })
+            .isOk());
+    CPPUNIT_ASSERT_EQUAL(std::string("{\"backing\":\"tmpfs\",\"root\":\"/run/shoal/secrets\"}"),
+                         take(out));
+    PluginInstance* sto = host_->find(Kind::kStorage, "storage-local");
+    CPPUNIT_ASSERT(
+        sto->invoke("describe",
+                    [&](void* st) { return sto->ops<shoal_storage_ops>().describe(st, &out); })
+            .isOk());
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("{\"drivers\":[\"local\"],\"root\":\"/var/lib/shoal/volumes\"}"), take(out));
+  }
+
+  void testUnimplementedOpsSayNotSupportedYet() {
+    PluginInstance* runc = host_->find(Kind::kRuntime, "runtime-runc");
+    assertNotYet(runc->invoke(
+                     "prepare",
+                     [&](void* st) {
+                       return runc->ops<shoal_runtime_ops>().prepare(st, 1, {"t", 1}, {"{}", 2});
+                     },
+                     true),
+                 "runtime-runc", "prepare");
+    PluginInstance* sched = host_->find(Kind::kScheduler, "scheduler-spread");
+    shoal_sched_snapshot* snap = nullptr;
+    uint32_t nodes = 0;
+    assertNotYet(
+        sched->invoke(
+            "snapshot_open",
+            [&](void* st) {
+              return sched->ops<shoal_scheduler_ops>().snapshot_open(st, {"{}", 2}, &snap, &nodes);
+            }),
+        "scheduler-spread", "snapshot_open");
+    CPPUNIT_ASSERT(snap == nullptr);
+    PluginInstance* net = host_->find(Kind::kNetwork, "network-overlay");
+    assertNotYet(net->invoke(
+                     "attach",
+                     [&](void* st) {
+                       return net->ops<shoal_network_ops>().attach(st, 1, {"t", 1}, {"{}", 2});
+                     },
+                     true),
+                 "network-overlay", "attach");
+    PluginInstance* sec = host_->find(Kind::kSecrets, "secrets-tmpfs");
+    shoal_buf out{};
+    assertNotYet(
+        sec->invoke(
+            "materialize",
+            [&](void* st) {
+              return sec->ops<shoal_secrets_ops>().materialize(st, {"t", 1}, {"{}", 2}, &out);
+            }),
+        "secrets-tmpfs", "materialize");
+    PluginInstance* sto = host_->find(Kind::kStorage, "storage-local");
+    assertNotYet(
+        sto->invoke(
+            "volume_create",
+            [&](void* st) {
+              return sto->ops<shoal_storage_ops>().volume_create(st, {"v", 1}, {"{}", 2}, &out);
+            }),
+        "storage-local", "volume_create");
+    CPPUNIT_ASSERT(out.ptr == nullptr);
+  }
+
+  void testUnknownConfigKeysAreRefused() {
+    std::map<std::string, std::string> config;
+    for (const char* n : {"scheduler-spread", "runtime-runc", "runtime-sim", "network-overlay",
+                          "secrets-tmpfs", "storage-local"}) {
+      config[n] = "{\"no_such_key\":1}";
+    }
+    PluginHost host;
+    host.setPluginConfig(config);
+    host.loadDirectories({SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT(host.list().empty());
+    auto refusals = host.refusals();
+    CPPUNIT_ASSERT_EQUAL(std::size_t(6), refusals.size());
+    for (const auto& r : refusals) {
+      CPPUNIT_ASSERT_MESSAGE(r.message, contains(r.message, "unknown config key \"no_such_key\""));
+    }
+  }
+
+  void testBadConfigValuesAreRefused() {
+    PluginHost host;
+    host.setPluginConfig({{"runtime-sim", "{\"failure_rate\":2}"},
+                          {"network-overlay", "{\"vxlan_port\":70000}"},
+                          {"storage-local", "{\"root\":\"relative/dir\"}"},
+                          {"runtime-runc", "{\"runtime\":\"crun\"}"}});
+    host.loadDirectories({SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_EQUAL(std::size_t(3), host.refusals().size());
+    CPPUNIT_ASSERT(host.find(Kind::kRuntime, "runtime-runc") != nullptr);  // crun is a valid choice
+    PluginInstance* runc = host.find(Kind::kRuntime, "runtime-runc");
+    shoal_buf out{};
+    runc->invoke("describe",
+                 [&](void* st) { return runc->ops<shoal_runtime_ops>().describe(st, &out); });
+    std::string json = take(out);
+    CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"runtime\":\"crun\""));
+  }
+
+ private:
+  std::unique_ptr<PluginHost> host_;
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(BuiltinPluginsTest);
