@@ -1,0 +1,557 @@
+#include "kernel/raft/raft_core.h"
+
+#include <algorithm>
+
+#include "kernel/common/assert.h"
+
+namespace shoal::raft {
+
+const char* messageTypeName(MessageType type) {
+  switch (type) {
+    case MessageType::kPreVote:
+      return "PreVote";
+    case MessageType::kPreVoteResp:
+      return "PreVoteResp";
+    case MessageType::kVote:
+      return "Vote";
+    case MessageType::kVoteResp:
+      return "VoteResp";
+    case MessageType::kAppend:
+      return "Append";
+    case MessageType::kAppendResp:
+      return "AppendResp";
+    case MessageType::kHeartbeat:
+      return "Heartbeat";
+    case MessageType::kHeartbeatResp:
+      return "HeartbeatResp";
+  }
+  return "?";
+}
+
+const char* roleName(Role role) {
+  switch (role) {
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "pre-candidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
+  }
+  return "?";
+}
+
+RaftCore::RaftCore(RaftConfig config, Random& random, Restored restored)
+    : config_(std::move(config)), random_(random) {
+  SHOAL_CHECK(config_.id != kNone);
+  SHOAL_CHECK(std::find(config_.voters.begin(), config_.voters.end(), config_.id) !=
+              config_.voters.end());
+  SHOAL_CHECK(config_.electionTicks > config_.heartbeatTicks && config_.heartbeatTicks > 0);
+  log_ = std::move(restored.entries);
+  for (std::size_t i = 0; i < log_.size(); ++i) SHOAL_CHECK(log_[i].index == i + 1);
+  term_ = restored.hardState.term;
+  vote_ = restored.hardState.vote;
+  commit_ = std::min(restored.hardState.commit, lastIndex());
+  applied_ = std::min(restored.applied, commit_);
+  stable_ = lastIndex();
+  persisted_ = restored.hardState;
+  becomeFollower(term_, kNone);
+}
+
+Term RaftCore::termAt(Index index) const {
+  if (index == 0 || index > log_.size()) return 0;
+  return log_[index - 1].term;
+}
+
+void RaftCore::resetTimers() {
+  electionElapsed_ = 0;
+  heartbeatElapsed_ = 0;
+  randomizedTimeout_ =
+      config_.electionTicks + static_cast<int>(random_.uniform(config_.electionTicks));
+}
+
+bool RaftCore::inLease() const {
+  return config_.checkQuorum && lead_ != kNone && electionElapsed_ < config_.electionTicks;
+}
+
+void RaftCore::becomeFollower(Term term, NodeId lead) {
+  if (term != term_) {
+    term_ = term;
+    vote_ = kNone;
+  }
+  role_ = Role::kFollower;
+  lead_ = lead;
+  votes_.clear();
+  progress_.clear();
+  resetTimers();
+}
+
+void RaftCore::becomePreCandidate() {
+  // A pre-candidate keeps its term and vote: the pre-vote changes nothing durable.
+  role_ = Role::kPreCandidate;
+  lead_ = kNone;
+  resetTimers();  // a fresh random timeout, so repeated campaigns do not stay in lockstep
+  votes_.clear();
+  votes_[config_.id] = true;
+  progress_.clear();
+}
+
+void RaftCore::becomeCandidate() {
+  term_ += 1;
+  vote_ = config_.id;
+  role_ = Role::kCandidate;
+  lead_ = kNone;
+  votes_.clear();
+  votes_[config_.id] = true;
+  progress_.clear();
+  resetTimers();
+}
+
+void RaftCore::becomeLeader() {
+  role_ = Role::kLeader;
+  lead_ = config_.id;
+  votes_.clear();
+  progress_.clear();
+  for (NodeId v : config_.voters) {
+    Progress& p = progress_[v];
+    p.next = lastIndex() + 1;
+    p.match = v == config_.id ? lastIndex() : 0;
+    p.recentActive = v == config_.id;
+  }
+  resetTimers();
+  // An entry of the new term: entries of earlier terms commit only through it.
+  appendAsLeader(Entry{});
+  pendingBroadcast_ = true;
+}
+
+void RaftCore::campaign() {
+  if (role_ == Role::kLeader) return;
+  if (config_.preVote) {
+    becomePreCandidate();
+    requestVotes(true);
+  } else {
+    becomeCandidate();
+    requestVotes(false);
+  }
+}
+
+void RaftCore::requestVotes(bool pre) {
+  // A single-member cluster wins at once.
+  if (static_cast<int>(votes_.size()) >= quorum()) {
+    if (pre) {
+      becomeCandidate();
+      requestVotes(false);
+    } else {
+      becomeLeader();
+    }
+    return;
+  }
+  for (NodeId v : config_.voters) {
+    if (v == config_.id) continue;
+    Message m;
+    m.type = pre ? MessageType::kPreVote : MessageType::kVote;
+    m.to = v;
+    m.term = pre ? term_ + 1 : term_;
+    m.index = lastIndex();
+    m.logTerm = termAt(lastIndex());
+    send(std::move(m));
+  }
+}
+
+void RaftCore::send(Message m) {
+  m.from = config_.id;
+  if (m.term == 0) m.term = term_;
+  outbox_.push_back(std::move(m));
+}
+
+void RaftCore::tick() {
+  if (role_ == Role::kLeader) {
+    ++heartbeatElapsed_;
+    ++electionElapsed_;
+    if (electionElapsed_ >= config_.electionTicks) {
+      electionElapsed_ = 0;
+      if (config_.checkQuorum) {
+        int active = 0;
+        for (auto& [id, p] : progress_) {
+          if (id == config_.id || p.recentActive) ++active;
+          p.recentActive = false;
+        }
+        if (active < quorum()) {
+          becomeFollower(term_, kNone);
+          return;
+        }
+      }
+    }
+    if (heartbeatElapsed_ >= config_.heartbeatTicks) {
+      heartbeatElapsed_ = 0;
+      broadcastHeartbeat();
+    }
+    return;
+  }
+  ++electionElapsed_;
+  if (pastElectionTimeout()) {
+    electionElapsed_ = 0;
+    campaign();
+  }
+}
+
+void RaftCore::step(const Message& m) {
+  if (m.to != config_.id) return;
+  if (m.term > term_) {
+    if (m.type == MessageType::kVote || m.type == MessageType::kPreVote) {
+      // With check-quorum, a node that hears from a live leader ignores campaigns: a
+      // partitioned node rejoining cannot depose a healthy leader.
+      if (inLease()) return;
+    }
+    if (m.type == MessageType::kPreVote) {
+      // A pre-vote never changes our term.
+    } else if (m.type == MessageType::kPreVoteResp && !m.reject) {
+      // A granted pre-vote carries the term we would campaign at; ours stays.
+    } else if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat) {
+      becomeFollower(m.term, m.from);
+    } else {
+      becomeFollower(m.term, kNone);
+    }
+  } else if (m.term < term_) {
+    if ((config_.checkQuorum || config_.preVote) &&
+        (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat)) {
+      // A deposed leader learns the newer term from this answer and steps down.
+      Message resp;
+      resp.type = MessageType::kAppendResp;
+      resp.to = m.from;
+      send(std::move(resp));
+    } else if (m.type == MessageType::kPreVote) {
+      Message resp;
+      resp.type = MessageType::kPreVoteResp;
+      resp.to = m.from;
+      resp.reject = true;
+      send(std::move(resp));
+    }
+    return;
+  }
+
+  if (m.type == MessageType::kVote || m.type == MessageType::kPreVote) {
+    handleVoteRequest(m);
+    return;
+  }
+  switch (role_) {
+    case Role::kLeader:
+      stepLeader(m);
+      break;
+    case Role::kPreCandidate:
+    case Role::kCandidate:
+      stepCandidate(m);
+      break;
+    case Role::kFollower:
+      stepFollower(m);
+      break;
+  }
+}
+
+bool RaftCore::logUpToDate(Term lastTerm, Index lastIdx) const {
+  const Term ours = termAt(lastIndex());
+  return lastTerm > ours || (lastTerm == ours && lastIdx >= lastIndex());
+}
+
+void RaftCore::handleVoteRequest(const Message& m) {
+  const bool pre = m.type == MessageType::kPreVote;
+  const bool canVote =
+      vote_ == m.from || (vote_ == kNone && lead_ == kNone) || (pre && m.term > term_);
+  Message resp;
+  resp.type = pre ? MessageType::kPreVoteResp : MessageType::kVoteResp;
+  resp.to = m.from;
+  if (canVote && logUpToDate(m.logTerm, m.index)) {
+    resp.term = m.term;
+    send(std::move(resp));
+    if (!pre) {
+      electionElapsed_ = 0;
+      vote_ = m.from;
+    }
+  } else {
+    resp.reject = true;
+    send(std::move(resp));
+  }
+}
+
+void RaftCore::stepCandidate(const Message& m) {
+  switch (m.type) {
+    case MessageType::kAppend:
+      becomeFollower(m.term, m.from);
+      handleAppend(m);
+      return;
+    case MessageType::kHeartbeat:
+      becomeFollower(m.term, m.from);
+      handleHeartbeat(m);
+      return;
+    case MessageType::kPreVoteResp:
+    case MessageType::kVoteResp: {
+      const bool pre = m.type == MessageType::kPreVoteResp;
+      if (pre != (role_ == Role::kPreCandidate)) return;  // an answer to an older campaign
+      votes_.emplace(m.from, !m.reject);
+      int granted = 0, rejected = 0;
+      for (const auto& [id, yes] : votes_) (yes ? granted : rejected)++;
+      if (granted >= quorum()) {
+        if (pre) {
+          becomeCandidate();
+          requestVotes(false);
+        } else {
+          becomeLeader();
+        }
+      } else if (rejected >= quorum()) {
+        becomeFollower(term_, kNone);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void RaftCore::stepFollower(const Message& m) {
+  switch (m.type) {
+    case MessageType::kAppend:
+      electionElapsed_ = 0;
+      lead_ = m.from;
+      handleAppend(m);
+      return;
+    case MessageType::kHeartbeat:
+      electionElapsed_ = 0;
+      lead_ = m.from;
+      handleHeartbeat(m);
+      return;
+    default:
+      return;
+  }
+}
+
+std::optional<Index> RaftCore::tryAppend(Index prevIndex, Term prevTerm,
+                                         const std::vector<Entry>& entries) {
+  if (termAt(prevIndex) != prevTerm) return std::nullopt;
+  for (const Entry& e : entries) {
+    if (e.index <= lastIndex()) {
+      if (termAt(e.index) == e.term) continue;
+      // A conflicting suffix: it was never committed (the leader's log has every committed
+      // entry), so drop it, and what storage held of it.
+      SHOAL_CHECK(e.index > commit_);
+      log_.resize(e.index - 1);
+      stable_ = std::min(stable_, e.index - 1);
+    }
+    SHOAL_CHECK(e.index == lastIndex() + 1);
+    log_.push_back(e);
+  }
+  return prevIndex + entries.size();
+}
+
+void RaftCore::handleAppend(const Message& m) {
+  Message resp;
+  resp.type = MessageType::kAppendResp;
+  resp.to = m.from;
+  if (m.index < commit_) {
+    resp.index = commit_;
+    send(std::move(resp));
+    return;
+  }
+  if (auto last = tryAppend(m.index, m.logTerm, m.entries)) {
+    commit_ = std::max(commit_, std::min(m.commit, *last));
+    resp.index = *last;
+  } else {
+    resp.index = m.index;
+    resp.reject = true;
+    resp.rejectHint = std::min(m.index, lastIndex());
+  }
+  send(std::move(resp));
+}
+
+void RaftCore::handleHeartbeat(const Message& m) {
+  // The leader sends min(match, commit): every entry up to it is ours too.
+  commit_ = std::max(commit_, std::min(m.commit, lastIndex()));
+  Message resp;
+  resp.type = MessageType::kHeartbeatResp;
+  resp.to = m.from;
+  send(std::move(resp));
+}
+
+void RaftCore::stepLeader(const Message& m) {
+  auto it = progress_.find(m.from);
+  if (it == progress_.end()) return;
+  Progress& pr = it->second;
+  switch (m.type) {
+    case MessageType::kAppendResp:
+      pr.recentActive = true;
+      handleAppendResp(m);
+      return;
+    case MessageType::kHeartbeatResp:
+      pr.recentActive = true;
+      pr.probeSent = false;
+      // A lost append would otherwise hold its inflight slot forever.
+      if (pr.inflight.size() >= config_.maxInflight) pr.inflight.pop_front();
+      // A follower still behind may have lost an append: send from `next` even when that
+      // carries nothing, so a gap shows up as a rejection and replication restarts from
+      // what the follower really has.
+      if (pr.match < lastIndex()) sendAppend(m.from, SendMode::kAlways);
+      return;
+    default:
+      return;
+  }
+}
+
+void RaftCore::handleAppendResp(const Message& m) {
+  Progress& pr = progress_[m.from];
+  if (m.reject) {
+    if (pr.state == ProgressState::kReplicate) {
+      if (m.index <= pr.match) return;  // stale
+      pr.state = ProgressState::kProbe;
+      pr.inflight.clear();
+      pr.next = pr.match + 1;
+    } else {
+      if (pr.next - 1 != m.index) return;  // an answer to an older probe
+      pr.next = std::max<Index>(1, std::min(m.index, m.rejectHint + 1));
+    }
+    pr.probeSent = false;
+    sendAppend(m.from, SendMode::kCommit);
+    return;
+  }
+  bool updated = false;
+  if (m.index > pr.match) {
+    pr.match = m.index;
+    updated = true;
+  }
+  pr.next = std::max(pr.next, m.index + 1);
+  while (!pr.inflight.empty() && pr.inflight.front() <= m.index) pr.inflight.pop_front();
+  if (pr.state == ProgressState::kProbe) {
+    pr.state = ProgressState::kReplicate;
+    pr.next = pr.match + 1;
+    pr.probeSent = false;
+    pr.inflight.clear();
+  }
+  if (updated && maybeCommit()) {
+    broadcastAppend();
+  } else if (pr.match < lastIndex()) {
+    sendAppend(m.from, SendMode::kEntries);
+  }
+}
+
+bool RaftCore::maybeCommit() {
+  std::vector<Index> matches;
+  for (NodeId v : config_.voters) matches.push_back(progress_[v].match);
+  std::sort(matches.begin(), matches.end(), std::greater<Index>());
+  const Index candidate = matches[quorum() - 1];
+  // Only an entry of the current term commits by counting replicas (Raft §5.4.2).
+  if (candidate > commit_ && termAt(candidate) == term_) {
+    commit_ = candidate;
+    return true;
+  }
+  return false;
+}
+
+bool RaftCore::sendAppend(NodeId to, SendMode mode) {
+  Progress& pr = progress_[to];
+  if (pr.state == ProgressState::kProbe && pr.probeSent) return false;
+  if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= config_.maxInflight) {
+    return false;
+  }
+  Message m;
+  m.type = MessageType::kAppend;
+  m.to = to;
+  m.index = pr.next - 1;
+  m.logTerm = termAt(m.index);
+  m.commit = commit_;
+  std::size_t bytes = 0;
+  for (Index i = pr.next; i <= lastIndex(); ++i) {
+    const Entry& e = log_[i - 1];
+    if (!m.entries.empty() && (m.entries.size() >= config_.maxEntriesPerMessage ||
+                               bytes + e.data.size() > config_.maxBytesPerMessage)) {
+      break;
+    }
+    bytes += e.data.size();
+    m.entries.push_back(e);
+  }
+  if (m.entries.empty()) {
+    // Nothing new: an empty append only carries the commit index. While appends are in
+    // flight they carry it anyway, and an empty one would race ahead of them.
+    if (mode == SendMode::kEntries) return false;
+    if (mode == SendMode::kCommit && !pr.inflight.empty()) return false;
+  }
+  if (pr.state == ProgressState::kReplicate) {
+    if (!m.entries.empty()) {
+      pr.next = m.entries.back().index + 1;
+      pr.inflight.push_back(m.entries.back().index);
+    }
+  } else {
+    pr.probeSent = true;
+  }
+  send(std::move(m));
+  return true;
+}
+
+void RaftCore::broadcastAppend() {
+  for (NodeId v : config_.voters) {
+    if (v != config_.id) sendAppend(v, SendMode::kCommit);
+  }
+}
+
+void RaftCore::broadcastHeartbeat() {
+  for (NodeId v : config_.voters) {
+    if (v == config_.id) continue;
+    Message m;
+    m.type = MessageType::kHeartbeat;
+    m.to = v;
+    m.commit = std::min(progress_[v].match, commit_);
+    send(std::move(m));
+  }
+}
+
+void RaftCore::appendAsLeader(Entry e) {
+  e.term = term_;
+  e.index = lastIndex() + 1;
+  log_.push_back(std::move(e));
+  Progress& self = progress_[config_.id];
+  self.match = lastIndex();
+  self.next = lastIndex() + 1;
+  maybeCommit();  // a single-member cluster commits on its own
+}
+
+Result<Index> RaftCore::propose(std::string data) {
+  if (role_ != Role::kLeader) {
+    return Status::unavailable(
+        lead_ == kNone ? std::string("not the leader, and no leader is known")
+                       : "not the leader (the leader is " + std::to_string(lead_) + ")");
+  }
+  Entry e;
+  e.data = std::move(data);
+  appendAsLeader(std::move(e));
+  // Appends go out at the next ready(), so proposals made between two ready() calls share
+  // one message per follower.
+  pendingBroadcast_ = true;
+  return lastIndex();
+}
+
+bool RaftCore::hasReady() const {
+  return pendingBroadcast_ || !outbox_.empty() || stable_ < lastIndex() || applied_ < commit_ ||
+         HardState{term_, vote_, commit_} != persisted_;
+}
+
+Ready RaftCore::ready() {
+  if (pendingBroadcast_ && role_ == Role::kLeader) broadcastAppend();
+  pendingBroadcast_ = false;
+  Ready r;
+  HardState hs{term_, vote_, commit_};
+  if (hs != persisted_) r.hardState = hs;
+  for (Index i = stable_ + 1; i <= lastIndex(); ++i) r.entries.push_back(log_[i - 1]);
+  r.messages = std::move(outbox_);
+  outbox_.clear();
+  for (Index i = applied_ + 1; i <= commit_; ++i) r.committed.push_back(log_[i - 1]);
+  readyStable_ = lastIndex();
+  readyApplied_ = commit_;
+  readyHardState_ = hs;
+  return r;
+}
+
+void RaftCore::advance() {
+  stable_ = std::min(readyStable_, lastIndex());
+  applied_ = std::max(applied_, readyApplied_);
+  persisted_ = readyHardState_;
+}
+
+}  // namespace shoal::raft

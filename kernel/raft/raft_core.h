@@ -1,0 +1,143 @@
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernel/common/random.h"
+#include "kernel/common/status.h"
+#include "kernel/raft/raft_types.h"
+
+namespace shoal::raft {
+
+struct RaftConfig {
+  NodeId id = kNone;
+  std::vector<NodeId> voters;  // every voting member, this node included
+  int electionTicks = 10;      // a follower campaigns after [electionTicks, 2*electionTicks)
+  int heartbeatTicks = 1;      // a leader sends heartbeats every heartbeatTicks
+  bool preVote = true;         // campaign only after a pre-vote majority (no term inflation)
+  bool checkQuorum = true;     // a leader without a quorum of recent contact steps down; a
+                               // follower with a live leader ignores vote requests (lease)
+  std::size_t maxEntriesPerMessage = 256;
+  std::size_t maxBytesPerMessage = 1 << 20;
+  std::size_t maxInflight = 64;  // append messages in flight per follower (pipelining)
+};
+
+// What a node restarts from: its durable hard state and log, and how far its state machine
+// had applied (entries up to `applied` are not handed out again).
+struct Restored {
+  HardState hardState;
+  std::vector<Entry> entries;  // contiguous, starting at index 1
+  Index applied = 0;
+};
+
+// The Raft consensus core, without I/O (the etcd/raft shape): messages and ticks go in,
+// Ready (state to persist, messages to send, entries to apply) comes out. Time is ticks.
+// Randomness (election timeouts) comes from the given Random, so a simulation with a seeded
+// generator is exactly repeatable.
+//
+// THREAD: not thread-safe; the owner serialises every call.
+class RaftCore {
+ public:
+  RaftCore(RaftConfig config, Random& random, Restored restored = {});
+
+  // Advance logical time by one tick (elections, heartbeats, check-quorum).
+  void tick();
+  // Feed one message from the network. Messages for another node are ignored.
+  void step(const Message& message);
+  // Append a command to the log (leader only). kUnavailable "not the leader" otherwise.
+  Result<Index> propose(std::string data);
+  // Start an election now (tests; leadership transfer builds on it).
+  void campaign();
+
+  bool hasReady() const;
+  Ready ready();
+  // The Ready returned by the last ready() has been persisted, sent and applied.
+  void advance();
+
+  NodeId id() const { return config_.id; }
+  Role role() const { return role_; }
+  Term term() const { return term_; }
+  NodeId leader() const { return lead_; }
+  Index commitIndex() const { return commit_; }
+  Index lastIndex() const { return log_.empty() ? 0 : log_.back().index; }
+  // The term of the entry at `index` (0 when there is none, or index 0).
+  Term termAt(Index index) const;
+  const std::vector<Entry>& log() const { return log_; }
+
+ private:
+  enum class ProgressState : uint8_t { kProbe, kReplicate };
+  struct Progress {
+    Index match = 0;
+    Index next = 1;
+    ProgressState state = ProgressState::kProbe;
+    bool probeSent = false;      // kProbe: one append outstanding, wait for its answer
+    std::deque<Index> inflight;  // kReplicate: last index of each append in flight
+    bool recentActive = false;   // heard from since the last check-quorum round
+  };
+
+  void becomeFollower(Term term, NodeId lead);
+  void becomePreCandidate();
+  void becomeCandidate();
+  void becomeLeader();
+  void resetTimers();
+  bool pastElectionTimeout() const { return electionElapsed_ >= randomizedTimeout_; }
+  bool inLease() const;
+
+  void send(Message m);
+  void broadcastAppend();
+  void broadcastHeartbeat();
+  enum class SendMode : uint8_t {
+    kEntries,  // only if there are entries to send
+    kCommit,   // an empty append is fine (it carries the commit index), unless appends are
+               // in flight (they carry it, and an empty one would race ahead of them)
+    kAlways,   // even empty: probes for a gap left by a lost append
+  };
+  bool sendAppend(NodeId to, SendMode mode);
+  void requestVotes(bool pre);
+  int quorum() const { return static_cast<int>(config_.voters.size() / 2 + 1); }
+
+  void stepLeader(const Message& m);
+  void stepCandidate(const Message& m);
+  void stepFollower(const Message& m);
+  void handleVoteRequest(const Message& m);
+  void handleAppend(const Message& m);
+  void handleHeartbeat(const Message& m);
+  void handleAppendResp(const Message& m);
+  bool maybeCommit();
+  bool logUpToDate(Term lastTerm, Index lastIdx) const;
+  void appendAsLeader(Entry e);
+  // Follower side: append after (prevIndex, prevTerm), truncating a conflicting suffix.
+  // Returns the last index now known to match the leader, or nullopt on mismatch.
+  std::optional<Index> tryAppend(Index prevIndex, Term prevTerm, const std::vector<Entry>& entries);
+
+  RaftConfig config_;
+  Random& random_;
+
+  Term term_ = 0;
+  NodeId vote_ = kNone;
+  NodeId lead_ = kNone;
+  Role role_ = Role::kFollower;
+  std::vector<Entry> log_;  // log_[i].index == i + 1 (no compaction yet)
+  Index commit_ = 0;
+  Index applied_ = 0;  // last index handed out in Ready::committed
+  Index stable_ = 0;   // entries up to here are on stable storage
+
+  int electionElapsed_ = 0;
+  int heartbeatElapsed_ = 0;
+  int randomizedTimeout_ = 0;
+  std::map<NodeId, bool> votes_;  // this campaign's answers
+  std::map<NodeId, Progress> progress_;
+
+  bool pendingBroadcast_ = false;  // proposals wait for ready() to go out together
+  HardState persisted_;            // what the last advance() knows to be durable
+  std::vector<Message> outbox_;
+  // The bounds of the Ready handed out and not yet advanced.
+  Index readyStable_ = 0;
+  Index readyApplied_ = 0;
+  HardState readyHardState_;
+};
+
+}  // namespace shoal::raft

@@ -1,0 +1,88 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shoal::raft {
+
+using NodeId = uint64_t;  // Raft member id; 0 means "none". Never reused.
+using Term = uint64_t;
+using Index = uint64_t;
+
+inline constexpr NodeId kNone = 0;
+
+enum class EntryType : uint8_t {
+  kNormal = 0,  // a state-machine command (a store transaction); empty data = leader no-op
+};
+
+struct Entry {
+  Term term = 0;
+  Index index = 0;
+  EntryType type = EntryType::kNormal;
+  std::string data;
+
+  bool operator==(const Entry& o) const {
+    return term == o.term && index == o.index && type == o.type && data == o.data;
+  }
+};
+
+// What must be on stable storage before any message of the same Ready leaves the node.
+struct HardState {
+  Term term = 0;
+  NodeId vote = kNone;
+  Index commit = 0;
+
+  bool operator==(const HardState& o) const {
+    return term == o.term && vote == o.vote && commit == o.commit;
+  }
+  bool operator!=(const HardState& o) const { return !(*this == o); }
+};
+
+enum class MessageType : uint8_t {
+  kPreVote,  // "would you vote for me at term+1?" (does not disturb anyone's term)
+  kPreVoteResp,
+  kVote,
+  kVoteResp,
+  kAppend,  // AppendEntries (also carries the leader's commit index)
+  kAppendResp,
+  kHeartbeat,  // empty AppendEntries: leadership and commit, nothing to append
+  kHeartbeatResp,
+};
+
+const char* messageTypeName(MessageType type);
+
+struct Message {
+  MessageType type = MessageType::kAppend;
+  NodeId from = kNone;
+  NodeId to = kNone;
+  Term term = 0;
+  // kAppend: the entry before `entries`; kVote/kPreVote: the candidate's last entry;
+  // kAppendResp: the follower's last matching index (or, when rejecting, the probed index).
+  Term logTerm = 0;
+  Index index = 0;
+  std::vector<Entry> entries;
+  Index commit = 0;
+  bool reject = false;
+  Index rejectHint = 0;  // kAppendResp with reject: the follower's last index
+};
+
+// Role, for observers.
+enum class Role : uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
+const char* roleName(Role role);
+
+// Everything the core wants done, in this order: persist `hardState` and `entries` (durably),
+// then send `messages`, then apply `committed` to the state machine, then call advance().
+struct Ready {
+  std::optional<HardState> hardState;  // set when it changed
+  std::vector<Entry> entries;          // to append; the first one's index is where to truncate
+  std::vector<Message> messages;
+  std::vector<Entry> committed;  // in order, each exactly once
+
+  bool empty() const {
+    return !hardState && entries.empty() && messages.empty() && committed.empty();
+  }
+};
+
+}  // namespace shoal::raft

@@ -1,0 +1,457 @@
+#include "tests/dst/sim_cluster.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace shoal::dst {
+
+using raft::Entry;
+using raft::Index;
+using raft::Message;
+using raft::NodeId;
+using raft::Role;
+
+namespace {
+
+// Entry data: "opId put key value" or "opId get key".
+std::string encodeOp(const Op& op) {
+  return std::to_string(op.id) + (op.put ? " put " : " get ") + op.key +
+         (op.put ? " " + op.value : "");
+}
+
+struct Decoded {
+  uint64_t id = 0;
+  bool put = false;
+  std::string key, value;
+};
+
+std::optional<Decoded> decodeOp(const std::string& data) {
+  if (data.empty()) return std::nullopt;  // a leader's no-op
+  std::istringstream in(data);
+  Decoded d;
+  std::string kind;
+  in >> d.id >> kind >> d.key;
+  d.put = kind == "put";
+  if (d.put) in >> d.value;
+  return d;
+}
+
+}  // namespace
+
+SimCluster::SimCluster(int nodes, uint64_t seed, Faults faults) : faults_(faults), random_(seed) {
+  for (int i = 1; i <= nodes; ++i) base_.voters.push_back(static_cast<NodeId>(i));
+  for (NodeId id : base_.voters) {
+    Node& n = nodes_[id];
+    n.id = id;
+    boot(n);
+  }
+}
+
+void SimCluster::boot(Node& n) {
+  raft::RaftConfig cfg = base_;
+  cfg.id = n.id;
+  raft::Restored restored;
+  restored.hardState = n.hardState;
+  restored.entries = n.disk;
+  restored.applied = 0;  // the state machine is in memory: rebuilt from the log
+  n.kv.clear();
+  n.applied.clear();
+  n.core = std::make_unique<raft::RaftCore>(cfg, random_, std::move(restored));
+  n.up = true;
+  n.lastRole = Role::kFollower;
+  ++n.epoch;
+}
+
+raft::RaftCore* SimCluster::core(NodeId id) {
+  Node& n = nodes_.at(id);
+  return n.up ? n.core.get() : nullptr;
+}
+
+void SimCluster::crash(NodeId id) {
+  Node& n = nodes_.at(id);
+  if (!n.up) return;
+  n.up = false;
+  n.core.reset();
+  mix(1000 + id);
+}
+
+void SimCluster::restart(NodeId id) {
+  Node& n = nodes_.at(id);
+  if (n.up) return;
+  boot(n);
+  mix(2000 + id);
+}
+
+void SimCluster::isolate(NodeId id) {
+  for (NodeId other : base_.voters) {
+    if (other == id) continue;
+    blocked_.insert({id, other});
+    blocked_.insert({other, id});
+  }
+}
+
+void SimCluster::healAll() { blocked_.clear(); }
+
+Result<Index> SimCluster::propose(NodeId id, const std::string& data) {
+  raft::RaftCore* c = core(id);
+  if (c == nullptr) return Status::unavailable("node is down");
+  return c->propose(data);
+}
+
+NodeId SimCluster::leader() const {
+  NodeId best = 0;
+  raft::Term bestTerm = 0;
+  for (const auto& [id, n] : nodes_) {
+    if (n.up && n.core->role() == Role::kLeader && n.core->term() >= bestTerm) {
+      best = id;
+      bestTerm = n.core->term();
+    }
+  }
+  return best;
+}
+
+std::size_t SimCluster::ackedCount() const {
+  std::size_t n = 0;
+  for (const auto& [id, op] : ops_) n += op.completed >= 0;
+  return n;
+}
+
+void SimCluster::fail(const std::string& what) {
+  if (failure_.empty()) failure_ = "tick " + std::to_string(now_) + ": " + what;
+}
+
+void SimCluster::applyEntry(Node& n, const Entry& e) {
+  if (!n.applied.empty() && n.applied.back().index + 1 != e.index) {
+    fail("node " + std::to_string(n.id) + " applied index " + std::to_string(e.index) + " after " +
+         std::to_string(n.applied.back().index));
+  }
+  n.applied.push_back(e);
+  // State machine safety: every node applies the same entry at each index.
+  if (e.index <= committed_.size()) {
+    if (!(committed_[e.index - 1] == e)) {
+      fail("node " + std::to_string(n.id) + " applied a different entry at index " +
+           std::to_string(e.index));
+    }
+  } else if (e.index == committed_.size() + 1) {
+    committed_.push_back(e);
+  } else {
+    fail("applied index " + std::to_string(e.index) + " beyond the committed log");
+  }
+  mix(e.index * 31 + e.term);
+  auto d = decodeOp(e.data);
+  if (!d) return;
+  std::string result;
+  if (d->put) {
+    n.kv[d->key] = d->value;
+  } else {
+    auto it = n.kv.find(d->key);
+    result = it == n.kv.end() ? "" : it->second;
+  }
+  // The proposer acknowledges, if it has not restarted since proposing.
+  auto op = ops_.find(d->id);
+  if (op != ops_.end() && op->second.node == n.id && op->second.epoch == n.epoch &&
+      op->second.completed < 0) {
+    op->second.completed = now_;
+    op->second.result = result;
+  }
+}
+
+void SimCluster::process(Node& n, bool crashMidway) {
+  while (n.up && n.core->hasReady()) {
+    raft::Ready rd = n.core->ready();
+    // 1. Persist (synchronously, as the LevelDB adapter does with sync writes).
+    if (rd.hardState) n.hardState = *rd.hardState;
+    if (!rd.entries.empty()) {
+      n.disk.resize(rd.entries.front().index - 1);
+      n.disk.insert(n.disk.end(), rd.entries.begin(), rd.entries.end());
+    }
+    if (crashMidway) {  // persisted, but nothing sent or applied
+      crash(n.id);
+      return;
+    }
+    // 2. Send.
+    for (Message& m : rd.messages) {
+      mix(static_cast<uint64_t>(m.type) * 7 + m.to * 131 + m.term);
+      if (random_.real() < faults_.drop) continue;
+      int copies = random_.real() < faults_.duplicate ? 2 : 1;
+      for (int c = 0; c < copies; ++c) {
+        int64_t delay =
+            faults_.minDelay +
+            static_cast<int64_t>(random_.uniform(faults_.maxDelay - faults_.minDelay + 1));
+        network_.push_back({now_ + delay, random_.next(), m});
+      }
+    }
+    // 3. Apply.
+    for (const Entry& e : rd.committed) applyEntry(n, e);
+    n.core->advance();
+  }
+}
+
+void SimCluster::deliver() {
+  std::vector<InFlight> due;
+  std::vector<InFlight> later;
+  for (auto& f : network_) (f.deliverAt <= now_ ? due : later).push_back(std::move(f));
+  network_ = std::move(later);
+  std::sort(due.begin(), due.end(), [](const InFlight& a, const InFlight& b) {
+    return a.deliverAt != b.deliverAt ? a.deliverAt < b.deliverAt : a.order < b.order;
+  });
+  for (auto& f : due) {
+    const Message& m = f.message;
+    if (blocked_.count({m.from, m.to})) continue;
+    Node& n = nodes_.at(m.to);
+    if (!n.up) continue;
+    n.core->step(m);
+    process(n, false);
+    checkLeaders();
+  }
+}
+
+void SimCluster::checkLeaders() {
+  for (auto& [id, n] : nodes_) {
+    if (!n.up) continue;
+    Role role = n.core->role();
+    if (role == Role::kLeader && n.lastRole != Role::kLeader) {
+      ++leaderChanges_;
+      auto [it, fresh] = leaders_.emplace(n.core->term(), id);
+      if (!fresh && it->second != id) {
+        fail("two leaders in term " + std::to_string(n.core->term()) + ": " +
+             std::to_string(it->second) + " and " + std::to_string(id));
+      }
+      // Leader completeness: a new leader holds every committed entry.
+      for (const Entry& e : committed_) {
+        if (n.core->termAt(e.index) != e.term) {
+          fail("leader " + std::to_string(id) + " of term " + std::to_string(n.core->term()) +
+               " lacks committed entry " + std::to_string(e.index));
+          break;
+        }
+      }
+    }
+    n.lastRole = role;
+  }
+}
+
+void SimCluster::checkLogMatching() {
+  std::vector<const Node*> live;
+  for (const auto& [id, n] : nodes_) {
+    if (n.up) live.push_back(&n);
+  }
+  for (std::size_t a = 0; a < live.size(); ++a) {
+    for (std::size_t b = a + 1; b < live.size(); ++b) {
+      const auto& la = live[a]->core->log();
+      const auto& lb = live[b]->core->log();
+      std::size_t common = std::min(la.size(), lb.size());
+      // The highest index where both have an entry of the same term...
+      std::size_t hi = 0;
+      for (std::size_t i = common; i > 0; --i) {
+        if (la[i - 1].term == lb[i - 1].term) {
+          hi = i;
+          break;
+        }
+      }
+      // ...implies the logs are identical up to it.
+      for (std::size_t i = 0; i < hi; ++i) {
+        if (!(la[i] == lb[i])) {
+          fail("log matching violated between nodes " + std::to_string(live[a]->id) + " and " +
+               std::to_string(live[b]->id) + " at index " + std::to_string(i + 1));
+          return;
+        }
+      }
+    }
+  }
+}
+
+void SimCluster::injectFaults() {
+  auto pick = [&](bool wantUp) -> NodeId {
+    std::vector<NodeId> c;
+    for (const auto& [id, n] : nodes_) {
+      if (n.up == wantUp) c.push_back(id);
+    }
+    return c.empty() ? 0 : c[random_.uniform(c.size())];
+  };
+  if (random_.real() < faults_.crash) {
+    if (NodeId id = pick(true)) {
+      if (random_.real() < 0.5) {
+        process(nodes_.at(id), true);  // crash between persisting and sending
+        crash(id);
+      } else {
+        crash(id);
+      }
+    }
+  }
+  if (random_.real() < faults_.restart) {
+    if (NodeId id = pick(false)) restart(id);
+  }
+  if (random_.real() < faults_.partition) {
+    blocked_.clear();
+    std::vector<NodeId> side;
+    for (NodeId id : base_.voters) {
+      if (random_.real() < 0.5) side.push_back(id);
+    }
+    for (NodeId a : side) {
+      for (NodeId b : base_.voters) {
+        if (std::find(side.begin(), side.end(), b) == side.end()) {
+          blocked_.insert({a, b});
+          blocked_.insert({b, a});
+        }
+      }
+    }
+    mix(3000 + side.size());
+  }
+  if (random_.real() < faults_.oneWay) {
+    NodeId a = base_.voters[random_.uniform(base_.voters.size())];
+    NodeId b = base_.voters[random_.uniform(base_.voters.size())];
+    if (a != b) blocked_.insert({a, b});
+  }
+  if (random_.real() < faults_.heal) blocked_.clear();
+}
+
+void SimCluster::clientStep() {
+  if (random_.real() >= faults_.clientOp) return;
+  // Clients find the leader the way a real client does: they ask around, and may be wrong.
+  std::vector<NodeId> up;
+  for (const auto& [id, n] : nodes_) {
+    if (n.up) up.push_back(id);
+  }
+  if (up.empty()) return;
+  NodeId target = up[random_.uniform(up.size())];
+  NodeId hint = nodes_.at(target).core->leader();
+  if (hint != raft::kNone && nodes_.at(hint).up && random_.real() < 0.9) target = hint;
+  Op op;
+  op.id = nextOp_++;
+  op.put = random_.real() < 0.6;
+  op.key = "k" + std::to_string(random_.uniform(3));
+  op.value = "v" + std::to_string(op.id);
+  op.node = target;
+  op.epoch = nodes_.at(target).epoch;
+  op.invoked = now_;
+  auto idx = nodes_.at(target).core->propose(encodeOp(op));
+  if (idx) {
+    ops_[op.id] = op;
+    mix(op.id * 17 + *idx);
+  }
+}
+
+void SimCluster::tick() {
+  ++now_;
+  for (auto& [id, n] : nodes_) {
+    if (!n.up) continue;
+    n.core->tick();
+    process(n, false);
+  }
+  checkLeaders();
+  deliver();
+  for (auto& [id, n] : nodes_) process(n, false);
+  checkLeaders();
+  if (now_ % 25 == 0) checkLogMatching();
+}
+
+void SimCluster::run(int ticks) {
+  for (int i = 0; i < ticks && !failed(); ++i) {
+    injectFaults();
+    clientStep();
+    tick();
+    for (auto& [id, n] : nodes_) process(n, false);
+  }
+}
+
+bool SimCluster::settle(int ticks) {
+  healAll();
+  for (NodeId id : base_.voters) restart(id);
+  faults_ = Faults{};
+  faults_.clientOp = 0;
+  faults_.minDelay = 1;
+  faults_.maxDelay = 2;
+  // Liveness: a leader emerges and a fresh entry reaches every node.
+  uint64_t marker = 0;
+  for (int i = 0; i < ticks && !failed(); ++i) {
+    tick();
+    NodeId l = leader();
+    // A client retries: a marker proposed to a leader that was already deposed is lost.
+    if (marker != 0 && ops_.at(marker).completed < 0 && now_ - ops_.at(marker).invoked > 100) {
+      marker = 0;
+    }
+    if (marker == 0 && l != 0) {
+      Op op;
+      op.id = nextOp_++;
+      op.put = true;
+      op.key = "settle";
+      op.value = "done";
+      op.node = l;
+      op.epoch = nodes_.at(l).epoch;
+      op.invoked = now_;
+      if (nodes_.at(l).core->propose(encodeOp(op))) {
+        ops_[op.id] = op;
+        marker = op.id;
+      }
+    }
+    if (marker != 0 && ops_.at(marker).completed >= 0) {
+      bool everywhere = true;
+      for (const auto& [id, n] : nodes_)
+        everywhere = everywhere && n.applied.size() == committed_.size();
+      if (everywhere) {
+        checkLogMatching();
+        return !failed();
+      }
+    }
+  }
+  if (!failed()) {
+    std::string state;
+    for (const auto& [id, n] : nodes_) {
+      state += " [" + std::to_string(id) + ": " + raft::roleName(n.core->role()) + " term " +
+               std::to_string(n.core->term()) + " lead " + std::to_string(n.core->leader()) +
+               " last " + std::to_string(n.core->lastIndex()) + "/" +
+               std::to_string(n.core->termAt(n.core->lastIndex())) + " commit " +
+               std::to_string(n.core->commitIndex()) + "]";
+    }
+    fail("no progress within " + std::to_string(ticks) + " ticks after healing:" + state);
+  }
+  return false;
+}
+
+bool SimCluster::checkHistory() {
+  if (failed()) return false;
+  // Position of every op in the committed log.
+  std::map<uint64_t, std::size_t> pos;
+  std::map<std::string, std::string> kv;
+  for (std::size_t i = 0; i < committed_.size(); ++i) {
+    auto d = decodeOp(committed_[i].data);
+    if (!d) continue;
+    if (!pos.emplace(d->id, i).second) {
+      fail("op " + std::to_string(d->id) + " is in the committed log twice");
+      return false;
+    }
+    std::string seen = kv.count(d->key) ? kv[d->key] : "";
+    if (d->put) kv[d->key] = d->value;
+    auto op = ops_.find(d->id);
+    // The sequential specification: an acknowledged read returns the latest write before it.
+    if (op != ops_.end() && op->second.completed >= 0 && !op->second.put &&
+        op->second.result != seen) {
+      fail("op " + std::to_string(d->id) + " read \"" + op->second.result + "\", the log says \"" +
+           seen + "\"");
+      return false;
+    }
+  }
+  std::vector<const Op*> acked;
+  for (const auto& [id, op] : ops_) {
+    if (op.completed < 0) continue;
+    if (!pos.count(id)) {
+      fail("acknowledged op " + std::to_string(id) + " is not in the committed log");
+      return false;
+    }
+    acked.push_back(&op);
+  }
+  // Real-time order: an op acknowledged before another was invoked comes first in the log.
+  for (const Op* a : acked) {
+    for (const auto& [id, b] : ops_) {
+      if (!pos.count(id) || b.invoked <= a->completed) continue;
+      if (pos.at(a->id) >= pos.at(id)) {
+        fail("op " + std::to_string(a->id) + " was acknowledged before op " + std::to_string(id) +
+             " began, but comes after it in the log");
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace shoal::dst

@@ -1,0 +1,163 @@
+// The Raft core's behaviours one at a time, on a fault-free simulated cluster (faults are the
+// deterministic simulation's job, tests/dst).
+#include <cppunit/extensions/HelperMacros.h>
+
+#include "tests/dst/sim_cluster.h"
+
+using shoal::Status;
+using shoal::dst::Faults;
+using shoal::dst::SimCluster;
+using shoal::raft::NodeId;
+using shoal::raft::Role;
+
+namespace {
+
+Faults calm() {
+  Faults f;
+  f.clientOp = 0;
+  return f;
+}
+
+NodeId waitForLeader(SimCluster& c, int ticks = 200) {
+  for (int i = 0; i < ticks; ++i) {
+    if (NodeId l = c.leader()) return l;
+    c.tick();
+  }
+  return 0;
+}
+
+void runTicks(SimCluster& c, int n) {
+  for (int i = 0; i < n; ++i) c.tick();
+}
+
+}  // namespace
+
+class RaftCoreTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(RaftCoreTest);
+  CPPUNIT_TEST(testSingleMemberCommitsAlone);
+  CPPUNIT_TEST(testThreeMembersElectOneLeaderAndReplicate);
+  CPPUNIT_TEST(testFollowerRefusesProposalsNamingTheLeader);
+  CPPUNIT_TEST(testIsolatedLeaderStepsDownAndMajorityMovesOn);
+  CPPUNIT_TEST(testPreVoteKeepsAPartitionedMemberFromDisruptingTheLeader);
+  CPPUNIT_TEST(testRestartedFollowerCatchesUpFromItsDisk);
+  CPPUNIT_TEST(testMinorityCannotCommit);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void testSingleMemberCommitsAlone() {
+    SimCluster c(1, 1, calm());
+    NodeId l = waitForLeader(c);
+    CPPUNIT_ASSERT_EQUAL(NodeId(1), l);
+    CPPUNIT_ASSERT(c.propose(l, "1 put a x").isOk());
+    runTicks(c, 2);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), c.applied(1).size());  // the no-op, then ours
+    CPPUNIT_ASSERT_EQUAL(std::string("1 put a x"), c.applied(1).back().data);
+  }
+
+  void testThreeMembersElectOneLeaderAndReplicate() {
+    SimCluster c(3, 2, calm());
+    NodeId l = waitForLeader(c);
+    CPPUNIT_ASSERT(l != 0);
+    for (int i = 0; i < 50; ++i)
+      CPPUNIT_ASSERT(c.propose(l, std::to_string(i) + " put k v").isOk());
+    runTicks(c, 20);
+    for (NodeId id : {1, 2, 3}) {
+      CPPUNIT_ASSERT_EQUAL(std::size_t(51), c.applied(id).size());
+      CPPUNIT_ASSERT_EQUAL(c.applied(l).back().term, c.applied(id).back().term);
+    }
+    int leaders = 0;
+    for (NodeId id : {1, 2, 3}) leaders += c.core(id)->role() == Role::kLeader;
+    CPPUNIT_ASSERT_EQUAL(1, leaders);
+    CPPUNIT_ASSERT(!c.failed());
+  }
+
+  void testFollowerRefusesProposalsNamingTheLeader() {
+    SimCluster c(3, 3, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId f = l == 1 ? 2 : 1;
+    auto r = c.propose(f, "x");
+    CPPUNIT_ASSERT(r.status().code() == Status::Code::kUnavailable);
+    CPPUNIT_ASSERT_EQUAL("not the leader (the leader is " + std::to_string(l) + ")",
+                         r.status().message());
+  }
+
+  void testIsolatedLeaderStepsDownAndMajorityMovesOn() {
+    SimCluster c(3, 4, calm());
+    NodeId old = waitForLeader(c);
+    auto oldTerm = c.core(old)->term();
+    c.isolate(old);
+    runTicks(c, 60);  // a few election timeouts
+    // Check-quorum: the cut-off leader no longer acts as one.
+    CPPUNIT_ASSERT(c.core(old)->role() != Role::kLeader);
+    NodeId fresh = c.leader();
+    CPPUNIT_ASSERT(fresh != 0 && fresh != old);
+    CPPUNIT_ASSERT(c.core(fresh)->term() > oldTerm);
+    CPPUNIT_ASSERT(c.propose(fresh, "7 put a b").isOk());
+    runTicks(c, 10);
+    CPPUNIT_ASSERT_EQUAL(std::string("7 put a b"), c.applied(fresh).back().data);
+    c.healAll();
+    runTicks(c, 30);
+    CPPUNIT_ASSERT_EQUAL(std::string("7 put a b"), c.applied(old).back().data);
+    CPPUNIT_ASSERT(!c.failed());
+  }
+
+  void testPreVoteKeepsAPartitionedMemberFromDisruptingTheLeader() {
+    SimCluster c(3, 5, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId f = l == 3 ? 1 : 3;
+    auto term = c.core(l)->term();
+    c.isolate(f);
+    runTicks(c, 300);
+    // Its pre-votes fail, so its term never moves...
+    CPPUNIT_ASSERT_EQUAL(term, c.core(f)->term());
+    c.healAll();
+    runTicks(c, 30);
+    // ...and rejoining does not depose the leader.
+    CPPUNIT_ASSERT_EQUAL(l, c.leader());
+    CPPUNIT_ASSERT_EQUAL(term, c.core(l)->term());
+  }
+
+  void testRestartedFollowerCatchesUpFromItsDisk() {
+    SimCluster c(3, 6, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId f = l == 2 ? 3 : 2;
+    c.crash(f);
+    for (int i = 0; i < 300; ++i)
+      c.propose(l, std::to_string(i) + " put k" + std::to_string(i) + " v");
+    runTicks(c, 10);
+    c.restart(f);
+    runTicks(c, 60);
+    CPPUNIT_ASSERT_EQUAL(c.applied(l).size(), c.applied(f).size());
+    CPPUNIT_ASSERT(c.applied(f).size() >= 301);
+    CPPUNIT_ASSERT(!c.failed());
+  }
+
+  void testMinorityCannotCommit() {
+    SimCluster c(5, 7, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    std::size_t before = c.applied(l).size();
+    // Cut the leader and one follower off from the other three.
+    NodeId buddy = l == 1 ? 2 : 1;
+    for (NodeId a : {l, buddy}) {
+      c.isolate(a);
+    }
+    auto r = c.propose(l, "9 put lost x");
+    CPPUNIT_ASSERT(r.isOk());  // accepted into its log...
+    runTicks(c, 5);
+    CPPUNIT_ASSERT_EQUAL(before, c.applied(l).size());  // ...but never committed
+    runTicks(c, 60);
+    CPPUNIT_ASSERT(c.core(l)->role() != Role::kLeader);
+    c.healAll();
+    runTicks(c, 60);
+    for (NodeId id : {1, 2, 3, 4, 5}) {
+      for (const auto& e : c.applied(id)) CPPUNIT_ASSERT(e.data != "9 put lost x");
+    }
+    CPPUNIT_ASSERT(!c.failed());
+  }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(RaftCoreTest);
