@@ -24,6 +24,8 @@ const char* messageTypeName(MessageType type) {
       return "Heartbeat";
     case MessageType::kHeartbeatResp:
       return "HeartbeatResp";
+    case MessageType::kSnapshot:
+      return "Snapshot";
   }
   return "?";
 }
@@ -48,8 +50,12 @@ RaftCore::RaftCore(RaftConfig config, Random& random, Restored restored)
   SHOAL_CHECK(std::find(config_.voters.begin(), config_.voters.end(), config_.id) !=
               config_.voters.end());
   SHOAL_CHECK(config_.electionTicks > config_.heartbeatTicks && config_.heartbeatTicks > 0);
+  if (restored.snapshot) snapshot_ = std::move(*restored.snapshot);
   log_ = std::move(restored.entries);
-  for (std::size_t i = 0; i < log_.size(); ++i) SHOAL_CHECK(log_[i].index == i + 1);
+  for (std::size_t i = 0; i < log_.size(); ++i) {
+    SHOAL_CHECK(log_[i].index == snapshot_.index + i + 1);
+  }
+  restored.applied = std::max(restored.applied, snapshot_.index);
   term_ = restored.hardState.term;
   vote_ = restored.hardState.vote;
   commit_ = std::min(restored.hardState.commit, lastIndex());
@@ -60,8 +66,9 @@ RaftCore::RaftCore(RaftConfig config, Random& random, Restored restored)
 }
 
 Term RaftCore::termAt(Index index) const {
-  if (index == 0 || index > log_.size()) return 0;
-  return log_[index - 1].term;
+  if (index == snapshot_.index) return snapshot_.term;
+  if (index < snapshot_.index || index > lastIndex()) return 0;
+  return entryAt(index).term;
 }
 
 void RaftCore::resetTimers() {
@@ -183,6 +190,13 @@ void RaftCore::tick() {
         }
       }
     }
+    for (auto& [id, p] : progress_) {
+      // A snapshot lost on the way is sent again after an election timeout.
+      if (p.state == ProgressState::kSnapshot && ++p.snapshotTicks > config_.electionTicks) {
+        p.state = ProgressState::kProbe;
+        p.probeSent = false;
+      }
+    }
     if (heartbeatElapsed_ >= config_.heartbeatTicks) {
       heartbeatElapsed_ = 0;
       broadcastHeartbeat();
@@ -208,14 +222,16 @@ void RaftCore::step(const Message& m) {
       // A pre-vote never changes our term.
     } else if (m.type == MessageType::kPreVoteResp && !m.reject) {
       // A granted pre-vote carries the term we would campaign at; ours stays.
-    } else if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat) {
+    } else if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
+               m.type == MessageType::kSnapshot) {
       becomeFollower(m.term, m.from);
     } else {
       becomeFollower(m.term, kNone);
     }
   } else if (m.term < term_) {
     if ((config_.checkQuorum || config_.preVote) &&
-        (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat)) {
+        (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat ||
+         m.type == MessageType::kSnapshot)) {
       // A deposed leader learns the newer term from this answer and steps down.
       Message resp;
       resp.type = MessageType::kAppendResp;
@@ -284,6 +300,10 @@ void RaftCore::stepCandidate(const Message& m) {
       becomeFollower(m.term, m.from);
       handleHeartbeat(m);
       return;
+    case MessageType::kSnapshot:
+      becomeFollower(m.term, m.from);
+      handleSnapshot(m);
+      return;
     case MessageType::kPreVoteResp:
     case MessageType::kVoteResp: {
       const bool pre = m.type == MessageType::kPreVoteResp;
@@ -320,6 +340,11 @@ void RaftCore::stepFollower(const Message& m) {
       lead_ = m.from;
       handleHeartbeat(m);
       return;
+    case MessageType::kSnapshot:
+      electionElapsed_ = 0;
+      lead_ = m.from;
+      handleSnapshot(m);
+      return;
     default:
       return;
   }
@@ -334,7 +359,7 @@ std::optional<Index> RaftCore::tryAppend(Index prevIndex, Term prevTerm,
       // A conflicting suffix: it was never committed (the leader's log has every committed
       // entry), so drop it, and what storage held of it.
       SHOAL_CHECK(e.index > commit_);
-      log_.resize(e.index - 1);
+      log_.resize(e.index - 1 - snapshot_.index);
       stable_ = std::min(stable_, e.index - 1);
     }
     SHOAL_CHECK(e.index == lastIndex() + 1);
@@ -398,6 +423,11 @@ void RaftCore::stepLeader(const Message& m) {
 
 void RaftCore::handleAppendResp(const Message& m) {
   Progress& pr = progress_[m.from];
+  if (pr.state == ProgressState::kSnapshot) {
+    if (m.reject || m.index < pr.pendingSnapshot) return;  // not the answer to the snapshot
+    pr.state = ProgressState::kProbe;
+    pr.probeSent = false;
+  }
   if (m.reject) {
     if (pr.state == ProgressState::kReplicate) {
       if (m.index <= pr.match) return;  // stale
@@ -447,7 +477,13 @@ bool RaftCore::maybeCommit() {
 
 bool RaftCore::sendAppend(NodeId to, SendMode mode) {
   Progress& pr = progress_[to];
+  if (pr.state == ProgressState::kSnapshot) return false;  // wait for its answer
   if (pr.state == ProgressState::kProbe && pr.probeSent) return false;
+  if (pr.next - 1 < snapshot_.index) {
+    // What the follower needs next was compacted away: it gets the snapshot instead.
+    sendSnapshot(to);
+    return true;
+  }
   if (pr.state == ProgressState::kReplicate && pr.inflight.size() >= config_.maxInflight) {
     return false;
   }
@@ -459,7 +495,7 @@ bool RaftCore::sendAppend(NodeId to, SendMode mode) {
   m.commit = commit_;
   std::size_t bytes = 0;
   for (Index i = pr.next; i <= lastIndex(); ++i) {
-    const Entry& e = log_[i - 1];
+    const Entry& e = entryAt(i);
     if (!m.entries.empty() && (m.entries.size() >= config_.maxEntriesPerMessage ||
                                bytes + e.data.size() > config_.maxBytesPerMessage)) {
       break;
@@ -483,6 +519,61 @@ bool RaftCore::sendAppend(NodeId to, SendMode mode) {
   }
   send(std::move(m));
   return true;
+}
+
+void RaftCore::sendSnapshot(NodeId to) {
+  Progress& pr = progress_[to];
+  pr.state = ProgressState::kSnapshot;
+  pr.pendingSnapshot = snapshot_.index;
+  pr.snapshotTicks = 0;
+  pr.inflight.clear();
+  Message m;
+  m.type = MessageType::kSnapshot;
+  m.to = to;
+  m.snapshot = snapshot_;
+  send(std::move(m));
+}
+
+void RaftCore::handleSnapshot(const Message& m) {
+  const Snapshot& s = m.snapshot;
+  Message resp;
+  resp.type = MessageType::kAppendResp;
+  resp.to = m.from;
+  if (s.index <= commit_) {
+    resp.index = commit_;  // nothing new in it
+  } else if (termAt(s.index) == s.term && s.index <= lastIndex()) {
+    // Our log already holds its last entry: keep the log, just commit up to it.
+    commit_ = s.index;
+    resp.index = s.index;
+  } else {
+    snapshot_ = s;
+    log_.clear();
+    commit_ = s.index;
+    stable_ = s.index;
+    snapshotToReady_ = true;
+    resp.index = s.index;
+  }
+  send(std::move(resp));
+}
+
+Result<Snapshot> RaftCore::compact(Index upTo, std::string data) {
+  if (upTo > applied_) {
+    return Status::invalidArgument("cannot compact up to " + std::to_string(upTo) + ": only " +
+                                   std::to_string(applied_) + " is applied");
+  }
+  if (upTo <= snapshot_.index) {
+    return Status::invalidArgument("entries up to " + std::to_string(upTo) +
+                                   " are already compacted (snapshot at " +
+                                   std::to_string(snapshot_.index) + ")");
+  }
+  Snapshot s;
+  s.index = upTo;
+  s.term = termAt(upTo);
+  s.voters = config_.voters;
+  s.data = std::move(data);
+  log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(upTo - snapshot_.index));
+  snapshot_ = s;
+  return s;
 }
 
 void RaftCore::broadcastAppend() {
@@ -528,8 +619,8 @@ Result<Index> RaftCore::propose(std::string data) {
 }
 
 bool RaftCore::hasReady() const {
-  return pendingBroadcast_ || !outbox_.empty() || stable_ < lastIndex() || applied_ < commit_ ||
-         HardState{term_, vote_, commit_} != persisted_;
+  return pendingBroadcast_ || snapshotToReady_ || !outbox_.empty() || stable_ < lastIndex() ||
+         applied_ < commit_ || HardState{term_, vote_, commit_} != persisted_;
 }
 
 Ready RaftCore::ready() {
@@ -538,10 +629,17 @@ Ready RaftCore::ready() {
   Ready r;
   HardState hs{term_, vote_, commit_};
   if (hs != persisted_) r.hardState = hs;
-  for (Index i = stable_ + 1; i <= lastIndex(); ++i) r.entries.push_back(log_[i - 1]);
+  Index applyFrom = applied_;
+  if (snapshotToReady_) {
+    r.snapshot = snapshot_;
+    applyFrom = std::max(applyFrom, snapshot_.index);
+  }
+  for (Index i = std::max(stable_, snapshot_.index) + 1; i <= lastIndex(); ++i) {
+    r.entries.push_back(entryAt(i));
+  }
   r.messages = std::move(outbox_);
   outbox_.clear();
-  for (Index i = applied_ + 1; i <= commit_; ++i) r.committed.push_back(log_[i - 1]);
+  for (Index i = applyFrom + 1; i <= commit_; ++i) r.committed.push_back(entryAt(i));
   readyStable_ = lastIndex();
   readyApplied_ = commit_;
   readyHardState_ = hs;
@@ -549,6 +647,7 @@ Ready RaftCore::ready() {
 }
 
 void RaftCore::advance() {
+  snapshotToReady_ = false;
   stable_ = std::min(readyStable_, lastIndex());
   applied_ = std::max(applied_, readyApplied_);
   persisted_ = readyHardState_;

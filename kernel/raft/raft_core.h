@@ -29,8 +29,9 @@ struct RaftConfig {
 // had applied (entries up to `applied` are not handed out again).
 struct Restored {
   HardState hardState;
-  std::vector<Entry> entries;  // contiguous, starting at index 1
-  Index applied = 0;
+  std::optional<Snapshot> snapshot;  // the latest snapshot, if any
+  std::vector<Entry> entries;        // contiguous, starting right after the snapshot (or at 1)
+  Index applied = 0;                 // the state machine holds every entry up to here
 };
 
 // The Raft consensus core, without I/O (the etcd/raft shape): messages and ticks go in,
@@ -52,6 +53,15 @@ class RaftCore {
   // Start an election now (tests; leadership transfer builds on it).
   void campaign();
 
+  // Replace the log up to `upTo` (an applied index) with a snapshot of the state machine taken
+  // at that index; returns it for the owner to persist. Followers too far behind get it
+  // through InstallSnapshot. kInvalidArgument if upTo is not applied or already compacted.
+  Result<Snapshot> compact(Index upTo, std::string data);
+  // Entries applied since the last snapshot (the owner compacts when this passes a threshold).
+  Index appliedSinceSnapshot() const { return applied_ - snapshot_.index; }
+  const Snapshot& snapshot() const { return snapshot_; }
+  Index appliedIndex() const { return applied_; }
+
   bool hasReady() const;
   Ready ready();
   // The Ready returned by the last ready() has been persisted, sent and applied.
@@ -62,13 +72,17 @@ class RaftCore {
   Term term() const { return term_; }
   NodeId leader() const { return lead_; }
   Index commitIndex() const { return commit_; }
-  Index lastIndex() const { return log_.empty() ? 0 : log_.back().index; }
-  // The term of the entry at `index` (0 when there is none, or index 0).
+  Index lastIndex() const { return snapshot_.index + log_.size(); }
+  // The first index still in the log (entries before it are in the snapshot).
+  Index firstIndex() const { return snapshot_.index + 1; }
+  // The term of the entry at `index`: the snapshot's term at its index; 0 for index 0, for an
+  // index past the end, or one compacted away.
   Term termAt(Index index) const;
+  // The entries after the snapshot.
   const std::vector<Entry>& log() const { return log_; }
 
  private:
-  enum class ProgressState : uint8_t { kProbe, kReplicate };
+  enum class ProgressState : uint8_t { kProbe, kReplicate, kSnapshot };
   struct Progress {
     Index match = 0;
     Index next = 1;
@@ -76,6 +90,8 @@ class RaftCore {
     bool probeSent = false;      // kProbe: one append outstanding, wait for its answer
     std::deque<Index> inflight;  // kReplicate: last index of each append in flight
     bool recentActive = false;   // heard from since the last check-quorum round
+    Index pendingSnapshot = 0;   // kSnapshot: the index of the snapshot sent
+    int snapshotTicks = 0;       // kSnapshot: ticks waited; a lost snapshot is resent
   };
 
   void becomeFollower(Term term, NodeId lead);
@@ -106,6 +122,9 @@ class RaftCore {
   void handleAppend(const Message& m);
   void handleHeartbeat(const Message& m);
   void handleAppendResp(const Message& m);
+  void handleSnapshot(const Message& m);
+  void sendSnapshot(NodeId to);
+  const Entry& entryAt(Index index) const { return log_[index - snapshot_.index - 1]; }
   bool maybeCommit();
   bool logUpToDate(Term lastTerm, Index lastIdx) const;
   void appendAsLeader(Entry e);
@@ -120,7 +139,9 @@ class RaftCore {
   NodeId vote_ = kNone;
   NodeId lead_ = kNone;
   Role role_ = Role::kFollower;
-  std::vector<Entry> log_;  // log_[i].index == i + 1 (no compaction yet)
+  Snapshot snapshot_;             // index/term 0 until the first compaction or InstallSnapshot
+  std::vector<Entry> log_;        // log_[i].index == snapshot_.index + i + 1
+  bool snapshotToReady_ = false;  // a received snapshot the owner has not been handed yet
   Index commit_ = 0;
   Index applied_ = 0;  // last index handed out in Ready::committed
   Index stable_ = 0;   // entries up to here are on stable storage

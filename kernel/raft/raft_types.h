@@ -40,6 +40,17 @@ struct HardState {
   bool operator!=(const HardState& o) const { return !(*this == o); }
 };
 
+// A state-machine snapshot covering every entry up to `index` (whose term is `term`), and the
+// membership at that point. `data` is the state machine's own encoding.
+struct Snapshot {
+  Index index = 0;
+  Term term = 0;
+  std::vector<NodeId> voters;
+  std::string data;
+
+  bool empty() const { return index == 0; }
+};
+
 enum class MessageType : uint8_t {
   kPreVote,  // "would you vote for me at term+1?" (does not disturb anyone's term)
   kPreVoteResp,
@@ -49,6 +60,7 @@ enum class MessageType : uint8_t {
   kAppendResp,
   kHeartbeat,  // empty AppendEntries: leadership and commit, nothing to append
   kHeartbeatResp,
+  kSnapshot,  // InstallSnapshot: the follower is behind the leader's compacted log
 };
 
 const char* messageTypeName(MessageType type);
@@ -66,6 +78,7 @@ struct Message {
   Index commit = 0;
   bool reject = false;
   Index rejectHint = 0;  // kAppendResp with reject: the follower's last index
+  Snapshot snapshot;     // kSnapshot
 };
 
 // Role, for observers.
@@ -76,12 +89,15 @@ const char* roleName(Role role);
 // then send `messages`, then apply `committed` to the state machine, then call advance().
 struct Ready {
   std::optional<HardState> hardState;  // set when it changed
-  std::vector<Entry> entries;          // to append; the first one's index is where to truncate
+  // A snapshot received from the leader: persist it (it replaces every entry up to its index),
+  // and restore the state machine from it before applying `committed`.
+  std::optional<Snapshot> snapshot;
+  std::vector<Entry> entries;  // to append; the first one's index is where to truncate
   std::vector<Message> messages;
   std::vector<Entry> committed;  // in order, each exactly once
 
   bool empty() const {
-    return !hardState && entries.empty() && messages.empty() && committed.empty();
+    return !hardState && !snapshot && entries.empty() && messages.empty() && committed.empty();
   }
 };
 

@@ -36,6 +36,24 @@ std::optional<Decoded> decodeOp(const std::string& data) {
   return d;
 }
 
+// The state machine's snapshot encoding: "key=value\n" in key order.
+std::string encodeKv(const std::map<std::string, std::string>& kv) {
+  std::string out;
+  for (const auto& [k, v] : kv) out += k + "=" + v + "\n";
+  return out;
+}
+
+std::map<std::string, std::string> decodeKv(const std::string& data) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(data);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    kv[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return kv;
+}
+
 }  // namespace
 
 SimCluster::SimCluster(int nodes, uint64_t seed, Faults faults) : faults_(faults), random_(seed) {
@@ -52,10 +70,16 @@ void SimCluster::boot(Node& n) {
   cfg.id = n.id;
   raft::Restored restored;
   restored.hardState = n.hardState;
+  restored.snapshot = n.snapshot;
   restored.entries = n.disk;
-  restored.applied = 0;  // the state machine is in memory: rebuilt from the log
+  // The state machine is in memory: rebuilt from the snapshot, then the log.
   n.kv.clear();
   n.applied.clear();
+  if (n.snapshot) {
+    n.kv = decodeKv(n.snapshot->data);
+    n.applied.assign(committed_.begin(), committed_.begin() + n.snapshot->index);
+    restored.applied = n.snapshot->index;
+  }
   n.core = std::make_unique<raft::RaftCore>(cfg, random_, std::move(restored));
   n.up = true;
   n.lastRole = Role::kFollower;
@@ -161,10 +185,11 @@ void SimCluster::process(Node& n, bool crashMidway) {
     raft::Ready rd = n.core->ready();
     // 1. Persist (synchronously, as the LevelDB adapter does with sync writes).
     if (rd.hardState) n.hardState = *rd.hardState;
-    if (!rd.entries.empty()) {
-      n.disk.resize(rd.entries.front().index - 1);
-      n.disk.insert(n.disk.end(), rd.entries.begin(), rd.entries.end());
+    if (rd.snapshot) {
+      n.snapshot = *rd.snapshot;
+      n.disk.clear();
     }
+    persistEntries(n, rd.entries);
     if (crashMidway) {  // persisted, but nothing sent or applied
       crash(n.id);
       return;
@@ -182,9 +207,57 @@ void SimCluster::process(Node& n, bool crashMidway) {
       }
     }
     // 3. Apply.
+    if (rd.snapshot) installSnapshot(n, *rd.snapshot);
     for (const Entry& e : rd.committed) applyEntry(n, e);
     n.core->advance();
+    // 4. Compact now and then, as the manager does every N entries.
+    if (faults_.snapshotEvery > 0 &&
+        n.core->appliedSinceSnapshot() >= static_cast<raft::Index>(faults_.snapshotEvery)) {
+      auto snap = n.core->compact(n.core->appliedIndex(), encodeKv(n.kv));
+      if (!snap) {
+        fail("compaction failed: " + snap.status().message());
+        return;
+      }
+      n.snapshot = *snap;
+      while (!n.disk.empty() && n.disk.front().index <= snap->index) n.disk.erase(n.disk.begin());
+    }
   }
+}
+
+void SimCluster::persistEntries(Node& n, const std::vector<Entry>& entries) {
+  if (entries.empty()) return;
+  // Truncate at the first new entry's index, then append.
+  while (!n.disk.empty() && n.disk.back().index >= entries.front().index) n.disk.pop_back();
+  Index expected =
+      n.disk.empty() ? (n.snapshot ? n.snapshot->index : 0) + 1 : n.disk.back().index + 1;
+  if (entries.front().index != expected) {
+    fail("node " + std::to_string(n.id) + " was asked to persist entry " +
+         std::to_string(entries.front().index) + " after " + std::to_string(expected - 1));
+  }
+  n.disk.insert(n.disk.end(), entries.begin(), entries.end());
+}
+
+void SimCluster::installSnapshot(Node& n, const raft::Snapshot& s) {
+  ++snapshotsInstalled_;
+  if (s.index > committed_.size()) {
+    fail("node " + std::to_string(n.id) + " got a snapshot at " + std::to_string(s.index) +
+         " beyond the committed log");
+    return;
+  }
+  // The snapshot must be exactly the state the committed log produces up to its index.
+  std::map<std::string, std::string> replay;
+  for (std::size_t i = 0; i < s.index; ++i) {
+    auto d = decodeOp(committed_[i].data);
+    if (d && d->put) replay[d->key] = d->value;
+  }
+  if (decodeKv(s.data) != replay || committed_[s.index - 1].term != s.term) {
+    fail("node " + std::to_string(n.id) + " got a snapshot at " + std::to_string(s.index) +
+         " that differs from the committed log");
+    return;
+  }
+  n.kv = replay;
+  n.applied.assign(committed_.begin(), committed_.begin() + s.index);
+  mix(s.index * 1000003);
 }
 
 void SimCluster::deliver() {
@@ -219,6 +292,7 @@ void SimCluster::checkLeaders() {
       }
       // Leader completeness: a new leader holds every committed entry.
       for (const Entry& e : committed_) {
+        if (e.index < n.core->snapshot().index) continue;  // inside its snapshot
         if (n.core->termAt(e.index) != e.term) {
           fail("leader " + std::to_string(id) + " of term " + std::to_string(n.core->term()) +
                " lacks committed entry " + std::to_string(e.index));
@@ -237,22 +311,26 @@ void SimCluster::checkLogMatching() {
   }
   for (std::size_t a = 0; a < live.size(); ++a) {
     for (std::size_t b = a + 1; b < live.size(); ++b) {
-      const auto& la = live[a]->core->log();
-      const auto& lb = live[b]->core->log();
-      std::size_t common = std::min(la.size(), lb.size());
+      const raft::RaftCore& ca = *live[a]->core;
+      const raft::RaftCore& cb = *live[b]->core;
+      const Index lo = std::max(ca.firstIndex(), cb.firstIndex());
+      const Index top = std::min(ca.lastIndex(), cb.lastIndex());
+      auto entry = [](const raft::RaftCore& c, Index i) -> const Entry& {
+        return c.log()[i - c.firstIndex()];
+      };
       // The highest index where both have an entry of the same term...
-      std::size_t hi = 0;
-      for (std::size_t i = common; i > 0; --i) {
-        if (la[i - 1].term == lb[i - 1].term) {
+      Index hi = 0;
+      for (Index i = top; i >= lo && i > 0; --i) {
+        if (ca.termAt(i) == cb.termAt(i)) {
           hi = i;
           break;
         }
       }
       // ...implies the logs are identical up to it.
-      for (std::size_t i = 0; i < hi; ++i) {
-        if (!(la[i] == lb[i])) {
+      for (Index i = lo; hi != 0 && i <= hi; ++i) {
+        if (!(entry(ca, i) == entry(cb, i))) {
           fail("log matching violated between nodes " + std::to_string(live[a]->id) + " and " +
-               std::to_string(live[b]->id) + " at index " + std::to_string(i + 1));
+               std::to_string(live[b]->id) + " at index " + std::to_string(i));
           return;
         }
       }

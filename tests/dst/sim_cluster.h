@@ -25,6 +25,7 @@ struct Faults {
   double oneWay = 0;      // a random directed link starts dropping everything
   double heal = 0;        // every link works again
   double clientOp = 0.5;  // a client submits an operation
+  int snapshotEvery = 0;  // compact once this many entries are applied (0: never)
 };
 
 // One client operation on the replicated key-value register.
@@ -65,6 +66,7 @@ class SimCluster {
   std::size_t committedCount() const { return committed_.size(); }
   std::size_t ackedCount() const;
   uint64_t leaderChanges() const { return leaderChanges_; }
+  uint64_t snapshotsInstalled() const { return snapshotsInstalled_; }
 
   // Direct control, for targeted tests.
   void tick();
@@ -86,7 +88,8 @@ class SimCluster {
     std::unique_ptr<raft::RaftCore> core;
     // The simulated disk: what survives a crash.
     raft::HardState hardState;
-    std::vector<raft::Entry> disk;
+    std::optional<raft::Snapshot> snapshot;
+    std::vector<raft::Entry> disk;  // the entries after the snapshot
     // The state machine (rebuilt from the log after a restart).
     std::map<std::string, std::string> kv;
     std::vector<raft::Entry> applied;
@@ -104,6 +107,8 @@ class SimCluster {
   void injectFaults();
   void clientStep();
   void applyEntry(Node& n, const raft::Entry& e);
+  void installSnapshot(Node& n, const raft::Snapshot& s);
+  void persistEntries(Node& n, const std::vector<raft::Entry>& entries);
   void checkLeaders();
   void checkLogMatching();
   void fail(const std::string& what);
@@ -122,6 +127,7 @@ class SimCluster {
   std::vector<raft::Entry> committed_;          // the cluster's committed log, as applied
   std::map<raft::Term, raft::NodeId> leaders_;  // term -> the one leader of that term
   uint64_t leaderChanges_ = 0;
+  uint64_t snapshotsInstalled_ = 0;
   std::string failure_;
   uint64_t trace_ = 0xcbf29ce484222325ULL;
 };
