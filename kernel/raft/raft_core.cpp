@@ -6,6 +6,11 @@
 
 namespace shoal::raft {
 
+namespace {
+// Message::context of a vote request made by a leadership transfer.
+constexpr uint64_t kTransferContext = 1;
+}  // namespace
+
 const char* messageTypeName(MessageType type) {
   switch (type) {
     case MessageType::kPreVote:
@@ -26,6 +31,8 @@ const char* messageTypeName(MessageType type) {
       return "HeartbeatResp";
     case MessageType::kSnapshot:
       return "Snapshot";
+    case MessageType::kTimeoutNow:
+      return "TimeoutNow";
   }
   return "?";
 }
@@ -91,6 +98,8 @@ void RaftCore::becomeFollower(Term term, NodeId lead) {
   lead_ = lead;
   votes_.clear();
   progress_.clear();
+  abortTransfer();
+  readRounds_.clear();  // unconfirmed reads are dropped: clients retry with the new leader
   resetTimers();
 }
 
@@ -134,6 +143,7 @@ void RaftCore::becomeLeader() {
 
 void RaftCore::campaign() {
   if (role_ == Role::kLeader) return;
+  campaignTransfer_ = false;
   if (config_.preVote) {
     becomePreCandidate();
     requestVotes(true);
@@ -162,6 +172,7 @@ void RaftCore::requestVotes(bool pre) {
     m.term = pre ? term_ + 1 : term_;
     m.index = lastIndex();
     m.logTerm = termAt(lastIndex());
+    if (campaignTransfer_) m.context = kTransferContext;
     send(std::move(m));
   }
 }
@@ -190,6 +201,7 @@ void RaftCore::tick() {
         }
       }
     }
+    if (transferee_ != kNone && ++transferElapsed_ >= config_.electionTicks) abortTransfer();
     for (auto& [id, p] : progress_) {
       // A snapshot lost on the way is sent again after an election timeout.
       if (p.state == ProgressState::kSnapshot && ++p.snapshotTicks > config_.electionTicks) {
@@ -216,7 +228,7 @@ void RaftCore::step(const Message& m) {
     if (m.type == MessageType::kVote || m.type == MessageType::kPreVote) {
       // With check-quorum, a node that hears from a live leader ignores campaigns: a
       // partitioned node rejoining cannot depose a healthy leader.
-      if (inLease()) return;
+      if (inLease() && m.context != kTransferContext) return;
     }
     if (m.type == MessageType::kPreVote) {
       // A pre-vote never changes our term.
@@ -345,6 +357,13 @@ void RaftCore::stepFollower(const Message& m) {
       lead_ = m.from;
       handleSnapshot(m);
       return;
+    case MessageType::kTimeoutNow:
+      // The leader hands over: campaign at once, skipping the pre-vote, and say so, so that
+      // members in the old leader's lease still answer.
+      becomeCandidate();
+      campaignTransfer_ = true;
+      requestVotes(false);
+      return;
     default:
       return;
   }
@@ -394,6 +413,7 @@ void RaftCore::handleHeartbeat(const Message& m) {
   Message resp;
   resp.type = MessageType::kHeartbeatResp;
   resp.to = m.from;
+  resp.context = m.context;
   send(std::move(resp));
 }
 
@@ -407,6 +427,7 @@ void RaftCore::stepLeader(const Message& m) {
       handleAppendResp(m);
       return;
     case MessageType::kHeartbeatResp:
+      handleHeartbeatResp(m);
       pr.recentActive = true;
       pr.probeSent = false;
       // A lost append would otherwise hold its inflight slot forever.
@@ -460,6 +481,7 @@ void RaftCore::handleAppendResp(const Message& m) {
   } else if (pr.match < lastIndex()) {
     sendAppend(m.from, SendMode::kEntries);
   }
+  if (m.from == transferee_ && pr.match == lastIndex()) sendTimeoutNow(m.from);
 }
 
 bool RaftCore::maybeCommit() {
@@ -576,6 +598,75 @@ Result<Snapshot> RaftCore::compact(Index upTo, std::string data) {
   return s;
 }
 
+Status RaftCore::transferLeadership(NodeId to) {
+  if (role_ != Role::kLeader) return Status::unavailable("not the leader");
+  if (std::find(config_.voters.begin(), config_.voters.end(), to) == config_.voters.end()) {
+    return Status::invalidArgument("node " + std::to_string(to) + " is not a voting member");
+  }
+  if (to == config_.id) return Status::ok();
+  transferee_ = to;
+  transferElapsed_ = 0;
+  if (progress_[to].match == lastIndex()) {
+    sendTimeoutNow(to);
+  } else {
+    sendAppend(to, SendMode::kCommit);
+  }
+  return Status::ok();
+}
+
+void RaftCore::sendTimeoutNow(NodeId to) {
+  Message m;
+  m.type = MessageType::kTimeoutNow;
+  m.to = to;
+  send(std::move(m));
+}
+
+Status RaftCore::readIndex(uint64_t id) {
+  if (role_ != Role::kLeader) {
+    return Status::unavailable(
+        lead_ == kNone ? std::string("not the leader, and no leader is known")
+                       : "not the leader (the leader is " + std::to_string(lead_) + ")");
+  }
+  // Until an entry of its own term commits, a new leader's commit index may be behind what
+  // an earlier leader acknowledged (Raft §8).
+  if (termAt(commit_) != term_) {
+    return Status::unavailable("the leader has not committed an entry of its term yet; retry");
+  }
+  if (config_.voters.size() == 1) {
+    readyReads_.push_back({id, commit_});
+    return Status::ok();
+  }
+  const uint64_t round = nextReadRound_++;
+  ReadRound& r = readRounds_[round];
+  r.reads.push_back({id, commit_});
+  r.acks.push_back(config_.id);
+  // Confirm leadership now rather than at the next heartbeat.
+  for (NodeId v : config_.voters) {
+    if (v == config_.id) continue;
+    Message m;
+    m.type = MessageType::kHeartbeat;
+    m.to = v;
+    m.commit = std::min(progress_[v].match, commit_);
+    m.context = round;
+    send(std::move(m));
+  }
+  return Status::ok();
+}
+
+void RaftCore::handleHeartbeatResp(const Message& m) {
+  if (m.context == 0) return;
+  auto it = readRounds_.find(m.context);
+  if (it == readRounds_.end()) return;
+  auto& acks = it->second.acks;
+  if (std::find(acks.begin(), acks.end(), m.from) == acks.end()) acks.push_back(m.from);
+  if (static_cast<int>(acks.size()) < quorum()) return;
+  // A quorum still follows us as of this round, so of every earlier round too.
+  for (auto r = readRounds_.begin(); r != readRounds_.end() && r->first <= m.context;) {
+    for (const ReadState& rs : r->second.reads) readyReads_.push_back(rs);
+    r = readRounds_.erase(r);
+  }
+}
+
 void RaftCore::broadcastAppend() {
   for (NodeId v : config_.voters) {
     if (v != config_.id) sendAppend(v, SendMode::kCommit);
@@ -609,6 +700,10 @@ Result<Index> RaftCore::propose(std::string data) {
         lead_ == kNone ? std::string("not the leader, and no leader is known")
                        : "not the leader (the leader is " + std::to_string(lead_) + ")");
   }
+  if (transferee_ != kNone) {
+    return Status::unavailable("leadership is being transferred to " + std::to_string(transferee_) +
+                               "; retry shortly");
+  }
   Entry e;
   e.data = std::move(data);
   appendAsLeader(std::move(e));
@@ -619,8 +714,9 @@ Result<Index> RaftCore::propose(std::string data) {
 }
 
 bool RaftCore::hasReady() const {
-  return pendingBroadcast_ || snapshotToReady_ || !outbox_.empty() || stable_ < lastIndex() ||
-         applied_ < commit_ || HardState{term_, vote_, commit_} != persisted_;
+  return pendingBroadcast_ || snapshotToReady_ || !readyReads_.empty() || !outbox_.empty() ||
+         stable_ < lastIndex() || applied_ < commit_ ||
+         HardState{term_, vote_, commit_} != persisted_;
 }
 
 Ready RaftCore::ready() {
@@ -639,6 +735,8 @@ Ready RaftCore::ready() {
   }
   r.messages = std::move(outbox_);
   outbox_.clear();
+  r.reads = std::move(readyReads_);
+  readyReads_.clear();
   for (Index i = applyFrom + 1; i <= commit_; ++i) r.committed.push_back(entryAt(i));
   readyStable_ = lastIndex();
   readyApplied_ = commit_;

@@ -53,6 +53,16 @@ class RaftCore {
   // Start an election now (tests; leadership transfer builds on it).
   void campaign();
 
+  // Hand leadership to `to` (a voter): bring it up to date, then tell it to campaign at once.
+  // Proposals are refused while the transfer runs; it is abandoned after an election timeout.
+  Status transferLeadership(NodeId to);
+  NodeId transferee() const { return transferee_; }
+
+  // Ask for a linearizable read (Raft §8, read-index): the leader records its commit index and
+  // confirms with a quorum that it is still the leader; Ready::reads then carries {id, index}.
+  // kUnavailable on a follower, or before the leader has committed an entry of its term.
+  Status readIndex(uint64_t id);
+
   // Replace the log up to `upTo` (an applied index) with a snapshot of the state machine taken
   // at that index; returns it for the owner to persist. Followers too far behind get it
   // through InstallSnapshot. kInvalidArgument if upTo is not applied or already compacted.
@@ -123,6 +133,12 @@ class RaftCore {
   void handleHeartbeat(const Message& m);
   void handleAppendResp(const Message& m);
   void handleSnapshot(const Message& m);
+  void handleHeartbeatResp(const Message& m);
+  void sendTimeoutNow(NodeId to);
+  void abortTransfer() {
+    transferee_ = kNone;
+    transferElapsed_ = 0;
+  }
   void sendSnapshot(NodeId to);
   const Entry& entryAt(Index index) const { return log_[index - snapshot_.index - 1]; }
   bool maybeCommit();
@@ -139,9 +155,20 @@ class RaftCore {
   NodeId vote_ = kNone;
   NodeId lead_ = kNone;
   Role role_ = Role::kFollower;
-  Snapshot snapshot_;             // index/term 0 until the first compaction or InstallSnapshot
-  std::vector<Entry> log_;        // log_[i].index == snapshot_.index + i + 1
-  bool snapshotToReady_ = false;  // a received snapshot the owner has not been handed yet
+  Snapshot snapshot_;       // index/term 0 until the first compaction or InstallSnapshot
+  std::vector<Entry> log_;  // log_[i].index == snapshot_.index + i + 1
+  bool snapshotToReady_ = false;
+  NodeId transferee_ = kNone;      // leadership transfer in progress to this node
+  bool campaignTransfer_ = false;  // this campaign was started by kTimeoutNow
+  int transferElapsed_ = 0;
+  // Read-index rounds not yet confirmed: round -> (reads, acks). Rounds confirm in order.
+  struct ReadRound {
+    std::vector<ReadState> reads;
+    std::vector<NodeId> acks;
+  };
+  std::map<uint64_t, ReadRound> readRounds_;
+  uint64_t nextReadRound_ = 1;
+  std::vector<ReadState> readyReads_;  // a received snapshot the owner has not been handed yet
   Index commit_ = 0;
   Index applied_ = 0;  // last index handed out in Ready::committed
   Index stable_ = 0;   // entries up to here are on stable storage

@@ -60,7 +60,8 @@ enum class MessageType : uint8_t {
   kAppendResp,
   kHeartbeat,  // empty AppendEntries: leadership and commit, nothing to append
   kHeartbeatResp,
-  kSnapshot,  // InstallSnapshot: the follower is behind the leader's compacted log
+  kTimeoutNow,  // leadership transfer: "campaign now, you are up to date"
+  kSnapshot,    // InstallSnapshot: the follower is behind the leader's compacted log
 };
 
 const char* messageTypeName(MessageType type);
@@ -79,11 +80,20 @@ struct Message {
   bool reject = false;
   Index rejectHint = 0;  // kAppendResp with reject: the follower's last index
   Snapshot snapshot;     // kSnapshot
+  // kHeartbeat/kHeartbeatResp: a read-index round; kVote/kPreVote: 1 when the campaign is a
+  // leadership transfer (it may interrupt a leader's lease).
+  uint64_t context = 0;
 };
 
 // Role, for observers.
 enum class Role : uint8_t { kFollower, kPreCandidate, kCandidate, kLeader };
 const char* roleName(Role role);
+
+// A linearizable read the leader has confirmed: serve it once `index` is applied.
+struct ReadState {
+  uint64_t id = 0;
+  Index index = 0;
+};
 
 // Everything the core wants done, in this order: persist `hardState` and `entries` (durably),
 // then send `messages`, then apply `committed` to the state machine, then call advance().
@@ -95,9 +105,13 @@ struct Ready {
   std::vector<Entry> entries;  // to append; the first one's index is where to truncate
   std::vector<Message> messages;
   std::vector<Entry> committed;  // in order, each exactly once
+  // Reads confirmed by read-index: each may be served once the state machine has applied
+  // `index`.
+  std::vector<ReadState> reads;
 
   bool empty() const {
-    return !hardState && !snapshot && entries.empty() && messages.empty() && committed.empty();
+    return !hardState && !snapshot && entries.empty() && messages.empty() && committed.empty() &&
+           reads.empty();
   }
 };
 

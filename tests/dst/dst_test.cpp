@@ -34,6 +34,9 @@ Faults faultsFor(uint64_t seed) {
   f.clientOp = 0.2 + r.real() * 0.6;
   // Half the seeds compact often, so lagging members catch up by InstallSnapshot.
   f.snapshotEvery = r.real() < 0.5 ? 0 : 10 + static_cast<int>(r.uniform(60));
+  f.transfer = r.real() * 0.01;
+  f.readIndex = r.real();
+  f.pause = r.real() * 0.01;
   return f;
 }
 

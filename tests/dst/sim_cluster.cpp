@@ -75,6 +75,8 @@ void SimCluster::boot(Node& n) {
   // The state machine is in memory: rebuilt from the snapshot, then the log.
   n.kv.clear();
   n.applied.clear();
+  n.toServe.clear();
+  n.confirmed.clear();
   if (n.snapshot) {
     n.kv = decodeKv(n.snapshot->data);
     n.applied.assign(committed_.begin(), committed_.begin() + n.snapshot->index);
@@ -209,6 +211,9 @@ void SimCluster::process(Node& n, bool crashMidway) {
     // 3. Apply.
     if (rd.snapshot) installSnapshot(n, *rd.snapshot);
     for (const Entry& e : rd.committed) applyEntry(n, e);
+    n.toServe.insert(n.toServe.end(), rd.reads.begin(), rd.reads.end());
+    n.confirmed.insert(n.confirmed.end(), rd.reads.begin(), rd.reads.end());
+    serveReads(n);
     n.core->advance();
     // 4. Compact now and then, as the manager does every N entries.
     if (faults_.snapshotEvery > 0 &&
@@ -222,6 +227,21 @@ void SimCluster::process(Node& n, bool crashMidway) {
       while (!n.disk.empty() && n.disk.front().index <= snap->index) n.disk.erase(n.disk.begin());
     }
   }
+}
+
+void SimCluster::serveReads(Node& n) {
+  auto ready = [&](const raft::ReadState& r) { return r.index <= n.applied.size(); };
+  for (const raft::ReadState& r : n.toServe) {
+    if (!ready(r)) continue;
+    auto op = ops_.find(r.id);
+    if (op == ops_.end() || op->second.node != n.id || op->second.epoch != n.epoch) continue;
+    auto it = n.kv.find(op->second.key);
+    op->second.result = it == n.kv.end() ? "" : it->second;
+    op->second.prefix = n.applied.size();
+    op->second.completed = now_;
+    mix(r.id * 7919 + r.index);
+  }
+  n.toServe.erase(std::remove_if(n.toServe.begin(), n.toServe.end(), ready), n.toServe.end());
 }
 
 void SimCluster::persistEntries(Node& n, const std::vector<Entry>& entries) {
@@ -263,7 +283,11 @@ void SimCluster::installSnapshot(Node& n, const raft::Snapshot& s) {
 void SimCluster::deliver() {
   std::vector<InFlight> due;
   std::vector<InFlight> later;
-  for (auto& f : network_) (f.deliverAt <= now_ ? due : later).push_back(std::move(f));
+  for (auto& f : network_) {
+    // A stalled node reads nothing; its messages wait in the socket buffer.
+    bool stalled = nodes_.at(f.message.to).pausedUntil > now_;
+    (f.deliverAt <= now_ && !stalled ? due : later).push_back(std::move(f));
+  }
   network_ = std::move(later);
   std::sort(due.begin(), due.end(), [](const InFlight& a, const InFlight& b) {
     return a.deliverAt != b.deliverAt ? a.deliverAt < b.deliverAt : a.order < b.order;
@@ -381,6 +405,20 @@ void SimCluster::injectFaults() {
     if (a != b) blocked_.insert({a, b});
   }
   if (random_.real() < faults_.heal) blocked_.clear();
+  if (random_.real() < faults_.pause) {
+    if (NodeId id = pick(true)) {
+      nodes_.at(id).pausedUntil =
+          now_ + 1 + static_cast<int64_t>(random_.uniform(faults_.maxPause));
+      mix(5000 + id);
+    }
+  }
+  if (random_.real() < faults_.transfer) {
+    if (NodeId l = leader()) {
+      NodeId to = base_.voters[random_.uniform(base_.voters.size())];
+      nodes_.at(l).core->transferLeadership(to);
+      mix(4000 + to);
+    }
+  }
 }
 
 void SimCluster::clientStep() {
@@ -402,6 +440,14 @@ void SimCluster::clientStep() {
   op.node = target;
   op.epoch = nodes_.at(target).epoch;
   op.invoked = now_;
+  if (!op.put && random_.real() < faults_.readIndex) {
+    op.viaReadIndex = true;
+    if (nodes_.at(target).core->readIndex(op.id).isOk()) {
+      ops_[op.id] = op;
+      mix(op.id * 19);
+    }
+    return;
+  }
   auto idx = nodes_.at(target).core->propose(encodeOp(op));
   if (idx) {
     ops_[op.id] = op;
@@ -412,7 +458,7 @@ void SimCluster::clientStep() {
 void SimCluster::tick() {
   ++now_;
   for (auto& [id, n] : nodes_) {
-    if (!n.up) continue;
+    if (!n.up || n.pausedUntil > now_) continue;
     n.core->tick();
     process(n, false);
   }
@@ -435,6 +481,7 @@ void SimCluster::run(int ticks) {
 bool SimCluster::settle(int ticks) {
   healAll();
   for (NodeId id : base_.voters) restart(id);
+  for (auto& [id, n] : nodes_) n.pausedUntil = 0;
   faults_ = Faults{};
   faults_.clientOp = 0;
   faults_.minDelay = 1;
@@ -511,15 +558,50 @@ bool SimCluster::checkHistory() {
   }
   std::vector<const Op*> acked;
   for (const auto& [id, op] : ops_) {
-    if (op.completed < 0) continue;
+    if (op.completed < 0 || op.viaReadIndex) continue;
     if (!pos.count(id)) {
       fail("acknowledged op " + std::to_string(id) + " is not in the committed log");
       return false;
     }
     acked.push_back(&op);
   }
+  // Read-index reads sit between log positions: one served at applied index P is placed
+  // after the first P entries. It must see every op acknowledged before it began, none that
+  // began after it ended, and exactly the state of those P entries.
+  for (const auto& [id, r] : ops_) {
+    if (!r.viaReadIndex || r.completed < 0) continue;
+    std::map<std::string, std::string> state;
+    for (std::size_t i = 0; i < r.prefix && i < committed_.size(); ++i) {
+      auto d = decodeOp(committed_[i].data);
+      if (d && d->put) state[d->key] = d->value;
+    }
+    std::string expect = state.count(r.key) ? state[r.key] : "";
+    if (r.result != expect) {
+      fail("read-index op " + std::to_string(id) + " read \"" + r.result + "\" at index " +
+           std::to_string(r.prefix) + ", where the log says \"" + expect + "\"");
+      return false;
+    }
+    for (const auto& [oid, o] : ops_) {
+      if (o.completed >= 0 && o.completed < r.invoked) {
+        bool before =
+            o.viaReadIndex ? o.prefix <= r.prefix : pos.count(oid) && pos.at(oid) < r.prefix;
+        if (!before) {
+          fail("read-index op " + std::to_string(id) + " (served at index " +
+               std::to_string(r.prefix) + ") misses op " + std::to_string(oid) +
+               ", acknowledged before it began");
+          return false;
+        }
+      }
+      if (!o.viaReadIndex && pos.count(oid) && o.invoked > r.completed && pos.at(oid) < r.prefix) {
+        fail("read-index op " + std::to_string(id) + " saw op " + std::to_string(oid) +
+             ", which began after it ended");
+        return false;
+      }
+    }
+  }
   // Real-time order: an op acknowledged before another was invoked comes first in the log.
   for (const Op* a : acked) {
+    if (a->viaReadIndex) continue;
     for (const auto& [id, b] : ops_) {
       if (!pos.count(id) || b.invoked <= a->completed) continue;
       if (pos.at(a->id) >= pos.at(id)) {

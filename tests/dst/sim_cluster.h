@@ -26,6 +26,10 @@ struct Faults {
   double heal = 0;        // every link works again
   double clientOp = 0.5;  // a client submits an operation
   int snapshotEvery = 0;  // compact once this many entries are applied (0: never)
+  double transfer = 0;    // the leader hands leadership to a random member
+  double readIndex = 0;   // share of reads served by read-index instead of through the log
+  double pause = 0;       // a random node stalls (a GC or VM pause): no ticks, no messages
+  int maxPause = 30;      // ticks
 };
 
 // One client operation on the replicated key-value register.
@@ -33,12 +37,14 @@ struct Op {
   uint64_t id = 0;
   bool put = false;
   std::string key;
-  std::string value;       // put: the value written
-  int64_t invoked = 0;     // tick of the successful propose
-  int64_t completed = -1;  // tick of the acknowledgement, -1 if never acknowledged
-  std::string result;      // get: the value read
-  raft::NodeId node = 0;   // where it was proposed
-  uint64_t epoch = 0;      // that node's incarnation when proposed
+  std::string value;          // put: the value written
+  int64_t invoked = 0;        // tick of the successful propose
+  int64_t completed = -1;     // tick of the acknowledgement, -1 if never acknowledged
+  std::string result;         // get: the value read
+  bool viaReadIndex = false;  // a read-index read: not in the log
+  uint64_t prefix = 0;        // read-index read: the applied index it was served at
+  raft::NodeId node = 0;      // where it was proposed
+  uint64_t epoch = 0;         // that node's incarnation when proposed
 };
 
 // A whole Raft cluster in one process: simulated time (ticks), a network that drops,
@@ -79,6 +85,10 @@ class SimCluster {
   Result<raft::Index> propose(raft::NodeId id, const std::string& data);
   // Entries node `id` has applied, in order.
   const std::vector<raft::Entry>& applied(raft::NodeId id) const { return nodes_.at(id).applied; }
+  // Read-index reads node `id` has had confirmed since it last booted.
+  const std::vector<raft::ReadState>& confirmedReads(raft::NodeId id) const {
+    return nodes_.at(id).confirmed;
+  }
 
  private:
   struct Node {
@@ -94,6 +104,9 @@ class SimCluster {
     std::map<std::string, std::string> kv;
     std::vector<raft::Entry> applied;
     raft::Role lastRole = raft::Role::kFollower;
+    std::vector<raft::ReadState> toServe;    // confirmed read-index reads waiting for apply
+    int64_t pausedUntil = 0;                 // stalled until this tick
+    std::vector<raft::ReadState> confirmed;  // every read-index read confirmed, for tests
   };
   struct InFlight {
     int64_t deliverAt;
@@ -106,6 +119,7 @@ class SimCluster {
   void deliver();
   void injectFaults();
   void clientStep();
+  void serveReads(Node& n);
   void applyEntry(Node& n, const raft::Entry& e);
   void installSnapshot(Node& n, const raft::Snapshot& s);
   void persistEntries(Node& n, const std::vector<raft::Entry>& entries);

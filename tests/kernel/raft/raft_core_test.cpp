@@ -41,6 +41,9 @@ class RaftCoreTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testPreVoteKeepsAPartitionedMemberFromDisruptingTheLeader);
   CPPUNIT_TEST(testRestartedFollowerCatchesUpFromItsDisk);
   CPPUNIT_TEST(testMinorityCannotCommit);
+  CPPUNIT_TEST(testLeadershipTransferHandsOver);
+  CPPUNIT_TEST(testReadIndexNeedsAQuorum);
+  CPPUNIT_TEST(testLaggingFollowerCatchesUpBySnapshot);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -156,6 +159,61 @@ class RaftCoreTest : public CppUnit::TestFixture {
     for (NodeId id : {1, 2, 3, 4, 5}) {
       for (const auto& e : c.applied(id)) CPPUNIT_ASSERT(e.data != "9 put lost x");
     }
+    CPPUNIT_ASSERT(!c.failed());
+  }
+
+  void testLeadershipTransferHandsOver() {
+    SimCluster c(3, 8, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId to = l == 3 ? 1 : 3;
+    auto term = c.core(l)->term();
+    CPPUNIT_ASSERT(c.core(l)->transferLeadership(to).isOk());
+    auto refused = c.propose(l, "x");
+    CPPUNIT_ASSERT(!refused.isOk());
+    CPPUNIT_ASSERT(refused.status().message().find("being transferred") != std::string::npos);
+    runTicks(c, 10);
+    CPPUNIT_ASSERT_EQUAL(to, c.leader());
+    CPPUNIT_ASSERT_EQUAL(term + 1, c.core(to)->term());
+    CPPUNIT_ASSERT(c.core(l)->role() == Role::kFollower);
+    CPPUNIT_ASSERT(!c.core(l)->transferLeadership(2).isOk());  // no longer the leader
+    CPPUNIT_ASSERT(!c.failed());
+  }
+
+  void testReadIndexNeedsAQuorum() {
+    SimCluster c(3, 9, calm());
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId f = l == 1 ? 2 : 1;
+    CPPUNIT_ASSERT(c.core(f)->readIndex(1).code() == Status::Code::kUnavailable);
+    CPPUNIT_ASSERT(c.core(l)->readIndex(2).isOk());
+    runTicks(c, 3);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), c.confirmedReads(l).size());
+    CPPUNIT_ASSERT_EQUAL(uint64_t(2), c.confirmedReads(l)[0].id);
+    CPPUNIT_ASSERT_EQUAL(c.core(l)->commitIndex(), c.confirmedReads(l)[0].index);
+    // Cut off from both followers, the leader cannot confirm a read.
+    c.isolate(l);
+    CPPUNIT_ASSERT(c.core(l)->readIndex(3).isOk());
+    runTicks(c, 8);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), c.confirmedReads(l).size());
+  }
+
+  void testLaggingFollowerCatchesUpBySnapshot() {
+    Faults f = calm();
+    f.snapshotEvery = 20;
+    SimCluster c(3, 10, f);
+    NodeId l = waitForLeader(c);
+    runTicks(c, 5);
+    NodeId lag = l == 2 ? 3 : 2;
+    c.crash(lag);
+    for (int i = 0; i < 200; ++i)
+      c.propose(l, std::to_string(i) + " put k" + std::to_string(i % 7) + " v" + std::to_string(i));
+    runTicks(c, 20);
+    CPPUNIT_ASSERT(c.core(l)->snapshot().index > 100);
+    c.restart(lag);
+    runTicks(c, 40);
+    CPPUNIT_ASSERT(c.snapshotsInstalled() >= 1);
+    CPPUNIT_ASSERT_EQUAL(c.applied(l).size(), c.applied(lag).size());
     CPPUNIT_ASSERT(!c.failed());
   }
 };
