@@ -1,6 +1,9 @@
 #include "kernel/raft/raft_core.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
 
 #include "kernel/common/assert.h"
 
@@ -51,13 +54,52 @@ const char* roleName(Role role) {
   return "?";
 }
 
+std::string ConfChange::encode() const {
+  std::string out = std::to_string(static_cast<int>(type)) + " " + std::to_string(node) + " v";
+  for (NodeId v : voters) out += " " + std::to_string(v);
+  out += " l";
+  for (NodeId l : learners) out += " " + std::to_string(l);
+  return out;
+}
+
+std::optional<ConfChange> ConfChange::decode(const std::string& data) {
+  ConfChange cc;
+  std::istringstream in(data);
+  unsigned type = 3;
+  std::string tag;
+  if (!(in >> type >> cc.node >> tag) || type > 2 || cc.node == 0 || tag != "v") {
+    return std::nullopt;
+  }
+  cc.type = static_cast<ConfChange::Type>(type);
+  std::vector<NodeId>* into = &cc.voters;
+  std::string word;
+  while (in >> word) {
+    if (word == "l") {
+      into = &cc.learners;
+      continue;
+    }
+    char* end = nullptr;
+    unsigned long long id = std::strtoull(word.c_str(), &end, 10);
+    if (*end != '\0' || id == 0) return std::nullopt;
+    into->push_back(id);
+  }
+  if (cc.voters.empty()) return std::nullopt;
+  return cc;
+}
+
 RaftCore::RaftCore(RaftConfig config, Random& random, Restored restored)
     : config_(std::move(config)), random_(random) {
   SHOAL_CHECK(config_.id != kNone);
-  SHOAL_CHECK(std::find(config_.voters.begin(), config_.voters.end(), config_.id) !=
-              config_.voters.end());
   SHOAL_CHECK(config_.electionTicks > config_.heartbeatTicks && config_.heartbeatTicks > 0);
-  if (restored.snapshot) snapshot_ = std::move(*restored.snapshot);
+  voters_ = config_.voters;
+  if (restored.snapshot) {
+    snapshot_ = std::move(*restored.snapshot);
+    if (!snapshot_.voters.empty()) {
+      voters_ = snapshot_.voters;
+      learners_ = snapshot_.learners;
+    }
+    confApplied_ = snapshot_.index;
+  }
   log_ = std::move(restored.entries);
   for (std::size_t i = 0; i < log_.size(); ++i) {
     SHOAL_CHECK(log_[i].index == snapshot_.index + i + 1);
@@ -65,7 +107,8 @@ RaftCore::RaftCore(RaftConfig config, Random& random, Restored restored)
   restored.applied = std::max(restored.applied, snapshot_.index);
   term_ = restored.hardState.term;
   vote_ = restored.hardState.vote;
-  commit_ = std::min(restored.hardState.commit, lastIndex());
+  // Membership changes take effect on commit: replay the committed ones.
+  commitTo(std::min(restored.hardState.commit, lastIndex()));
   applied_ = std::min(restored.applied, commit_);
   stable_ = lastIndex();
   persisted_ = restored.hardState;
@@ -76,6 +119,55 @@ Term RaftCore::termAt(Index index) const {
   if (index == snapshot_.index) return snapshot_.term;
   if (index < snapshot_.index || index > lastIndex()) return 0;
   return entryAt(index).term;
+}
+
+bool RaftCore::isVoter(NodeId id) const {
+  return std::find(voters_.begin(), voters_.end(), id) != voters_.end();
+}
+
+std::vector<NodeId> RaftCore::members() const {
+  std::vector<NodeId> all = voters_;
+  all.insert(all.end(), learners_.begin(), learners_.end());
+  return all;
+}
+
+void RaftCore::addProgress(NodeId id) {
+  Progress& p = progress_[id];
+  p.next = lastIndex() + 1;
+  p.match = id == config_.id ? lastIndex() : 0;
+  p.recentActive = true;  // a fresh member gets an election timeout before it counts against us
+}
+
+void RaftCore::commitTo(Index index) {
+  if (index <= commit_) return;
+  commit_ = index;
+  for (Index i = std::max(confApplied_, snapshot_.index) + 1; i <= commit_; ++i) {
+    const Entry& e = entryAt(i);
+    if (e.type != EntryType::kConfChange) continue;
+    if (auto cc = ConfChange::decode(e.data)) applyConfChange(*cc);
+  }
+  confApplied_ = std::max(confApplied_, commit_);
+}
+
+void RaftCore::applyConfChange(const ConfChange& cc) {
+  voters_ = cc.voters;
+  learners_ = cc.learners;
+  std::sort(voters_.begin(), voters_.end());
+  std::sort(learners_.begin(), learners_.end());
+  if (role_ != Role::kLeader) return;
+  const std::vector<NodeId> now = members();
+  for (auto it = progress_.begin(); it != progress_.end();) {
+    if (std::find(now.begin(), now.end(), it->first) == now.end() && it->first != config_.id) {
+      if (transferee_ == it->first) abortTransfer();
+      it = progress_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (NodeId id : now) {
+    if (!progress_.count(id)) addProgress(id);
+  }
+  if (!isVoter(config_.id)) stepDownPending_ = true;  // done once this commit settles
 }
 
 void RaftCore::resetTimers() {
@@ -129,12 +221,10 @@ void RaftCore::becomeLeader() {
   lead_ = config_.id;
   votes_.clear();
   progress_.clear();
-  for (NodeId v : config_.voters) {
-    Progress& p = progress_[v];
-    p.next = lastIndex() + 1;
-    p.match = v == config_.id ? lastIndex() : 0;
-    p.recentActive = v == config_.id;
-  }
+  for (NodeId v : members()) addProgress(v);
+  // Earlier terms may have left a membership change uncommitted: allow the next one only
+  // after this term's first entry commits.
+  pendingConfIndex_ = lastIndex() + 1;
   resetTimers();
   // An entry of the new term: entries of earlier terms commit only through it.
   appendAsLeader(Entry{});
@@ -142,7 +232,7 @@ void RaftCore::becomeLeader() {
 }
 
 void RaftCore::campaign() {
-  if (role_ == Role::kLeader) return;
+  if (role_ == Role::kLeader || !isVoter(config_.id)) return;
   campaignTransfer_ = false;
   if (config_.preVote) {
     becomePreCandidate();
@@ -155,7 +245,7 @@ void RaftCore::campaign() {
 
 void RaftCore::requestVotes(bool pre) {
   // A single-member cluster wins at once.
-  if (static_cast<int>(votes_.size()) >= quorum()) {
+  if (isVoter(config_.id) && static_cast<int>(votes_.size()) >= quorum()) {
     if (pre) {
       becomeCandidate();
       requestVotes(false);
@@ -164,7 +254,7 @@ void RaftCore::requestVotes(bool pre) {
     }
     return;
   }
-  for (NodeId v : config_.voters) {
+  for (NodeId v : voters_) {
     if (v == config_.id) continue;
     Message m;
     m.type = pre ? MessageType::kPreVote : MessageType::kVote;
@@ -192,7 +282,7 @@ void RaftCore::tick() {
       if (config_.checkQuorum) {
         int active = 0;
         for (auto& [id, p] : progress_) {
-          if (id == config_.id || p.recentActive) ++active;
+          if (isVoter(id) && (id == config_.id || p.recentActive)) ++active;
           p.recentActive = false;
         }
         if (active < quorum()) {
@@ -320,6 +410,7 @@ void RaftCore::stepCandidate(const Message& m) {
     case MessageType::kVoteResp: {
       const bool pre = m.type == MessageType::kPreVoteResp;
       if (pre != (role_ == Role::kPreCandidate)) return;  // an answer to an older campaign
+      if (!isVoter(m.from)) return;
       votes_.emplace(m.from, !m.reject);
       int granted = 0, rejected = 0;
       for (const auto& [id, yes] : votes_) (yes ? granted : rejected)++;
@@ -397,7 +488,7 @@ void RaftCore::handleAppend(const Message& m) {
     return;
   }
   if (auto last = tryAppend(m.index, m.logTerm, m.entries)) {
-    commit_ = std::max(commit_, std::min(m.commit, *last));
+    commitTo(std::min(m.commit, *last));
     resp.index = *last;
   } else {
     resp.index = m.index;
@@ -409,7 +500,7 @@ void RaftCore::handleAppend(const Message& m) {
 
 void RaftCore::handleHeartbeat(const Message& m) {
   // The leader sends min(match, commit): every entry up to it is ours too.
-  commit_ = std::max(commit_, std::min(m.commit, lastIndex()));
+  commitTo(std::min(m.commit, lastIndex()));
   Message resp;
   resp.type = MessageType::kHeartbeatResp;
   resp.to = m.from;
@@ -476,22 +567,41 @@ void RaftCore::handleAppendResp(const Message& m) {
     pr.probeSent = false;
     pr.inflight.clear();
   }
+  const NodeId from = m.from;
+  // maybeCommit may apply a membership change that removes `from` (invalidating `pr`) or
+  // this leader itself.
   if (updated && maybeCommit()) {
+    if (role_ != Role::kLeader) return;
     broadcastAppend();
   } else if (pr.match < lastIndex()) {
-    sendAppend(m.from, SendMode::kEntries);
+    sendAppend(from, SendMode::kEntries);
   }
-  if (m.from == transferee_ && pr.match == lastIndex()) sendTimeoutNow(m.from);
+  auto it = progress_.find(from);
+  if (it != progress_.end() && from == transferee_ && it->second.match == lastIndex()) {
+    sendTimeoutNow(from);
+  }
 }
 
 bool RaftCore::maybeCommit() {
+  if (voters_.empty()) return false;
   std::vector<Index> matches;
-  for (NodeId v : config_.voters) matches.push_back(progress_[v].match);
+  for (NodeId v : voters_) {
+    auto it = progress_.find(v);
+    matches.push_back(it == progress_.end() ? 0 : it->second.match);
+  }
   std::sort(matches.begin(), matches.end(), std::greater<Index>());
   const Index candidate = matches[quorum() - 1];
   // Only an entry of the current term commits by counting replicas (Raft §5.4.2).
   if (candidate > commit_ && termAt(candidate) == term_) {
-    commit_ = candidate;
+    commitTo(candidate);
+    // A change that shrank the quorum may commit more at once; a leader that removed itself
+    // hands over once the change is committed (the others elect a new leader).
+    maybeCommit();
+    if (stepDownPending_) {
+      stepDownPending_ = false;
+      broadcastAppend();  // let the others learn the commit before we go quiet
+      becomeFollower(term_, kNone);
+    }
     return true;
   }
   return false;
@@ -565,13 +675,18 @@ void RaftCore::handleSnapshot(const Message& m) {
     resp.index = commit_;  // nothing new in it
   } else if (termAt(s.index) == s.term && s.index <= lastIndex()) {
     // Our log already holds its last entry: keep the log, just commit up to it.
-    commit_ = s.index;
+    commitTo(s.index);
     resp.index = s.index;
   } else {
     snapshot_ = s;
     log_.clear();
     commit_ = s.index;
     stable_ = s.index;
+    if (!s.voters.empty()) {
+      voters_ = s.voters;
+      learners_ = s.learners;
+    }
+    confApplied_ = s.index;
     snapshotToReady_ = true;
     resp.index = s.index;
   }
@@ -591,16 +706,65 @@ Result<Snapshot> RaftCore::compact(Index upTo, std::string data) {
   Snapshot s;
   s.index = upTo;
   s.term = termAt(upTo);
-  s.voters = config_.voters;
+  s.voters = voters_;
+  s.learners = learners_;
   s.data = std::move(data);
   log_.erase(log_.begin(), log_.begin() + static_cast<std::ptrdiff_t>(upTo - snapshot_.index));
   snapshot_ = s;
   return s;
 }
 
+Result<Index> RaftCore::proposeConfChange(const ConfChange& cc) {
+  if (role_ != Role::kLeader) return Status::unavailable("not the leader");
+  if (transferee_ != kNone) return Status::unavailable("leadership is being transferred; retry");
+  if (pendingConfIndex_ > commit_) {
+    return Status::unavailable("a membership change is already in progress; retry when it commits");
+  }
+  const bool learner = std::find(learners_.begin(), learners_.end(), cc.node) != learners_.end();
+  switch (cc.type) {
+    case ConfChange::Type::kAddVoter:
+      if (isVoter(cc.node)) {
+        return Status::alreadyExists("node " + std::to_string(cc.node) + " is already a voter");
+      }
+      break;
+    case ConfChange::Type::kAddLearner:
+      if (isVoter(cc.node) || learner) {
+        return Status::alreadyExists("node " + std::to_string(cc.node) + " is already a member");
+      }
+      break;
+    case ConfChange::Type::kRemoveVoter:
+      if (!isVoter(cc.node) && !learner) {
+        return Status::notFound("node " + std::to_string(cc.node) + " is not a member");
+      }
+      if (isVoter(cc.node) && voters_.size() == 1) {
+        return Status::failedPrecondition("cannot remove the last voter");
+      }
+      break;
+  }
+  ConfChange full = cc;
+  full.voters = voters_;
+  full.learners = learners_;
+  auto drop = [](std::vector<NodeId>& v, NodeId id) {
+    v.erase(std::remove(v.begin(), v.end(), id), v.end());
+  };
+  drop(full.voters, cc.node);
+  drop(full.learners, cc.node);
+  if (cc.type == ConfChange::Type::kAddVoter) full.voters.push_back(cc.node);
+  if (cc.type == ConfChange::Type::kAddLearner) full.learners.push_back(cc.node);
+  std::sort(full.voters.begin(), full.voters.end());
+  std::sort(full.learners.begin(), full.learners.end());
+  Entry e;
+  e.type = EntryType::kConfChange;
+  e.data = full.encode();
+  appendAsLeader(std::move(e));
+  pendingConfIndex_ = lastIndex();
+  pendingBroadcast_ = true;
+  return lastIndex();
+}
+
 Status RaftCore::transferLeadership(NodeId to) {
   if (role_ != Role::kLeader) return Status::unavailable("not the leader");
-  if (std::find(config_.voters.begin(), config_.voters.end(), to) == config_.voters.end()) {
+  if (!isVoter(to)) {
     return Status::invalidArgument("node " + std::to_string(to) + " is not a voting member");
   }
   if (to == config_.id) return Status::ok();
@@ -632,7 +796,7 @@ Status RaftCore::readIndex(uint64_t id) {
   if (termAt(commit_) != term_) {
     return Status::unavailable("the leader has not committed an entry of its term yet; retry");
   }
-  if (config_.voters.size() == 1) {
+  if (quorum() == 1) {
     readyReads_.push_back({id, commit_});
     return Status::ok();
   }
@@ -641,7 +805,7 @@ Status RaftCore::readIndex(uint64_t id) {
   r.reads.push_back({id, commit_});
   r.acks.push_back(config_.id);
   // Confirm leadership now rather than at the next heartbeat.
-  for (NodeId v : config_.voters) {
+  for (NodeId v : voters_) {
     if (v == config_.id) continue;
     Message m;
     m.type = MessageType::kHeartbeat;
@@ -658,7 +822,9 @@ void RaftCore::handleHeartbeatResp(const Message& m) {
   auto it = readRounds_.find(m.context);
   if (it == readRounds_.end()) return;
   auto& acks = it->second.acks;
-  if (std::find(acks.begin(), acks.end(), m.from) == acks.end()) acks.push_back(m.from);
+  if (isVoter(m.from) && std::find(acks.begin(), acks.end(), m.from) == acks.end()) {
+    acks.push_back(m.from);
+  }
   if (static_cast<int>(acks.size()) < quorum()) return;
   // A quorum still follows us as of this round, so of every earlier round too.
   for (auto r = readRounds_.begin(); r != readRounds_.end() && r->first <= m.context;) {
@@ -668,13 +834,13 @@ void RaftCore::handleHeartbeatResp(const Message& m) {
 }
 
 void RaftCore::broadcastAppend() {
-  for (NodeId v : config_.voters) {
+  for (NodeId v : members()) {
     if (v != config_.id) sendAppend(v, SendMode::kCommit);
   }
 }
 
 void RaftCore::broadcastHeartbeat() {
-  for (NodeId v : config_.voters) {
+  for (NodeId v : members()) {
     if (v == config_.id) continue;
     Message m;
     m.type = MessageType::kHeartbeat;

@@ -14,12 +14,14 @@ namespace shoal::raft {
 
 struct RaftConfig {
   NodeId id = kNone;
-  std::vector<NodeId> voters;  // every voting member, this node included
-  int electionTicks = 10;      // a follower campaigns after [electionTicks, 2*electionTicks)
-  int heartbeatTicks = 1;      // a leader sends heartbeats every heartbeatTicks
-  bool preVote = true;         // campaign only after a pre-vote majority (no term inflation)
-  bool checkQuorum = true;     // a leader without a quorum of recent contact steps down; a
-                               // follower with a live leader ignores vote requests (lease)
+  // The bootstrap membership (used until a snapshot or a committed change says otherwise). A
+  // node joining an existing cluster passes an empty list and learns it from the leader.
+  std::vector<NodeId> voters;
+  int electionTicks = 10;   // a follower campaigns after [electionTicks, 2*electionTicks)
+  int heartbeatTicks = 1;   // a leader sends heartbeats every heartbeatTicks
+  bool preVote = true;      // campaign only after a pre-vote majority (no term inflation)
+  bool checkQuorum = true;  // a leader without a quorum of recent contact steps down; a
+                            // follower with a live leader ignores vote requests (lease)
   std::size_t maxEntriesPerMessage = 256;
   std::size_t maxBytesPerMessage = 1 << 20;
   std::size_t maxInflight = 64;  // append messages in flight per follower (pipelining)
@@ -52,6 +54,14 @@ class RaftCore {
   Result<Index> propose(std::string data);
   // Start an election now (tests; leadership transfer builds on it).
   void campaign();
+
+  // Propose a membership change (leader only). Refused while another change is uncommitted,
+  // for a change that makes no sense (adding a voter twice, removing a non-member or the last
+  // voter), or during a leadership transfer. Promote a learner with kAddVoter.
+  Result<Index> proposeConfChange(const ConfChange& change);
+  const std::vector<NodeId>& voters() const { return voters_; }
+  const std::vector<NodeId>& learners() const { return learners_; }
+  bool isVoter(NodeId id) const;
 
   // Hand leadership to `to` (a voter): bring it up to date, then tell it to campaign at once.
   // Proposals are refused while the transfer runs; it is abandoned after an election timeout.
@@ -123,7 +133,11 @@ class RaftCore {
   };
   bool sendAppend(NodeId to, SendMode mode);
   void requestVotes(bool pre);
-  int quorum() const { return static_cast<int>(config_.voters.size() / 2 + 1); }
+  int quorum() const { return static_cast<int>(voters_.size() / 2 + 1); }
+  std::vector<NodeId> members() const;  // voters and learners
+  void commitTo(Index index);           // raise commit_, applying membership changes
+  void applyConfChange(const ConfChange& cc);
+  void addProgress(NodeId id);
 
   void stepLeader(const Message& m);
   void stepCandidate(const Message& m);
@@ -155,8 +169,13 @@ class RaftCore {
   NodeId vote_ = kNone;
   NodeId lead_ = kNone;
   Role role_ = Role::kFollower;
-  Snapshot snapshot_;       // index/term 0 until the first compaction or InstallSnapshot
-  std::vector<Entry> log_;  // log_[i].index == snapshot_.index + i + 1
+  std::vector<NodeId> voters_;  // the membership in effect (committed changes applied)
+  std::vector<NodeId> learners_;
+  Index confApplied_ = 0;         // membership changes are applied up to this index
+  Index pendingConfIndex_ = 0;    // the last membership change appended (leader)
+  bool stepDownPending_ = false;  // the leader's own removal just committed
+  Snapshot snapshot_;             // index/term 0 until the first compaction or InstallSnapshot
+  std::vector<Entry> log_;        // log_[i].index == snapshot_.index + i + 1
   bool snapshotToReady_ = false;
   NodeId transferee_ = kNone;      // leadership transfer in progress to this node
   bool campaignTransfer_ = false;  // this campaign was started by kTimeoutNow

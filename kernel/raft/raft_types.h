@@ -14,7 +14,22 @@ using Index = uint64_t;
 inline constexpr NodeId kNone = 0;
 
 enum class EntryType : uint8_t {
-  kNormal = 0,  // a state-machine command (a store transaction); empty data = leader no-op
+  kNormal = 0,      // a state-machine command (a store transaction); empty data = leader no-op
+  kConfChange = 1,  // a membership change (data: ConfChange::encode()), effective on commit
+};
+
+// One single-server membership change (Raft dissertation §4.1): only one may be in flight.
+// It carries the whole resulting membership, not just the delta, so a member that joined with
+// no configuration learns all of it from the first change it applies.
+struct ConfChange {
+  enum class Type : uint8_t { kAddVoter = 0, kRemoveVoter = 1, kAddLearner = 2 };
+  Type type = Type::kAddVoter;
+  NodeId node = 0;
+  std::vector<NodeId> voters;    // after the change
+  std::vector<NodeId> learners;  // after the change
+
+  std::string encode() const;
+  static std::optional<ConfChange> decode(const std::string& data);
 };
 
 struct Entry {
@@ -46,6 +61,7 @@ struct Snapshot {
   Index index = 0;
   Term term = 0;
   std::vector<NodeId> voters;
+  std::vector<NodeId> learners;
   std::string data;
 
   bool empty() const { return index == 0; }

@@ -37,6 +37,12 @@ Faults faultsFor(uint64_t seed) {
   f.transfer = r.real() * 0.01;
   f.readIndex = r.real();
   f.pause = r.real() * 0.01;
+  // A third of the seeds change membership: nodes join as learners or voters, are promoted
+  // and removed (ids are never reused).
+  if (r.real() < 0.33) {
+    f.membership = 0.002 + r.real() * 0.01;
+    f.initialVoters = 2 + static_cast<int>(r.uniform(2));
+  }
   return f;
 }
 
@@ -47,14 +53,20 @@ struct Outcome {
   std::size_t committed;
   std::size_t acked;
   uint64_t snapshots;
+  uint64_t membership;
 };
 
 Outcome runSeed(int nodes, uint64_t seed) {
   SimCluster c(nodes, seed, faultsFor(seed));
   c.run(600);
   bool ok = !c.failed() && c.settle(1500) && c.checkHistory();
-  return {
-      ok, c.failure(), c.traceHash(), c.committedCount(), c.ackedCount(), c.snapshotsInstalled()};
+  return {ok,
+          c.failure(),
+          c.traceHash(),
+          c.committedCount(),
+          c.ackedCount(),
+          c.snapshotsInstalled(),
+          c.membershipChanges()};
 }
 
 void runSeeds(int nodes, uint64_t first, uint64_t count) {
@@ -62,7 +74,7 @@ void runSeeds(int nodes, uint64_t first, uint64_t count) {
     first = std::strtoull(only, nullptr, 10);
     count = 1;
   }
-  std::size_t committed = 0, acked = 0, snapshots = 0;
+  std::size_t committed = 0, acked = 0, snapshots = 0, membership = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     Outcome o = runSeed(nodes, seed);
     if (!o.ok) {
@@ -73,13 +85,15 @@ void runSeeds(int nodes, uint64_t first, uint64_t count) {
     committed += o.committed;
     acked += o.acked;
     snapshots += o.snapshots;
+    membership += o.membership;
   }
   std::cerr << " [" << nodes << " nodes, " << count << " seeds: " << committed
             << " entries committed, " << acked << " client ops acknowledged, " << snapshots
-            << " snapshots installed] ";
+            << " snapshots installed, " << membership << " membership changes] ";
   // The runs must do real work, or the checks above prove nothing.
   CPPUNIT_ASSERT(acked > count * 10);
   CPPUNIT_ASSERT(snapshots > count / 10);
+  CPPUNIT_ASSERT(membership > count / 10);
 }
 
 }  // namespace

@@ -1,9 +1,15 @@
 #include "tests/dst/sim_cluster.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 namespace shoal::dst {
+
+namespace {
+const bool kTrace = std::getenv("SHOAL_DST_TRACE") != nullptr;
+}  // namespace
 
 using raft::Entry;
 using raft::Index;
@@ -25,8 +31,10 @@ struct Decoded {
   std::string key, value;
 };
 
-std::optional<Decoded> decodeOp(const std::string& data) {
-  if (data.empty()) return std::nullopt;  // a leader's no-op
+std::optional<Decoded> decodeOp(const raft::Entry& e) {
+  const std::string& data = e.data;
+  // A leader's no-op, or a membership change: not a client op.
+  if (data.empty() || e.type != raft::EntryType::kNormal) return std::nullopt;
   std::istringstream in(data);
   Decoded d;
   std::string kind;
@@ -58,6 +66,8 @@ std::map<std::string, std::string> decodeKv(const std::string& data) {
 
 SimCluster::SimCluster(int nodes, uint64_t seed, Faults faults) : faults_(faults), random_(seed) {
   for (int i = 1; i <= nodes; ++i) base_.voters.push_back(static_cast<NodeId>(i));
+  const int initial = faults_.initialVoters > 0 ? std::min(faults_.initialVoters, nodes) : nodes;
+  bootstrap_.assign(base_.voters.begin(), base_.voters.begin() + initial);
   for (NodeId id : base_.voters) {
     Node& n = nodes_[id];
     n.id = id;
@@ -68,6 +78,9 @@ SimCluster::SimCluster(int nodes, uint64_t seed, Faults faults) : faults_(faults
 void SimCluster::boot(Node& n) {
   raft::RaftConfig cfg = base_;
   cfg.id = n.id;
+  // Bootstrap members start with the initial membership; the others join empty and learn it.
+  bool founding = std::find(bootstrap_.begin(), bootstrap_.end(), n.id) != bootstrap_.end();
+  cfg.voters = founding ? bootstrap_ : std::vector<NodeId>{};
   raft::Restored restored;
   restored.hardState = n.hardState;
   restored.snapshot = n.snapshot;
@@ -98,6 +111,8 @@ void SimCluster::crash(NodeId id) {
   if (!n.up) return;
   n.up = false;
   n.core.reset();
+  if (kTrace)
+    std::fprintf(stderr, "t%lld node %llu crashes\n", (long long)now_, (unsigned long long)id);
   mix(1000 + id);
 }
 
@@ -105,6 +120,13 @@ void SimCluster::restart(NodeId id) {
   Node& n = nodes_.at(id);
   if (n.up) return;
   boot(n);
+  if (kTrace) {
+    std::fprintf(stderr,
+                 "t%lld node %llu restarts: hs commit %llu disk %zu snap %llu -> commit %llu\n",
+                 (long long)now_, (unsigned long long)id, (unsigned long long)n.hardState.commit,
+                 n.disk.size(), (unsigned long long)(n.snapshot ? n.snapshot->index : 0),
+                 (unsigned long long)n.core->commitIndex());
+  }
   mix(2000 + id);
 }
 
@@ -147,6 +169,11 @@ void SimCluster::fail(const std::string& what) {
 }
 
 void SimCluster::applyEntry(Node& n, const Entry& e) {
+  if (kTrace && e.type == raft::EntryType::kConfChange) {
+    std::fprintf(stderr, "t%lld node %llu applies conf %s at %llu/%llu\n", (long long)now_,
+                 (unsigned long long)n.id, e.data.c_str(), (unsigned long long)e.index,
+                 (unsigned long long)e.term);
+  }
   if (!n.applied.empty() && n.applied.back().index + 1 != e.index) {
     fail("node " + std::to_string(n.id) + " applied index " + std::to_string(e.index) + " after " +
          std::to_string(n.applied.back().index));
@@ -160,11 +187,12 @@ void SimCluster::applyEntry(Node& n, const Entry& e) {
     }
   } else if (e.index == committed_.size() + 1) {
     committed_.push_back(e);
+    commitTerm_.push_back(n.core->term());
   } else {
     fail("applied index " + std::to_string(e.index) + " beyond the committed log");
   }
   mix(e.index * 31 + e.term);
-  auto d = decodeOp(e.data);
+  auto d = decodeOp(e);
   if (!d) return;
   std::string result;
   if (d->put) {
@@ -267,7 +295,7 @@ void SimCluster::installSnapshot(Node& n, const raft::Snapshot& s) {
   // The snapshot must be exactly the state the committed log produces up to its index.
   std::map<std::string, std::string> replay;
   for (std::size_t i = 0; i < s.index; ++i) {
-    auto d = decodeOp(committed_[i].data);
+    auto d = decodeOp(committed_[i]);
     if (d && d->put) replay[d->key] = d->value;
   }
   if (decodeKv(s.data) != replay || committed_[s.index - 1].term != s.term) {
@@ -297,6 +325,18 @@ void SimCluster::deliver() {
     if (blocked_.count({m.from, m.to})) continue;
     Node& n = nodes_.at(m.to);
     if (!n.up) continue;
+    if (kTrace && std::getenv("SHOAL_DST_TRACE_NODE") &&
+        m.to == std::strtoull(std::getenv("SHOAL_DST_TRACE_NODE"), nullptr, 10)) {
+      std::fprintf(stderr,
+                   "t%lld %llu->%llu %s term %llu idx %llu/%llu n=%zu commit %llu%s | last %llu "
+                   "commit %llu\n",
+                   (long long)now_, (unsigned long long)m.from, (unsigned long long)m.to,
+                   raft::messageTypeName(m.type), (unsigned long long)m.term,
+                   (unsigned long long)m.index, (unsigned long long)m.logTerm, m.entries.size(),
+                   (unsigned long long)m.commit, m.reject ? " reject" : "",
+                   (unsigned long long)n.core->lastIndex(),
+                   (unsigned long long)n.core->commitIndex());
+    }
     n.core->step(m);
     process(n, false);
     checkLeaders();
@@ -309,6 +349,14 @@ void SimCluster::checkLeaders() {
     Role role = n.core->role();
     if (role == Role::kLeader && n.lastRole != Role::kLeader) {
       ++leaderChanges_;
+      if (kTrace) {
+        std::string v;
+        for (auto x : n.core->voters()) v += std::to_string(x) + ",";
+        std::fprintf(stderr, "t%lld node %llu leader term %llu last %llu commit %llu voters %s\n",
+                     (long long)now_, (unsigned long long)id, (unsigned long long)n.core->term(),
+                     (unsigned long long)n.core->lastIndex(),
+                     (unsigned long long)n.core->commitIndex(), v.c_str());
+      }
       auto [it, fresh] = leaders_.emplace(n.core->term(), id);
       if (!fresh && it->second != id) {
         fail("two leaders in term " + std::to_string(n.core->term()) + ": " +
@@ -317,6 +365,9 @@ void SimCluster::checkLeaders() {
       // Leader completeness: a new leader holds every committed entry.
       for (const Entry& e : committed_) {
         if (e.index < n.core->snapshot().index) continue;  // inside its snapshot
+        // Only leaders of later terms than the commit's must hold it; a stale election
+        // (delayed votes for an older term) may still complete after a newer term committed.
+        if (commitTerm_[e.index - 1] >= n.core->term()) continue;
         if (n.core->termAt(e.index) != e.term) {
           fail("leader " + std::to_string(id) + " of term " + std::to_string(n.core->term()) +
                " lacks committed entry " + std::to_string(e.index));
@@ -410,6 +461,38 @@ void SimCluster::injectFaults() {
       nodes_.at(id).pausedUntil =
           now_ + 1 + static_cast<int64_t>(random_.uniform(faults_.maxPause));
       mix(5000 + id);
+    }
+  }
+  if (random_.real() < faults_.membership) {
+    if (NodeId l = leader()) {
+      raft::RaftCore& c = *nodes_.at(l).core;
+      NodeId who = base_.voters[random_.uniform(base_.voters.size())];
+      raft::ConfChange cc;
+      cc.node = who;
+      const bool voter = c.isVoter(who);
+      const bool learner =
+          std::find(c.learners().begin(), c.learners().end(), who) != c.learners().end();
+      if (voter || learner) {
+        // Remove it, or promote a learner; keep at least two voters so progress stays likely.
+        cc.type = learner && random_.real() < 0.7 ? raft::ConfChange::Type::kAddVoter
+                                                  : raft::ConfChange::Type::kRemoveVoter;
+        if (cc.type == raft::ConfChange::Type::kRemoveVoter && voter && c.voters().size() <= 2) {
+          cc.type = raft::ConfChange::Type::kAddVoter;  // refused: already a voter
+        }
+      } else {
+        cc.type = random_.real() < 0.5 ? raft::ConfChange::Type::kAddLearner
+                                       : raft::ConfChange::Type::kAddVoter;
+      }
+      if (!removed_.count(who) && c.proposeConfChange(cc)) {
+        if (kTrace) {
+          std::fprintf(stderr, "t%lld leader %llu proposes %s at %llu\n", (long long)now_,
+                       (unsigned long long)l, cc.encode().c_str(),
+                       (unsigned long long)c.lastIndex());
+        }
+        ++membershipChanges_;
+        if (cc.type == raft::ConfChange::Type::kRemoveVoter) removed_.insert(who);
+        mix(6000 + who * 3 + static_cast<uint64_t>(cc.type));
+      }
     }
   }
   if (random_.real() < faults_.transfer) {
@@ -509,10 +592,18 @@ bool SimCluster::settle(int ticks) {
         marker = op.id;
       }
     }
-    if (marker != 0 && ops_.at(marker).completed >= 0) {
+    if (marker != 0 && ops_.at(marker).completed >= 0 && leader() != 0) {
+      // Every current member (per the leader) has applied everything; removed nodes and
+      // nodes that never joined are left behind by design.
+      const raft::RaftCore& lc = *nodes_.at(leader()).core;
       bool everywhere = true;
-      for (const auto& [id, n] : nodes_)
-        everywhere = everywhere && n.applied.size() == committed_.size();
+      for (const auto& [id, n] : nodes_) {
+        const bool learner =
+            std::find(lc.learners().begin(), lc.learners().end(), id) != lc.learners().end();
+        if (lc.isVoter(id) || learner) {
+          everywhere = everywhere && n.applied.size() == committed_.size();
+        }
+      }
       if (everywhere) {
         checkLogMatching();
         return !failed();
@@ -524,10 +615,23 @@ bool SimCluster::settle(int ticks) {
     for (const auto& [id, n] : nodes_) {
       state += " [" + std::to_string(id) + ": " + raft::roleName(n.core->role()) + " term " +
                std::to_string(n.core->term()) + " lead " + std::to_string(n.core->leader()) +
+               " voters " +
+               [&] {
+                 std::string v;
+                 for (auto x : n.core->voters()) v += std::to_string(x) + ",";
+                 v += " learners ";
+                 for (auto x : n.core->learners()) v += std::to_string(x) + ",";
+                 return v;
+               }() +
                " last " + std::to_string(n.core->lastIndex()) + "/" +
                std::to_string(n.core->termAt(n.core->lastIndex())) + " commit " +
                std::to_string(n.core->commitIndex()) + "]";
     }
+    for (const auto& [id, n] : nodes_)
+      state += " applied(" + std::to_string(id) + ")=" + std::to_string(n.applied.size());
+    state += " committed=" + std::to_string(committed_.size()) +
+             " marker=" + std::to_string(marker) +
+             (marker ? " acked=" + std::to_string(ops_.at(marker).completed) : "");
     fail("no progress within " + std::to_string(ticks) + " ticks after healing:" + state);
   }
   return false;
@@ -539,7 +643,7 @@ bool SimCluster::checkHistory() {
   std::map<uint64_t, std::size_t> pos;
   std::map<std::string, std::string> kv;
   for (std::size_t i = 0; i < committed_.size(); ++i) {
-    auto d = decodeOp(committed_[i].data);
+    auto d = decodeOp(committed_[i]);
     if (!d) continue;
     if (!pos.emplace(d->id, i).second) {
       fail("op " + std::to_string(d->id) + " is in the committed log twice");
@@ -572,7 +676,7 @@ bool SimCluster::checkHistory() {
     if (!r.viaReadIndex || r.completed < 0) continue;
     std::map<std::string, std::string> state;
     for (std::size_t i = 0; i < r.prefix && i < committed_.size(); ++i) {
-      auto d = decodeOp(committed_[i].data);
+      auto d = decodeOp(committed_[i]);
       if (d && d->put) state[d->key] = d->value;
     }
     std::string expect = state.count(r.key) ? state[r.key] : "";

@@ -29,6 +29,8 @@ struct Faults {
   double transfer = 0;    // the leader hands leadership to a random member
   double readIndex = 0;   // share of reads served by read-index instead of through the log
   double pause = 0;       // a random node stalls (a GC or VM pause): no ticks, no messages
+  double membership = 0;  // the leader proposes a random membership change
+  int initialVoters = 0;  // members at bootstrap (0: every node); the rest join later
   int maxPause = 30;      // ticks
 };
 
@@ -73,6 +75,7 @@ class SimCluster {
   std::size_t ackedCount() const;
   uint64_t leaderChanges() const { return leaderChanges_; }
   uint64_t snapshotsInstalled() const { return snapshotsInstalled_; }
+  uint64_t membershipChanges() const { return membershipChanges_; }
 
   // Direct control, for targeted tests.
   void tick();
@@ -138,10 +141,17 @@ class SimCluster {
   uint64_t nextOrder_ = 0;
   uint64_t nextOp_ = 1;
   std::map<uint64_t, Op> ops_;
-  std::vector<raft::Entry> committed_;          // the cluster's committed log, as applied
+  std::vector<raft::Entry> committed_;  // the cluster's committed log, as applied
+  // For each committed entry, an upper bound on the term in which it was committed: the term
+  // of the first node to apply it, which learned the commit from a leader of that term or
+  // earlier.
+  std::vector<raft::Term> commitTerm_;
   std::map<raft::Term, raft::NodeId> leaders_;  // term -> the one leader of that term
   uint64_t leaderChanges_ = 0;
   uint64_t snapshotsInstalled_ = 0;
+  uint64_t membershipChanges_ = 0;
+  std::set<raft::NodeId> removed_;  // Raft ids are never reused
+  std::vector<raft::NodeId> bootstrap_;
   std::string failure_;
   uint64_t trace_ = 0xcbf29ce484222325ULL;
 };
