@@ -36,6 +36,8 @@ const char* messageTypeName(MessageType type) {
       return "Snapshot";
     case MessageType::kTimeoutNow:
       return "TimeoutNow";
+    case MessageType::kPropose:
+      return "Propose";
   }
   return "?";
 }
@@ -314,6 +316,10 @@ void RaftCore::tick() {
 
 void RaftCore::step(const Message& m) {
   if (m.to != config_.id) return;
+  if (m.type == MessageType::kPropose) {  // carries no term: it is a client's request
+    handlePropose(m);
+    return;
+  }
   if (m.term > term_) {
     if (m.type == MessageType::kVote || m.type == MessageType::kPreVote) {
       // With check-quorum, a node that hears from a live leader ignores campaigns: a
@@ -760,6 +766,41 @@ Result<Index> RaftCore::proposeConfChange(const ConfChange& cc) {
   pendingConfIndex_ = lastIndex();
   pendingBroadcast_ = true;
   return lastIndex();
+}
+
+void RaftCore::handlePropose(const Message& m) {
+  if (role_ == Role::kLeader) {
+    if (transferee_ != kNone) return;  // dropped: the client retries with the next leader
+    for (const Entry& e : m.entries) {
+      if (e.type != EntryType::kNormal) continue;  // membership changes are never forwarded
+      Entry copy;
+      copy.data = e.data;
+      appendAsLeader(std::move(copy));
+    }
+    pendingBroadcast_ = true;
+  } else if (lead_ != kNone && lead_ != m.from) {
+    Message fwd;
+    fwd.type = MessageType::kPropose;
+    fwd.to = lead_;
+    fwd.entries = m.entries;
+    send(std::move(fwd));
+  }
+}
+
+Status RaftCore::proposeOrForward(std::string data) {
+  if (role_ == Role::kLeader) {
+    auto r = propose(std::move(data));
+    return r.status();
+  }
+  if (lead_ == kNone) return Status::unavailable("no leader is known; retry shortly");
+  Message m;
+  m.type = MessageType::kPropose;
+  m.to = lead_;
+  Entry e;
+  e.data = std::move(data);
+  m.entries.push_back(std::move(e));
+  send(std::move(m));
+  return Status::ok();
 }
 
 Status RaftCore::transferLeadership(NodeId to) {

@@ -52,6 +52,11 @@ class RaftCore {
   void step(const Message& message);
   // Append a command to the log (leader only). kUnavailable "not the leader" otherwise.
   Result<Index> propose(std::string data);
+  // Propose on the leader, or forward to the leader this node knows of (kPropose). A
+  // forwarded proposal is fire-and-forget: the caller learns the outcome when (if) the entry
+  // is applied — embed a request id in `data` to recognise it. kUnavailable with no leader.
+  Status proposeOrForward(std::string data);
+
   // Start an election now (tests; leadership transfer builds on it).
   void campaign();
 
@@ -148,6 +153,7 @@ class RaftCore {
   void handleAppendResp(const Message& m);
   void handleSnapshot(const Message& m);
   void handleHeartbeatResp(const Message& m);
+  void handlePropose(const Message& m);
   void sendTimeoutNow(NodeId to);
   void abortTransfer() {
     transferee_ = kNone;

@@ -77,6 +77,7 @@ enum class MessageType : uint8_t {
   kHeartbeat,  // empty AppendEntries: leadership and commit, nothing to append
   kHeartbeatResp,
   kTimeoutNow,  // leadership transfer: "campaign now, you are up to date"
+  kPropose,     // a follower forwards client proposals (entries) to the leader; term-less
   kSnapshot,    // InstallSnapshot: the follower is behind the leader's compacted log
 };
 

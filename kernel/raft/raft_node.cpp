@@ -1,0 +1,340 @@
+#include "kernel/raft/raft_node.h"
+
+#include <cstring>
+
+#include "kernel/common/log.h"
+
+namespace shoal::raft {
+namespace {
+
+// Every command travels wrapped: a tag byte, the proposing member and its request id, so the
+// proposer recognises its own command when it is applied, wherever it was appended.
+constexpr char kEnvelopeTag = 'S';
+constexpr std::size_t kEnvelopeSize = 1 + 8 + 8;
+
+void putU64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t getU64(std::string_view in, std::size_t at) {
+  uint64_t v = 0;
+  for (std::size_t i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+  return v;
+}
+
+std::string wrap(NodeId origin, uint64_t request, std::string_view command) {
+  std::string out;
+  out.reserve(kEnvelopeSize + command.size());
+  out.push_back(kEnvelopeTag);
+  putU64(out, origin);
+  putU64(out, request);
+  out.append(command);
+  return out;
+}
+
+}  // namespace
+
+void RaftNode::Waiter::finish(Status s) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (done) return;
+    done = true;
+    result = std::move(s);
+  }
+  cv.notify_all();
+}
+
+Status RaftNode::Waiter::wait(std::chrono::milliseconds timeout, const std::string& what) {
+  std::unique_lock<std::mutex> lock(mu);
+  if (!cv.wait_for(lock, timeout, [this] { return done; })) {
+    return Status::timeout(what + " did not complete within " + std::to_string(timeout.count()) +
+                           " ms (no quorum reachable, or no leader; it may still complete)");
+  }
+  return result;
+}
+
+RaftNode::RaftNode(RaftNodeOptions options, std::unique_ptr<RaftStorage> storage,
+                   Transport& transport, StateMachine& machine, Random& random)
+    : options_(std::move(options)),
+      storage_(std::move(storage)),
+      transport_(transport),
+      machine_(machine),
+      random_(random) {}
+
+RaftNode::~RaftNode() { stop(); }
+
+Status RaftNode::start() {
+  auto durable = storage_->load();
+  if (!durable) return durable.status().withContext("loading the raft log");
+  Restored restored;
+  restored.hardState = durable->hardState;
+  restored.snapshot = durable->snapshot;
+  restored.entries = std::move(durable->entries);
+  if (durable->snapshot) {
+    if (Status s = machine_.restore(durable->snapshot->index, durable->snapshot->data); !s) {
+      return s.withContext("restoring the state machine from the snapshot");
+    }
+    restored.applied = durable->snapshot->index;
+    applied_ = durable->snapshot->index;
+  }
+  core_ = std::make_unique<RaftCore>(options_.raft, random_, std::move(restored));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    voters_ = core_->voters();
+    stopping_ = false;
+  }
+  transport_.setHandler([this](Message m) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (inbox_.size() >= options_.maxInbox) {
+        ++droppedInbox_;
+        return;
+      }
+      inbox_.push_back(std::move(m));
+    }
+    cv_.notify_one();
+  });
+  if (Status s = transport_.start(); !s) return s;
+  thread_ = std::thread([this] { run(); });
+  return Status::ok();
+}
+
+void RaftNode::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  transport_.stop();
+  failAll(Status::cancelled("the raft member is stopping"));
+}
+
+void RaftNode::post(Command command) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back(std::move(command));
+  }
+  cv_.notify_one();
+}
+
+Status RaftNode::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+std::vector<NodeId> RaftNode::voters() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return voters_;
+}
+
+void RaftNode::setLeaderHandler(std::function<void(NodeId, Term)> handler) {
+  std::lock_guard<std::mutex> lock(mu_);
+  leaderHandler_ = std::move(handler);
+}
+
+Status RaftNode::propose(std::string command, std::chrono::milliseconds timeout) {
+  auto waiter = std::make_shared<Waiter>();
+  const uint64_t request = nextRequest_++;
+  std::string data = wrap(id(), request, command);
+  post([this, waiter, request, data = std::move(data)](RaftCore& core) mutable {
+    proposals_[request] = waiter;
+    if (Status s = core.proposeOrForward(std::move(data)); !s) {
+      proposals_.erase(request);
+      waiter->finish(s);
+    }
+  });
+  Status s = waiter->wait(timeout, "the proposal");
+  if (s.code() == Status::Code::kTimeout) {
+    post([this, request](RaftCore&) { proposals_.erase(request); });
+  }
+  return s;
+}
+
+Status RaftNode::readBarrier(std::chrono::milliseconds timeout) {
+  auto waiter = std::make_shared<Waiter>();
+  const uint64_t request = nextRequest_++;
+  post([this, waiter, request](RaftCore& core) {
+    reads_[request] = waiter;
+    if (Status s = core.readIndex(request); !s) {
+      reads_.erase(request);
+      waiter->finish(s);
+    }
+  });
+  Status s = waiter->wait(timeout, "the read barrier");
+  if (s.code() == Status::Code::kTimeout) {
+    post([this, request](RaftCore&) { reads_.erase(request); });
+  }
+  return s;
+}
+
+Status RaftNode::changeMembership(ConfChange change, std::chrono::milliseconds timeout) {
+  auto waiter = std::make_shared<Waiter>();
+  post([this, waiter, change](RaftCore& core) {
+    auto index = core.proposeConfChange(change);
+    if (!index) {
+      waiter->finish(index.status());
+      return;
+    }
+    confs_[*index] = {core.term(), waiter};
+  });
+  return waiter->wait(timeout, "the membership change");
+}
+
+Status RaftNode::transferLeadership(NodeId to, std::chrono::milliseconds timeout) {
+  auto waiter = std::make_shared<Waiter>();
+  post([waiter, to](RaftCore& core) { waiter->finish(core.transferLeadership(to)); });
+  if (Status s = waiter->wait(timeout, "the leadership transfer"); !s) return s;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (leader() == to) return Status::ok();
+    std::this_thread::sleep_for(options_.tick);
+  }
+  return Status::timeout("leadership did not move to " + std::to_string(to) + " in time");
+}
+
+void RaftNode::failAll(const Status& status) {
+  // Only after the thread stopped (or from it): the maps are the thread's.
+  for (auto& [id, w] : proposals_) w->finish(status);
+  for (auto& [idx, tw] : confs_) tw.second->finish(status);
+  for (auto& [id, w] : reads_) w->finish(status);
+  proposals_.clear();
+  confs_.clear();
+  reads_.clear();
+}
+
+void RaftNode::noteLeadership() {
+  const NodeId lead = core_->leader();
+  const Term term = core_->term();
+  if (lead == leader_.load() && term == term_.load()) return;
+  leader_ = lead;
+  term_ = term;
+  std::function<void(NodeId, Term)> handler;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handler = leaderHandler_;
+  }
+  log::info("raft", "leadership",
+            {{"leader", std::to_string(lead)},
+             {"term", std::to_string(term)},
+             {"member", std::to_string(id())}});
+  if (handler) handler(lead, term);
+}
+
+void RaftNode::run() {
+  using Clock = std::chrono::steady_clock;
+  auto nextTick = Clock::now() + options_.tick;
+  for (;;) {
+    std::deque<Message> inbox;
+    std::deque<Command> commands;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_until(lock, nextTick,
+                     [this] { return stopping_ || !inbox_.empty() || !commands_.empty(); });
+      if (stopping_) return;
+      inbox.swap(inbox_);
+      commands.swap(commands_);
+    }
+    for (const Message& m : inbox) core_->step(m);
+    for (Command& c : commands) c(*core_);
+    if (Clock::now() >= nextTick) {
+      core_->tick();
+      nextTick += options_.tick;
+      if (nextTick < Clock::now()) nextTick = Clock::now() + options_.tick;  // we fell behind
+    }
+    while (core_->hasReady()) {
+      processReady();
+      if (!failure().isOk()) return;
+    }
+    noteLeadership();
+  }
+}
+
+void RaftNode::processReady() {
+  Ready rd = core_->ready();
+  // Durable first: nothing of this Ready may be seen by anyone before it is on disk.
+  if (Status s = storage_->save(rd.hardState, rd.entries, rd.snapshot); !s) {
+    log::error("raft", "cannot persist the raft log; this member stops", {{"error", s.message()}});
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = s;
+    stopping_ = true;
+    return;
+  }
+  for (Message& m : rd.messages) transport_.send(std::move(m));
+  if (rd.snapshot) {
+    if (Status s = machine_.restore(rd.snapshot->index, rd.snapshot->data); !s) {
+      log::error("raft", "cannot restore the state machine from a snapshot",
+                 {{"error", s.message()}});
+      std::lock_guard<std::mutex> lock(mu_);
+      failure_ = s;
+      stopping_ = true;
+      return;
+    }
+    applied_ = rd.snapshot->index;
+  }
+  for (const Entry& e : rd.committed) applyCommitted(e);
+  readsToServe_.insert(readsToServe_.end(), rd.reads.begin(), rd.reads.end());
+  for (auto it = readsToServe_.begin(); it != readsToServe_.end();) {
+    if (it->index > applied_.load()) {
+      ++it;
+      continue;
+    }
+    if (auto w = reads_.find(it->id); w != reads_.end()) {
+      w->second->finish(Status::ok());
+      reads_.erase(w);
+    }
+    it = readsToServe_.erase(it);
+  }
+  core_->advance();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    voters_ = core_->voters();
+  }
+  maybeCompact();
+}
+
+void RaftNode::applyCommitted(const Entry& e) {
+  applied_ = e.index;
+  if (e.type == EntryType::kConfChange) {
+    if (auto it = confs_.find(e.index); it != confs_.end()) {
+      it->second.second->finish(it->second.first == e.term
+                                    ? Status::ok()
+                                    : Status::unavailable("the membership change was lost to a "
+                                                          "leader change; retry"));
+      confs_.erase(it);
+    }
+    return;
+  }
+  if (e.data.empty()) return;  // a leader's no-op
+  if (e.data.size() < kEnvelopeSize || e.data[0] != kEnvelopeTag) {
+    log::error("raft", "skipping a committed entry that is not a command",
+               {{"index", std::to_string(e.index)}});
+    return;
+  }
+  const NodeId origin = getU64(e.data, 1);
+  const uint64_t request = getU64(e.data, 9);
+  Status outcome = machine_.apply(e.index, std::string_view(e.data).substr(kEnvelopeSize));
+  if (origin == id()) {
+    if (auto it = proposals_.find(request); it != proposals_.end()) {
+      it->second->finish(outcome);
+      proposals_.erase(it);
+    }
+  }
+}
+
+void RaftNode::maybeCompact() {
+  if (options_.snapshotEvery == 0 || core_->appliedSinceSnapshot() < options_.snapshotEvery) return;
+  auto data = machine_.snapshot();
+  if (!data) {
+    log::error("raft", "cannot snapshot the state machine", {{"error", data.status().message()}});
+    return;
+  }
+  auto snap = core_->compact(core_->appliedIndex(), std::move(data.value()));
+  if (!snap) return;
+  if (Status s = storage_->compact(snap->index, *snap); !s) {
+    log::error("raft", "cannot store the snapshot", {{"error", s.message()}});
+  }
+}
+
+}  // namespace shoal::raft
