@@ -1,5 +1,7 @@
 #include "kernel/common/log.h"
 
+#include "kernel/common/json_escape.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -33,35 +35,7 @@ bool needsQuotes(std::string_view v) {
   return false;
 }
 
-void appendEscaped(std::string& out, std::string_view v) {
-  for (char c : v) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-}
+void appendEscaped(std::string& out, std::string_view v) { appendJsonEscaped(out, v); }
 
 void appendLogfmt(std::string& out, std::string_view key, std::string_view value) {
   out += ' ';

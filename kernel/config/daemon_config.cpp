@@ -1,5 +1,7 @@
 #include "kernel/config/daemon_config.h"
 
+#include "kernel/common/json_escape.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -105,38 +107,6 @@ class Parser {
 
 // YAML -> JSON text, for plugin configuration. Plain scalars that look like YAML 1.2 core
 // booleans, nulls or numbers become JSON ones; quoted scalars stay strings.
-void appendJsonString(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
-
 void toJson(const YAML::Node& n, std::string& out) {
   static const std::regex kInt("[-+]?(0|[1-9][0-9]*)");
   static const std::regex kFloat(

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "kernel/common/json_escape.h"
+
 #include <string>
 #include <string_view>
 
@@ -22,6 +24,6 @@ Status checkJsonObject(std::string_view text);
 bool isCleanText(std::string_view s);
 
 // Appends `s` as a quoted JSON string, escaping what JSON requires.
-void appendJsonString(std::string& out, std::string_view s);
+using ::shoal::appendJsonString;  // kernel/common/json_escape.h
 
 }  // namespace shoal::store
