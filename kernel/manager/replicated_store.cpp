@@ -43,6 +43,7 @@ Status StoreStateMachine::restore(raft::Index index, std::string_view data) {
     return s.withContext("restoring the store from the snapshot at raft index " +
                          std::to_string(index));
   }
+  ++restores_;
   return Status::ok();
 }
 
@@ -67,7 +68,7 @@ Status ReplicatedStore::explain(Status s) const {
   if (code == Status::Code::kUnavailable && node_->leader() == raft::kNone) {
     return Status::unavailable("no quorum: this manager cannot reach a majority of the " +
                                std::to_string(node_->voters().size()) +
-                               " managers, so no leader is known (" + s.message() + ")");
+                               " managers and knows no leader; nothing was written");
   }
   return s;
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -32,9 +33,12 @@ class StoreStateMachine final : public raft::StateMachine {
   Status apply(raft::Index index, std::string_view command) override;
   Result<std::string> snapshot() override;
   Status restore(raft::Index index, std::string_view data) override;
+  // Snapshots restored since construction (at start, or sent by the leader to catch up).
+  uint64_t restores() const { return restores_.load(); }
 
  private:
   store::MemoryStore& store_;
+  std::atomic<uint64_t> restores_{0};
 };
 
 struct ReplicatedStoreOptions {
@@ -84,6 +88,7 @@ class ReplicatedStore {
 
   store::MemoryStore& store() { return store_; }
   const store::MemoryStore& store() const { return store_; }
+  uint64_t snapshotsRestored() const { return machine_.restores(); }
   raft::RaftNode& raft() { return *node_; }
   const raft::RaftNode& raft() const { return *node_; }
 
