@@ -130,6 +130,8 @@ class RaftNode {
   std::map<Index, std::pair<Term, std::shared_ptr<Waiter>>> confs_;  // index -> (term, waiter)
   std::map<uint64_t, std::shared_ptr<Waiter>> reads_;                // read id -> waiter
   std::vector<ReadState> readsToServe_;
+  std::vector<std::pair<std::shared_ptr<Waiter>, Status>> outcomes_;  // to finish after a Ready
+  Term persistedTerm_ = 0;  // the term in storage (node's thread only)
 
   std::atomic<uint64_t> nextRequest_{1};
   std::atomic<NodeId> leader_{kNone};

@@ -117,7 +117,7 @@ class RaftStorage {
   Result<Term> termAt(const Shape& shape, Index index);
   Status corrupt(const std::string& what) const;
   // Writes `batch` synced; on success the log has the shape `next`.
-  Status write(leveldb::WriteBatch& batch, const Shape& next);
+  Status write(leveldb::WriteBatch& batch, const Shape& next, bool sync = true);
 
   std::string dir_;
   std::unique_ptr<leveldb::DB> db_;
@@ -128,5 +128,7 @@ class RaftStorage {
 // CRC32C (Castagnoli, as in iSCSI and ext4) of `data`, continuing from `crc` so that
 // crc32c(b, crc32c(a)) == crc32c(a + b). Frames every stored record; exposed for tests.
 uint32_t crc32c(std::string_view data, uint32_t crc = 0);
+// The same, without the CPU's crc32 instruction (crc32c() uses it when present); for tests.
+uint32_t crc32cPortable(std::string_view data, uint32_t crc = 0);
 
 }  // namespace shoal::raft

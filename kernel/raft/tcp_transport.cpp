@@ -615,6 +615,7 @@ Status TcpTransport::Impl::start() {
 
   state_ = State::kRunning;
   acceptThread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "raft-accept");
     blockSigpipe();
     acceptLoop();
   });
@@ -757,6 +758,7 @@ void TcpTransport::Impl::send(Message message) {
 
 void TcpTransport::Impl::startSender(const std::shared_ptr<Peer>& peer) {
   peer->thread = std::thread([this, peer] {
+    pthread_setname_np(pthread_self(), ("raft-send-" + std::to_string(peer->id)).c_str());
     blockSigpipe();
     senderLoop(peer);
   });
@@ -812,6 +814,7 @@ void TcpTransport::Impl::acceptLoop() {
     Inbound* raw = in.get();
     inbound_.push_back(std::move(in));
     raw->thread = std::thread([this, raw] {
+      pthread_setname_np(pthread_self(), "raft-recv");
       blockSigpipe();
       readerLoop(*raw);
     });

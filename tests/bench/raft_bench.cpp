@@ -11,9 +11,6 @@
 //     objects, through InstallSnapshot.
 //
 // Usage: raft_bench [--seconds S] [--quick]
-#include <leveldb/db.h>
-#include <leveldb/write_batch.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -26,6 +23,7 @@
 
 #include "kernel/common/log.h"
 #include "kernel/raft/raft_node.h"
+#include "tests/bench/leveldb_baseline.h"
 #include "tests/fakes/local_transport.h"
 #include "tests/support/temp_dir.h"
 
@@ -169,22 +167,6 @@ std::string command(int client, long seq, int objects) {
   return out;
 }
 
-double syncedLevelDbWritesPerSecond(double seconds) {
-  shoal::test::TempDir dir;
-  leveldb::DB* raw = nullptr;
-  leveldb::Options opts;
-  opts.create_if_missing = true;
-  if (!leveldb::DB::Open(opts, dir.file("db"), &raw).ok()) return 0;
-  std::unique_ptr<leveldb::DB> db(raw);
-  leveldb::WriteOptions w;
-  w.sync = true;
-  std::string value(200, 'x');
-  long n = 0;
-  auto end = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < end) db->Put(w, "k" + std::to_string(n++), value);
-  return n / seconds;
-}
-
 double writesPerSecond(int objectsPerCommand, int clients, double seconds) {
   Cluster c(100ms, 10000);
   NodeId l = c.waitLeader();
@@ -223,7 +205,7 @@ int main(int argc, char** argv) {
   std::printf("raft_bench: 3 members in one process, LevelDB with synced writes, %d cores\n",
               static_cast<int>(std::thread::hardware_concurrency()));
 
-  double base = syncedLevelDbWritesPerSecond(seconds / 2);
+  double base = shoal::bench::syncedLevelDbWritesPerSecond(seconds / 2);
   std::printf("baseline: %.0f synced LevelDB writes/s (one write per fsync)\n", base);
   for (int objects : {1, 100}) {
     double w = writesPerSecond(objects, 64, seconds);
