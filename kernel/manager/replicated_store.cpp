@@ -9,6 +9,20 @@ namespace {
 constexpr char kCommandFormat = 1;
 constexpr std::size_t kHeaderSize = 1 + 8;
 
+Status notACommand(raft::Index index) {
+  return Status::invalidArgument("raft entry " + std::to_string(index) +
+                                 " is not a store command of format " +
+                                 std::to_string(kCommandFormat));
+}
+
+int64_t timeOf(std::string_view command) {
+  uint64_t t = 0;
+  for (std::size_t i = 1; i < kHeaderSize; ++i) {
+    t = (t << 8) | static_cast<unsigned char>(command[i]);
+  }
+  return static_cast<int64_t>(t);
+}
+
 }  // namespace
 
 std::string encodeStoreCommand(int64_t timeNs, std::string_view encodedChanges) {
@@ -26,14 +40,28 @@ Status StoreStateMachine::apply(raft::Index index, std::string_view command) {
     // Consume the index as the store does for any refused change, so every replica's version
     // stays equal to the others'.
     (void)store_.apply(index, 0, store::ChangeSet{});
-    return Status::invalidArgument("raft entry " + std::to_string(index) +
-                                   " is not a store command of format " +
-                                   std::to_string(kCommandFormat));
+    return notACommand(index);
   }
-  uint64_t t = 0;
-  for (std::size_t i = 1; i < kHeaderSize; ++i)
-    t = (t << 8) | static_cast<unsigned char>(command[i]);
-  return store_.applyEncoded(index, static_cast<int64_t>(t), command.substr(kHeaderSize));
+  return store_.applyEncoded(index, timeOf(command), command.substr(kHeaderSize));
+}
+
+std::vector<Status> StoreStateMachine::applyGroup(raft::Index index,
+                                                  const std::vector<std::string_view>& commands) {
+  std::vector<Status> out(commands.size());
+  std::vector<store::MemoryStore::EncodedChange> group;
+  std::vector<std::size_t> slots;  // out[] position of each group member
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    std::string_view c = commands[i];
+    if (c.size() < kHeaderSize || c[0] != kCommandFormat) {
+      out[i] = notACommand(index);
+      continue;
+    }
+    group.push_back({timeOf(c), c.substr(kHeaderSize)});
+    slots.push_back(i);
+  }
+  std::vector<Status> applied = store_.applyGroup(index, group);
+  for (std::size_t k = 0; k < slots.size(); ++k) out[slots[k]] = std::move(applied[k]);
+  return out;
 }
 
 Result<std::string> StoreStateMachine::snapshot() { return store_.snapshot(); }

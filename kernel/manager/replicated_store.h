@@ -31,6 +31,9 @@ class StoreStateMachine final : public raft::StateMachine {
  public:
   explicit StoreStateMachine(store::MemoryStore& store) : store_(store) {}
   Status apply(raft::Index index, std::string_view command) override;
+  // Commands packed into one entry: one store step at `index` (MemoryStore::applyGroup).
+  std::vector<Status> applyGroup(raft::Index index,
+                                 const std::vector<std::string_view>& commands) override;
   Result<std::string> snapshot() override;
   Status restore(raft::Index index, std::string_view data) override;
   // Snapshots restored since construction (at start, or sent by the leader to catch up).

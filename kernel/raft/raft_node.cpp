@@ -1,6 +1,7 @@
 #include "kernel/raft/raft_node.h"
 
 #include <cstring>
+#include <optional>
 
 #include "kernel/common/log.h"
 
@@ -22,6 +23,58 @@ uint64_t getU64(std::string_view in, std::size_t at) {
   return v;
 }
 
+void putU32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint32_t getU32(std::string_view in, std::size_t at) {
+  uint32_t v = 0;
+  for (std::size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+  return v;
+}
+
+// Several commands of one member in one entry: 'G', the member, a count, then each command's
+// request id, length and bytes.
+constexpr char kGroupTag = 'G';
+constexpr std::size_t kGroupHeaderSize = 1 + 8 + 4;
+
+std::string wrapGroup(NodeId origin, const std::vector<std::pair<uint64_t, std::string>>& unsent,
+                      std::size_t from, std::size_t to) {
+  std::size_t total = kGroupHeaderSize;
+  for (std::size_t i = from; i < to; ++i) total += 8 + 4 + unsent[i].second.size();
+  std::string out;
+  out.reserve(total);
+  out.push_back(kGroupTag);
+  putU64(out, origin);
+  putU32(out, static_cast<uint32_t>(to - from));
+  for (std::size_t i = from; i < to; ++i) {
+    putU64(out, unsent[i].first);
+    putU32(out, static_cast<uint32_t>(unsent[i].second.size()));
+    out.append(unsent[i].second);
+  }
+  return out;
+}
+
+// The (request, command) pairs of a group entry, or nothing when it is malformed.
+std::optional<std::vector<std::pair<uint64_t, std::string_view>>> unwrapGroup(
+    std::string_view data) {
+  if (data.size() < kGroupHeaderSize || data[0] != kGroupTag) return std::nullopt;
+  const uint32_t count = getU32(data, 9);
+  std::vector<std::pair<uint64_t, std::string_view>> out;
+  std::size_t at = kGroupHeaderSize;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (data.size() - at < 12) return std::nullopt;
+    const uint64_t request = getU64(data, at);
+    const uint32_t len = getU32(data, at + 8);
+    at += 12;
+    if (data.size() - at < len) return std::nullopt;
+    out.emplace_back(request, data.substr(at, len));
+    at += len;
+  }
+  if (at != data.size()) return std::nullopt;
+  return out;
+}
+
 std::string wrap(NodeId origin, uint64_t request, std::string_view command) {
   std::string out;
   out.reserve(kEnvelopeSize + command.size());
@@ -33,6 +86,14 @@ std::string wrap(NodeId origin, uint64_t request, std::string_view command) {
 }
 
 }  // namespace
+
+std::vector<Status> StateMachine::applyGroup(Index index,
+                                             const std::vector<std::string_view>& commands) {
+  std::vector<Status> out;
+  out.reserve(commands.size());
+  for (std::string_view c : commands) out.push_back(apply(index, c));
+  return out;
+}
 
 void RaftNode::Waiter::finish(Status s) {
   {
@@ -142,13 +203,9 @@ void RaftNode::setLeaderHandler(std::function<void(NodeId, Term)> handler) {
 Status RaftNode::propose(std::string command, std::chrono::milliseconds timeout) {
   auto waiter = std::make_shared<Waiter>();
   const uint64_t request = nextRequest_++;
-  std::string data = wrap(id(), request, command);
-  post([this, waiter, request, data = std::move(data)](RaftCore& core) mutable {
+  post([this, waiter, request, command = std::move(command)](RaftCore&) mutable {
     proposals_[request] = waiter;
-    if (Status s = core.proposeOrForward(std::move(data)); !s) {
-      proposals_.erase(request);
-      waiter->finish(s);
-    }
+    unsent_.emplace_back(request, std::move(command));
   });
   Status s = waiter->wait(timeout, "the proposal");
   if (s.code() == Status::Code::kTimeout) {
@@ -243,6 +300,7 @@ void RaftNode::run() {
     }
     for (const Message& m : inbox) core_->step(m);
     for (Command& c : commands) c(*core_);
+    proposeUnsent();
     if (Clock::now() >= nextTick) {
       core_->tick();
       nextTick += options_.tick;
@@ -254,6 +312,34 @@ void RaftNode::run() {
     }
     noteLeadership();
   }
+}
+
+void RaftNode::proposeUnsent() {
+  // Every proposal that arrived since the last pass goes into as few entries as the group
+  // bound allows: the per-entry costs (log record, replication, apply) are paid once per
+  // group rather than once per command.
+  std::size_t at = 0;
+  while (at < unsent_.size()) {
+    std::size_t end = at + 1;
+    std::size_t bytes = unsent_[at].second.size();
+    while (end < unsent_.size() && end - at < kMaxGroupCommands &&
+           bytes + unsent_[end].second.size() <= kMaxGroupBytes) {
+      bytes += unsent_[end].second.size();
+      ++end;
+    }
+    std::string data = end - at == 1 ? wrap(id(), unsent_[at].first, unsent_[at].second)
+                                     : wrapGroup(id(), unsent_, at, end);
+    if (Status s = core_->proposeOrForward(std::move(data)); !s) {
+      for (std::size_t i = at; i < end; ++i) {
+        if (auto w = proposals_.find(unsent_[i].first); w != proposals_.end()) {
+          w->second->finish(s);
+          proposals_.erase(w);
+        }
+      }
+    }
+    at = end;
+  }
+  unsent_.clear();
 }
 
 void RaftNode::processReady() {
@@ -322,10 +408,10 @@ void RaftNode::processReady() {
 }
 
 void RaftNode::applyCommitted(const Entry& e) {
-  if (e.type != EntryType::kNormal || e.data.empty() || e.data.size() < kEnvelopeSize ||
-      e.data[0] != kEnvelopeTag) {
-    applied_ = e.index;  // nothing for the state machine (a command sets it once applied)
-  }
+  const bool command =
+      e.type == EntryType::kNormal && !e.data.empty() &&
+      ((e.data.size() >= kEnvelopeSize && e.data[0] == kEnvelopeTag) || e.data[0] == kGroupTag);
+  if (!command) applied_ = e.index;  // nothing for the state machine (a command sets it after)
   if (e.type == EntryType::kConfChange) {
     if (auto it = confs_.find(e.index); it != confs_.end()) {
       it->second.second->finish(it->second.first == e.term
@@ -337,6 +423,28 @@ void RaftNode::applyCommitted(const Entry& e) {
     return;
   }
   if (e.data.empty()) return;  // a leader's no-op
+  if (e.data[0] == kGroupTag) {
+    auto group = unwrapGroup(e.data);
+    if (!group) {
+      log::error("raft", "skipping a committed group entry that is malformed",
+                 {{"index", std::to_string(e.index)}});
+      applied_ = e.index;
+      return;
+    }
+    std::vector<std::string_view> commands;
+    commands.reserve(group->size());
+    for (const auto& [request, cmd] : *group) commands.push_back(cmd);
+    std::vector<Status> outcomes = machine_.applyGroup(e.index, commands);
+    applied_ = e.index;
+    if (getU64(e.data, 1) != id()) return;
+    for (std::size_t i = 0; i < group->size() && i < outcomes.size(); ++i) {
+      if (auto it = proposals_.find((*group)[i].first); it != proposals_.end()) {
+        outcomes_.emplace_back(std::move(it->second), std::move(outcomes[i]));
+        proposals_.erase(it);
+      }
+    }
+    return;
+  }
   if (e.data.size() < kEnvelopeSize || e.data[0] != kEnvelopeTag) {
     log::error("raft", "skipping a committed entry that is not a command",
                {{"index", std::to_string(e.index)}});

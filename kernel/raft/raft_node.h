@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "kernel/common/random.h"
 #include "kernel/common/status.h"
@@ -29,6 +30,11 @@ class StateMachine {
   // The returned Status is the command's outcome (say, a version conflict), handed back to
   // the member that proposed it.
   virtual Status apply(Index index, std::string_view command) = 0;
+  // The commands a member packed into one committed entry (proposals made close together),
+  // in order; one outcome each. The default applies them one by one, all with `index`; a
+  // state machine whose versions are Raft indexes overrides it to apply them as one step.
+  virtual std::vector<Status> applyGroup(Index index,
+                                         const std::vector<std::string_view>& commands);
   // The whole state as of the last applied index (for compaction and lagging members).
   virtual Result<std::string> snapshot() = 0;
   // Replace the whole state with a snapshot taken at `index`.
@@ -102,6 +108,7 @@ class RaftNode {
   using Command = std::function<void(RaftCore&)>;
 
   void run();
+  void proposeUnsent();
   void processReady();
   void applyCommitted(const Entry& e);
   void maybeCompact();
@@ -130,6 +137,10 @@ class RaftNode {
   std::map<Index, std::pair<Term, std::shared_ptr<Waiter>>> confs_;  // index -> (term, waiter)
   std::map<uint64_t, std::shared_ptr<Waiter>> reads_;                // read id -> waiter
   std::vector<ReadState> readsToServe_;
+  // Proposals received since the last pass of the loop: (request id, command).
+  std::vector<std::pair<uint64_t, std::string>> unsent_;
+  static constexpr std::size_t kMaxGroupCommands = 4096;
+  static constexpr std::size_t kMaxGroupBytes = std::size_t{1} << 20;
   std::vector<std::pair<std::shared_ptr<Waiter>, Status>> outcomes_;  // to finish after a Ready
   Term persistedTerm_ = 0;  // the term in storage (node's thread only)
 

@@ -149,20 +149,30 @@ Status MemoryStore::check(const ChangeSet& cs, std::vector<ObjectPtr>& current) 
   return Status::ok();
 }
 
+Status MemoryStore::notApplied(uint64_t index) const {
+  return Status::failedPrecondition("Raft index " + std::to_string(index) +
+                                    " is already applied (the store is at version " +
+                                    std::to_string(state_.version()) + ")");
+}
+
 Status MemoryStore::applyLocked(uint64_t index, int64_t timeNs, const ChangeSet& cs,
                                 ChangeSet* owned) {
-  if (index <= state_.version()) {
-    return Status::failedPrecondition("Raft index " + std::to_string(index) +
-                                      " is already applied (the store is at version " +
-                                      std::to_string(state_.version()) + ")");
-  }
-  std::vector<ObjectPtr> current(cs.ops.size());
-  Status s = check(cs, current);
-  state_.setVersion(index);
-  if (!s) return s.withContext("changeset at index " + std::to_string(index) + " refused");
-
+  if (index <= state_.version()) return notApplied(index);
   std::vector<Event> events;
-  events.reserve(cs.ops.size());
+  Status s = applyOps(index, timeNs, cs, owned, events);
+  state_.setVersion(index);
+  if (!s) return s;
+  if (!events.empty()) hub_->publish(index, std::move(events));
+  return Status::ok();
+}
+
+Status MemoryStore::applyOps(uint64_t index, int64_t timeNs, const ChangeSet& cs, ChangeSet* owned,
+                             std::vector<Event>& events) {
+  std::vector<ObjectPtr> current(cs.ops.size());
+  if (Status s = check(cs, current); !s) {
+    return s.withContext("changeset at index " + std::to_string(index) + " refused");
+  }
+  events.reserve(events.size() + cs.ops.size());
   for (std::size_t i = 0; i < cs.ops.size(); ++i) {
     const Op& op = cs.ops[i];
     ObjectPtr& cur = current[i];
@@ -197,8 +207,31 @@ Status MemoryStore::applyLocked(uint64_t index, int64_t timeNs, const ChangeSet&
         break;
     }
   }
-  if (!events.empty()) hub_->publish(index, std::move(events));
   return Status::ok();
+}
+
+std::vector<Status> MemoryStore::applyGroup(uint64_t index,
+                                            const std::vector<EncodedChange>& group) {
+  std::vector<Status> out;
+  out.reserve(group.size());
+  std::unique_lock lk(mu_);
+  if (index <= state_.version()) {
+    out.assign(group.size(), notApplied(index));
+    return out;
+  }
+  std::vector<Event> events;
+  for (const EncodedChange& change : group) {
+    auto decoded = decodeChangeSet(change.bytes);
+    if (!decoded) {
+      out.push_back(
+          decoded.status().withContext("changeset at index " + std::to_string(index) + " refused"));
+      continue;
+    }
+    out.push_back(applyOps(index, change.timeNs, *decoded, &*decoded, events));
+  }
+  state_.setVersion(index);
+  if (!events.empty()) hub_->publish(index, std::move(events));
+  return out;
 }
 
 Status MemoryStore::apply(uint64_t index, int64_t timeNs, const ChangeSet& changes) {

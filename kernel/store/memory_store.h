@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernel/store/rw_lock.h"
 #include "kernel/store/store.h"
@@ -49,6 +50,16 @@ class MemoryStore final : public Store {
   // refusal like any other (the index is consumed).
   Status applyEncoded(uint64_t index, int64_t timeNs, std::string_view bytes);
 
+  // Several changesets committed in one Raft entry (proposals the Raft member packed
+  // together): applied in order under one lock, each checked against the state the ones
+  // before it left and each with its own outcome, all stamped with version `index` and
+  // published to watches as one step. An undecodable one is refused alone.
+  struct EncodedChange {
+    int64_t timeNs = 0;
+    std::string_view bytes;
+  };
+  std::vector<Status> applyGroup(uint64_t index, const std::vector<EncodedChange>& group);
+
   Result<std::unique_ptr<Watch>> watch(KindSet kinds,
                                        std::optional<uint64_t> fromVersion = std::nullopt) override;
   Result<std::unique_ptr<Watch>> viewAndWatch(KindSet kinds, const ViewFn& fn) override;
@@ -70,6 +81,11 @@ class MemoryStore final : public Store {
  private:
   // `owned` is `&changes` when its objects may be moved out, else null.
   Status applyLocked(uint64_t index, int64_t timeNs, const ChangeSet& changes, ChangeSet* owned);
+  // The checks and the changes of one changeset, its events appended to `events`; leaves the
+  // version and the watches to the caller. Changes nothing when the changeset is refused.
+  Status applyOps(uint64_t index, int64_t timeNs, const ChangeSet& changes, ChangeSet* owned,
+                  std::vector<Event>& events);
+  Status notApplied(uint64_t index) const;
   Status check(const ChangeSet& changes, std::vector<ObjectPtr>& current) const;
   Result<std::unique_ptr<Watch>> subscribe(KindSet kinds, uint64_t fromVersion) const;
 

@@ -4,9 +4,12 @@
 // a restart (with and without snapshots) comes back with exactly the committed state.
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kernel/manager/replicated_store.h"
 #include "tests/fakes/local_transport.h"
@@ -114,6 +117,7 @@ class ReplicatedStoreTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testRestartFromSnapshotAndLog);
   CPPUNIT_TEST(testCorruptFilesRefuseToStart);
   CPPUNIT_TEST(testUndecodableCommandIsRefusedOnEveryReplica);
+  CPPUNIT_TEST(testConcurrentWritersEachGetTheirOwnOutcome);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -271,6 +275,43 @@ class ReplicatedStoreTest : public CppUnit::TestFixture {
     Status s = c.start(3);
     CPPUNIT_ASSERT(!s.isOk());
     CPPUNIT_ASSERT_MESSAGE(s.toString(), s.message().find(c.dataDir(3)) != std::string::npos);
+  }
+
+  // Many writers at once: their transactions share Raft entries (the member packs proposals
+  // that arrive together), yet each gets its own verdict, and every replica ends equal.
+  void testConcurrentWritersEachGetTheirOwnOutcome() {
+    Cluster c;
+    NodeId l = c.waitLeader();
+    NodeId f = c.follower(l);
+    std::atomic<int> ok{0}, taken{0}, other{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 16; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 20; ++i) {
+          // Every pair of threads races for the same ids: one create wins, one is refused.
+          const std::string id = "p" + std::to_string(t / 2) + "-" + std::to_string(i);
+          Status s = createService(c.at(t % 4 == 0 ? f : l), id);
+          if (s.isOk()) {
+            ++ok;
+          } else if (s.code() == Status::Code::kAlreadyExists) {
+            ++taken;
+          } else {
+            ++other;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CPPUNIT_ASSERT_EQUAL(0, other.load());
+    CPPUNIT_ASSERT_EQUAL(160, ok.load());  // 8 pairs x 20 ids, one winner each
+    CPPUNIT_ASSERT_EQUAL(160, taken.load());
+    for (NodeId id : {1, 2, 3}) {
+      CPPUNIT_ASSERT(eventually([&] {
+        return c.at(id).store().version() == c.at(l).store().version() &&
+               c.at(id).store().digest() == c.at(l).store().digest();
+      }));
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t{160}, c.at(l).store().size());
   }
 
   void testUndecodableCommandIsRefusedOnEveryReplica() {

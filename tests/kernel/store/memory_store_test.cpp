@@ -73,6 +73,7 @@ class MemoryStoreTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testOversizedTransactionsAreRefusedNotTruncated);
   CPPUNIT_TEST(testAlreadyAppliedIndexIsRefused);
   CPPUNIT_TEST(testUndecodableEntryConsumesItsIndex);
+  CPPUNIT_TEST(testGroupAppliesInOrderWithOneOutcomeEach);
   CPPUNIT_TEST(testReplicasFedTheSameChangesetsAgree);
   CPPUNIT_TEST(testSnapshotRestoreRoundTrip);
   CPPUNIT_TEST(testCorruptSnapshotLeavesStoreUntouched);
@@ -368,6 +369,51 @@ class MemoryStoreTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(store.apply(index, timeAt(index), ChangeSet{{good1, good2, good3}}).isOk());
     CPPUNIT_ASSERT(get(store, Kind::kService, "s3"));
     CPPUNIT_ASSERT(!get(store, Kind::kTask, "t2"));
+  }
+
+  void testGroupAppliesInOrderWithOneOutcomeEach() {
+    MemoryStore store;
+    mustCommit(store, [](Tx& tx) { return tx.create(storetest::service("s1", "web")); });
+    ObjectPtr seen = get(store, Kind::kService, "s1");
+    auto watch = store.watch(KindSet{Kind::kService}, std::nullopt);
+    CPPUNIT_ASSERT(watch.isOk());
+    auto scale = [&](const std::string& replicas) {
+      auto cs = store.prepare([&](Tx& tx) {
+        Object o = *seen;
+        o.spec = R"({"Mode":{"Replicated":{"Replicas":)" + replicas + "}}}";
+        return tx.update(o);
+      });
+      return encodeChangeSet(*cs);
+    };
+    const std::string first = scale("5");
+    const std::string second = scale("7");  // built on the same read: must conflict
+    const std::string fresh = encodeChangeSet(
+        *store.prepare([](Tx& tx) { return tx.create(storetest::service("s2", "db")); }));
+    const std::string taken = encodeChangeSet(
+        *store.prepare([](Tx& tx) { return tx.create(storetest::service("s3", "db")); }));
+    std::vector<Status> out = store.applyGroup(2, {{timeAt(2), first},
+                                                   {timeAt(2), second},
+                                                   {timeAt(2), "junk"},
+                                                   {timeAt(2), fresh},
+                                                   {timeAt(2), taken}});
+    CPPUNIT_ASSERT_EQUAL(std::size_t{5}, out.size());
+    CPPUNIT_ASSERT(out[0].isOk());
+    CPPUNIT_ASSERT(out[1].code() == Status::Code::kConflict);  // sees the first one's result
+    CPPUNIT_ASSERT(out[2].code() == Status::Code::kInvalidArgument);
+    CPPUNIT_ASSERT(out[3].isOk());
+    CPPUNIT_ASSERT(out[4].code() == Status::Code::kAlreadyExists);  // name "db" just taken
+    CPPUNIT_ASSERT_EQUAL(uint64_t{2}, store.version());
+    CPPUNIT_ASSERT(contains(get(store, Kind::kService, "s1")->spec, "5"));
+    CPPUNIT_ASSERT_EQUAL(uint64_t{2}, get(store, Kind::kService, "s2")->version);
+    CPPUNIT_ASSERT(!get(store, Kind::kService, "s3"));
+    // Watches see the whole entry as one step at its index.
+    auto batch = (*watch)->nextBatch(std::chrono::seconds(1));
+    CPPUNIT_ASSERT(batch.isOk());
+    CPPUNIT_ASSERT_EQUAL(uint64_t{2}, batch->version);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{2}, batch->events.size());
+    // An index already applied refuses the whole group.
+    out = store.applyGroup(2, {{timeAt(2), fresh}});
+    CPPUNIT_ASSERT(out[0].code() == Status::Code::kFailedPrecondition);
   }
 
   void testStaleUpdateConflictNamesObjectAndVersions() {
