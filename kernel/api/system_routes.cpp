@@ -59,6 +59,7 @@ Response info(const plugin::PluginHost& plugins, const DaemonFacts& facts) {
   obj.set("started_unix_nanos", facts.startedUnixNanos);
   Poco::JSON::Object swarm;
   swarm.set("state", std::string("inactive"));
+  if (facts.describeSwarm) facts.describeSwarm(swarm);
   obj.set("swarm", swarm);
   Poco::JSON::Object byKind;
   for (plugin::Kind k : plugin::kAllKinds) {

@@ -1,10 +1,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "kernel/api/router.h"
 #include "kernel/plugin/plugin_host.h"
+
+namespace Poco::JSON {
+class Object;
+}
 
 namespace shoal::api {
 
@@ -15,6 +20,8 @@ struct DaemonFacts {
   std::string socketPath;
   int64_t pid = 0;
   int64_t startedUnixNanos = 0;
+  // Fills the "swarm" section of GET /info; unset: {"state": "inactive"}.
+  std::function<void(Poco::JSON::Object&)> describeSwarm;
 };
 
 // GET /info (daemon, host and plugin summary) and GET /plugins (loaded plugins, refusals).

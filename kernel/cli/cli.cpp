@@ -6,6 +6,7 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -125,6 +126,40 @@ Result<std::string> getFromDaemon(Invocation& inv, const std::string& path) {
   return client->call("GET", path);
 }
 
+Result<std::string> postToDaemon(Invocation& inv, const std::string& path,
+                                 const std::string& body = "") {
+  auto client = api::ApiClient::create(inv.host);
+  if (!client) return client.status();
+  return client->call("POST", path, body);
+}
+
+// Durations as Docker's flags take them ("2160h", "30m", "1h30m0s"; no days). Returns seconds.
+Result<int64_t> parseDuration(const std::string& text) {
+  if (text.empty()) return Status::invalidArgument("empty duration");
+  int64_t total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t start = i;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+    if (start == i) return Status::invalidArgument("invalid duration \"" + text + "\"");
+    const int64_t n = std::stoll(text.substr(start, i - start));
+    std::size_t unitStart = i;
+    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
+    const std::string unit = text.substr(unitStart, i - unitStart);
+    if (unit == "h") {
+      total += n * 3600;
+    } else if (unit == "m") {
+      total += n * 60;
+    } else if (unit == "s") {
+      total += n;
+    } else {
+      return Status::invalidArgument("invalid duration \"" + text + "\": unknown unit \"" + unit +
+                                     "\" (want h, m or s)");
+    }
+  }
+  return total;
+}
+
 Status checkFormat(const std::string& format) {
   if (format == "table" || format == "json") return Status::ok();
   return Status::invalidArgument("unknown format \"" + format + "\" (want table or json)");
@@ -207,6 +242,21 @@ int cmdInfo(Invocation& inv) {
   std::string swarm = "inactive";
   if (auto s = o->getObject("swarm")) swarm = s->optValue<std::string>("state", "inactive");
   out << " Swarm: " << swarm << '\n';
+  if (auto s = o->getObject("swarm"); s && swarm == "active") {
+    out << "  NodeID: " << s->optValue<std::string>("node_id", "") << '\n';
+    out << "  Is Manager: " << (s->optValue<bool>("is_manager", false) ? "true" : "false") << '\n';
+    out << "  ClusterID: " << s->optValue<std::string>("cluster_id", "") << '\n';
+    out << "  Managers: " << s->optValue<int64_t>("managers", 0) << '\n';
+    out << "  Nodes: " << s->optValue<int64_t>("nodes", 0) << '\n';
+    out << "  CA Digest: " << s->optValue<std::string>("ca_digest", "") << '\n';
+    if (auto r = s->getObject("raft")) {
+      out << "  Raft:\n   ID: " << r->optValue<std::string>("id", "")
+          << "\n   Leader: " << r->optValue<std::string>("leader", "")
+          << "\n   Term: " << r->optValue<int64_t>("term", 0)
+          << "\n   Applied Index: " << r->optValue<int64_t>("applied", 0) << '\n';
+    }
+    out << "  Node Address: " << s->optValue<std::string>("node_addr", "") << '\n';
+  }
   out << " Kernel Version: " << o->optValue<std::string>("kernel", "") << '\n';
   out << " Operating System: " << o->optValue<std::string>("os", "") << '\n';
   out << " OSType: " << o->optValue<std::string>("os_type", "") << '\n';
@@ -264,6 +314,120 @@ int cmdPluginLs(Invocation& inv) {
   return kExitOk;
 }
 
+// ---- swarm and nodes ------------------------------------------------------------------------
+
+int usageError(std::ostream& err, const std::string& message, const std::string& helpFor);
+
+void printJoinCommand(std::ostream& out, const std::string& role, const std::string& token,
+                      const std::string& addr) {
+  out << "To add a " << role << " to this swarm, run the following command:\n\n"
+      << "    shoal swarm join --token " << token << " " << addr << "\n\n";
+}
+
+int cmdSwarmInit(Invocation& inv) {
+  Poco::JSON::Object req;
+  if (inv.has("listen-addr")) req.set("listen_addr", inv.flag("listen-addr"));
+  if (inv.has("advertise-addr")) req.set("advertise_addr", inv.flag("advertise-addr"));
+  if (inv.has("cert-expiry")) {
+    auto seconds = parseDuration(inv.flag("cert-expiry"));
+    if (!seconds) {
+      *inv.err << "invalid argument \"" << inv.flag("cert-expiry")
+               << "\" for \"--cert-expiry\" flag: " << seconds.status().message() << '\n';
+      return kExitUsage;
+    }
+    req.set("cert_expiry_seconds", *seconds);
+  }
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/swarm/init", body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  const std::string nodeId = (*obj)->optValue<std::string>("node_id", "");
+  *inv.out << "Swarm initialized: current node (" << nodeId << ") is now a manager.\n\n";
+  auto token = getFromDaemon(inv, "/swarm/join-token?role=worker");
+  if (!token) return daemonError(inv, token.status());
+  auto t = parseObject(*token);
+  if (!t) return daemonError(inv, t.status());
+  printJoinCommand(*inv.out, "worker", (*t)->optValue<std::string>("token", ""),
+                   (*t)->optValue<std::string>("addr", ""));
+  *inv.out << "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow "
+              "the instructions.\n\n";
+  return kExitOk;
+}
+
+int cmdSwarmJoinToken(Invocation& inv) {
+  if (inv.args.size() != 1) {
+    return usageError(*inv.err,
+                      "\"shoal swarm join-token\" requires exactly 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  const std::string role = inv.args[0];
+  if (role != "worker" && role != "manager") {
+    *inv.err << "unknown role " << role << " (want worker or manager)\n";
+    return kExitUsage;
+  }
+  const bool rotate = inv.has("rotate");
+  auto reply = rotate ? postToDaemon(inv, "/swarm/join-token/rotate?role=" + role)
+                      : getFromDaemon(inv, "/swarm/join-token?role=" + role);
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  const std::string token = (*obj)->optValue<std::string>("token", "");
+  if (inv.has("quiet")) {
+    *inv.out << token << '\n';
+    return kExitOk;
+  }
+  if (rotate) *inv.out << "Successfully rotated " << role << " join token.\n\n";
+  printJoinCommand(*inv.out, role, token, (*obj)->optValue<std::string>("addr", ""));
+  return kExitOk;
+}
+
+int cmdNodeLs(Invocation& inv) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/nodes");
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto nodes = (*obj)->getArray("nodes");
+  if (!nodes) return daemonError(inv, Status::internal("the daemon's reply has no node list"));
+  if (format == "json") {
+    Poco::JSON::Array objects;
+    for (std::size_t i = 0; i < nodes->size(); ++i) {
+      objects.add(nodes->getObject(static_cast<unsigned>(i))->get("object"));
+    }
+    objects.stringify(*inv.out);
+    *inv.out << '\n';
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (!inv.has("quiet")) {
+    rows.push_back(
+        {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"});
+  }
+  for (std::size_t i = 0; i < nodes->size(); ++i) {
+    auto n = nodes->getObject(static_cast<unsigned>(i));
+    const std::string id = n->optValue<std::string>("id", "");
+    if (inv.has("quiet")) {
+      rows.push_back({id});
+      continue;
+    }
+    rows.push_back({id + (n->optValue<bool>("self", false) ? " *" : ""),
+                    n->optValue<std::string>("hostname", ""),
+                    capitalise(n->optValue<std::string>("status", "")),
+                    capitalise(n->optValue<std::string>("availability", "")),
+                    n->optValue<std::string>("manager_status", ""),
+                    n->optValue<std::string>("engine_version", "")});
+  }
+  printTable(*inv.out, rows);
+  return kExitOk;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
       {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
@@ -274,6 +438,30 @@ const std::vector<Command>& commands() {
        0,
        cmdVersion,
        {}},
+      {"swarm init",
+       "swarm init [OPTIONS]",
+       "Initialize a swarm",
+       {{"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""},
+        {"listen-addr", 0, true, "Listen address (format: \"<ip>[:port]\")", "0.0.0.0:2377"},
+        {"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", "2160h0m0s"}},
+       0,
+       cmdSwarmInit,
+       {}},
+      {"swarm join-token",
+       "swarm join-token [OPTIONS] (worker|manager)",
+       "Manage join tokens",
+       {{"quiet", 'q', false, "Only display token", ""},
+        {"rotate", 0, false, "Rotate join token", ""}},
+       1,
+       cmdSwarmJoinToken,
+       {}},
+      {"node ls",
+       "node ls [OPTIONS]",
+       "List nodes in the swarm",
+       {kFormatFlag, {"quiet", 'q', false, "Only display IDs", ""}},
+       0,
+       cmdNodeLs,
+       {"list"}},
       {"plugin ls",
        "plugin ls [OPTIONS]",
        "List plugins",
@@ -287,7 +475,8 @@ const std::vector<Command>& commands() {
 
 // Management commands: a first word with subcommands.
 const std::map<std::string, std::string>& groups() {
-  static const std::map<std::string, std::string> g = {{"plugin", "Manage plugins"}};
+  static const std::map<std::string, std::string> g = {
+      {"node", "Manage Swarm nodes"}, {"plugin", "Manage plugins"}, {"swarm", "Manage Swarm"}};
   return g;
 }
 

@@ -18,9 +18,11 @@
 #include "kernel/api/system_routes.h"
 #include "kernel/common/clock.h"
 #include "kernel/common/log.h"
+#include "kernel/common/random.h"
 #include "kernel/config/daemon_config.h"
 #include "kernel/main/pid_file.h"
 #include "kernel/main/subsystems.h"
+#include "kernel/manager/swarm_routes.h"
 #include "kernel/plugin/plugin_host.h"
 
 #ifndef SHOAL_VERSION
@@ -134,10 +136,16 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
     facts.socketPath = config_.socketPath;
     facts.pid = ::getpid();
     facts.startedUnixNanos = SystemClock::instance().nowNanos();
+    swarm_ = std::make_unique<manager::Swarm>(config_.dataRoot, SHOAL_VERSION, random_,
+                                              SystemClock::instance());
+    facts.describeSwarm = [this](Poco::JSON::Object& out) { manager::describeSwarm(*swarm_, out); };
     api::addSystemRoutes(router_, plugins_, facts);
+    manager::addSwarmRoutes(router_, *swarm_);
 
-    // Initialised in this order, uninitialised in reverse: the API stops before the plugins.
+    // Initialised in this order, uninitialised in reverse: the API stops first, then the
+    // swarm's Raft, then the plugins.
     addSubsystem(new PluginSubsystem(config_, plugins_));
+    addSubsystem(new SwarmSubsystem(*swarm_));
     addSubsystem(new ApiSubsystem(config_, router_));
     try {
       Poco::Util::ServerApplication::initialize(self);
@@ -242,6 +250,8 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
   config::DaemonConfig config_;
   PidFile pidFileLock_;
   plugin::PluginHost plugins_;
+  SystemRandom random_;
+  std::unique_ptr<manager::Swarm> swarm_;  // before router_: its routes refer to it
   api::Router router_;
 };
 

@@ -39,4 +39,10 @@ void ApiSubsystem::uninitialize() {
   server_.reset();
 }
 
+void SwarmSubsystem::initialize(Poco::Util::Application&) {
+  if (Status s = swarm_.resume(); !s) throw Poco::IllegalStateException(s.message());
+}
+
+void SwarmSubsystem::uninitialize() { swarm_.stop(); }
+
 }  // namespace shoal::daemon

@@ -7,6 +7,7 @@
 #include "kernel/api/api_server.h"
 #include "kernel/api/router.h"
 #include "kernel/config/daemon_config.h"
+#include "kernel/manager/swarm.h"
 #include "kernel/plugin/plugin_host.h"
 
 namespace shoal::daemon {
@@ -43,6 +44,22 @@ class ApiSubsystem : public Poco::Util::Subsystem {
   const config::DaemonConfig& config_;
   const api::Router& router_;
   std::unique_ptr<api::ApiServer> server_;
+};
+
+// Rejoins the swarm this node belongs to at start-up (refusing to start on swarm state it
+// cannot trust: corrupt Raft or store files, foreign certificates), and stops Raft at
+// shutdown.
+class SwarmSubsystem : public Poco::Util::Subsystem {
+ public:
+  explicit SwarmSubsystem(manager::Swarm& swarm) : swarm_(swarm) {}
+  const char* name() const override { return "shoal.swarm"; }
+
+ protected:
+  void initialize(Poco::Util::Application& app) override;
+  void uninitialize() override;
+
+ private:
+  manager::Swarm& swarm_;
 };
 
 }  // namespace shoal::daemon

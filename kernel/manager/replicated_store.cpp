@@ -1,5 +1,7 @@
 #include "kernel/manager/replicated_store.h"
 
+#include <algorithm>
+#include <thread>
 #include <utility>
 
 namespace shoal::manager {
@@ -101,7 +103,18 @@ Status ReplicatedStore::explain(Status s) const {
   return s;
 }
 
+void ReplicatedStore::awaitLeader(std::chrono::milliseconds timeout) const {
+  // An election in progress (a manager that just started, a leader that just died) is not
+  // worth an error: wait for one to finish, up to an election's worth of time.
+  const auto limit = std::min<std::chrono::milliseconds>(timeout, kElectionWait);
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (node_->leader() == raft::kNone && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 Status ReplicatedStore::update(const store::Store::TxFn& fn, std::chrono::milliseconds timeout) {
+  awaitLeader(timeout);
   auto changes = store_.prepare(fn);
   if (!changes) return changes.status();
   if (changes->empty()) return Status::ok();
@@ -111,6 +124,7 @@ Status ReplicatedStore::update(const store::Store::TxFn& fn, std::chrono::millis
 
 Status ReplicatedStore::linearizableView(const store::Store::ViewFn& fn,
                                          std::chrono::milliseconds timeout) {
+  awaitLeader(timeout);
   if (Status s = node_->readBarrier(timeout); !s) return explain(s);
   store_.view(fn);
   return Status::ok();

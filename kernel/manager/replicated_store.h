@@ -79,7 +79,8 @@ class ReplicatedStore {
   // Runs `fn` on a transaction over this manager's committed view, then replicates the
   // changes and waits until they are applied here. Errors: `fn`'s own; the store's refusal at
   // apply (conflict, already exists, ...); kUnavailable "no quorum: ..." when this manager
-  // knows no leader (it cannot reach a majority); kTimeout when the write was not confirmed
+  // knows no leader (it cannot reach a majority) after waiting up to 3 s (an election in
+  // progress) for one; kTimeout when the write was not confirmed
   // in time (it may still commit). An empty transaction succeeds without touching Raft.
   Status update(const store::Store::TxFn& fn, std::chrono::milliseconds timeout);
 
@@ -97,6 +98,8 @@ class ReplicatedStore {
 
  private:
   Status explain(Status s) const;
+  void awaitLeader(std::chrono::milliseconds timeout) const;
+  static constexpr std::chrono::milliseconds kElectionWait{3000};
 
   store::MemoryStore store_;
   StoreStateMachine machine_;

@@ -157,6 +157,9 @@ Status RaftNode::start() {
     cv_.notify_one();
   });
   if (Status s = transport_.start(); !s) return s;
+  // A sole voter has nobody to wait for: it campaigns at once instead of after an election
+  // timeout (a one-manager swarm answers as soon as it starts).
+  if (core_->voters() == std::vector<NodeId>{id()}) core_->campaign();
   thread_ = std::thread([this] {
     // Named for top -H and perf: "raft-<id>" (15 characters at most).
     pthread_setname_np(pthread_self(), ("raft-" + std::to_string(id())).substr(0, 15).c_str());

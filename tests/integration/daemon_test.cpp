@@ -38,6 +38,8 @@ class DaemonTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testCheckConfigAcceptsShippedFile);
   CPPUNIT_TEST(testVersionAndHelp);
   CPPUNIT_TEST(testUnknownOptionIsUsageError);
+  CPPUNIT_TEST(testSwarmInitNodeLsAndRestart);
+  CPPUNIT_TEST(testCorruptSwarmStateStopsStartup);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -160,6 +162,90 @@ class DaemonTest : public CppUnit::TestFixture {
          {"--config", "--data-root", "--check-config", "--socket", "--plugin-dir"}) {
       CPPUNIT_ASSERT_MESSAGE(opt, contains(r.out, opt));
     }
+  }
+
+  // The seeds' first steps on one node: init, node ls, join tokens; the swarm survives a
+  // restart of the daemon.
+  void testSwarmInitNodeLsAndRestart() {
+    TempDir dir;
+    std::string nodeId;
+    {
+      Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+      CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+      RunResult before = d.shoal({"node", "ls"});
+      CPPUNIT_ASSERT_EQUAL(1, before.exitCode);
+      CPPUNIT_ASSERT_MESSAGE(before.err, contains(before.err, "This node is not a swarm manager"));
+      CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: inactive"));
+
+      RunResult init = d.shoal({"swarm", "init", "--listen-addr", "127.0.0.1:0"});
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(init.err, 0, init.exitCode);
+      CPPUNIT_ASSERT(contains(init.out, "Swarm initialized: current node ("));
+      CPPUNIT_ASSERT(contains(init.out, ") is now a manager."));
+      CPPUNIT_ASSERT(contains(init.out, "    shoal swarm join --token SWMTKN-1-"));
+      CPPUNIT_ASSERT(contains(init.out, "run 'shoal swarm join-token manager'"));
+      auto open = init.out.find('(');
+      nodeId = init.out.substr(open + 1, init.out.find(')') - open - 1);
+      CPPUNIT_ASSERT_EQUAL(std::size_t{25}, nodeId.size());
+
+      RunResult ls = d.shoal({"node", "ls"});
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(ls.err, 0, ls.exitCode);
+      CPPUNIT_ASSERT(contains(ls.out, "ID"));
+      CPPUNIT_ASSERT(contains(ls.out, "MANAGER STATUS"));
+      CPPUNIT_ASSERT(contains(ls.out, nodeId + " *"));
+      CPPUNIT_ASSERT(contains(ls.out, "Ready"));
+      CPPUNIT_ASSERT(contains(ls.out, "Active"));
+      CPPUNIT_ASSERT(contains(ls.out, "Leader"));
+      CPPUNIT_ASSERT_EQUAL(nodeId + "\n", d.shoal({"node", "ls", "-q"}).out);
+
+      RunResult info = d.shoal({"info"});
+      CPPUNIT_ASSERT(contains(info.out, "Swarm: active"));
+      CPPUNIT_ASSERT(contains(info.out, "NodeID: " + nodeId));
+      CPPUNIT_ASSERT(contains(info.out, "Is Manager: true"));
+      CPPUNIT_ASSERT(contains(info.out, "Managers: 1"));
+
+      RunResult token = d.shoal({"swarm", "join-token", "-q", "worker"});
+      CPPUNIT_ASSERT_EQUAL(0, token.exitCode);
+      CPPUNIT_ASSERT(token.out.starts_with("SWMTKN-1-"));
+      RunResult rotated = d.shoal({"swarm", "join-token", "--rotate", "worker"});
+      CPPUNIT_ASSERT(contains(rotated.out, "Successfully rotated worker join token."));
+      CPPUNIT_ASSERT(!contains(rotated.out, token.out.substr(0, token.out.size() - 1)));
+      RunResult badRole = d.shoal({"swarm", "join-token", "admin"});
+      CPPUNIT_ASSERT(badRole.exitCode != 0);
+      CPPUNIT_ASSERT(contains(badRole.err, "unknown role admin"));
+
+      RunResult again = d.shoal({"swarm", "init"});
+      CPPUNIT_ASSERT_EQUAL(1, again.exitCode);
+      CPPUNIT_ASSERT(contains(again.err, "already part of a swarm"));
+      RunResult badAddr = d.shoal({"swarm", "init", "--listen-addr", "nowhere:1"});
+      CPPUNIT_ASSERT(contains(badAddr.err, "already part of a swarm") ||
+                     contains(badAddr.err, "not an IPv4 address"));
+
+      d.process().signal(SIGTERM);
+      CPPUNIT_ASSERT_EQUAL(0, d.process().wait(std::chrono::seconds(20)));
+    }
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+    RunResult ls = d.shoal({"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(ls.err, 0, ls.exitCode);
+    CPPUNIT_ASSERT(contains(ls.out, nodeId + " *"));
+    CPPUNIT_ASSERT(contains(ls.out, "Leader"));
+  }
+
+  void testCorruptSwarmStateStopsStartup() {
+    TempDir dir;
+    {
+      Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+      CPPUNIT_ASSERT_MESSAGE(d.process().log(), d.waitReady());
+      CPPUNIT_ASSERT_EQUAL(0, d.shoal({"swarm", "init", "--listen-addr", "127.0.0.1:0"}).exitCode);
+      d.process().signal(SIGTERM);
+      CPPUNIT_ASSERT_EQUAL(0, d.process().wait(std::chrono::seconds(20)));
+    }
+    dir.write("data/swarm/raft/CURRENT", "MANIFEST-777777\n");
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT(d.process().wait(std::chrono::seconds(20)) != 0);
+    const std::string log = d.process().log();
+    CPPUNIT_ASSERT_MESSAGE(log, contains(log, dir.file("data/swarm/raft")));
+    CPPUNIT_ASSERT(!d.waitReady());
   }
 
   void testUnknownOptionIsUsageError() {

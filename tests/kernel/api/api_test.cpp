@@ -83,7 +83,7 @@ class ApiTest : public CppUnit::TestFixture {
     plugins_->loadDirectories(
         {std::string(SHOAL_FIXTURE_DIR) + "/good", std::string(SHOAL_FIXTURE_DIR) + "/bad-major"});
     router_ = std::make_unique<Router>();
-    shoal::api::DaemonFacts facts{"9.9.9", "/var/lib/shoal-test", socket_, 4242, 1};
+    shoal::api::DaemonFacts facts{"9.9.9", "/var/lib/shoal-test", socket_, 4242, 1, {}};
     shoal::api::addSystemRoutes(*router_, *plugins_, facts);
     router_->add("POST", "/fail", [](const shoal::api::Request& r) {
       if (r.body == "conflict") return Response::error(Status::conflict("version mismatch"));

@@ -1,0 +1,568 @@
+#include "kernel/manager/swarm.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "kernel/ca/join_token.h"
+#include "kernel/common/log.h"
+#include "kernel/store/object.h"
+
+namespace shoal::manager {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int kStateFormat = 1;
+constexpr int kDefaultPort = 2377;
+constexpr const char* kNotManager =
+    "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to "
+    "connect this node to swarm and try again.";
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+  std::string toString() const { return host + ":" + std::to_string(port); }
+};
+
+// "IPv4[:port]"; `defaultPort` when the port is left out.
+Result<HostPort> parseAddr(const std::string& text, int defaultPort, const std::string& what) {
+  HostPort hp;
+  std::string host = text;
+  if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    const std::string port = text.substr(colon + 1);
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
+      return Status::invalidArgument("invalid " + what + " \"" + text + "\": port \"" + port +
+                                     "\" is not a number from 0 to 65535");
+    }
+    hp.port = static_cast<int>(p);
+  } else {
+    hp.port = defaultPort;
+  }
+  in_addr a{};
+  if (inet_pton(AF_INET, host.c_str(), &a) != 1) {
+    return Status::invalidArgument("invalid " + what + " \"" + text + "\": \"" + host +
+                                   "\" is not an IPv4 address");
+  }
+  hp.host = host;
+  return hp;
+}
+
+// A port free on `host` right now.
+Result<int> freePort(const std::string& host) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  socklen_t len = sizeof a;
+  const bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok) return Status::unavailable("cannot bind the listen address " + host + ": port 0");
+  return static_cast<int>(ntohs(a.sin_port));
+}
+
+// The address to advertise when none was given (Docker's rule, with loopback as the last
+// resort for a machine without a network).
+Result<std::string> defaultAdvertiseHost() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return std::string("127.0.0.1");
+  std::vector<std::pair<std::string, std::string>> found;  // (address, interface)
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char buf[INET_ADDRSTRLEN] = "";
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+    found.emplace_back(buf, i->ifa_name);
+  }
+  freeifaddrs(list);
+  if (found.empty()) return std::string("127.0.0.1");
+  if (found.size() > 1) {
+    return Status::invalidArgument(
+        "could not choose an IP address to advertise since this system has multiple "
+        "addresses on different interfaces (" +
+        found[0].first + " on " + found[0].second + " and " + found[1].first + " on " +
+        found[1].second + "); use --advertise-addr");
+  }
+  return found[0].first;
+}
+
+Status writeFile(const std::string& path, const std::string& text, fs::perms mode) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) return Status::internal("cannot write " + path);
+  }
+  std::error_code ec;
+  fs::permissions(path, mode, ec);
+  if (ec) return Status::internal("cannot set the mode of " + path + ": " + ec.message());
+  return Status::ok();
+}
+
+Result<std::string> readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::notFound(path + " is missing");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string stringify(const Poco::JSON::Object& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+}  // namespace
+
+// Everything that makes this node a member: read from and written to the swarm directory.
+struct Swarm::Identity {
+  std::string nodeId;
+  std::string clusterId;
+  std::string role;  // "manager" | "worker"
+  uint64_t raftId = 0;
+  std::string listenAddr;
+  std::string advertiseAddr;
+  std::string caCertPem, caKeyPem, nodeCertPem, nodeKeyPem;
+  std::string caDigest;
+
+  std::string stateJson() const {
+    Poco::JSON::Object o;
+    o.set("format", kStateFormat);
+    o.set("node_id", nodeId);
+    o.set("cluster_id", clusterId);
+    o.set("role", role);
+    o.set("raft_id", std::to_string(raftId));
+    o.set("listen_addr", listenAddr);
+    o.set("advertise_addr", advertiseAddr);
+    return stringify(o);
+  }
+
+  Status save(const std::string& dir) const {
+    std::error_code ec;
+    fs::create_directories(dir + "/certificates", ec);
+    if (ec) return Status::internal("cannot create " + dir + "/certificates: " + ec.message());
+    fs::permissions(dir, fs::perms::owner_all, ec);
+    const auto secret = fs::perms::owner_read | fs::perms::owner_write;
+    const auto open = secret | fs::perms::group_read | fs::perms::others_read;
+    const std::string certs = dir + "/certificates/";
+    for (auto [name, text, mode] : {std::tuple{"swarm-root-ca.crt", &caCertPem, open},
+                                    std::tuple{"swarm-root-ca.key", &caKeyPem, secret},
+                                    std::tuple{"swarm-node.crt", &nodeCertPem, open},
+                                    std::tuple{"swarm-node.key", &nodeKeyPem, secret}}) {
+      if (text->empty()) continue;
+      if (Status s = writeFile(certs + name, *text, mode); !s) return s;
+    }
+    // Written last: its presence says the directory is complete.
+    return writeFile(dir + "/state.json", stateJson(), secret);
+  }
+
+  static Result<Identity> load(const std::string& dir) {
+    const std::string statePath = dir + "/state.json";
+    auto text = readFile(statePath);
+    if (!text) return text.status();
+    Identity id;
+    try {
+      auto o = Poco::JSON::Parser().parse(*text).extract<Poco::JSON::Object::Ptr>();
+      if (!o) throw Poco::Exception("not a JSON object");
+      const int format = o->optValue<int>("format", 0);
+      if (format != kStateFormat) {
+        return Status::invalidArgument(statePath + ": format " + std::to_string(format) +
+                                       " is not supported (this build reads format " +
+                                       std::to_string(kStateFormat) + ")");
+      }
+      id.nodeId = o->getValue<std::string>("node_id");
+      id.clusterId = o->getValue<std::string>("cluster_id");
+      id.role = o->getValue<std::string>("role");
+      id.raftId = std::stoull(o->getValue<std::string>("raft_id"));
+      id.listenAddr = o->getValue<std::string>("listen_addr");
+      id.advertiseAddr = o->getValue<std::string>("advertise_addr");
+    } catch (const std::exception& e) {
+      return Status::invalidArgument(statePath + " is corrupt: " + e.what());
+    }
+    if (id.role != "manager" && id.role != "worker") {
+      return Status::invalidArgument(statePath + " is corrupt: unknown role \"" + id.role + "\"");
+    }
+    const std::string certs = dir + "/certificates/";
+    for (auto [name, text] : {std::pair{"swarm-root-ca.crt", &id.caCertPem},
+                              std::pair{"swarm-node.crt", &id.nodeCertPem},
+                              std::pair{"swarm-node.key", &id.nodeKeyPem}}) {
+      auto r = readFile(certs + name);
+      if (!r) return r.status();
+      *text = std::move(*r);
+    }
+    if (id.role == "manager") {
+      auto r = readFile(certs + "swarm-root-ca.key");
+      if (!r) return r.status();
+      id.caKeyPem = std::move(*r);
+    }
+    auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
+    if (!ca) return ca.status().withContext(certs + "swarm-root-ca.crt");
+    if (Status s = ca->verify(id.nodeCertPem); !s) return s.withContext(certs + "swarm-node.crt");
+    if (!ca::keyMatchesCertificate(id.nodeKeyPem, id.nodeCertPem)) {
+      return Status::invalidArgument(certs + "swarm-node.key does not belong to swarm-node.crt");
+    }
+    auto info = ca::inspectCertificate(id.nodeCertPem);
+    if (!info || info->nodeId != id.nodeId || info->clusterId != id.clusterId) {
+      return Status::invalidArgument(certs + "swarm-node.crt is not this node's certificate");
+    }
+    id.caDigest = ca->digest();
+    return id;
+  }
+};
+
+Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, const Clock& clock)
+    : dataRoot_(std::move(dataRoot)),
+      engineVersion_(std::move(engineVersion)),
+      random_(random),
+      clock_(clock) {}
+
+Swarm::~Swarm() { stop(); }
+
+void Swarm::stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (store_) store_->stop();
+  store_.reset();
+  if (transport_) transport_->stop();
+  transport_.reset();
+}
+
+Status Swarm::startManager(const Identity& id, const std::string& dir) {
+  auto storage = raft::RaftStorage::open(dir + "/raft");
+  if (!storage) return storage.status();
+  raft::TcpTransport::Options to;
+  to.self = id.raftId;
+  to.listenAddress = id.listenAddr;
+  to.caFile = dir + "/certificates/swarm-root-ca.crt";
+  to.certFile = dir + "/certificates/swarm-node.crt";
+  to.keyFile = dir + "/certificates/swarm-node.key";
+  auto transport = std::make_unique<raft::TcpTransport>(to);
+  ReplicatedStoreOptions o;
+  o.raft.raft.id = id.raftId;
+  o.raft.raft.voters = {id.raftId};
+  auto store =
+      std::make_unique<ReplicatedStore>(o, std::move(storage.value()), *transport, random_, clock_);
+  if (Status s = store->start(); !s) return s;
+  transport_ = std::move(transport);
+  store_ = std::move(store);
+  return Status::ok();
+}
+
+Status Swarm::resume() {
+  const std::string dir = dataRoot_ + "/swarm";
+  std::error_code ec;
+  // Leftovers of an init that did not finish are not a swarm.
+  fs::remove_all(dataRoot_ + "/swarm.new", ec);
+  if (!fs::exists(dir, ec)) return Status::ok();
+  auto id = Identity::load(dir);
+  if (!id) return id.status().withContext("the swarm state in " + dir);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (id->role == "manager") {
+    if (Status s = startManager(*id, dir); !s) {
+      return s.withContext("the swarm state in " + dir);
+    }
+  }
+  identity_ = std::make_unique<Identity>(std::move(*id));
+  log::info("swarm", "rejoined the swarm",
+            {{"node", identity_->nodeId}, {"cluster", identity_->clusterId}});
+  return Status::ok();
+}
+
+std::string Swarm::nodeDescriptionJson() const {
+  Poco::JSON::Object d;
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  d.set("Hostname", std::string(host));
+  utsname u{};
+  uname(&u);
+  Poco::JSON::Object platform;
+  platform.set("OS", std::string("linux"));
+  platform.set("Architecture", std::string(u.machine));
+  d.set("Platform", platform);
+  Poco::JSON::Object resources;
+  resources.set("NanoCPUs", static_cast<int64_t>(sysconf(_SC_NPROCESSORS_ONLN)) * 1000000000);
+  resources.set("MemoryBytes",
+                static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE));
+  d.set("Resources", resources);
+  Poco::JSON::Object engine;
+  engine.set("EngineVersion", engineVersion_);
+  d.set("Engine", engine);
+  return stringify(d);
+}
+
+Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& options) {
+  // A single voter elects itself after one election timeout.
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!store_->raft().isLeader()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::timeout("the new swarm's manager did not become leader within 15 s");
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ca::JoinToken worker{id.caDigest, ca::newTokenSecret(random_)};
+  ca::JoinToken manager{id.caDigest, ca::newTokenSecret(random_)};
+  return store_->update(
+      [&](store::Tx& tx) {
+        store::Object cluster;
+        cluster.kind = store::Kind::kCluster;
+        cluster.id = id.clusterId;
+        cluster.name = "default";
+        Poco::JSON::Object spec, caConfig, orchestration, dispatcher;
+        caConfig.set("NodeCertExpiry", static_cast<int64_t>(options.certExpiry.count()));
+        orchestration.set("TaskHistoryRetentionLimit", 5);
+        dispatcher.set("HeartbeatPeriod", 5);
+        spec.set("CAConfig", caConfig);
+        spec.set("Orchestration", orchestration);
+        spec.set("Dispatcher", dispatcher);
+        cluster.spec = stringify(spec);
+        Poco::JSON::Object status, rootCa, tokens;
+        rootCa.set("CACert", id.caCertPem);
+        rootCa.set("Digest", id.caDigest);
+        tokens.set("Worker", worker.toString());
+        tokens.set("Manager", manager.toString());
+        status.set("RootCA", rootCa);
+        status.set("JoinTokens", tokens);
+        cluster.status = stringify(status);
+        if (Status s = tx.create(std::move(cluster)); !s) return s;
+
+        store::Object node;
+        node.kind = store::Kind::kNode;
+        node.id = id.nodeId;
+        node.role = store::NodeRole::kManager;
+        node.availability = store::NodeAvailability::kActive;
+        Poco::JSON::Object nodeSpec;
+        nodeSpec.set("Role", std::string("manager"));
+        nodeSpec.set("Availability", std::string("active"));
+        nodeSpec.set("Labels", Poco::JSON::Object());
+        node.spec = stringify(nodeSpec);
+        Poco::JSON::Object nodeStatus, manager;
+        nodeStatus.set("State", std::string("ready"));
+        nodeStatus.set("Addr", id.advertiseAddr.substr(0, id.advertiseAddr.rfind(':')));
+        Poco::JSON::Parser parser;
+        nodeStatus.set("Description", parser.parse(nodeDescriptionJson()));
+        manager.set("RaftID", std::to_string(id.raftId));
+        manager.set("Addr", id.advertiseAddr);
+        nodeStatus.set("ManagerStatus", manager);
+        node.status = stringify(nodeStatus);
+        return tx.create(std::move(node));
+      },
+      10s);
+}
+
+Result<std::string> Swarm::init(const SwarmInitOptions& options) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (identity_) {
+    return Status::failedPrecondition(
+        "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm "
+        "and join another one.");
+  }
+  auto listen = parseAddr(options.listenAddr, kDefaultPort, "listen address");
+  if (!listen) return listen.status();
+  if (listen->port == 0) {
+    auto port = freePort(listen->host);
+    if (!port) return port.status();
+    listen->port = *port;
+  }
+  HostPort advertise;
+  if (!options.advertiseAddr.empty()) {
+    auto a = parseAddr(options.advertiseAddr, listen->port, "advertise address");
+    if (!a) return a.status();
+    advertise = *a;
+  } else if (listen->host != "0.0.0.0") {
+    advertise = *listen;
+  } else {
+    auto host = defaultAdvertiseHost();
+    if (!host) return host.status();
+    advertise = HostPort{*host, listen->port};
+  }
+  if (options.certExpiry < 1h) {
+    return Status::invalidArgument("--cert-expiry must be at least 1 hour");
+  }
+
+  Identity id;
+  id.nodeId = newId(random_);
+  id.clusterId = newId(random_);
+  id.role = "manager";
+  do {
+    id.raftId = random_.next();
+  } while (id.raftId == 0);
+  id.listenAddr = listen->toString();
+  id.advertiseAddr = advertise.toString();
+  auto ca = ca::RootCa::create();
+  if (!ca) return ca.status();
+  auto key = ca::generateKeyPem();
+  if (!key) return key.status();
+  auto csr = ca::makeCsrPem(*key);
+  if (!csr) return csr.status();
+  auto cert = ca->sign(*csr, id.nodeId, ca::kManagerRole, id.clusterId, options.certExpiry);
+  if (!cert) return cert.status();
+  id.caCertPem = ca->certPem();
+  id.caKeyPem = ca->keyPem();
+  id.caDigest = ca->digest();
+  id.nodeKeyPem = *key;
+  id.nodeCertPem = *cert;
+
+  const std::string staging = dataRoot_ + "/swarm.new";
+  const std::string dir = dataRoot_ + "/swarm";
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  auto abandon = [&](const Status& s) {
+    if (store_) store_->stop();
+    store_.reset();
+    if (transport_) transport_->stop();
+    transport_.reset();
+    fs::remove_all(staging, ec);
+    fs::remove_all(dir, ec);
+    return s;
+  };
+  if (Status s = id.save(staging); !s) return abandon(s);
+  // Raft's files are made in the staging directory too: a crash before the rename leaves no
+  // swarm, one after it a complete one.
+  if (Status s = startManager(id, staging); !s) return abandon(s);
+  if (Status s = commitInitialState(id, options); !s) return abandon(s);
+  store_->stop();
+  store_.reset();
+  transport_->stop();
+  transport_.reset();
+  fs::rename(staging, dir, ec);
+  if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
+  if (Status s = startManager(id, dir); !s) return abandon(s);
+  // Answer only once the manager leads again, so the next command finds it ready.
+  for (auto until = std::chrono::steady_clock::now() + 5s;
+       !store_->raft().isLeader() && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(5ms);
+  }
+  identity_ = std::make_unique<Identity>(std::move(id));
+  log::info("swarm", "swarm initialised",
+            {{"node", identity_->nodeId},
+             {"cluster", identity_->clusterId},
+             {"advertise", identity_->advertiseAddr}});
+  return identity_->nodeId;
+}
+
+Status Swarm::requireManager() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!identity_ || !store_) return Status::unavailable(kNotManager);
+  return Status::ok();
+}
+
+SwarmStatus Swarm::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  SwarmStatus s;
+  if (!identity_) return s;
+  s.state = "active";
+  s.nodeId = identity_->nodeId;
+  s.clusterId = identity_->clusterId;
+  s.role = identity_->role;
+  s.caDigest = identity_->caDigest;
+  s.advertiseAddr = identity_->advertiseAddr;
+  s.raftId = identity_->raftId;
+  if (store_) {
+    s.raftLeader = store_->raft().leader();
+    s.raftTerm = store_->raft().term();
+    s.raftApplied = store_->raft().appliedIndex();
+    store_->view([&](const store::ReadView& v) {
+      for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+        ++s.nodes;
+        if (n->role == store::NodeRole::kManager) ++s.managers;
+      }
+    });
+  }
+  return s;
+}
+
+Result<std::string> Swarm::joinToken(const std::string& role, bool rotate) {
+  if (role != "worker" && role != "manager") {
+    return Status::invalidArgument("unknown role \"" + role + "\" (want worker or manager)");
+  }
+  if (Status s = requireManager(); !s) return s;
+  const std::string key = role == "worker" ? "Worker" : "Manager";
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rotate) {
+    ca::JoinToken fresh{identity_->caDigest, ca::newTokenSecret(random_)};
+    Status s = store_->update(
+        [&](store::Tx& tx) {
+          auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
+          if (!cluster) return Status::notFound("the cluster object is missing");
+          store::Object next = *cluster;
+          auto status = Poco::JSON::Parser().parse(next.status).extract<Poco::JSON::Object::Ptr>();
+          status->getObject("JoinTokens")->set(key, fresh.toString());
+          next.status = stringify(*status);
+          return tx.update(std::move(next));
+        },
+        10s);
+    if (!s) return s;
+  }
+  std::string token;
+  Status s = store_->linearizableView(
+      [&](const store::ReadView& v) {
+        auto cluster = v.get(store::Kind::kCluster, identity_->clusterId);
+        if (!cluster) return;
+        auto status =
+            Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
+        token = status->getObject("JoinTokens")->optValue<std::string>(key, "");
+      },
+      10s);
+  if (!s) return s;
+  if (token.empty()) return Status::internal("the cluster object has no " + role + " join token");
+  return token;
+}
+
+Result<std::vector<NodeSummary>> Swarm::nodes() {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<NodeSummary> out;
+  Status s = store_->linearizableView(
+      [&](const store::ReadView& v) {
+        const uint64_t leader = store_->raft().leader();  // known: the barrier passed
+        for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+          NodeSummary row;
+          row.id = n->id;
+          row.self = n->id == identity_->nodeId;
+          row.availability = std::string(store::availabilityName(n->availability));
+          row.json = store::toJson(*n);
+          try {
+            auto st = Poco::JSON::Parser().parse(n->status).extract<Poco::JSON::Object::Ptr>();
+            row.status = st->optValue<std::string>("State", "unknown");
+            if (auto d = st->getObject("Description")) {
+              row.hostname = d->optValue<std::string>("Hostname", "");
+              if (auto e = d->getObject("Engine")) {
+                row.engineVersion = e->optValue<std::string>("EngineVersion", "");
+              }
+            }
+            if (auto m = st->getObject("ManagerStatus")) {
+              const uint64_t raftId = std::stoull(m->optValue<std::string>("RaftID", "0"));
+              row.managerStatus = raftId == leader ? "Leader" : "Reachable";
+            }
+          } catch (const std::exception&) {
+            row.status = "unknown";
+          }
+          out.push_back(std::move(row));
+        }
+      },
+      10s);
+  if (!s) return s;
+  std::sort(out.begin(), out.end(),
+            [](const NodeSummary& a, const NodeSummary& b) { return a.id < b.id; });
+  return out;
+}
+
+}  // namespace shoal::manager

@@ -1,0 +1,114 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernel/ca/certificate_authority.h"
+#include "kernel/common/clock.h"
+#include "kernel/common/random.h"
+#include "kernel/common/status.h"
+#include "kernel/manager/replicated_store.h"
+#include "kernel/raft/tcp_transport.h"
+
+namespace shoal::manager {
+
+// `swarm init`'s options (Docker's flags).
+struct SwarmInitOptions {
+  // Where managers listen for each other (Raft over mutual TLS). Port 0: a free port is
+  // chosen at init and kept.
+  std::string listenAddr = "0.0.0.0:2377";
+  // The address other nodes use to reach this one, "IP[:PORT]" (port: the listen port).
+  // Empty: the listen IP, or this machine's only non-loopback IPv4 address (an error naming
+  // them when there are several, as Docker's), or 127.0.0.1 when there is none.
+  std::string advertiseAddr;
+  std::chrono::seconds certExpiry = std::chrono::hours(24 * 90);  // Swarm's default
+};
+
+// What `shoal info` shows about the swarm.
+struct SwarmStatus {
+  std::string state = "inactive";  // inactive | active
+  std::string nodeId;
+  std::string clusterId;
+  std::string role;  // manager | worker
+  std::string caDigest;
+  std::string advertiseAddr;
+  uint64_t managers = 0;
+  uint64_t nodes = 0;
+  uint64_t raftId = 0;
+  uint64_t raftLeader = 0;
+  uint64_t raftTerm = 0;
+  uint64_t raftApplied = 0;
+};
+
+// One row of `node ls`.
+struct NodeSummary {
+  std::string id;
+  std::string hostname;
+  std::string status;         // ready | down | unknown
+  std::string availability;   // active | pause | drain
+  std::string managerStatus;  // Leader | Reachable | Unreachable | "" (worker)
+  std::string engineVersion;
+  bool self = false;
+  std::string json;  // the whole Node object, as the API shows it
+};
+
+// This node's membership of a swarm: its identity (node id, certificate, the cluster CA),
+// and, on a manager, the replicated cluster store with its Raft transport.
+//
+// On disk, under `<data root>/swarm/`: `state.json` (format 1: node id, cluster id, role,
+// Raft id, addresses), `certificates/` (swarm-root-ca.crt, swarm-root-ca.key on managers,
+// swarm-node.crt, swarm-node.key; 0600) and `raft/` (kernel/raft's LevelDB). init() builds it
+// all in `swarm.new/` and renames it into place only once complete, so a failed init leaves
+// nothing behind; resume() refuses a directory it cannot fully trust (a missing or corrupt
+// file, a certificate not from the cluster CA, a key that does not match) with an error
+// naming the file.
+//
+// THREAD: every method is safe from any thread.
+class Swarm {
+ public:
+  Swarm(std::string dataRoot, std::string engineVersion, Random& random, const Clock& clock);
+  ~Swarm();
+  Swarm(const Swarm&) = delete;
+  Swarm& operator=(const Swarm&) = delete;
+
+  // At daemon start: rejoin the swarm this node belongs to, if any.
+  Status resume();
+  // Stops Raft and the transport (the swarm stays on disk). Idempotent.
+  void stop();
+
+  // `swarm init`: a new cluster with this node as its only manager. Returns the node id.
+  // Errors: already part of a swarm; bad addresses; no leader within the time limit.
+  Result<std::string> init(const SwarmInitOptions& options);
+
+  SwarmStatus status() const;
+  // The join token for `role` ("worker" or "manager"); `rotate` replaces it first (the old
+  // one stops working). Manager only.
+  Result<std::string> joinToken(const std::string& role, bool rotate);
+  // Every node, in id order. Manager only.
+  Result<std::vector<NodeSummary>> nodes();
+
+  // "This node is not a swarm manager. ..." when it is not one (as Docker says it).
+  Status requireManager() const;
+
+ private:
+  struct Identity;
+  Status startManager(const Identity& id, const std::string& dir);
+  Status commitInitialState(const Identity& id, const SwarmInitOptions& options);
+  std::string nodeDescriptionJson() const;
+
+  const std::string dataRoot_;
+  const std::string engineVersion_;
+  Random& random_;
+  const Clock& clock_;
+
+  mutable std::mutex mu_;
+  std::unique_ptr<Identity> identity_;             // guarded by mu_; null: inactive
+  std::unique_ptr<raft::TcpTransport> transport_;  // guarded by mu_
+  std::unique_ptr<ReplicatedStore> store_;         // guarded by mu_
+};
+
+}  // namespace shoal::manager

@@ -1,0 +1,120 @@
+#include "kernel/manager/swarm_routes.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <sstream>
+
+namespace shoal::manager {
+namespace {
+
+using api::Request;
+using api::Response;
+
+std::string stringify(const Poco::JSON::Object& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+std::string param(const Request& r, const std::string& name) {
+  auto it = r.query.find(name);
+  return it == r.query.end() ? "" : it->second;
+}
+
+Response init(Swarm& swarm, const Request& r) {
+  SwarmInitOptions o;
+  if (!r.body.empty()) {
+    Poco::JSON::Object::Ptr body;
+    try {
+      body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+    } catch (const std::exception& e) {
+      return Response::error(400,
+                             std::string("the request body is not a JSON object: ") + e.what());
+    }
+    if (!body) return Response::error(400, "the request body is not a JSON object");
+    for (const auto& key : body->getNames()) {
+      if (key != "listen_addr" && key != "advertise_addr" && key != "cert_expiry_seconds") {
+        return Response::error(400, "unknown field \"" + key + "\" in the swarm init request");
+      }
+    }
+    try {
+      o.listenAddr = body->optValue<std::string>("listen_addr", o.listenAddr);
+      o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
+      if (body->has("cert_expiry_seconds")) {
+        o.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
+      }
+    } catch (const std::exception& e) {
+      return Response::error(400, std::string("bad swarm init request: ") + e.what());
+    }
+  }
+  auto id = swarm.init(o);
+  if (!id) return Response::error(id.status());
+  Poco::JSON::Object out;
+  out.set("node_id", *id);
+  out.set("addr", swarm.status().advertiseAddr);
+  return Response::json(stringify(out));
+}
+
+Response joinToken(Swarm& swarm, const Request& r, bool rotate) {
+  auto token = swarm.joinToken(param(r, "role"), rotate);
+  if (!token) return Response::error(token.status());
+  Poco::JSON::Object out;
+  out.set("token", *token);
+  out.set("addr", swarm.status().advertiseAddr);
+  return Response::json(stringify(out));
+}
+
+Response nodes(Swarm& swarm) {
+  auto list = swarm.nodes();
+  if (!list) return Response::error(list.status());
+  Poco::JSON::Array arr;
+  for (const auto& n : *list) {
+    Poco::JSON::Object o;
+    o.set("id", n.id);
+    o.set("hostname", n.hostname);
+    o.set("status", n.status);
+    o.set("availability", n.availability);
+    o.set("manager_status", n.managerStatus);
+    o.set("engine_version", n.engineVersion);
+    o.set("self", n.self);
+    o.set("object", Poco::JSON::Parser().parse(n.json));
+    arr.add(o);
+  }
+  Poco::JSON::Object out;
+  out.set("nodes", arr);
+  return Response::json(stringify(out));
+}
+
+}  // namespace
+
+void addSwarmRoutes(api::Router& router, Swarm& swarm) {
+  router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
+  router.add("GET", "/swarm/join-token",
+             [&swarm](const Request& r) { return joinToken(swarm, r, false); });
+  router.add("POST", "/swarm/join-token/rotate",
+             [&swarm](const Request& r) { return joinToken(swarm, r, true); });
+  router.add("GET", "/nodes", [&swarm](const Request&) { return nodes(swarm); });
+}
+
+void describeSwarm(const Swarm& swarm, Poco::JSON::Object& out) {
+  const SwarmStatus s = swarm.status();
+  out.set("state", s.state);
+  if (s.state == "inactive") return;
+  out.set("node_id", s.nodeId);
+  out.set("node_addr", s.advertiseAddr);
+  out.set("is_manager", s.role == "manager");
+  out.set("cluster_id", s.clusterId);
+  out.set("ca_digest", s.caDigest);
+  out.set("managers", s.managers);
+  out.set("nodes", s.nodes);
+  Poco::JSON::Object raft;
+  raft.set("id", std::to_string(s.raftId));
+  raft.set("leader", std::to_string(s.raftLeader));
+  raft.set("term", s.raftTerm);
+  raft.set("applied", s.raftApplied);
+  out.set("raft", raft);
+}
+
+}  // namespace shoal::manager

@@ -1,0 +1,212 @@
+// Swarm: init makes a one-manager cluster (CA, certificates, tokens, Raft, the Cluster and
+// Node objects); a second init is refused; a restart resumes it exactly; state it cannot trust
+// (corrupt files, a foreign certificate, corrupt Raft files) stops resume with the file named.
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "kernel/ca/certificate_authority.h"
+#include "kernel/ca/join_token.h"
+#include "kernel/manager/swarm.h"
+#include "tests/support/temp_dir.h"
+
+using shoal::Status;
+using shoal::manager::Swarm;
+using shoal::manager::SwarmInitOptions;
+
+namespace {
+
+SwarmInitOptions loopback() {
+  SwarmInitOptions o;
+  o.listenAddr = "127.0.0.1:0";
+  return o;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+void overwrite(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+}  // namespace
+
+class SwarmTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(SwarmTest);
+  CPPUNIT_TEST(testInitMakesAOneManagerCluster);
+  CPPUNIT_TEST(testSecondInitAndNonManagerAreRefused);
+  CPPUNIT_TEST(testBadAddressesAreRefusedAndLeaveNothing);
+  CPPUNIT_TEST(testRestartResumesTheSameSwarm);
+  CPPUNIT_TEST(testUntrustworthyStateStopsResume);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void testInitMakesAOneManagerCluster() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "9.9.9", random, shoal::SystemClock::instance());
+    CPPUNIT_ASSERT_EQUAL(std::string("inactive"), swarm.status().state);
+    auto id = swarm.init(loopback());
+    CPPUNIT_ASSERT_MESSAGE(id.status().toString(), id.isOk());
+    auto st = swarm.status();
+    CPPUNIT_ASSERT_EQUAL(std::string("active"), st.state);
+    CPPUNIT_ASSERT_EQUAL(*id, st.nodeId);
+    CPPUNIT_ASSERT_EQUAL(std::string("manager"), st.role);
+    CPPUNIT_ASSERT_EQUAL(uint64_t{1}, st.managers);
+    CPPUNIT_ASSERT_EQUAL(uint64_t{1}, st.nodes);
+    CPPUNIT_ASSERT_EQUAL(st.raftId, st.raftLeader);
+    CPPUNIT_ASSERT(st.advertiseAddr.starts_with("127.0.0.1:"));
+    CPPUNIT_ASSERT(!st.advertiseAddr.ends_with(":0"));
+
+    auto nodes = swarm.nodes();
+    CPPUNIT_ASSERT(nodes.isOk());
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, nodes->size());
+    const auto& me = nodes->front();
+    CPPUNIT_ASSERT(me.self);
+    CPPUNIT_ASSERT_EQUAL(std::string("ready"), me.status);
+    CPPUNIT_ASSERT_EQUAL(std::string("active"), me.availability);
+    CPPUNIT_ASSERT_EQUAL(std::string("Leader"), me.managerStatus);
+    CPPUNIT_ASSERT_EQUAL(std::string("9.9.9"), me.engineVersion);
+
+    auto worker = swarm.joinToken("worker", false);
+    auto manager = swarm.joinToken("manager", false);
+    CPPUNIT_ASSERT(worker.isOk() && manager.isOk());
+    CPPUNIT_ASSERT(*worker != *manager);
+    auto parsed = shoal::ca::parseJoinToken(*worker);
+    CPPUNIT_ASSERT(parsed.isOk());
+    CPPUNIT_ASSERT_EQUAL(st.caDigest, parsed->caDigest);
+    auto rotated = swarm.joinToken("worker", true);
+    CPPUNIT_ASSERT(rotated.isOk() && *rotated != *worker);
+    CPPUNIT_ASSERT_EQUAL(*rotated, *swarm.joinToken("worker", false));
+    CPPUNIT_ASSERT_EQUAL(*manager, *swarm.joinToken("manager", false));
+    CPPUNIT_ASSERT(swarm.joinToken("admin", false).status().code() ==
+                   Status::Code::kInvalidArgument);
+
+    // The node's certificate says who it is.
+    std::ifstream in(dir.file("swarm/certificates/swarm-node.crt"));
+    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto info = shoal::ca::inspectCertificate(pem);
+    CPPUNIT_ASSERT(info.isOk());
+    CPPUNIT_ASSERT_EQUAL(*id, info->nodeId);
+    CPPUNIT_ASSERT_EQUAL(std::string("swarm-manager"), info->role);
+    CPPUNIT_ASSERT_EQUAL(st.clusterId, info->clusterId);
+    namespace fs = std::filesystem;
+    CPPUNIT_ASSERT((fs::status(dir.file("swarm/certificates/swarm-node.key")).permissions() &
+                    (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none);
+  }
+
+  void testSecondInitAndNonManagerAreRefused() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+    Status notYet = swarm.nodes().status();
+    CPPUNIT_ASSERT(notYet.code() == Status::Code::kUnavailable);
+    CPPUNIT_ASSERT(contains(notYet.message(), "This node is not a swarm manager."));
+    CPPUNIT_ASSERT(swarm.joinToken("worker", false).status().code() == Status::Code::kUnavailable);
+    CPPUNIT_ASSERT(swarm.init(loopback()).isOk());
+    auto again = swarm.init(loopback());
+    CPPUNIT_ASSERT(again.status().code() == Status::Code::kFailedPrecondition);
+    CPPUNIT_ASSERT(contains(again.status().message(), "already part of a swarm"));
+  }
+
+  void testBadAddressesAreRefusedAndLeaveNothing() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+    for (auto [listen, advertise, want] :
+         {std::tuple{"1.2.3:2377", "", "\"1.2.3\" is not an IPv4 address"},
+          std::tuple{"127.0.0.1:70000", "", "port \"70000\""},
+          std::tuple{"127.0.0.1:x", "", "port \"x\""},
+          std::tuple{"127.0.0.1:0", "host.example", "advertise address"}}) {
+      SwarmInitOptions o;
+      o.listenAddr = listen;
+      o.advertiseAddr = advertise;
+      auto r = swarm.init(o);
+      CPPUNIT_ASSERT_MESSAGE(listen, r.status().code() == Status::Code::kInvalidArgument);
+      CPPUNIT_ASSERT_MESSAGE(r.status().message(), contains(r.status().message(), want));
+    }
+    SwarmInitOptions shortCerts = loopback();
+    shortCerts.certExpiry = std::chrono::minutes(5);
+    CPPUNIT_ASSERT(!swarm.init(shortCerts).isOk());
+    CPPUNIT_ASSERT(!std::filesystem::exists(dir.file("swarm")));
+    CPPUNIT_ASSERT(!std::filesystem::exists(dir.file("swarm.new")));
+    CPPUNIT_ASSERT_EQUAL(std::string("inactive"), swarm.status().state);
+  }
+
+  void testRestartResumesTheSameSwarm() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    std::string id, cluster, token;
+    {
+      Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+      id = *swarm.init(loopback());
+      cluster = swarm.status().clusterId;
+      token = *swarm.joinToken("worker", true);
+    }
+    Swarm again(dir.path(), "1", random, shoal::SystemClock::instance());
+    Status s = again.resume();
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    CPPUNIT_ASSERT_EQUAL(id, again.status().nodeId);
+    CPPUNIT_ASSERT_EQUAL(cluster, again.status().clusterId);
+    auto t = again.joinToken("worker", false);
+    CPPUNIT_ASSERT_MESSAGE(t.status().toString(), t.isOk());
+    CPPUNIT_ASSERT_EQUAL(token, *t);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, again.nodes()->size());
+  }
+
+  void testUntrustworthyStateStopsResume() {
+    auto setUp = [](const shoal::test::TempDir& dir) {
+      shoal::SystemRandom random;
+      Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+      CPPUNIT_ASSERT(swarm.init(loopback()).isOk());
+    };
+    auto resumeError = [](const shoal::test::TempDir& dir) {
+      shoal::SystemRandom random;
+      Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+      Status s = swarm.resume();
+      CPPUNIT_ASSERT(!s.isOk());
+      CPPUNIT_ASSERT_EQUAL(std::string("inactive"), swarm.status().state);
+      return s.message();
+    };
+    {
+      shoal::test::TempDir dir;
+      setUp(dir);
+      overwrite(dir.file("swarm/state.json"), "{\"format\": 1, \"node_id\": ");
+      std::string m = resumeError(dir);
+      CPPUNIT_ASSERT_MESSAGE(m, contains(m, "state.json is corrupt"));
+    }
+    {
+      shoal::test::TempDir dir;
+      setUp(dir);
+      std::filesystem::remove(dir.file("swarm/certificates/swarm-node.key"));
+      std::string m = resumeError(dir);
+      CPPUNIT_ASSERT_MESSAGE(m, contains(m, "swarm-node.key is missing"));
+    }
+    {
+      // A certificate from another cluster's CA.
+      shoal::test::TempDir dir;
+      setUp(dir);
+      auto other = shoal::ca::RootCa::create();
+      auto key = shoal::ca::generateKeyPem();
+      auto cert = other->sign(*shoal::ca::makeCsrPem(*key), "n", shoal::ca::kManagerRole, "c",
+                              std::chrono::hours(1));
+      overwrite(dir.file("swarm/certificates/swarm-node.crt"), *cert);
+      overwrite(dir.file("swarm/certificates/swarm-node.key"), *key);
+      std::string m = resumeError(dir);
+      CPPUNIT_ASSERT_MESSAGE(m, contains(m, "swarm-node.crt") && contains(m, "not valid"));
+    }
+    {
+      shoal::test::TempDir dir;
+      setUp(dir);
+      overwrite(dir.file("swarm/raft/CURRENT"), "MANIFEST-999999\n");
+      std::string m = resumeError(dir);
+      CPPUNIT_ASSERT_MESSAGE(m, contains(m, dir.file("swarm/raft")));
+    }
+  }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(SwarmTest);
