@@ -45,7 +45,8 @@ struct Command {
 
 struct Invocation {
   const Command* command = nullptr;
-  std::map<std::string, std::string> flags;
+  std::map<std::string, std::string> flags;                // last value of each flag
+  std::map<std::string, std::vector<std::string>> values;  // every value, for repeated flags
   std::vector<std::string> args;
   std::string host;
   std::ostream* out = nullptr;
@@ -428,6 +429,146 @@ int cmdNodeLs(Invocation& inv) {
   return kExitOk;
 }
 
+void printNodePretty(std::ostream& out, const Poco::JSON::Object::Ptr& n) {
+  auto status = n->getObject("Status");
+  auto spec = n->getObject("Spec");
+  auto desc = status ? status->getObject("Description") : nullptr;
+  auto field = [&](const std::string& label, const std::string& value) {
+    out << label << std::string(label.size() < 24 ? 24 - label.size() : 1, ' ') << value << '\n';
+  };
+  field("ID:", n->optValue<std::string>("ID", ""));
+  if (auto labels = n->getObject("Labels"); labels && labels->size() > 0) {
+    out << "Labels:\n";
+    for (const auto& k : labels->getNames()) {
+      out << " - " << k << "=" << labels->optValue<std::string>(k, "") << '\n';
+    }
+  }
+  field("Hostname:", desc ? desc->optValue<std::string>("Hostname", "") : "");
+  field("Joined at:", n->optValue<std::string>("CreatedAt", ""));
+  out << "Status:\n";
+  field(" State:", capitalise(status ? status->optValue<std::string>("State", "") : ""));
+  field(" Availability:", capitalise(spec ? spec->optValue<std::string>("Availability", "") : ""));
+  field(" Address:", status ? status->optValue<std::string>("Addr", "") : "");
+  if (auto m = status ? status->getObject("ManagerStatus") : nullptr) {
+    out << "Manager Status:\n";
+    field(" Address:", m->optValue<std::string>("Addr", ""));
+    field(" Raft Status:", "Reachable");
+  }
+  if (desc) {
+    if (auto p = desc->getObject("Platform")) {
+      out << "Platform:\n";
+      field(" Operating System:", p->optValue<std::string>("OS", ""));
+      field(" Architecture:", p->optValue<std::string>("Architecture", ""));
+    }
+    if (auto r = desc->getObject("Resources")) {
+      out << "Resources:\n";
+      field(" CPUs:", std::to_string(r->optValue<int64_t>("NanoCPUs", 0) / 1000000000));
+      field(" Memory:", humanBytes(static_cast<double>(r->optValue<int64_t>("MemoryBytes", 0))));
+    }
+    if (auto e = desc->getObject("Engine")) {
+      field("Engine Version:", e->optValue<std::string>("EngineVersion", ""));
+    }
+  }
+}
+
+int cmdNodeInspect(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(*inv.err,
+                      "\"shoal node inspect\" requires at least 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  Poco::JSON::Array all;
+  int rc = kExitOk;
+  bool first = true;
+  for (const auto& ref : inv.args) {
+    auto body = getFromDaemon(inv, "/nodes/inspect?id=" + ref);
+    if (!body) {
+      rc = daemonError(inv, body.status());
+      continue;
+    }
+    auto obj = parseObject(*body);
+    if (!obj) return daemonError(inv, obj.status());
+    if (inv.has("pretty")) {
+      if (!first) *inv.out << '\n';
+      printNodePretty(*inv.out, *obj);
+      first = false;
+    } else {
+      all.add(*obj);
+    }
+  }
+  if (!inv.has("pretty")) {
+    if (all.size() == 0) {
+      *inv.out << "[]";
+    } else {
+      all.stringify(*inv.out, 4);
+    }
+    *inv.out << '\n';
+  }
+  return rc;
+}
+
+int cmdNodeUpdate(Invocation& inv) {
+  if (inv.args.size() != 1) {
+    return usageError(
+        *inv.err,
+        "\"shoal node update\" requires exactly 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+        inv.command->path);
+  }
+  Poco::JSON::Object req;
+  if (inv.has("availability")) req.set("availability", inv.flag("availability"));
+  if (inv.has("role")) req.set("role", inv.flag("role"));
+  Poco::JSON::Object add;
+  for (const auto& kv : inv.values["label-add"]) {
+    auto eq = kv.find('=');
+    const std::string key = kv.substr(0, eq);
+    if (key.empty()) {
+      *inv.err << "invalid argument \"" << kv << "\" for \"--label-add\" flag: empty key\n";
+      return kExitUsage;
+    }
+    add.set(key, eq == std::string::npos ? std::string() : kv.substr(eq + 1));
+  }
+  if (add.size() > 0) req.set("label_add", add);
+  Poco::JSON::Array rm;
+  for (const auto& k : inv.values["label-rm"]) rm.add(k);
+  if (rm.size() > 0) req.set("label_rm", rm);
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/nodes/update?id=" + inv.args[0], body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  *inv.out << inv.args[0] << '\n';
+  return kExitOk;
+}
+
+int cmdNodeRoleChange(Invocation& inv, const std::string& role) {
+  if (inv.args.empty()) {
+    return usageError(*inv.err,
+                      "\"shoal " + inv.command->path +
+                          "\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+                      inv.command->path);
+  }
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto reply = postToDaemon(inv, "/nodes/update?id=" + ref, "{\"role\":\"" + role + "\"}");
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    *inv.out << "Node " << ref
+             << (role == "manager" ? " promoted to a manager in the swarm.\n"
+                                   : " demoted in the swarm.\n");
+  }
+  return rc;
+}
+
+int cmdSwarmLeave(Invocation& inv) {
+  auto reply =
+      postToDaemon(inv, std::string("/swarm/leave") + (inv.has("force") ? "?force=1" : ""));
+  if (!reply) return daemonError(inv, reply.status());
+  *inv.out << "Node left the swarm.\n";
+  return kExitOk;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
       {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
@@ -462,6 +603,44 @@ const std::vector<Command>& commands() {
        0,
        cmdNodeLs,
        {"list"}},
+      {"node inspect",
+       "node inspect [OPTIONS] self|NODE [NODE...]",
+       "Display detailed information on one or more nodes",
+       {{"pretty", 0, false, "Print the information in a human friendly format", ""}},
+       64,
+       cmdNodeInspect,
+       {}},
+      {"node update",
+       "node update [OPTIONS] NODE",
+       "Update a node",
+       {{"availability", 0, true, "Availability of the node (\"active\"|\"pause\"|\"drain\")", ""},
+        {"label-add", 0, true, "Add or update a node label (key=value)", ""},
+        {"label-rm", 0, true, "Remove a node label if exists", ""},
+        {"role", 0, true, "Role of the node (\"worker\"|\"manager\")", ""}},
+       1,
+       cmdNodeUpdate,
+       {}},
+      {"node promote",
+       "node promote NODE [NODE...]",
+       "Promote one or more nodes to manager in the swarm",
+       {},
+       64,
+       [](Invocation& inv) { return cmdNodeRoleChange(inv, "manager"); },
+       {}},
+      {"node demote",
+       "node demote NODE [NODE...]",
+       "Demote one or more nodes from manager in the swarm",
+       {},
+       64,
+       [](Invocation& inv) { return cmdNodeRoleChange(inv, "worker"); },
+       {}},
+      {"swarm leave",
+       "swarm leave [OPTIONS]",
+       "Leave the swarm",
+       {{"force", 'f', false, "Force this node to leave the swarm, ignoring warnings", ""}},
+       0,
+       cmdSwarmLeave,
+       {}},
       {"plugin ls",
        "plugin ls [OPTIONS]",
        "List plugins",
@@ -650,6 +829,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
         value = args[++i];
       }
       inv.flags[flag->name] = value;
+      inv.values[flag->name].push_back(value);
     } else {
       if (hasInline) return usageError(err, "flag takes no argument: " + a, cmd->path);
       inv.flags[flag->name] = "true";

@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -351,7 +352,6 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         Poco::JSON::Object nodeSpec;
         nodeSpec.set("Role", std::string("manager"));
         nodeSpec.set("Availability", std::string("active"));
-        nodeSpec.set("Labels", Poco::JSON::Object());
         node.spec = stringify(nodeSpec);
         Poco::JSON::Object nodeStatus, manager;
         nodeStatus.set("State", std::string("ready"));
@@ -563,6 +563,131 @@ Result<std::vector<NodeSummary>> Swarm::nodes() {
   std::sort(out.begin(), out.end(),
             [](const NodeSummary& a, const NodeSummary& b) { return a.id < b.id; });
   return out;
+}
+
+Result<std::string> Swarm::resolveNode(const store::ReadView& view, const std::string& ref) const {
+  if (ref.empty()) return Status::invalidArgument("a node reference is required");
+  if (ref == "self") return identity_->nodeId;
+  if (view.get(store::Kind::kNode, ref)) return ref;
+  std::vector<std::string> byPrefix, byHostname;
+  for (const auto& n : view.find(store::Query::all(store::Kind::kNode))) {
+    if (n->id.starts_with(ref)) byPrefix.push_back(n->id);
+    try {
+      auto st = Poco::JSON::Parser().parse(n->status).extract<Poco::JSON::Object::Ptr>();
+      auto d = st ? st->getObject("Description") : nullptr;
+      if (d && d->optValue<std::string>("Hostname", "") == ref) byHostname.push_back(n->id);
+    } catch (const std::exception&) {
+    }
+  }
+  for (const auto* list : {&byPrefix, &byHostname}) {
+    if (list->size() == 1) return list->front();
+    if (list->size() > 1) {
+      return Status::invalidArgument("node " + ref + " is ambiguous (" +
+                                     std::to_string(list->size()) + " matches)");
+    }
+  }
+  return Status::notFound("node " + ref + " not found");
+}
+
+Result<std::string> Swarm::inspectNode(const std::string& ref) {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  Result<std::string> out = Status::notFound("node " + ref + " not found");
+  Status s = store_->linearizableView(
+      [&](const store::ReadView& v) {
+        auto id = resolveNode(v, ref);
+        if (!id) {
+          out = id.status();
+          return;
+        }
+        if (auto n = v.get(store::Kind::kNode, *id)) out = store::toJson(*n);
+      },
+      10s);
+  if (!s) return s;
+  return out;
+}
+
+Status Swarm::updateNode(const std::string& ref, const NodeUpdate& update) {
+  if (Status s = requireManager(); !s) return s;
+  std::optional<store::NodeAvailability> availability;
+  if (!update.availability.empty()) {
+    auto a = store::parseAvailability(update.availability);
+    if (!a) return a.status();
+    availability = *a;
+  }
+  std::optional<store::NodeRole> role;
+  if (!update.role.empty()) {
+    auto r = store::parseNodeRole(update.role);
+    if (!r) return r.status();
+    role = *r;
+  }
+  for (const auto& [key, value] : update.labelAdd) {
+    if (key.empty()) return Status::invalidArgument("a label to add has an empty key");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_->update(
+      [&](store::Tx& tx) {
+        auto id = resolveNode(tx, ref);
+        if (!id) return id.status();
+        auto current = tx.get(store::Kind::kNode, *id);
+        if (!current) return Status::notFound("node " + ref + " not found");
+        store::Object next = *current;
+        for (const auto& key : update.labelRm) {
+          if (next.labels.erase(key) == 0 && !update.labelAdd.count(key)) {
+            return Status::invalidArgument("key " + key + " doesn't exist in node's labels");
+          }
+        }
+        for (const auto& [key, value] : update.labelAdd) next.labels[key] = value;
+        auto spec = Poco::JSON::Parser().parse(next.spec).extract<Poco::JSON::Object::Ptr>();
+        if (availability) {
+          next.availability = *availability;
+          spec->set("Availability", std::string(store::availabilityName(*availability)));
+        }
+        if (role && *role != next.role) {
+          if (*role == store::NodeRole::kWorker) {
+            std::size_t managers = 0;
+            for (const auto& n : tx.find(store::Query::nodesByRole(store::NodeRole::kManager))) {
+              managers += n ? 1 : 0;
+            }
+            if (managers <= 1) {
+              return Status::failedPrecondition(
+                  "attempting to demote the last manager of the swarm");
+            }
+          }
+          // Promotion and demotion change the Raft membership, which arrives with swarm join
+          // (issue #4): until then no swarm has a second node to promote or demote.
+          return Status::failedPrecondition("node " + ref +
+                                            " cannot change role: this swarm has no other "
+                                            "manager to hand Raft membership to yet");
+        }
+        next.spec = stringify(*spec);
+        return tx.update(std::move(next));
+      },
+      10s);
+}
+
+Status Swarm::leave(bool force) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!identity_) return Status::failedPrecondition("This node is not part of a swarm");
+  if (identity_->role == "manager" && !force) {
+    return Status::failedPrecondition(
+        "You are attempting to leave the swarm on a node that is participating as a manager. "
+        "Removing the last manager erases all current state of the swarm. Use `--force` to "
+        "ignore this message.");
+  }
+  if (store_) store_->stop();
+  store_.reset();
+  if (transport_) transport_->stop();
+  transport_.reset();
+  std::error_code ec;
+  fs::remove_all(dataRoot_ + "/swarm", ec);
+  if (ec) {
+    return Status::internal("left the swarm, but cannot remove " + dataRoot_ +
+                            "/swarm: " + ec.message());
+  }
+  log::info("swarm", "left the swarm", {{"node", identity_->nodeId}});
+  identity_.reset();
+  return Status::ok();
 }
 
 }  // namespace shoal::manager

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -91,6 +92,26 @@ class Swarm {
   // Every node, in id order. Manager only.
   Result<std::vector<NodeSummary>> nodes();
 
+  // The Node object (API JSON) for `ref`: an id, a unique id prefix, a hostname, or "self".
+  // Errors: not found naming the reference; invalid argument when a prefix or hostname is
+  // ambiguous. Manager only.
+  Result<std::string> inspectNode(const std::string& ref);
+
+  // `node update`: any of availability, labels to add (key -> value) and remove, role.
+  struct NodeUpdate {
+    std::string availability;  // "" = unchanged; active | pause | drain
+    std::map<std::string, std::string> labelAdd;
+    std::vector<std::string> labelRm;
+    std::string role;  // "" = unchanged; worker | manager
+  };
+  // Errors: bad values (named), an unknown node, a label to remove that the node lacks
+  // (Docker's "key X doesn't exist in node's labels"), demoting the last manager. Manager only.
+  Status updateNode(const std::string& ref, const NodeUpdate& update);
+
+  // `swarm leave`: a manager needs `force` (leaving the last manager erases the swarm's
+  // state, as Docker warns); the swarm directory is removed and the node is inactive after.
+  Status leave(bool force);
+
   // "This node is not a swarm manager. ..." when it is not one (as Docker says it).
   Status requireManager() const;
 
@@ -99,6 +120,8 @@ class Swarm {
   Status startManager(const Identity& id, const std::string& dir);
   Status commitInitialState(const Identity& id, const SwarmInitOptions& options);
   std::string nodeDescriptionJson() const;
+  // The id `ref` names among `nodes` (see inspectNode); caller holds mu_.
+  Result<std::string> resolveNode(const store::ReadView& view, const std::string& ref) const;
 
   const std::string dataRoot_;
   const std::string engineVersion_;

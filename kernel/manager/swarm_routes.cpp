@@ -87,9 +87,50 @@ Response nodes(Swarm& swarm) {
   return Response::json(stringify(out));
 }
 
+Response inspectNode(Swarm& swarm, const Request& r) {
+  auto json = swarm.inspectNode(param(r, "id"));
+  if (!json) return Response::error(json.status());
+  return Response::json(*json);
+}
+
+Response updateNode(Swarm& swarm, const Request& r) {
+  Swarm::NodeUpdate u;
+  try {
+    auto body = Poco::JSON::Parser()
+                    .parse(r.body.empty() ? "{}" : r.body)
+                    .extract<Poco::JSON::Object::Ptr>();
+    if (!body) return Response::error(400, "the request body is not a JSON object");
+    for (const auto& key : body->getNames()) {
+      if (key != "availability" && key != "label_add" && key != "label_rm" && key != "role") {
+        return Response::error(400, "unknown field \"" + key + "\" in the node update request");
+      }
+    }
+    u.availability = body->optValue<std::string>("availability", "");
+    u.role = body->optValue<std::string>("role", "");
+    if (auto add = body->getObject("label_add")) {
+      for (const auto& key : add->getNames()) u.labelAdd[key] = add->getValue<std::string>(key);
+    }
+    if (auto rm = body->getArray("label_rm")) {
+      for (std::size_t i = 0; i < rm->size(); ++i) {
+        u.labelRm.push_back(rm->getElement<std::string>(static_cast<unsigned>(i)));
+      }
+    }
+  } catch (const std::exception& e) {
+    return Response::error(400, std::string("bad node update request: ") + e.what());
+  }
+  if (Status s = swarm.updateNode(param(r, "id"), u); !s) return Response::error(s);
+  return Response::json("{}");
+}
+
 }  // namespace
 
 void addSwarmRoutes(api::Router& router, Swarm& swarm) {
+  router.add("GET", "/nodes/inspect", [&swarm](const Request& r) { return inspectNode(swarm, r); });
+  router.add("POST", "/nodes/update", [&swarm](const Request& r) { return updateNode(swarm, r); });
+  router.add("POST", "/swarm/leave", [&swarm](const Request& r) {
+    Status s = swarm.leave(param(r, "force") == "1");
+    return s ? Response::json("{}") : Response::error(s);
+  });
   router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
   router.add("GET", "/swarm/join-token",
              [&swarm](const Request& r) { return joinToken(swarm, r, false); });

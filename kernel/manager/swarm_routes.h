@@ -14,6 +14,9 @@ namespace shoal::manager {
 //   GET  /swarm/join-token?role=worker|manager   -> {"token","addr"}
 //   POST /swarm/join-token/rotate?role=...       -> {"token","addr"}
 //   GET  /nodes                                   -> {"nodes":[{summary..., "object":{...}}]}
+//   GET  /nodes/inspect?id=REF                    -> the Node object
+//   POST /nodes/update?id=REF  {"availability","role","label_add":{k:v},"label_rm":[k]}
+//   POST /swarm/leave[?force=1]
 // Manager-only routes answer 503 with Docker's "This node is not a swarm manager ..." message.
 void addSwarmRoutes(api::Router& router, Swarm& swarm);
 

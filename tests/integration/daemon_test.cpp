@@ -213,6 +213,18 @@ class DaemonTest : public CppUnit::TestFixture {
       CPPUNIT_ASSERT(badRole.exitCode != 0);
       CPPUNIT_ASSERT(contains(badRole.err, "unknown role admin"));
 
+      RunResult upd = d.shoal({"node", "update", "--availability", "pause", "--label-add", "zone=a",
+                               "--label-add", "ssd", "self"});
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(upd.err, 0, upd.exitCode);
+      RunResult pretty = d.shoal({"node", "inspect", "--pretty", "self"});
+      CPPUNIT_ASSERT(contains(pretty.out, "ID:                     " + nodeId));
+      CPPUNIT_ASSERT(contains(pretty.out, " - zone=a"));
+      CPPUNIT_ASSERT(contains(pretty.out, " Availability:          Pause"));
+      CPPUNIT_ASSERT(contains(d.shoal({"node", "ls"}).out, "Pause"));
+      RunResult demote = d.shoal({"node", "demote", nodeId});
+      CPPUNIT_ASSERT_EQUAL(1, demote.exitCode);
+      CPPUNIT_ASSERT(contains(demote.err, "attempting to demote the last manager"));
+
       RunResult again = d.shoal({"swarm", "init"});
       CPPUNIT_ASSERT_EQUAL(1, again.exitCode);
       CPPUNIT_ASSERT(contains(again.err, "already part of a swarm"));
@@ -229,6 +241,15 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL_MESSAGE(ls.err, 0, ls.exitCode);
     CPPUNIT_ASSERT(contains(ls.out, nodeId + " *"));
     CPPUNIT_ASSERT(contains(ls.out, "Leader"));
+    CPPUNIT_ASSERT(contains(ls.out, "Pause"));  // the update survived the restart
+
+    RunResult refuse = d.shoal({"swarm", "leave"});
+    CPPUNIT_ASSERT_EQUAL(1, refuse.exitCode);
+    CPPUNIT_ASSERT(contains(refuse.err, "Use `--force`"));
+    RunResult leave = d.shoal({"swarm", "leave", "--force"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(leave.err, 0, leave.exitCode);
+    CPPUNIT_ASSERT(contains(leave.out, "Node left the swarm."));
+    CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: inactive"));
   }
 
   void testCorruptSwarmStateStopsStartup() {

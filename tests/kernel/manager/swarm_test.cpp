@@ -42,6 +42,7 @@ class SwarmTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testBadAddressesAreRefusedAndLeaveNothing);
   CPPUNIT_TEST(testRestartResumesTheSameSwarm);
   CPPUNIT_TEST(testUntrustworthyStateStopsResume);
+  CPPUNIT_TEST(testNodeUpdateInspectAndLeave);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -156,6 +157,47 @@ class SwarmTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(t.status().toString(), t.isOk());
     CPPUNIT_ASSERT_EQUAL(token, *t);
     CPPUNIT_ASSERT_EQUAL(std::size_t{1}, again.nodes()->size());
+  }
+
+  void testNodeUpdateInspectAndLeave() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+    const std::string id = *swarm.init(loopback());
+    Swarm::NodeUpdate u;
+    u.availability = "drain";
+    u.labelAdd = {{"zone", "a"}, {"ssd", ""}};
+    CPPUNIT_ASSERT(swarm.updateNode("self", u).isOk());
+    auto json = swarm.inspectNode(id.substr(0, 6));  // a unique prefix
+    CPPUNIT_ASSERT_MESSAGE(json.status().toString(), json.isOk());
+    CPPUNIT_ASSERT(contains(*json, "\"Availability\":\"drain\""));
+    CPPUNIT_ASSERT(contains(*json, "\"zone\":\"a\""));
+    CPPUNIT_ASSERT_EQUAL(std::string("drain"), swarm.nodes()->front().availability);
+    CPPUNIT_ASSERT(swarm.inspectNode("nosuch").status().code() == Status::Code::kNotFound);
+
+    Swarm::NodeUpdate rm;
+    rm.labelRm = {"zone"};
+    CPPUNIT_ASSERT(swarm.updateNode(id, rm).isOk());
+    CPPUNIT_ASSERT(!contains(*swarm.inspectNode(id), "zone"));
+    Status missing = swarm.updateNode(id, rm);
+    CPPUNIT_ASSERT(contains(missing.message(), "key zone doesn't exist in node's labels"));
+    Swarm::NodeUpdate bad;
+    bad.availability = "busy";
+    CPPUNIT_ASSERT(swarm.updateNode(id, bad).code() == Status::Code::kInvalidArgument);
+    Swarm::NodeUpdate demote;
+    demote.role = "worker";
+    Status last = swarm.updateNode(id, demote);
+    CPPUNIT_ASSERT(contains(last.message(), "attempting to demote the last manager"));
+
+    Status noForce = swarm.leave(false);
+    CPPUNIT_ASSERT(contains(noForce.message(), "Use `--force`"));
+    CPPUNIT_ASSERT_EQUAL(std::string("active"), swarm.status().state);
+    CPPUNIT_ASSERT(swarm.leave(true).isOk());
+    CPPUNIT_ASSERT_EQUAL(std::string("inactive"), swarm.status().state);
+    CPPUNIT_ASSERT(!std::filesystem::exists(dir.file("swarm")));
+    // And a new swarm can be made afterwards, with a new identity.
+    auto again = swarm.init(loopback());
+    CPPUNIT_ASSERT(again.isOk() && *again != id);
   }
 
   void testUntrustworthyStateStopsResume() {
