@@ -5,14 +5,19 @@
 #include <unistd.h>
 
 #include <Poco/Exception.h>
+#include <Poco/Net/Context.h>
 #include <Poco/Net/HTTPRequestHandler.h>
 #include <Poco/Net/HTTPRequestHandlerFactory.h>
 #include <Poco/Net/HTTPServer.h>
 #include <Poco/Net/HTTPServerParams.h>
 #include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerRequestImpl.h>
 #include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/SecureServerSocket.h>
+#include <Poco/Net/SecureStreamSocket.h>
 #include <Poco/Net/ServerSocket.h>
 #include <Poco/Net/SocketAddress.h>
+#include <Poco/Net/X509Certificate.h>
 #include <Poco/StreamCopier.h>
 #include <Poco/ThreadPool.h>
 #include <Poco/URI.h>
@@ -85,6 +90,23 @@ class Handler : public Poco::Net::HTTPRequestHandler {
     } catch (const Poco::Exception& e) {
       return Response::error(400, "cannot read the request body: " + e.message());
     }
+    if (auto* impl = dynamic_cast<Poco::Net::HTTPServerRequestImpl*>(&req)) {
+      try {
+        Poco::Net::StreamSocket& socket = impl->socket();
+        if (socket.address().family() != Poco::Net::SocketAddress::UNIX_LOCAL) {
+          r.peerAddress = socket.peerAddress().toString();
+          Poco::Net::SecureStreamSocket secure(socket);
+          if (secure.havePeerCertificate()) {
+            Poco::Net::X509Certificate cert = secure.peerCertificate();
+            r.peerNodeId = cert.commonName();
+            r.peerRole = cert.subjectName(Poco::Net::X509Certificate::NID_ORGANIZATION_UNIT_NAME);
+            r.peerCluster = cert.subjectName(Poco::Net::X509Certificate::NID_ORGANIZATION_NAME);
+          }
+        }
+      } catch (const Poco::Exception&) {
+        // Not a TLS socket, or no certificate: an anonymous request.
+      }
+    }
     log::debug("api", "request", {{"method", r.method}, {"path", r.path}});
     return router_.dispatch(r);
   }
@@ -111,7 +133,43 @@ ApiServer::ApiServer(Options options, const Router& router)
 
 ApiServer::~ApiServer() { stop(); }
 
+Status ApiServer::startTls() {
+  try {
+    Poco::Net::Context::Params params;
+    params.privateKeyFile = options_.keyFile;
+    params.certificateFile = options_.certFile;
+    params.caLocation = options_.caFile;
+    params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
+    params.loadDefaultCAs = false;
+    Poco::Net::Context::Ptr context =
+        new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, params);
+    context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_3);
+    Poco::Net::SecureServerSocket socket(context);
+    socket.bind(Poco::Net::SocketAddress(options_.tlsAddress), true);
+    socket.listen(64);
+    port_ = socket.address().port();
+    auto params2 = new Poco::Net::HTTPServerParams();
+    params2->setMaxThreads(options_.maxThreads);
+    params2->setKeepAlive(true);
+    params2->setTimeout(Poco::Timespan(30, 0));
+    pool_ = std::make_unique<Poco::ThreadPool>(2, options_.maxThreads);
+    server_ =
+        std::make_unique<Poco::Net::HTTPServer>(new Factory(router_), *pool_, socket, params2);
+    server_->start();
+  } catch (const Poco::Exception& e) {
+    server_.reset();
+    pool_.reset();
+    port_ = 0;
+    return Status::unavailable("cannot serve TLS on " + options_.tlsAddress + ": " +
+                               e.displayText());
+  }
+  log::info("api", "node API listening",
+            {{"address", options_.tlsAddress}, {"port", std::to_string(port_)}});
+  return Status::ok();
+}
+
 Status ApiServer::start() {
+  if (!options_.tlsAddress.empty()) return startTls();
   namespace fs = std::filesystem;
   const std::string& path = options_.socketPath;
   if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
@@ -164,6 +222,11 @@ void ApiServer::stop() {
   server_.reset();
   pool_->joinAll();
   pool_.reset();
+  if (!options_.tlsAddress.empty()) {
+    log::info("api", "node API stopped", {{"address", options_.tlsAddress}});
+    port_ = 0;
+    return;
+  }
   ::unlink(options_.socketPath.c_str());
   log::info("api", "API stopped", {{"socket", options_.socketPath}});
 }

@@ -27,6 +27,22 @@ class ApiServer {
     std::string socketPath;
     unsigned mode = 0600;
     int maxThreads = 16;
+    // Instead of the unix socket: TLS 1.3 over TCP on "IPv4:port" (port 0: any free one, see
+    // port()). Clients are asked for a certificate; one that is presented must chain to
+    // caFile, and the request then carries its subject (Request::peer*). Anonymous clients
+    // are served too: each route decides what it allows.
+    std::string tlsAddress;
+    std::string caFile;
+    std::string certFile;
+    std::string keyFile;
+
+    static Options unixSocket(std::string path, unsigned mode = 0600, int maxThreads = 16) {
+      Options o;
+      o.socketPath = std::move(path);
+      o.mode = mode;
+      o.maxThreads = maxThreads;
+      return o;
+    }
   };
 
   ApiServer(Options options, const Router& router);
@@ -37,12 +53,17 @@ class ApiServer {
   Status start();
   void stop();
   bool running() const { return server_ != nullptr; }
+  // The TCP port bound in TLS mode (0 otherwise).
+  int port() const { return port_; }
 
  private:
+  Status startTls();
+
   Options options_;
   const Router& router_;
   std::unique_ptr<Poco::ThreadPool> pool_;
   std::unique_ptr<Poco::Net::HTTPServer> server_;
+  int port_ = 0;
 };
 
 }  // namespace shoal::api

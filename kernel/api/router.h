@@ -15,6 +15,12 @@ struct Request {
   std::string path;                          // decoded path, without the query
   std::map<std::string, std::string> query;  // decoded query parameters
   std::string body;
+  // Over TLS with a client certificate that chains to the cluster CA: its subject (CN, OU,
+  // O = node id, role, cluster id). Empty on the unix socket and for anonymous clients.
+  std::string peerNodeId;
+  std::string peerRole;
+  std::string peerCluster;
+  std::string peerAddress;  // "ip:port" over TCP
 };
 
 // One API response: an HTTP status and a JSON body.

@@ -338,6 +338,15 @@ int cmdSwarmInit(Invocation& inv) {
     }
     req.set("cert_expiry_seconds", *seconds);
   }
+  if (inv.has("dispatcher-heartbeat")) {
+    auto seconds = parseDuration(inv.flag("dispatcher-heartbeat"));
+    if (!seconds) {
+      *inv.err << "invalid argument \"" << inv.flag("dispatcher-heartbeat")
+               << "\" for \"--dispatcher-heartbeat\" flag: " << seconds.status().message() << '\n';
+      return kExitUsage;
+    }
+    req.set("heartbeat_period_seconds", *seconds);
+  }
   std::ostringstream body;
   req.stringify(body);
   auto reply = postToDaemon(inv, "/swarm/init", body.str());
@@ -354,6 +363,29 @@ int cmdSwarmInit(Invocation& inv) {
                    (*t)->optValue<std::string>("addr", ""));
   *inv.out << "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow "
               "the instructions.\n\n";
+  return kExitOk;
+}
+
+int cmdSwarmJoin(Invocation& inv) {
+  if (inv.args.size() != 1) {
+    return usageError(
+        *inv.err,
+        "\"shoal swarm join\" requires exactly 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+        inv.command->path);
+  }
+  if (!inv.has("token")) {
+    *inv.err << "a join token is required: --token SWMTKN-...\n";
+    return kExitUsage;
+  }
+  Poco::JSON::Object req;
+  req.set("token", inv.flag("token"));
+  req.set("remote_addr", inv.args[0]);
+  if (inv.has("advertise-addr")) req.set("advertise_addr", inv.flag("advertise-addr"));
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/swarm/join", body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  *inv.out << "This node joined a swarm as a worker.\n";
   return kExitOk;
 }
 
@@ -584,9 +616,18 @@ const std::vector<Command>& commands() {
        "Initialize a swarm",
        {{"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""},
         {"listen-addr", 0, true, "Listen address (format: \"<ip>[:port]\")", "0.0.0.0:2377"},
-        {"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", "2160h0m0s"}},
+        {"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", "2160h0m0s"},
+        {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", "5s"}},
        0,
        cmdSwarmInit,
+       {}},
+      {"swarm join",
+       "swarm join [OPTIONS] HOST:PORT",
+       "Join a swarm as a node and/or manager",
+       {{"token", 0, true, "Token for entry into the swarm", ""},
+        {"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""}},
+       1,
+       cmdSwarmJoin,
        {}},
       {"swarm join-token",
        "swarm join-token [OPTIONS] (worker|manager)",

@@ -18,8 +18,10 @@
 #include <sstream>
 #include <thread>
 
+#include "kernel/api/api_client.h"
 #include "kernel/ca/join_token.h"
 #include "kernel/common/log.h"
+#include "kernel/manager/node_api_client.h"
 #include "kernel/store/object.h"
 
 namespace shoal::manager {
@@ -140,8 +142,11 @@ struct Swarm::Identity {
   std::string clusterId;
   std::string role;  // "manager" | "worker"
   uint64_t raftId = 0;
-  std::string listenAddr;
+  std::string listenAddr;  // the node API (managers)
+  std::string raftAddr;    // Raft between managers (managers)
   std::string advertiseAddr;
+  std::string managerAddr;    // workers: the manager they report to
+  std::string managerNodeId;  // workers: its node id (its certificate's CN)
   std::string caCertPem, caKeyPem, nodeCertPem, nodeKeyPem;
   std::string caDigest;
 
@@ -153,7 +158,10 @@ struct Swarm::Identity {
     o.set("role", role);
     o.set("raft_id", std::to_string(raftId));
     o.set("listen_addr", listenAddr);
+    o.set("raft_listen_addr", raftAddr);
     o.set("advertise_addr", advertiseAddr);
+    o.set("manager_addr", managerAddr);
+    o.set("manager_node_id", managerNodeId);
     return stringify(o);
   }
 
@@ -196,6 +204,9 @@ struct Swarm::Identity {
       id.raftId = std::stoull(o->getValue<std::string>("raft_id"));
       id.listenAddr = o->getValue<std::string>("listen_addr");
       id.advertiseAddr = o->getValue<std::string>("advertise_addr");
+      id.raftAddr = o->optValue<std::string>("raft_listen_addr", "");
+      id.managerAddr = o->optValue<std::string>("manager_addr", "");
+      id.managerNodeId = o->optValue<std::string>("manager_node_id", "");
     } catch (const std::exception& e) {
       return Status::invalidArgument(statePath + " is corrupt: " + e.what());
     }
@@ -234,24 +245,49 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
     : dataRoot_(std::move(dataRoot)),
       engineVersion_(std::move(engineVersion)),
       random_(random),
-      clock_(clock) {}
+      clock_(clock) {
+  nodeRouter_.add("GET", "/ca", [this](const api::Request& r) { return handleCa(r); });
+  nodeRouter_.add("POST", "/join", [this](const api::Request& r) { return handleJoin(r); });
+  nodeRouter_.add("POST", "/heartbeat",
+                  [this](const api::Request& r) { return handleHeartbeat(r); });
+}
 
 Swarm::~Swarm() { stop(); }
 
 void Swarm::stop() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (store_) store_->stop();
-  store_.reset();
-  if (transport_) transport_->stop();
-  transport_.reset();
+  std::unique_lock<std::mutex> lock(mu_);
+  stopRunning(lock);
 }
 
-Status Swarm::startManager(const Identity& id, const std::string& dir) {
+void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
+  auto api = std::move(nodeApi_);
+  auto store = std::move(store_);
+  auto transport = std::move(transport_);
+  std::thread hb = std::move(hbThread_);
+  lock.unlock();
+  if (api) api->stop();
+  {
+    std::lock_guard<std::mutex> g(hbMu_);
+    hbStop_ = true;
+  }
+  hbCv_.notify_all();
+  if (hb.joinable()) hb.join();
+  {
+    std::lock_guard<std::mutex> g(hbMu_);
+    hbStop_ = false;
+    lastSeen_.clear();
+  }
+  if (store) store->stop();
+  if (transport) transport->stop();
+  lock.lock();
+}
+
+Status Swarm::startManager(const Identity& id, const std::string& dir, bool serveNodeApi) {
   auto storage = raft::RaftStorage::open(dir + "/raft");
   if (!storage) return storage.status();
   raft::TcpTransport::Options to;
   to.self = id.raftId;
-  to.listenAddress = id.listenAddr;
+  to.listenAddress = id.raftAddr.empty() ? id.listenAddr : id.raftAddr;
   to.caFile = dir + "/certificates/swarm-root-ca.crt";
   to.certFile = dir + "/certificates/swarm-node.crt";
   to.keyFile = dir + "/certificates/swarm-node.key";
@@ -264,7 +300,28 @@ Status Swarm::startManager(const Identity& id, const std::string& dir) {
   if (Status s = store->start(); !s) return s;
   transport_ = std::move(transport);
   store_ = std::move(store);
+  if (!serveNodeApi) return Status::ok();
+  api::ApiServer::Options ao;
+  ao.tlsAddress = id.listenAddr;
+  ao.caFile = dir + "/certificates/swarm-root-ca.crt";
+  ao.certFile = dir + "/certificates/swarm-node.crt";
+  ao.keyFile = dir + "/certificates/swarm-node.key";
+  auto api = std::make_unique<api::ApiServer>(ao, nodeRouter_);
+  if (Status s = api->start(); !s) {
+    store_->stop();
+    store_.reset();
+    transport_->stop();
+    transport_.reset();
+    return s;
+  }
+  nodeApi_ = std::move(api);
+  hbThread_ = std::thread([this] { monitorHeartbeats(); });
   return Status::ok();
+}
+
+void Swarm::startWorker(const Identity& id) {
+  hbThread_ = std::thread([this, dir = dataRoot_ + "/swarm", addr = id.managerAddr,
+                           manager = id.managerNodeId] { sendHeartbeats(dir, addr, manager); });
 }
 
 Status Swarm::resume() {
@@ -277,9 +334,11 @@ Status Swarm::resume() {
   if (!id) return id.status().withContext("the swarm state in " + dir);
   std::lock_guard<std::mutex> lock(mu_);
   if (id->role == "manager") {
-    if (Status s = startManager(*id, dir); !s) {
+    if (Status s = startManager(*id, dir, true); !s) {
       return s.withContext("the swarm state in " + dir);
     }
+  } else {
+    startWorker(*id);
   }
   identity_ = std::make_unique<Identity>(std::move(*id));
   log::info("swarm", "rejoined the swarm",
@@ -329,7 +388,7 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         Poco::JSON::Object spec, caConfig, orchestration, dispatcher;
         caConfig.set("NodeCertExpiry", static_cast<int64_t>(options.certExpiry.count()));
         orchestration.set("TaskHistoryRetentionLimit", 5);
-        dispatcher.set("HeartbeatPeriod", 5);
+        dispatcher.set("HeartbeatPeriod", static_cast<int64_t>(options.heartbeatPeriod.count()));
         spec.set("CAConfig", caConfig);
         spec.set("Orchestration", orchestration);
         spec.set("Dispatcher", dispatcher);
@@ -368,7 +427,7 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
 }
 
 Result<std::string> Swarm::init(const SwarmInitOptions& options) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (identity_) {
     return Status::failedPrecondition(
         "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm "
@@ -376,10 +435,18 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   }
   auto listen = parseAddr(options.listenAddr, kDefaultPort, "listen address");
   if (!listen) return listen.status();
+  // Raft listens next to the node API: on the following port, or on another free one.
+  int raftPort = listen->port + 1;
   if (listen->port == 0) {
     auto port = freePort(listen->host);
     if (!port) return port.status();
     listen->port = *port;
+    auto other = freePort(listen->host);
+    if (!other) return other.status();
+    raftPort = *other;
+  } else if (listen->port == 65535) {
+    return Status::invalidArgument("invalid listen address \"" + options.listenAddr +
+                                   "\": Raft needs the next port too");
   }
   HostPort advertise;
   if (!options.advertiseAddr.empty()) {
@@ -393,6 +460,9 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
     if (!host) return host.status();
     advertise = HostPort{*host, listen->port};
   }
+  if (options.heartbeatPeriod < 1s) {
+    return Status::invalidArgument("--dispatcher-heartbeat must be at least 1 second");
+  }
   if (options.certExpiry < 1h) {
     return Status::invalidArgument("--cert-expiry must be at least 1 hour");
   }
@@ -405,6 +475,7 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
     id.raftId = random_.next();
   } while (id.raftId == 0);
   id.listenAddr = listen->toString();
+  id.raftAddr = HostPort{listen->host, raftPort}.toString();
   id.advertiseAddr = advertise.toString();
   auto ca = ca::RootCa::create();
   if (!ca) return ca.status();
@@ -425,10 +496,7 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   std::error_code ec;
   fs::remove_all(staging, ec);
   auto abandon = [&](const Status& s) {
-    if (store_) store_->stop();
-    store_.reset();
-    if (transport_) transport_->stop();
-    transport_.reset();
+    stopRunning(lock);
     fs::remove_all(staging, ec);
     fs::remove_all(dir, ec);
     return s;
@@ -436,15 +504,12 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   if (Status s = id.save(staging); !s) return abandon(s);
   // Raft's files are made in the staging directory too: a crash before the rename leaves no
   // swarm, one after it a complete one.
-  if (Status s = startManager(id, staging); !s) return abandon(s);
+  if (Status s = startManager(id, staging, false); !s) return abandon(s);
   if (Status s = commitInitialState(id, options); !s) return abandon(s);
-  store_->stop();
-  store_.reset();
-  transport_->stop();
-  transport_.reset();
+  stopRunning(lock);
   fs::rename(staging, dir, ec);
   if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
-  if (Status s = startManager(id, dir); !s) return abandon(s);
+  if (Status s = startManager(id, dir, true); !s) return abandon(s);
   // Answer only once the manager leads again, so the next command finds it ready.
   for (auto until = std::chrono::steady_clock::now() + 5s;
        !store_->raft().isLeader() && std::chrono::steady_clock::now() < until;) {
@@ -667,7 +732,7 @@ Status Swarm::updateNode(const std::string& ref, const NodeUpdate& update) {
 }
 
 Status Swarm::leave(bool force) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (!identity_) return Status::failedPrecondition("This node is not part of a swarm");
   if (identity_->role == "manager" && !force) {
     return Status::failedPrecondition(
@@ -675,10 +740,7 @@ Status Swarm::leave(bool force) {
         "Removing the last manager erases all current state of the swarm. Use `--force` to "
         "ignore this message.");
   }
-  if (store_) store_->stop();
-  store_.reset();
-  if (transport_) transport_->stop();
-  transport_.reset();
+  stopRunning(lock);
   std::error_code ec;
   fs::remove_all(dataRoot_ + "/swarm", ec);
   if (ec) {
@@ -688,6 +750,382 @@ Status Swarm::leave(bool force) {
   log::info("swarm", "left the swarm", {{"node", identity_->nodeId}});
   identity_.reset();
   return Status::ok();
+}
+
+// ---- the node API (managers) and heartbeats ---------------------------------------------
+
+std::chrono::seconds Swarm::heartbeatPeriod() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t seconds = 5;
+  if (store_ && identity_) {
+    store_->view([&](const store::ReadView& v) {
+      auto cluster = v.get(store::Kind::kCluster, identity_->clusterId);
+      if (!cluster) return;
+      try {
+        auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
+        if (auto d = spec->getObject("Dispatcher")) {
+          seconds = d->optValue<int64_t>("HeartbeatPeriod", 5);
+        }
+      } catch (const std::exception&) {
+      }
+    });
+  }
+  return std::chrono::seconds(std::max<int64_t>(seconds, 1));
+}
+
+api::Response Swarm::handleCa(const api::Request&) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!identity_) return api::Response::error(Status::unavailable(kNotManager));
+  Poco::JSON::Object out;
+  out.set("ca_cert", identity_->caCertPem);
+  out.set("node_id", identity_->nodeId);
+  return api::Response::json(stringify(out));
+}
+
+api::Response Swarm::handleJoin(const api::Request& r) {
+  std::string tokenText, csr, advertise;
+  Poco::JSON::Object::Ptr description;
+  try {
+    auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+    if (!body) throw Poco::Exception("not a JSON object");
+    tokenText = body->getValue<std::string>("token");
+    csr = body->getValue<std::string>("csr");
+    advertise = body->optValue<std::string>("advertise_addr", "");
+    description = body->getObject("description");
+  } catch (const std::exception& e) {
+    return api::Response::error(400, std::string("bad join request: ") + e.what());
+  }
+  auto token = ca::parseJoinToken(tokenText);
+  if (!token) return api::Response::error(token.status());
+
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
+  if (token->caDigest != identity_->caDigest) {
+    return api::Response::error(Status::permissionDenied(
+        "the join token is for another swarm (its CA digest does not match this swarm's)"));
+  }
+  ReplicatedStore* store = store_.get();
+  const Identity id = *identity_;
+  lock.unlock();
+
+  std::string role;
+  int64_t expiry = 90LL * 24 * 3600;
+  Status read = store->linearizableView(
+      [&](const store::ReadView& v) {
+        auto cluster = v.get(store::Kind::kCluster, id.clusterId);
+        if (!cluster) return;
+        auto status =
+            Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
+        auto tokens = status->getObject("JoinTokens");
+        if (tokens->optValue<std::string>("Worker", "") == tokenText) role = "worker";
+        if (tokens->optValue<std::string>("Manager", "") == tokenText) role = "manager";
+        auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
+        if (auto c = spec->getObject("CAConfig")) {
+          expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
+        }
+      },
+      10s);
+  if (!read) return api::Response::error(read);
+  if (role.empty()) {
+    return api::Response::error(Status::permissionDenied(
+        "A valid join token is necessary to join this cluster (the token is wrong, or was "
+        "rotated out)"));
+  }
+  if (role == "manager") {
+    return api::Response::error(Status::notSupported(
+        "joining as a manager is not supported by this version yet: join with the worker token"));
+  }
+  auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
+  if (!ca) return api::Response::error(ca.status());
+  const std::string nodeId = newId(random_);
+  auto cert = ca->sign(csr, nodeId, ca::kWorkerRole, id.clusterId, std::chrono::seconds(expiry));
+  if (!cert) return api::Response::error(cert.status());
+
+  std::string addr = advertise;
+  if (addr.empty()) addr = r.peerAddress.substr(0, r.peerAddress.rfind(':'));
+  Status created = store->update(
+      [&](store::Tx& tx) {
+        store::Object node;
+        node.kind = store::Kind::kNode;
+        node.id = nodeId;
+        node.role = store::NodeRole::kWorker;
+        node.availability = store::NodeAvailability::kActive;
+        Poco::JSON::Object spec;
+        spec.set("Role", std::string("worker"));
+        spec.set("Availability", std::string("active"));
+        node.spec = stringify(spec);
+        Poco::JSON::Object status;
+        status.set("State", std::string("ready"));
+        status.set("Addr", addr);
+        if (description) status.set("Description", description);
+        node.status = stringify(status);
+        return tx.create(std::move(node));
+      },
+      10s);
+  if (!created) return api::Response::error(created);
+  {
+    std::lock_guard<std::mutex> g(hbMu_);
+    lastSeen_[nodeId] = std::chrono::steady_clock::now();
+  }
+  log::info("swarm", "node joined", {{"node", nodeId}, {"role", role}, {"addr", addr}});
+  Poco::JSON::Object out;
+  out.set("node_id", nodeId);
+  out.set("cluster_id", id.clusterId);
+  out.set("role", role);
+  out.set("certificate", *cert);
+  out.set("manager_node_id", id.nodeId);
+  out.set("heartbeat_period", static_cast<int64_t>(heartbeatPeriod().count()));
+  return api::Response::json(stringify(out));
+}
+
+namespace {
+
+// Sets a node's State ("ready" / "down") in the store, if it differs.
+Status setNodeState(ReplicatedStore& store, const std::string& nodeId, const std::string& state) {
+  return store.update(
+      [&](store::Tx& tx) {
+        auto node = tx.get(store::Kind::kNode, nodeId);
+        if (!node) return Status::notFound("node " + nodeId + " not found");
+        auto status = Poco::JSON::Parser().parse(node->status).extract<Poco::JSON::Object::Ptr>();
+        if (status->optValue<std::string>("State", "") == state) return Status::ok();
+        status->set("State", state);
+        store::Object next = *node;
+        next.status = stringify(*status);
+        return tx.update(std::move(next));
+      },
+      10s);
+}
+
+}  // namespace
+
+api::Response Swarm::handleHeartbeat(const api::Request& r) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
+  if (r.peerNodeId.empty() || r.peerCluster != identity_->clusterId) {
+    return api::Response::error(
+        Status::permissionDenied("a heartbeat needs this swarm's node certificate"));
+  }
+  ReplicatedStore* store = store_.get();
+  lock.unlock();
+  bool member = false;
+  std::string state;
+  store->view([&](const store::ReadView& v) {
+    auto node = v.get(store::Kind::kNode, r.peerNodeId);
+    if (!node) return;
+    member = true;
+    try {
+      auto st = Poco::JSON::Parser().parse(node->status).extract<Poco::JSON::Object::Ptr>();
+      state = st->optValue<std::string>("State", "");
+    } catch (const std::exception&) {
+    }
+  });
+  if (!member) {
+    return api::Response::error(Status::permissionDenied(
+        "node " + r.peerNodeId + " is not a member of this swarm (was it removed?)"));
+  }
+  {
+    std::lock_guard<std::mutex> g(hbMu_);
+    lastSeen_[r.peerNodeId] = std::chrono::steady_clock::now();
+  }
+  if (state != "ready") {
+    if (Status s = setNodeState(*store, r.peerNodeId, "ready"); !s) {
+      return api::Response::error(s);
+    }
+    log::info("swarm", "node is back", {{"node", r.peerNodeId}});
+  }
+  Poco::JSON::Object out;
+  out.set("period_seconds", static_cast<int64_t>(heartbeatPeriod().count()));
+  return api::Response::json(stringify(out));
+}
+
+void Swarm::monitorHeartbeats() {
+  // On the leader: a worker not heard from for 3 periods is marked down. Every worker gets a
+  // full grace period from the moment this manager starts watching.
+  const auto started = std::chrono::steady_clock::now();
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> g(hbMu_);
+      if (hbCv_.wait_for(g, 250ms, [this] { return hbStop_; })) return;
+    }
+    ReplicatedStore* store = nullptr;
+    std::string self;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!store_ || !identity_ || !store_->raft().isLeader()) continue;
+      store = store_.get();
+      self = identity_->nodeId;
+    }
+    const auto limit = 3 * heartbeatPeriod();
+    std::vector<std::string> late;
+    store->view([&](const store::ReadView& v) {
+      const auto now = std::chrono::steady_clock::now();
+      std::lock_guard<std::mutex> g(hbMu_);
+      for (const auto& n : v.find(store::Query::nodesByRole(store::NodeRole::kWorker))) {
+        auto it = lastSeen_.find(n->id);
+        const auto seen = it == lastSeen_.end() ? started : std::max(it->second, started);
+        if (now - seen <= limit) continue;
+        if (n->status.find("\"State\":\"ready\"") != std::string::npos) late.push_back(n->id);
+      }
+    });
+    for (const auto& id : late) {
+      if (setNodeState(*store, id, "down")) {
+        log::warn("swarm", "node missed its heartbeats; marked down", {{"node", id}});
+      }
+    }
+  }
+}
+
+void Swarm::sendHeartbeats(std::string dir, std::string managerAddr, std::string managerNodeId) {
+  NodeApiTarget target;
+  target.address = managerAddr;
+  target.caFile = dir + "/certificates/swarm-root-ca.crt";
+  target.serverNodeId = managerNodeId;
+  target.certFile = dir + "/certificates/swarm-node.crt";
+  target.keyFile = dir + "/certificates/swarm-node.key";
+  target.timeout = 5s;
+  std::chrono::seconds period{5};
+  for (;;) {
+    auto reply = nodeApiRequest(target, "POST", "/heartbeat");
+    if (!reply) {
+      log::warn("swarm", "heartbeat failed", {{"error", reply.status().message()}});
+    } else if (reply->status != 200) {
+      log::warn("swarm", "heartbeat refused",
+                {{"status", std::to_string(reply->status)}, {"reply", reply->body}});
+    } else {
+      try {
+        auto o = Poco::JSON::Parser().parse(reply->body).extract<Poco::JSON::Object::Ptr>();
+        period =
+            std::chrono::seconds(std::max<int64_t>(1, o->optValue<int64_t>("period_seconds", 5)));
+      } catch (const std::exception&) {
+      }
+    }
+    std::unique_lock<std::mutex> g(hbMu_);
+    if (hbCv_.wait_for(g, period, [this] { return hbStop_; })) return;
+  }
+}
+
+// ---- join (the joining node) -----------------------------------------------------------------
+
+Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (identity_) {
+    return Status::failedPrecondition(
+        "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm "
+        "and join another one.");
+  }
+  auto token = ca::parseJoinToken(options.token);
+  if (!token) return token.status();
+  auto remote = parseAddr(options.remoteAddr, kDefaultPort, "manager address");
+  if (!remote) return remote.status();
+  if (remote->port == 0) {
+    return Status::invalidArgument("invalid manager address \"" + options.remoteAddr +
+                                   "\": port 0");
+  }
+  if (!options.advertiseAddr.empty()) {
+    auto a = parseAddr(options.advertiseAddr, kDefaultPort, "advertise address");
+    if (!a) return a.status();
+  }
+
+  // 1. The manager's CA, fetched without trusting anything, must be the one the token names.
+  NodeApiTarget anonymous;
+  anonymous.address = remote->toString();
+  auto caReply = nodeApiRequest(anonymous, "GET", "/ca");
+  if (!caReply) return caReply.status();
+  if (caReply->status != 200) {
+    return Status::unavailable("the node at " + anonymous.address +
+                               " is not a swarm manager: " + caReply->body);
+  }
+  std::string caPem, managerNodeId;
+  try {
+    auto o = Poco::JSON::Parser().parse(caReply->body).extract<Poco::JSON::Object::Ptr>();
+    caPem = o->getValue<std::string>("ca_cert");
+    managerNodeId = o->getValue<std::string>("node_id");
+  } catch (const std::exception& e) {
+    return Status::unavailable("the manager at " + anonymous.address +
+                               " sent an unreadable CA: " + e.what());
+  }
+  auto ca = ca::RootCa::load(caPem, "");
+  if (!ca) return ca.status().withContext("the manager's CA");
+  if (ca->digest() != token->caDigest) {
+    return Status::permissionDenied(
+        "the manager's CA does not match the join token (remote CA digest " + ca->digest() +
+        "): the token is for another swarm, or the connection is intercepted");
+  }
+
+  // 2. A key and a request; the manager, now verified against that CA, signs it.
+  Identity id;
+  id.role = "worker";
+  id.managerAddr = remote->toString();
+  id.managerNodeId = managerNodeId;
+  id.caCertPem = caPem;
+  id.caDigest = ca->digest();
+  auto key = ca::generateKeyPem();
+  if (!key) return key.status();
+  auto csr = ca::makeCsrPem(*key);
+  if (!csr) return csr.status();
+  id.nodeKeyPem = *key;
+
+  const std::string staging = dataRoot_ + "/swarm.new";
+  const std::string dir = dataRoot_ + "/swarm";
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  auto abandon = [&](const Status& s) {
+    fs::remove_all(staging, ec);
+    return s;
+  };
+  fs::create_directories(staging + "/certificates", ec);
+  if (ec) return abandon(Status::internal("cannot create " + staging + ": " + ec.message()));
+  if (Status s = writeFile(staging + "/certificates/swarm-root-ca.crt", caPem,
+                           fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                               fs::perms::others_read);
+      !s) {
+    return abandon(s);
+  }
+  NodeApiTarget verified = anonymous;
+  verified.caFile = staging + "/certificates/swarm-root-ca.crt";
+  verified.serverNodeId = managerNodeId;
+  Poco::JSON::Object req;
+  req.set("token", options.token);
+  req.set("csr", *csr);
+  if (!options.advertiseAddr.empty()) {
+    req.set("advertise_addr", options.advertiseAddr.substr(0, options.advertiseAddr.rfind(':')));
+  }
+  req.set("description", Poco::JSON::Parser().parse(nodeDescriptionJson()));
+  auto joined = nodeApiRequest(verified, "POST", "/join", stringify(req));
+  if (!joined) return abandon(joined.status());
+  if (joined->status != 200) {
+    std::string message = joined->body;
+    try {
+      auto o = Poco::JSON::Parser().parse(joined->body).extract<Poco::JSON::Object::Ptr>();
+      message = o->optValue<std::string>("message", message);
+    } catch (const std::exception&) {
+    }
+    return abandon(Status(api::statusCodeForHttp(joined->status), message));
+  }
+  try {
+    auto o = Poco::JSON::Parser().parse(joined->body).extract<Poco::JSON::Object::Ptr>();
+    id.nodeId = o->getValue<std::string>("node_id");
+    id.clusterId = o->getValue<std::string>("cluster_id");
+    id.nodeCertPem = o->getValue<std::string>("certificate");
+  } catch (const std::exception& e) {
+    return abandon(
+        Status::unavailable(std::string("the manager's join reply is unreadable: ") + e.what()));
+  }
+  auto info = ca::inspectCertificate(id.nodeCertPem);
+  if (!info || info->nodeId != id.nodeId || info->role != ca::kWorkerRole ||
+      !ca->verify(id.nodeCertPem)) {
+    return abandon(Status::permissionDenied(
+        "the manager returned a certificate that is not this node's worker certificate"));
+  }
+  id.advertiseAddr = options.advertiseAddr;
+  if (Status s = id.save(staging); !s) return abandon(s);
+  fs::rename(staging, dir, ec);
+  if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
+  startWorker(id);
+  identity_ = std::make_unique<Identity>(std::move(id));
+  log::info("swarm", "joined the swarm as a worker",
+            {{"node", identity_->nodeId}, {"manager", identity_->managerAddr}});
+  return identity_->nodeId;
 }
 
 }  // namespace shoal::manager

@@ -1,13 +1,17 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "kernel/api/api_server.h"
+#include "kernel/api/router.h"
 #include "kernel/ca/certificate_authority.h"
 #include "kernel/common/clock.h"
 #include "kernel/common/random.h"
@@ -27,6 +31,15 @@ struct SwarmInitOptions {
   // them when there are several, as Docker's), or 127.0.0.1 when there is none.
   std::string advertiseAddr;
   std::chrono::seconds certExpiry = std::chrono::hours(24 * 90);  // Swarm's default
+  // How often workers report to the managers; a node missing 3 periods shows as Down.
+  std::chrono::seconds heartbeatPeriod{5};
+};
+
+// `swarm join`'s options.
+struct SwarmJoinOptions {
+  std::string token;
+  std::string remoteAddr;     // a manager's "IP[:PORT]" (port 2377 by default)
+  std::string advertiseAddr;  // empty: the address the manager sees this node connect from
 };
 
 // What `shoal info` shows about the swarm.
@@ -85,6 +98,13 @@ class Swarm {
   // Errors: already part of a swarm; bad addresses; no leader within the time limit.
   Result<std::string> init(const SwarmInitOptions& options);
 
+  // `swarm join`: becomes a worker of the swarm the token names. The manager's CA is checked
+  // against the token's digest before anything is sent; then the manager signs this node's
+  // certificate. Returns the node id. Errors: already part of a swarm; a malformed, wrong or
+  // rotated-out token; a token of another swarm; an unreachable manager; a manager token
+  // (joining as a manager is not supported yet). Nothing is left behind on failure.
+  Result<std::string> join(const SwarmJoinOptions& options);
+
   SwarmStatus status() const;
   // The join token for `role` ("worker" or "manager"); `rotate` replaces it first (the old
   // one stops working). Manager only.
@@ -117,7 +137,17 @@ class Swarm {
 
  private:
   struct Identity;
-  Status startManager(const Identity& id, const std::string& dir);
+  Status startManager(const Identity& id, const std::string& dir, bool serveNodeApi);
+  void startWorker(const Identity& id);
+  // Takes everything running out under mu_ and stops it with mu_ released (node API
+  // handlers take mu_, and stopping the API waits for them).
+  void stopRunning(std::unique_lock<std::mutex>& lock);
+  api::Response handleCa(const api::Request& r);
+  api::Response handleJoin(const api::Request& r);
+  api::Response handleHeartbeat(const api::Request& r);
+  void monitorHeartbeats();
+  void sendHeartbeats(std::string dir, std::string managerAddr, std::string managerNodeId);
+  std::chrono::seconds heartbeatPeriod();
   Status commitInitialState(const Identity& id, const SwarmInitOptions& options);
   std::string nodeDescriptionJson() const;
   // The id `ref` names among `nodes` (see inspectNode); caller holds mu_.
@@ -132,6 +162,15 @@ class Swarm {
   std::unique_ptr<Identity> identity_;             // guarded by mu_; null: inactive
   std::unique_ptr<raft::TcpTransport> transport_;  // guarded by mu_
   std::unique_ptr<ReplicatedStore> store_;         // guarded by mu_
+  std::unique_ptr<api::ApiServer> nodeApi_;        // guarded by mu_ (managers)
+  api::Router nodeRouter_;                         // routes set in the constructor
+  std::thread hbThread_;                           // guarded by mu_
+
+  // Heartbeats: the monitor (managers) or the sender (workers) runs until hbStop_.
+  std::mutex hbMu_;
+  std::condition_variable hbCv_;
+  bool hbStop_ = false;                                                    // guarded by hbMu_
+  std::map<std::string, std::chrono::steady_clock::time_point> lastSeen_;  // guarded by hbMu_
 };
 
 }  // namespace shoal::manager

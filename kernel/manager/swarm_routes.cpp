@@ -35,13 +35,18 @@ Response init(Swarm& swarm, const Request& r) {
     }
     if (!body) return Response::error(400, "the request body is not a JSON object");
     for (const auto& key : body->getNames()) {
-      if (key != "listen_addr" && key != "advertise_addr" && key != "cert_expiry_seconds") {
+      if (key != "listen_addr" && key != "advertise_addr" && key != "cert_expiry_seconds" &&
+          key != "heartbeat_period_seconds") {
         return Response::error(400, "unknown field \"" + key + "\" in the swarm init request");
       }
     }
     try {
       o.listenAddr = body->optValue<std::string>("listen_addr", o.listenAddr);
       o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
+      if (body->has("heartbeat_period_seconds")) {
+        o.heartbeatPeriod =
+            std::chrono::seconds(body->getValue<int64_t>("heartbeat_period_seconds"));
+      }
       if (body->has("cert_expiry_seconds")) {
         o.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
       }
@@ -54,6 +59,29 @@ Response init(Swarm& swarm, const Request& r) {
   Poco::JSON::Object out;
   out.set("node_id", *id);
   out.set("addr", swarm.status().advertiseAddr);
+  return Response::json(stringify(out));
+}
+
+Response join(Swarm& swarm, const Request& r) {
+  SwarmJoinOptions o;
+  try {
+    auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+    if (!body) return Response::error(400, "the request body is not a JSON object");
+    for (const auto& key : body->getNames()) {
+      if (key != "token" && key != "remote_addr" && key != "advertise_addr") {
+        return Response::error(400, "unknown field \"" + key + "\" in the swarm join request");
+      }
+    }
+    o.token = body->getValue<std::string>("token");
+    o.remoteAddr = body->getValue<std::string>("remote_addr");
+    o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
+  } catch (const std::exception& e) {
+    return Response::error(400, std::string("bad swarm join request: ") + e.what());
+  }
+  auto id = swarm.join(o);
+  if (!id) return Response::error(id.status());
+  Poco::JSON::Object out;
+  out.set("node_id", *id);
   return Response::json(stringify(out));
 }
 
@@ -132,6 +160,7 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
     return s ? Response::json("{}") : Response::error(s);
   });
   router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
+  router.add("POST", "/swarm/join", [&swarm](const Request& r) { return join(swarm, r); });
   router.add("GET", "/swarm/join-token",
              [&swarm](const Request& r) { return joinToken(swarm, r, false); });
   router.add("POST", "/swarm/join-token/rotate",

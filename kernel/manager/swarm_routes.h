@@ -10,7 +10,9 @@ class Object;
 namespace shoal::manager {
 
 // The swarm's control API:
-//   POST /swarm/init        {"listen_addr","advertise_addr","cert_expiry_seconds"} -> {"node_id"}
+//   POST /swarm/init   {"listen_addr","advertise_addr","cert_expiry_seconds",
+//                       "heartbeat_period_seconds"} -> {"node_id","addr"}
+//   POST /swarm/join   {"token","remote_addr","advertise_addr"} -> {"node_id"}
 //   GET  /swarm/join-token?role=worker|manager   -> {"token","addr"}
 //   POST /swarm/join-token/rotate?role=...       -> {"token","addr"}
 //   GET  /nodes                                   -> {"nodes":[{summary..., "object":{...}}]}

@@ -8,6 +8,11 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
+#include <memory>
+#include <sstream>
+#include <string>
+
 #include "tests/integration/daemon_harness.h"
 
 using shoal::test::Daemon;
@@ -26,6 +31,27 @@ std::string shoald() { return std::string(SHOAL_BIN_DIR) + "/shoald"; }
 
 }  // namespace
 
+namespace {
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string countLines(const std::string& s) {
+  return std::to_string(std::count(s.begin(), s.end(), '\n'));
+}
+
+// The rest of the line after `label` in `text` ("" when absent).
+std::string field(const std::string& text, const std::string& label) {
+  auto at = text.find(label);
+  if (at == std::string::npos) return "";
+  at += label.size();
+  return text.substr(at, text.find('\n', at) - at);
+}
+
+}  // namespace
+
 class DaemonTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(DaemonTest);
   CPPUNIT_TEST(testStartsWithAllBuiltInPluginsAndAnswers);
@@ -40,6 +66,7 @@ class DaemonTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testUnknownOptionIsUsageError);
   CPPUNIT_TEST(testSwarmInitNodeLsAndRestart);
   CPPUNIT_TEST(testCorruptSwarmStateStopsStartup);
+  CPPUNIT_TEST(testWorkerJoinsHeartbeatsAndLeaves);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -267,6 +294,93 @@ class DaemonTest : public CppUnit::TestFixture {
     const std::string log = d.process().log();
     CPPUNIT_ASSERT_MESSAGE(log, contains(log, dir.file("data/swarm/raft")));
     CPPUNIT_ASSERT(!d.waitReady());
+  }
+
+  // Two daemons on loopback: one inits, the other joins as a worker with the token; the
+  // manager sees it Ready, Down when it dies (within 3 heartbeat periods), Ready again when it
+  // comes back; bad tokens, another swarm's token and an unreachable manager are refused.
+  void testWorkerJoinsHeartbeatsAndLeaves() {
+    TempDir mdir, wdir, odir;
+    Daemon manager(mdir, {SHOAL_PLUGIN_BUILD_DIR});
+    auto worker = std::make_unique<Daemon>(wdir, std::vector<std::string>{SHOAL_PLUGIN_BUILD_DIR});
+    Daemon other(odir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT(manager.waitReady() && worker->waitReady() && other.waitReady());
+    RunResult init = manager.shoal(
+        {"swarm", "init", "--listen-addr", "127.0.0.1:0", "--dispatcher-heartbeat", "1s"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(init.err, 0, init.exitCode);
+    // The join command it prints is the one to run.
+    const auto at = init.out.find("shoal swarm join --token ");
+    CPPUNIT_ASSERT(at != std::string::npos);
+    std::istringstream words(init.out.substr(at));
+    std::string w1, w2, w3, w4, token, addr;
+    words >> w1 >> w2 >> w3 >> w4 >> token >> addr;
+    CPPUNIT_ASSERT(token.starts_with("SWMTKN-1-"));
+    CPPUNIT_ASSERT(addr.starts_with("127.0.0.1:"));
+    CPPUNIT_ASSERT_EQUAL(0,
+                         other.shoal({"swarm", "init", "--listen-addr", "127.0.0.1:0"}).exitCode);
+    const std::string otherToken = trim(other.shoal({"swarm", "join-token", "-q", "worker"}).out);
+    const std::string managerToken =
+        trim(manager.shoal({"swarm", "join-token", "-q", "manager"}).out);
+
+    auto joinWith = [&](const std::string& t, const std::string& a) {
+      return worker->shoal({"swarm", "join", "--token", t, a});
+    };
+    RunResult wrong = joinWith(token.substr(0, token.size() - 1) + "0", addr);
+    CPPUNIT_ASSERT_EQUAL(1, wrong.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(wrong.err, contains(wrong.err, "A valid join token is necessary"));
+    RunResult foreign = joinWith(otherToken, addr);
+    CPPUNIT_ASSERT_MESSAGE(foreign.err, contains(foreign.err, "does not match the join token"));
+    RunResult malformed = joinWith("SWMTKN-1-nope", addr);
+    CPPUNIT_ASSERT_MESSAGE(malformed.err, contains(malformed.err, "invalid join token"));
+    RunResult nobody = joinWith(token, "127.0.0.1:1");
+    CPPUNIT_ASSERT_MESSAGE(nobody.err, contains(nobody.err, "cannot reach the node API"));
+    RunResult asManager = joinWith(managerToken, addr);
+    CPPUNIT_ASSERT_MESSAGE(asManager.err, contains(asManager.err, "joining as a manager"));
+    // None of the failures left anything behind.
+    CPPUNIT_ASSERT(contains(worker->shoal({"info"}).out, "Swarm: inactive"));
+    CPPUNIT_ASSERT(!exists(wdir.file("data/swarm")));
+    CPPUNIT_ASSERT_EQUAL(std::string("1"), countLines(manager.shoal({"node", "ls", "-q"}).out));
+
+    RunResult joined = joinWith(token, addr);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(joined.err, 0, joined.exitCode);
+    CPPUNIT_ASSERT(contains(joined.out, "This node joined a swarm as a worker."));
+    RunResult winfo = worker->shoal({"info"});
+    CPPUNIT_ASSERT(contains(winfo.out, "Swarm: active"));
+    CPPUNIT_ASSERT(contains(winfo.out, "Is Manager: false"));
+    const std::string workerId = field(winfo.out, "NodeID: ");
+    RunResult wls = worker->shoal({"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL(1, wls.exitCode);
+    CPPUNIT_ASSERT(contains(wls.err, "This node is not a swarm manager"));
+    CPPUNIT_ASSERT(contains(joinWith(token, addr).err, "already part of a swarm"));
+
+    auto rowOf = [&](const std::string& id) {
+      std::istringstream in(manager.shoal({"node", "ls"}).out);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.rfind(id, 0) == 0) return line;
+      }
+      return std::string();
+    };
+    CPPUNIT_ASSERT(contains(rowOf(workerId), "Ready"));
+    CPPUNIT_ASSERT(!contains(rowOf(workerId), "Leader"));
+
+    // Killed: Down within 3 missed periods (1 s each), plus a little for the check itself.
+    worker->process().signal(SIGKILL);
+    worker->process().wait(std::chrono::seconds(5));
+    const auto killed = std::chrono::steady_clock::now();
+    CPPUNIT_ASSERT(shoal::test::eventually([&] { return contains(rowOf(workerId), "Down"); },
+                                           std::chrono::seconds(10)));
+    CPPUNIT_ASSERT(std::chrono::steady_clock::now() - killed < std::chrono::seconds(5));
+    // Back: it resumes its membership from disk and reports Ready again.
+    worker = std::make_unique<Daemon>(wdir, std::vector<std::string>{SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT(worker->waitReady());
+    CPPUNIT_ASSERT(shoal::test::eventually([&] { return contains(rowOf(workerId), "Ready"); },
+                                           std::chrono::seconds(10)));
+    RunResult leave = worker->shoal({"swarm", "leave"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(leave.err, 0, leave.exitCode);
+    CPPUNIT_ASSERT(contains(worker->shoal({"info"}).out, "Swarm: inactive"));
+    CPPUNIT_ASSERT(shoal::test::eventually([&] { return contains(rowOf(workerId), "Down"); },
+                                           std::chrono::seconds(10)));
   }
 
   void testUnknownOptionIsUsageError() {

@@ -220,7 +220,8 @@ int main(int argc, char** argv) {
     if (!found) return Response::json("{\"found\":false}");
     return Response::json("{\"found\":true,\"spec\":" + found->spec + "}");
   });
-  shoal::api::ApiServer server({args.control, 0600, 8}, router);
+  shoal::api::ApiServer server(shoal::api::ApiServer::Options::unixSocket(args.control, 0600, 8),
+                               router);
   if (Status s = server.start(); !s) fail(s.toString());
 
   int sig = 0;

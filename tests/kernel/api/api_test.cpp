@@ -90,7 +90,8 @@ class ApiTest : public CppUnit::TestFixture {
       if (r.body == "throw") throw std::runtime_error("handler exploded");
       return Response::error(Status::notSupported("not yet"));
     });
-    server_ = std::make_unique<ApiServer>(ApiServer::Options{socket_, 0600, 4}, *router_);
+    server_ =
+        std::make_unique<ApiServer>(ApiServer::Options::unixSocket(socket_, 0600, 4), *router_);
     Status s = server_->start();
     CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
     client_ = std::make_unique<ApiClient>(ApiClient::create("unix://" + socket_).value());
@@ -217,13 +218,13 @@ class ApiTest : public CppUnit::TestFixture {
     std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
     CPPUNIT_ASSERT_EQUAL(0, bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr));
     close(fd);
-    ApiServer again({socket_, 0600, 2}, *router_);
+    ApiServer again(ApiServer::Options::unixSocket(socket_, 0600, 2), *router_);
     CPPUNIT_ASSERT(again.start().isOk());
     CPPUNIT_ASSERT(client_->call("GET", "/info").isOk());
     again.stop();
     // A regular file at the socket path is never deleted.
     std::string path = dir_->write("not-a-socket", "precious");
-    ApiServer refused({path, 0600, 2}, *router_);
+    ApiServer refused(ApiServer::Options::unixSocket(path, 0600, 2), *router_);
     Status s = refused.start();
     CPPUNIT_ASSERT(!s.isOk());
     CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "is not a socket"));

@@ -52,7 +52,7 @@ class CliTest : public CppUnit::TestFixture {
                                std::string(SHOAL_FIXTURE_DIR) + "/newer-minor"});
     shoal::api::addSystemRoutes(router_, *plugins_, {"0.1.0", "/var/lib/shoal", socket_, 1, 1, {}});
     server_ = std::make_unique<shoal::api::ApiServer>(
-        shoal::api::ApiServer::Options{socket_, 0600, 4}, router_);
+        shoal::api::ApiServer::Options::unixSocket(socket_, 0600, 4), router_);
     CPPUNIT_ASSERT(server_->start().isOk());
   }
 
@@ -124,8 +124,9 @@ class CliTest : public CppUnit::TestFixture {
     Run r = run({"--help"});
     CPPUNIT_ASSERT_EQUAL(0, r.code);
     CPPUNIT_ASSERT(contains(r.out, "Usage:  shoal [OPTIONS] COMMAND"));
-    CPPUNIT_ASSERT(contains(r.out, "Management Commands:\n  node        Manage Swarm nodes\n"
-                                   "  plugin      Manage plugins\n  swarm       Manage Swarm\n"));
+    CPPUNIT_ASSERT(contains(r.out,
+                            "Management Commands:\n  node        Manage Swarm nodes\n"
+                            "  plugin      Manage plugins\n  swarm       Manage Swarm\n"));
     CPPUNIT_ASSERT(contains(r.out, "  info        Display system-wide information"));
     CPPUNIT_ASSERT(
         contains(r.out, "Run 'shoal COMMAND --help' for more information on a command."));
@@ -139,7 +140,8 @@ class CliTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "(default \"0.0.0.0:2377\")"));
     r = run({"swarm", "init", "--cert-expiry", "90d"});
     CPPUNIT_ASSERT_EQUAL(125, r.code);
-    CPPUNIT_ASSERT_MESSAGE(r.err, contains(r.err, "invalid argument \"90d\" for \"--cert-expiry\""));
+    CPPUNIT_ASSERT_MESSAGE(r.err,
+                           contains(r.err, "invalid argument \"90d\" for \"--cert-expiry\""));
     r = run({"swarm", "join-token"});
     CPPUNIT_ASSERT_EQUAL(125, r.code);
     CPPUNIT_ASSERT(contains(r.err, "requires exactly 1 argument"));

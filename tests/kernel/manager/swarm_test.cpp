@@ -9,6 +9,7 @@
 
 #include "kernel/ca/certificate_authority.h"
 #include "kernel/ca/join_token.h"
+#include "kernel/manager/node_api_client.h"
 #include "kernel/manager/swarm.h"
 #include "tests/support/temp_dir.h"
 
@@ -43,6 +44,7 @@ class SwarmTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testRestartResumesTheSameSwarm);
   CPPUNIT_TEST(testUntrustworthyStateStopsResume);
   CPPUNIT_TEST(testNodeUpdateInspectAndLeave);
+  CPPUNIT_TEST(testNodeApiChecksWhoIsCalling);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -198,6 +200,51 @@ class SwarmTest : public CppUnit::TestFixture {
     // And a new swarm can be made afterwards, with a new identity.
     auto again = swarm.init(loopback());
     CPPUNIT_ASSERT(again.isOk() && *again != id);
+  }
+
+  // The manager's node API: the CA is public; a heartbeat needs this swarm's certificate; a
+  // certificate from another CA does not get through TLS; a server that is not the expected
+  // node is refused by the client.
+  void testNodeApiChecksWhoIsCalling() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+    const std::string id = *swarm.init(loopback());
+    const std::string addr = swarm.status().advertiseAddr;
+    using shoal::manager::nodeApiRequest;
+    shoal::manager::NodeApiTarget anonymous;
+    anonymous.address = addr;
+    auto ca = nodeApiRequest(anonymous, "GET", "/ca");
+    CPPUNIT_ASSERT_MESSAGE(ca.status().toString(), ca.isOk());
+    CPPUNIT_ASSERT_EQUAL(200, ca->status);
+    CPPUNIT_ASSERT(contains(ca->body, "BEGIN CERTIFICATE") && contains(ca->body, id));
+    auto hb = nodeApiRequest(anonymous, "POST", "/heartbeat");
+    CPPUNIT_ASSERT(hb.isOk());
+    CPPUNIT_ASSERT_EQUAL(403, hb->status);
+    auto junk = nodeApiRequest(anonymous, "POST", "/join", "{\"token\": 1}");
+    CPPUNIT_ASSERT(junk.isOk());
+    CPPUNIT_ASSERT_EQUAL(400, junk->status);
+
+    // A client certificate from another CA: the TLS handshake fails.
+    auto other = shoal::ca::RootCa::create();
+    auto key = shoal::ca::generateKeyPem();
+    auto cert = other->sign(*shoal::ca::makeCsrPem(*key), "intruder", shoal::ca::kWorkerRole,
+                            swarm.status().clusterId, std::chrono::hours(1));
+    shoal::test::TempDir creds;
+    shoal::manager::NodeApiTarget intruder = anonymous;
+    intruder.certFile = creds.write("c.crt", *cert);
+    intruder.keyFile = creds.write("c.key", *key);
+    auto refused = nodeApiRequest(intruder, "POST", "/heartbeat");
+    CPPUNIT_ASSERT(!refused.isOk());
+
+    // Verifying the server: the right CA but the wrong node id is refused by the client.
+    shoal::manager::NodeApiTarget verified = anonymous;
+    verified.caFile = dir.file("swarm/certificates/swarm-root-ca.crt");
+    verified.serverNodeId = id;
+    auto good = nodeApiRequest(verified, "GET", "/ca");
+    CPPUNIT_ASSERT_MESSAGE(good.status().toString(), good.isOk() && good->status == 200);
+    verified.serverNodeId = "someone-else";
+    CPPUNIT_ASSERT(!nodeApiRequest(verified, "GET", "/ca").isOk());
   }
 
   void testUntrustworthyStateStopsResume() {
