@@ -144,6 +144,10 @@ Status ApiServer::startTls() {
     Poco::Net::Context::Ptr context =
         new Poco::Net::Context(Poco::Net::Context::TLS_SERVER_USE, params);
     context->requireMinimumProtocol(Poco::Net::Context::PROTO_TLSV1_3);
+    // Poco's extended check would match the client's certificate against the address it
+    // connects from; nodes are named by their certificates (Request::peer*), not addresses.
+    // (Over loopback the check happens to pass, which hid this until nodes had addresses.)
+    context->enableExtendedCertificateVerification(false);
     Poco::Net::SecureServerSocket socket(context);
     socket.bind(Poco::Net::SocketAddress(options_.tlsAddress), true);
     socket.listen(64);

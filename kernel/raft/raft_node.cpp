@@ -148,6 +148,7 @@ Status RaftNode::start() {
   transport_.setHandler([this](Message m) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      lastHeard_[m.from] = std::chrono::steady_clock::now();
       if (inbox_.size() >= options_.maxInbox) {
         ++droppedInbox_;
         return;
@@ -245,6 +246,11 @@ Status RaftNode::changeMembership(ConfChange change, std::chrono::milliseconds t
     confs_[*index] = {core.term(), waiter};
   });
   return waiter->wait(timeout, "the membership change");
+}
+
+std::map<NodeId, std::chrono::steady_clock::time_point> RaftNode::lastHeard() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lastHeard_;
 }
 
 Status RaftNode::transferLeadership(NodeId to, std::chrono::milliseconds timeout) {

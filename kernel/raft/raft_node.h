@@ -90,6 +90,9 @@ class RaftNode {
   bool isLeader() const { return leader() == id(); }
   Index appliedIndex() const { return applied_.load(); }
   std::vector<NodeId> voters() const;
+  // When a message from each member last arrived (a leader hears from every live follower at
+  // least once a heartbeat): how the manager tells reachable managers from unreachable ones.
+  std::map<NodeId, std::chrono::steady_clock::time_point> lastHeard() const;
   // Why the node stopped by itself (a storage write failed), or ok.
   Status failure() const;
 
@@ -124,6 +127,7 @@ class RaftNode {
   std::unique_ptr<RaftCore> core_;  // only the node's thread touches it after start()
 
   mutable std::mutex mu_;
+  std::map<NodeId, std::chrono::steady_clock::time_point> lastHeard_;  // guarded by mu_
   std::condition_variable cv_;
   std::deque<Message> inbox_;                        // guarded by mu_
   std::deque<Command> commands_;                     // guarded by mu_

@@ -137,19 +137,37 @@ Status checkPreamble(std::string_view p, size_t size, const char* what) {
 
 std::string expectedCommonName(NodeId id) { return "shoal-raft-" + std::to_string(id); }
 
-// The subject's common name, when it has exactly one.
-std::optional<std::string> commonName(X509* cert) {
+// The subject field `nid` of the peer's certificate ("" when absent or repeated).
+std::string subjectField(X509* cert, int nid) {
   X509_NAME* name = X509_get_subject_name(cert);
-  if (name == nullptr) return std::nullopt;
-  int at = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (at < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, at) >= 0) return std::nullopt;
-  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+  if (name == nullptr) return "";
+  int at = X509_NAME_get_index_by_NID(name, nid, -1);
+  if (at < 0 || X509_NAME_get_index_by_NID(name, nid, at) >= 0) return "";
   unsigned char* utf8 = nullptr;
-  int len = ASN1_STRING_to_UTF8(&utf8, data);
-  if (len < 0) return std::nullopt;
+  int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)));
+  if (len < 0) return "";
   std::string out(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
   OPENSSL_free(utf8);
   return out;
+}
+
+// The subject's common name, when it has exactly one.
+std::optional<std::string> commonName(X509* cert) {
+  std::string cn = subjectField(cert, NID_commonName);
+  if (cn.empty()) return std::nullopt;
+  return cn;
+}
+
+// The options' peerCheck, when there is one, on the peer's certificate.
+Status runPeerCheck(const TcpTransport::Options& o, SSL* ssl, NodeId id) {
+  if (!o.peerCheck) return Status::ok();
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return Status::permissionDenied("peer presented no certificate");
+  TcpTransport::Options::PeerSubject subject{subjectField(cert, NID_commonName),
+                                             subjectField(cert, NID_organizationalUnitName),
+                                             subjectField(cert, NID_organizationName)};
+  X509_free(cert);
+  return o.peerCheck(id, subject);
 }
 
 // The peer's certificate must name the Raft id it speaks for.
@@ -887,6 +905,9 @@ Status TcpTransport::Impl::serve(Inbound& in, TlsConnection& conn) {
       return s.withContext("node " + std::to_string(from));
     }
   }
+  if (Status s = runPeerCheck(options_, conn.ssl(), from); !s) {
+    return s.withContext("node " + std::to_string(from));
+  }
   {
     // The peer dialled again, so an older connection from it is dead or dying: close it, or
     // its unread tail could arrive after newer messages.
@@ -1041,6 +1062,7 @@ Result<std::unique_ptr<TlsConnection>> TcpTransport::Impl::dial(
   if (options_.requirePeerIdInCN) {
     if (Status s = checkPeerCommonName(conn->ssl(), peer.id); !s) return s;
   }
+  if (Status s = runPeerCheck(options_, conn->ssl(), peer.id); !s) return s;
   if (Status s = conn->writeAll(helloFrame(options_.self, peer.id), options_.writeStallTimeout, in,
                                 cancelled);
       !s) {

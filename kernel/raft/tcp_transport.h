@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -40,6 +41,15 @@ class TcpTransport : public Transport {
     // it speaks as (checked on both sides: by the acceptor against the id the dialler
     // announces, by the dialler against the id it meant to reach).
     bool requirePeerIdInCN = false;
+    // When set, called after every handshake (accepting and dialling) with the Raft id the
+    // peer speaks as and its certificate's subject; a non-ok Status refuses the connection
+    // (the acceptor sends no ack; the dialler closes and retries later). The swarm uses it to
+    // let only manager certificates of this cluster, mapped to that Raft id, speak Raft.
+    // THREAD: called on the transport's threads, concurrently; must not block for long.
+    struct PeerSubject {
+      std::string commonName, organizationalUnit, organization;
+    };
+    std::function<Status(NodeId peer, const PeerSubject& subject)> peerCheck;
     // Messages waiting for one peer; beyond it send() drops and counts (dropped()).
     size_t maxQueuePerPeer = 4096;
     // Pause before dialling a peer again after a failure: doubles from initial up to max.
