@@ -381,11 +381,14 @@ int cmdSwarmJoin(Invocation& inv) {
   req.set("token", inv.flag("token"));
   req.set("remote_addr", inv.args[0]);
   if (inv.has("advertise-addr")) req.set("advertise_addr", inv.flag("advertise-addr"));
+  if (inv.has("listen-addr")) req.set("listen_addr", inv.flag("listen-addr"));
   std::ostringstream body;
   req.stringify(body);
   auto reply = postToDaemon(inv, "/swarm/join", body.str());
   if (!reply) return daemonError(inv, reply.status());
-  *inv.out << "This node joined a swarm as a worker.\n";
+  auto obj = parseObject(*reply);
+  const std::string role = obj ? (*obj)->optValue<std::string>("role", "worker") : "worker";
+  *inv.out << "This node joined a swarm as a " << role << ".\n";
   return kExitOk;
 }
 
@@ -593,6 +596,25 @@ int cmdNodeRoleChange(Invocation& inv, const std::string& role) {
   return rc;
 }
 
+int cmdNodeRm(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(
+        *inv.err,
+        "\"shoal node rm\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+        inv.command->path);
+  }
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto reply = postToDaemon(inv, "/nodes/rm?id=" + ref + (inv.has("force") ? "&force=1" : ""));
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    *inv.out << ref << '\n';
+  }
+  return rc;
+}
+
 int cmdSwarmLeave(Invocation& inv) {
   auto reply =
       postToDaemon(inv, std::string("/swarm/leave") + (inv.has("force") ? "?force=1" : ""));
@@ -625,7 +647,8 @@ const std::vector<Command>& commands() {
        "swarm join [OPTIONS] HOST:PORT",
        "Join a swarm as a node and/or manager",
        {{"token", 0, true, "Token for entry into the swarm", ""},
-        {"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""}},
+        {"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""},
+        {"listen-addr", 0, true, "Listen address (format: \"<ip>[:port]\")", "0.0.0.0:2377"}},
        1,
        cmdSwarmJoin,
        {}},
@@ -675,6 +698,13 @@ const std::vector<Command>& commands() {
        64,
        [](Invocation& inv) { return cmdNodeRoleChange(inv, "worker"); },
        {}},
+      {"node rm",
+       "node rm [OPTIONS] NODE [NODE...]",
+       "Remove one or more nodes from the swarm",
+       {{"force", 'f', false, "Force remove a node from the swarm", ""}},
+       64,
+       cmdNodeRm,
+       {"remove"}},
       {"swarm leave",
        "swarm leave [OPTIONS]",
        "Leave the swarm",

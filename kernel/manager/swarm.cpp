@@ -11,8 +11,10 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -35,6 +37,10 @@ constexpr int kDefaultPort = 2377;
 constexpr const char* kNotManager =
     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to "
     "connect this node to swarm and try again.";
+
+constexpr const char* kNoLeader =
+    "The swarm does not have a leader. It's possible that too few managers are online. Make "
+    "sure more than half of the managers are online.";
 
 struct HostPort {
   std::string host;
@@ -134,6 +140,109 @@ std::string stringify(const Poco::JSON::Object& o) {
   return out.str();
 }
 
+// A JSON object, or null when `text` is not one.
+Poco::JSON::Object::Ptr parseObject(const std::string& text) {
+  try {
+    return Poco::JSON::Parser().parse(text).extract<Poco::JSON::Object::Ptr>();
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+std::string hostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
+
+// The node's desired role (its spec's "Role"): "manager" or "worker".
+std::string desiredRole(const store::Object& node) {
+  auto spec = parseObject(node.spec);
+  return spec ? spec->optValue<std::string>("Role", std::string(store::nodeRoleName(node.role)))
+              : std::string(store::nodeRoleName(node.role));
+}
+
+// A node's ManagerStatus, when it has one with a Raft id.
+std::optional<ManagerEntry> managerEntry(const store::Object& node) {
+  auto status = parseObject(node.status);
+  auto m = status ? status->getObject("ManagerStatus") : nullptr;
+  if (!m) return std::nullopt;
+  ManagerEntry e;
+  e.nodeId = node.id;
+  try {
+    e.raftId = std::stoull(m->optValue<std::string>("RaftID", "0"));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  e.addr = m->optValue<std::string>("Addr", "");
+  e.raftAddr = m->optValue<std::string>("RaftAddr", "");
+  e.reachability = m->optValue<std::string>("Reachability", "reachable");
+  if (e.raftId == 0) return std::nullopt;
+  return e;
+}
+
+std::vector<ManagerEntry> managerEntries(const store::ReadView& v) {
+  std::vector<ManagerEntry> out;
+  for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+    if (auto e = managerEntry(*n)) out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+Poco::JSON::Array managersToJson(const std::vector<ManagerEntry>& list) {
+  Poco::JSON::Array arr;
+  for (const auto& m : list) {
+    Poco::JSON::Object o;
+    o.set("node_id", m.nodeId);
+    o.set("raft_id", std::to_string(m.raftId));
+    o.set("addr", m.addr);
+    o.set("raft_addr", m.raftAddr);
+    arr.add(o);
+  }
+  return arr;
+}
+
+std::vector<ManagerEntry> managersFromJson(const Poco::JSON::Array::Ptr& arr) {
+  std::vector<ManagerEntry> out;
+  if (!arr) return out;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    auto o = arr->getObject(static_cast<unsigned>(i));
+    if (!o) continue;
+    ManagerEntry m;
+    m.nodeId = o->optValue<std::string>("node_id", "");
+    m.raftId = std::strtoull(o->optValue<std::string>("raft_id", "0").c_str(), nullptr, 10);
+    m.addr = o->optValue<std::string>("addr", "");
+    m.raftAddr = o->optValue<std::string>("raft_addr", "");
+    if (!m.nodeId.empty() && !m.addr.empty()) out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// The ManagerStatus of a manager whose node API is at `host:port`, Raft at `host:raftPort`.
+Poco::JSON::Object managerStatusJson(uint64_t raftId, const std::string& host, int port,
+                                     int raftPort) {
+  Poco::JSON::Object m;
+  m.set("RaftID", std::to_string(raftId));
+  m.set("Addr", host + ":" + std::to_string(port));
+  m.set("RaftAddr", host + ":" + std::to_string(raftPort));
+  m.set("Reachability", std::string("reachable"));
+  return m;
+}
+
+// A Raft id no member has, or had: ids are never reused (random 64-bit, and never one that
+// a node object names).
+uint64_t newRaftId(Random& random, const store::ReadView& v) {
+  std::set<uint64_t> taken;
+  for (const auto& m : managerEntries(v)) taken.insert(m.raftId);
+  uint64_t id = 0;
+  do {
+    id = random.next();
+  } while (id == 0 || taken.count(id));
+  return id;
+}
+
+// The "message" of an API error reply, or the whole body.
+std::string replyMessage(const std::string& body) {
+  auto o = parseObject(body);
+  return o ? o->optValue<std::string>("message", body) : body;
+}
+
 }  // namespace
 
 // Everything that makes this node a member: read from and written to the swarm directory.
@@ -145,8 +254,12 @@ struct Swarm::Identity {
   std::string listenAddr;  // the node API (managers)
   std::string raftAddr;    // Raft between managers (managers)
   std::string advertiseAddr;
-  std::string managerAddr;    // workers: the manager they report to
-  std::string managerNodeId;  // workers: its node id (its certificate's CN)
+  // Workers: the managers they report to (node API address and node id, the id their
+  // certificates name), the one that answered last first.
+  std::vector<ManagerEntry> managers;
+  // Managers: whether this node's Raft started the cluster (its bootstrap membership is
+  // itself) rather than joining one (it learns the membership from the leader).
+  bool bootstrap = false;
   std::string caCertPem, caKeyPem, nodeCertPem, nodeKeyPem;
   std::string caDigest;
 
@@ -160,8 +273,8 @@ struct Swarm::Identity {
     o.set("listen_addr", listenAddr);
     o.set("raft_listen_addr", raftAddr);
     o.set("advertise_addr", advertiseAddr);
-    o.set("manager_addr", managerAddr);
-    o.set("manager_node_id", managerNodeId);
+    o.set("managers", managersToJson(managers));
+    o.set("raft_bootstrap", bootstrap);
     return stringify(o);
   }
 
@@ -205,8 +318,15 @@ struct Swarm::Identity {
       id.listenAddr = o->getValue<std::string>("listen_addr");
       id.advertiseAddr = o->getValue<std::string>("advertise_addr");
       id.raftAddr = o->optValue<std::string>("raft_listen_addr", "");
-      id.managerAddr = o->optValue<std::string>("manager_addr", "");
-      id.managerNodeId = o->optValue<std::string>("manager_node_id", "");
+      id.managers = managersFromJson(o->getArray("managers"));
+      // Written before managers could join: one manager, the bootstrap one.
+      if (o->has("manager_addr") && !o->getValue<std::string>("manager_addr").empty()) {
+        ManagerEntry m;
+        m.addr = o->getValue<std::string>("manager_addr");
+        m.nodeId = o->optValue<std::string>("manager_node_id", "");
+        id.managers.push_back(std::move(m));
+      }
+      id.bootstrap = o->optValue<bool>("raft_bootstrap", !o->has("managers"));
     } catch (const std::exception& e) {
       return Status::invalidArgument(statePath + " is corrupt: " + e.what());
     }
@@ -250,13 +370,25 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
   nodeRouter_.add("POST", "/join", [this](const api::Request& r) { return handleJoin(r); });
   nodeRouter_.add("POST", "/heartbeat",
                   [this](const api::Request& r) { return handleHeartbeat(r); });
+  nodeRouter_.add("POST", "/certificate",
+                  [this](const api::Request& r) { return handleCertificate(r); });
+  nodeRouter_.add("POST", "/raft/join",
+                  [this](const api::Request& r) { return handleRaftJoin(r); });
 }
 
 Swarm::~Swarm() { stop(); }
 
 void Swarm::stop() {
+  std::thread role;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    role = std::move(roleThread_);
+  }
+  if (role.joinable()) role.join();
   std::unique_lock<std::mutex> lock(mu_);
   stopRunning(lock);
+  stopping_ = false;
 }
 
 void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
@@ -276,13 +408,20 @@ void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
     std::lock_guard<std::mutex> g(hbMu_);
     hbStop_ = false;
     lastSeen_.clear();
+    managerSeen_.clear();
   }
   if (store) store->stop();
   if (transport) transport->stop();
+  {
+    std::lock_guard<std::mutex> g(peersMu_);
+    raftPeers_.clear();
+    raftNodes_.clear();
+  }
   lock.lock();
 }
 
-Status Swarm::startManager(const Identity& id, const std::string& dir, bool serveNodeApi) {
+Status Swarm::startManager(const Identity& id, const std::string& dir, bool serveNodeApi,
+                           bool bootstrap, const std::vector<ManagerEntry>& peers) {
   auto storage = raft::RaftStorage::open(dir + "/raft");
   if (!storage) return storage.status();
   raft::TcpTransport::Options to;
@@ -291,13 +430,46 @@ Status Swarm::startManager(const Identity& id, const std::string& dir, bool serv
   to.caFile = dir + "/certificates/swarm-root-ca.crt";
   to.certFile = dir + "/certificates/swarm-node.crt";
   to.keyFile = dir + "/certificates/swarm-node.key";
+  // Only managers of this cluster speak Raft, each as its own Raft id, and never a node
+  // that was removed. A Raft id the store does not know yet (this manager lags) is let in
+  // on the certificate alone; the leader is the one that hands out Raft ids.
+  to.peerCheck = [this, cluster = id.clusterId](
+                     raft::NodeId peer,
+                     const raft::TcpTransport::Options::PeerSubject& subject) -> Status {
+    if (subject.organization != cluster) {
+      return Status::permissionDenied("the peer's certificate is for another swarm");
+    }
+    if (subject.organizationalUnit != ca::kManagerRole) {
+      return Status::permissionDenied("the peer's certificate is not a manager's (" +
+                                      subject.organizationalUnit + ")");
+    }
+    std::lock_guard<std::mutex> g(peersMu_);
+    if (removedNodes_.count(subject.commonName)) {
+      return Status::permissionDenied("node " + subject.commonName + " was removed from the swarm");
+    }
+    auto it = raftNodes_.find(peer);
+    if (it != raftNodes_.end() && it->second != subject.commonName) {
+      return Status::permissionDenied("Raft id " + std::to_string(peer) + " belongs to node " +
+                                      it->second + ", not " + subject.commonName);
+    }
+    return Status::ok();
+  };
   auto transport = std::make_unique<raft::TcpTransport>(to);
+  for (const auto& p : peers) {
+    if (p.raftId != id.raftId && p.raftId != 0 && !p.raftAddr.empty()) {
+      transport->addPeer(p.raftId, p.raftAddr);
+      std::lock_guard<std::mutex> g(peersMu_);
+      raftPeers_[p.raftId] = p.raftAddr;
+    }
+  }
   ReplicatedStoreOptions o;
   o.raft.raft.id = id.raftId;
-  o.raft.raft.voters = {id.raftId};
+  if (bootstrap) o.raft.raft.voters = {id.raftId};
   auto store =
       std::make_unique<ReplicatedStore>(o, std::move(storage.value()), *transport, random_, clock_);
   if (Status s = store->start(); !s) return s;
+  // The managers this node knows from its own committed state (a restart).
+  syncPeers(*store, *transport, id);
   transport_ = std::move(transport);
   store_ = std::move(store);
   if (!serveNodeApi) return Status::ok();
@@ -319,22 +491,26 @@ Status Swarm::startManager(const Identity& id, const std::string& dir, bool serv
   return Status::ok();
 }
 
-void Swarm::startWorker(const Identity& id) {
-  hbThread_ = std::thread([this, dir = dataRoot_ + "/swarm", addr = id.managerAddr,
-                           manager = id.managerNodeId] { sendHeartbeats(dir, addr, manager); });
+void Swarm::startWorker(const Identity&) {
+  hbThread_ = std::thread([this, dir = dataRoot_ + "/swarm"] { sendHeartbeats(dir); });
 }
 
 Status Swarm::resume() {
   const std::string dir = dataRoot_ + "/swarm";
   std::error_code ec;
-  // Leftovers of an init that did not finish are not a swarm.
+  // Leftovers of an init that did not finish are not a swarm; a role change that stopped
+  // between its two renames left the old identity in swarm.old.
   fs::remove_all(dataRoot_ + "/swarm.new", ec);
+  if (!fs::exists(dir, ec) && fs::exists(dataRoot_ + "/swarm.old", ec)) {
+    fs::rename(dataRoot_ + "/swarm.old", dir, ec);
+  }
+  fs::remove_all(dataRoot_ + "/swarm.old", ec);
   if (!fs::exists(dir, ec)) return Status::ok();
   auto id = Identity::load(dir);
   if (!id) return id.status().withContext("the swarm state in " + dir);
   std::lock_guard<std::mutex> lock(mu_);
   if (id->role == "manager") {
-    if (Status s = startManager(*id, dir, true); !s) {
+    if (Status s = startManager(*id, dir, true, id->bootstrap); !s) {
       return s.withContext("the swarm state in " + dir);
     }
   } else {
@@ -412,14 +588,16 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         nodeSpec.set("Role", std::string("manager"));
         nodeSpec.set("Availability", std::string("active"));
         node.spec = stringify(nodeSpec);
-        Poco::JSON::Object nodeStatus, manager;
+        Poco::JSON::Object nodeStatus;
         nodeStatus.set("State", std::string("ready"));
         nodeStatus.set("Addr", id.advertiseAddr.substr(0, id.advertiseAddr.rfind(':')));
         Poco::JSON::Parser parser;
         nodeStatus.set("Description", parser.parse(nodeDescriptionJson()));
-        manager.set("RaftID", std::to_string(id.raftId));
-        manager.set("Addr", id.advertiseAddr);
-        nodeStatus.set("ManagerStatus", manager);
+        const auto advertise = parseAddr(id.advertiseAddr, 0, "advertise address");
+        const auto raft = parseAddr(id.raftAddr, 0, "Raft address");
+        if (!advertise || !raft) return Status::internal("bad addresses in the new identity");
+        nodeStatus.set("ManagerStatus",
+                       managerStatusJson(id.raftId, advertise->host, advertise->port, raft->port));
         node.status = stringify(nodeStatus);
         return tx.create(std::move(node));
       },
@@ -471,6 +649,7 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   id.nodeId = newId(random_);
   id.clusterId = newId(random_);
   id.role = "manager";
+  id.bootstrap = true;
   do {
     id.raftId = random_.next();
   } while (id.raftId == 0);
@@ -504,12 +683,12 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   if (Status s = id.save(staging); !s) return abandon(s);
   // Raft's files are made in the staging directory too: a crash before the rename leaves no
   // swarm, one after it a complete one.
-  if (Status s = startManager(id, staging, false); !s) return abandon(s);
+  if (Status s = startManager(id, staging, false, true); !s) return abandon(s);
   if (Status s = commitInitialState(id, options); !s) return abandon(s);
   stopRunning(lock);
   fs::rename(staging, dir, ec);
   if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
-  if (Status s = startManager(id, dir, true); !s) return abandon(s);
+  if (Status s = startManager(id, dir, true, true); !s) return abandon(s);
   // Answer only once the manager leads again, so the next command finds it ready.
   for (auto until = std::chrono::steady_clock::now() + 5s;
        !store_->raft().isLeader() && std::chrono::steady_clock::now() < until;) {
@@ -521,6 +700,20 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
              {"cluster", identity_->clusterId},
              {"advertise", identity_->advertiseAddr}});
   return identity_->nodeId;
+}
+
+Status Swarm::readView(ReplicatedStore& store, const store::Store::ViewFn& fn) {
+  if (store.raft().isLeader()) {
+    Status s = store.linearizableView(fn, 10s);
+    if (s || s.code() != Status::Code::kUnavailable || store.raft().leader() == 0) return s;
+  }
+  for (auto until = std::chrono::steady_clock::now() + 3s;
+       store.raft().leader() == 0 && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (store.raft().leader() == 0) return Status::unavailable(kNoLeader);
+  store.view(fn);
+  return Status::ok();
 }
 
 Status Swarm::requireManager() const {
@@ -577,15 +770,12 @@ Result<std::string> Swarm::joinToken(const std::string& role, bool rotate) {
     if (!s) return s;
   }
   std::string token;
-  Status s = store_->linearizableView(
-      [&](const store::ReadView& v) {
-        auto cluster = v.get(store::Kind::kCluster, identity_->clusterId);
-        if (!cluster) return;
-        auto status =
-            Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
-        token = status->getObject("JoinTokens")->optValue<std::string>(key, "");
-      },
-      10s);
+  Status s = readView(*store_, [&](const store::ReadView& v) {
+    auto cluster = v.get(store::Kind::kCluster, identity_->clusterId);
+    if (!cluster) return;
+    auto status = Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
+    token = status->getObject("JoinTokens")->optValue<std::string>(key, "");
+  });
   if (!s) return s;
   if (token.empty()) return Status::internal("the cluster object has no " + role + " join token");
   return token;
@@ -595,35 +785,37 @@ Result<std::vector<NodeSummary>> Swarm::nodes() {
   if (Status s = requireManager(); !s) return s;
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<NodeSummary> out;
-  Status s = store_->linearizableView(
-      [&](const store::ReadView& v) {
-        const uint64_t leader = store_->raft().leader();  // known: the barrier passed
-        for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
-          NodeSummary row;
-          row.id = n->id;
-          row.self = n->id == identity_->nodeId;
-          row.availability = std::string(store::availabilityName(n->availability));
-          row.json = store::toJson(*n);
-          try {
-            auto st = Poco::JSON::Parser().parse(n->status).extract<Poco::JSON::Object::Ptr>();
-            row.status = st->optValue<std::string>("State", "unknown");
-            if (auto d = st->getObject("Description")) {
-              row.hostname = d->optValue<std::string>("Hostname", "");
-              if (auto e = d->getObject("Engine")) {
-                row.engineVersion = e->optValue<std::string>("EngineVersion", "");
-              }
-            }
-            if (auto m = st->getObject("ManagerStatus")) {
-              const uint64_t raftId = std::stoull(m->optValue<std::string>("RaftID", "0"));
-              row.managerStatus = raftId == leader ? "Leader" : "Reachable";
-            }
-          } catch (const std::exception&) {
-            row.status = "unknown";
+  Status s = readView(*store_, [&](const store::ReadView& v) {
+    const uint64_t leader = store_->raft().leader();  // known: readView checked
+    for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+      NodeSummary row;
+      row.id = n->id;
+      row.self = n->id == identity_->nodeId;
+      row.availability = std::string(store::availabilityName(n->availability));
+      row.json = store::toJson(*n);
+      try {
+        auto st = Poco::JSON::Parser().parse(n->status).extract<Poco::JSON::Object::Ptr>();
+        row.status = st->optValue<std::string>("State", "unknown");
+        if (auto d = st->getObject("Description")) {
+          row.hostname = d->optValue<std::string>("Hostname", "");
+          if (auto e = d->getObject("Engine")) {
+            row.engineVersion = e->optValue<std::string>("EngineVersion", "");
           }
-          out.push_back(std::move(row));
         }
-      },
-      10s);
+        if (auto m = st->getObject("ManagerStatus")) {
+          const uint64_t raftId = std::stoull(m->optValue<std::string>("RaftID", "0"));
+          row.managerStatus =
+              raftId == leader ? "Leader"
+              : m->optValue<std::string>("Reachability", "reachable") == "unreachable"
+                  ? "Unreachable"
+                  : "Reachable";
+        }
+      } catch (const std::exception&) {
+        row.status = "unknown";
+      }
+      out.push_back(std::move(row));
+    }
+  });
   if (!s) return s;
   std::sort(out.begin(), out.end(),
             [](const NodeSummary& a, const NodeSummary& b) { return a.id < b.id; });
@@ -658,16 +850,14 @@ Result<std::string> Swarm::inspectNode(const std::string& ref) {
   if (Status s = requireManager(); !s) return s;
   std::lock_guard<std::mutex> lock(mu_);
   Result<std::string> out = Status::notFound("node " + ref + " not found");
-  Status s = store_->linearizableView(
-      [&](const store::ReadView& v) {
-        auto id = resolveNode(v, ref);
-        if (!id) {
-          out = id.status();
-          return;
-        }
-        if (auto n = v.get(store::Kind::kNode, *id)) out = store::toJson(*n);
-      },
-      10s);
+  Status s = readView(*store_, [&](const store::ReadView& v) {
+    auto id = resolveNode(v, ref);
+    if (!id) {
+      out = id.status();
+      return;
+    }
+    if (auto n = v.get(store::Kind::kNode, *id)) out = store::toJson(*n);
+  });
   if (!s) return s;
   return out;
 }
@@ -708,22 +898,28 @@ Status Swarm::updateNode(const std::string& ref, const NodeUpdate& update) {
           next.availability = *availability;
           spec->set("Availability", std::string(store::availabilityName(*availability)));
         }
-        if (role && *role != next.role) {
+        if (role && std::string(store::nodeRoleName(*role)) != desiredRole(next)) {
           if (*role == store::NodeRole::kWorker) {
-            std::size_t managers = 0;
-            for (const auto& n : tx.find(store::Query::nodesByRole(store::NodeRole::kManager))) {
-              managers += n ? 1 : 0;
+            // The managers that stay, and how many of them the leader can reach.
+            std::size_t staying = 0, reachable = 0;
+            for (const auto& n : tx.find(store::Query::all(store::Kind::kNode))) {
+              if (n->id == next.id || desiredRole(*n) != "manager") continue;
+              ++staying;
+              auto e = managerEntry(*n);
+              if (e && e->reachability != "unreachable") ++reachable;
             }
-            if (managers <= 1) {
+            if (staying == 0) {
               return Status::failedPrecondition(
                   "attempting to demote the last manager of the swarm");
             }
+            if (reachable <= staying / 2) {
+              return Status::failedPrecondition(
+                  "demoting node " + ref + " would leave " + std::to_string(reachable) +
+                  " reachable manager(s) of " + std::to_string(staying) +
+                  ": the swarm would lose its quorum");
+            }
           }
-          // Promotion and demotion change the Raft membership, which arrives with swarm join
-          // (issue #4): until then no swarm has a second node to promote or demote.
-          return Status::failedPrecondition("node " + ref +
-                                            " cannot change role: this swarm has no other "
-                                            "manager to hand Raft membership to yet");
+          spec->set("Role", std::string(store::nodeRoleName(*role)));
         }
         next.spec = stringify(*spec);
         return tx.update(std::move(next));
@@ -784,6 +980,7 @@ api::Response Swarm::handleCa(const api::Request&) {
 
 api::Response Swarm::handleJoin(const api::Request& r) {
   std::string tokenText, csr, advertise;
+  int listenPort = kDefaultPort, raftPort = kDefaultPort + 1;
   Poco::JSON::Object::Ptr description;
   try {
     auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
@@ -791,9 +988,16 @@ api::Response Swarm::handleJoin(const api::Request& r) {
     tokenText = body->getValue<std::string>("token");
     csr = body->getValue<std::string>("csr");
     advertise = body->optValue<std::string>("advertise_addr", "");
+    listenPort = body->optValue<int>("listen_port", kDefaultPort);
+    raftPort = body->optValue<int>("raft_port", listenPort + 1);
     description = body->getObject("description");
   } catch (const std::exception& e) {
     return api::Response::error(400, std::string("bad join request: ") + e.what());
+  }
+  if (listenPort < 1 || listenPort > 65535 || raftPort < 1 || raftPort > 65535) {
+    return api::Response::error(400,
+                                "bad join request: listen_port and raft_port must be "
+                                "from 1 to 65535");
   }
   auto token = ca::parseJoinToken(tokenText);
   if (!token) return api::Response::error(token.status());
@@ -810,62 +1014,64 @@ api::Response Swarm::handleJoin(const api::Request& r) {
 
   std::string role;
   int64_t expiry = 90LL * 24 * 3600;
-  Status read = store->linearizableView(
-      [&](const store::ReadView& v) {
-        auto cluster = v.get(store::Kind::kCluster, id.clusterId);
-        if (!cluster) return;
-        auto status =
-            Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
-        auto tokens = status->getObject("JoinTokens");
-        if (tokens->optValue<std::string>("Worker", "") == tokenText) role = "worker";
-        if (tokens->optValue<std::string>("Manager", "") == tokenText) role = "manager";
-        auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
-        if (auto c = spec->getObject("CAConfig")) {
-          expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
-        }
-      },
-      10s);
+  Status read = readView(*store, [&](const store::ReadView& v) {
+    auto cluster = v.get(store::Kind::kCluster, id.clusterId);
+    if (!cluster) return;
+    auto status = Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
+    auto tokens = status->getObject("JoinTokens");
+    if (tokens->optValue<std::string>("Worker", "") == tokenText) role = "worker";
+    if (tokens->optValue<std::string>("Manager", "") == tokenText) role = "manager";
+    auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
+    if (auto c = spec->getObject("CAConfig")) {
+      expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
+    }
+  });
   if (!read) return api::Response::error(read);
   if (role.empty()) {
     return api::Response::error(Status::permissionDenied(
         "A valid join token is necessary to join this cluster (the token is wrong, or was "
         "rotated out)"));
   }
-  if (role == "manager") {
-    return api::Response::error(Status::notSupported(
-        "joining as a manager is not supported by this version yet: join with the worker token"));
-  }
   auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
   if (!ca) return api::Response::error(ca.status());
   const std::string nodeId = newId(random_);
-  auto cert = ca->sign(csr, nodeId, ca::kWorkerRole, id.clusterId, std::chrono::seconds(expiry));
+  const bool manager = role == "manager";
+  auto cert = ca->sign(csr, nodeId, manager ? ca::kManagerRole : ca::kWorkerRole, id.clusterId,
+                       std::chrono::seconds(expiry));
   if (!cert) return api::Response::error(cert.status());
 
   std::string addr = advertise;
-  if (addr.empty()) addr = r.peerAddress.substr(0, r.peerAddress.rfind(':'));
+  if (addr.empty()) addr = hostOf(r.peerAddress);
+  uint64_t raftId = 0;
+  std::vector<ManagerEntry> managers;
   Status created = store->update(
       [&](store::Tx& tx) {
         store::Object node;
         node.kind = store::Kind::kNode;
         node.id = nodeId;
-        node.role = store::NodeRole::kWorker;
+        node.role = manager ? store::NodeRole::kManager : store::NodeRole::kWorker;
         node.availability = store::NodeAvailability::kActive;
         Poco::JSON::Object spec;
-        spec.set("Role", std::string("worker"));
+        spec.set("Role", role);
         spec.set("Availability", std::string("active"));
         node.spec = stringify(spec);
         Poco::JSON::Object status;
         status.set("State", std::string("ready"));
         status.set("Addr", addr);
         if (description) status.set("Description", description);
+        if (manager) {
+          raftId = newRaftId(random_, tx);
+          status.set("ManagerStatus", managerStatusJson(raftId, addr, listenPort, raftPort));
+        }
         node.status = stringify(status);
+        managers = managerEntries(tx);
         return tx.create(std::move(node));
       },
       10s);
   if (!created) return api::Response::error(created);
   {
     std::lock_guard<std::mutex> g(hbMu_);
-    lastSeen_[nodeId] = std::chrono::steady_clock::now();
+    (manager ? managerSeen_ : lastSeen_)[nodeId] = std::chrono::steady_clock::now();
   }
   log::info("swarm", "node joined", {{"node", nodeId}, {"role", role}, {"addr", addr}});
   Poco::JSON::Object out;
@@ -874,21 +1080,31 @@ api::Response Swarm::handleJoin(const api::Request& r) {
   out.set("role", role);
   out.set("certificate", *cert);
   out.set("manager_node_id", id.nodeId);
+  out.set("addr", addr);
+  out.set("managers", managersToJson(managers));
   out.set("heartbeat_period", static_cast<int64_t>(heartbeatPeriod().count()));
+  if (manager) {
+    out.set("ca_key", id.caKeyPem);
+    out.set("raft_id", std::to_string(raftId));
+  }
   return api::Response::json(stringify(out));
 }
 
 namespace {
 
-// Sets a node's State ("ready" / "down") in the store, if it differs.
-Status setNodeState(ReplicatedStore& store, const std::string& nodeId, const std::string& state) {
+constexpr int kMisdirected = 421;  // "not the leader": the body names it
+
+// Edits a node's status with `edit` (which says whether it changed anything) and commits it
+// if it did.
+Status editNodeStatus(ReplicatedStore& store, const std::string& nodeId,
+                      const std::function<bool(Poco::JSON::Object&)>& edit) {
   return store.update(
       [&](store::Tx& tx) {
         auto node = tx.get(store::Kind::kNode, nodeId);
         if (!node) return Status::notFound("node " + nodeId + " not found");
-        auto status = Poco::JSON::Parser().parse(node->status).extract<Poco::JSON::Object::Ptr>();
-        if (status->optValue<std::string>("State", "") == state) return Status::ok();
-        status->set("State", state);
+        Poco::JSON::Object::Ptr status = parseObject(node->status);
+        if (!status) status = new Poco::JSON::Object;
+        if (!edit(*status)) return Status::ok();
         store::Object next = *node;
         next.status = stringify(*status);
         return tx.update(std::move(next));
@@ -896,7 +1112,79 @@ Status setNodeState(ReplicatedStore& store, const std::string& nodeId, const std
       10s);
 }
 
+// Sets a node's State ("ready" / "down"), if it differs.
+Status setNodeState(ReplicatedStore& store, const std::string& nodeId, const std::string& state) {
+  return editNodeStatus(store, nodeId, [&](Poco::JSON::Object& status) {
+    if (status.optValue<std::string>("State", "") == state) return false;
+    status.set("State", state);
+    return true;
+  });
+}
+
+// The node API target of a manager, verified as that manager, with this node's certificate.
+NodeApiTarget managerTarget(const std::string& dir, const ManagerEntry& m) {
+  NodeApiTarget t;
+  t.address = m.addr;
+  t.caFile = dir + "/certificates/swarm-root-ca.crt";
+  t.serverNodeId = m.nodeId;
+  t.certFile = dir + "/certificates/swarm-node.crt";
+  t.keyFile = dir + "/certificates/swarm-node.key";
+  t.timeout = 5s;
+  return t;
+}
+
+// Sends a request to the leader: tries the managers in order, following a "not the leader"
+// answer to the manager it names. Returns the first answer that is not such a redirect.
+Result<NodeApiReply> callLeader(const std::string& dir, const std::vector<ManagerEntry>& managers,
+                                const std::string& path, const std::string& body,
+                                ManagerEntry* answered = nullptr) {
+  Status last = Status::unavailable("no manager to ask");
+  for (const auto& first : managers) {
+    ManagerEntry target = first;
+    for (int hop = 0; hop < 3; ++hop) {
+      auto reply = nodeApiRequest(managerTarget(dir, target), "POST", path, body);
+      if (!reply) {
+        last = reply.status();
+        break;
+      }
+      if (reply->status != kMisdirected) {
+        if (answered) *answered = target;
+        return reply;
+      }
+      auto o = parseObject(reply->body);
+      last = Status::unavailable(replyMessage(reply->body));
+      if (!o || !o->has("leader_addr")) break;
+      target.addr = o->getValue<std::string>("leader_addr");
+      target.nodeId = o->getValue<std::string>("leader_node_id");
+    }
+  }
+  return last;
+}
+
+// A reply's Status: ok for 200, else the error it carries.
+Status replyStatus(const NodeApiReply& reply) {
+  if (reply.status == 200) return Status::ok();
+  return Status(api::statusCodeForHttp(reply.status), replyMessage(reply.body));
+}
+
 }  // namespace
+
+api::Response Swarm::redirectToLeader(ReplicatedStore& store) {
+  const uint64_t leader = store.raft().leader();
+  std::optional<ManagerEntry> found;
+  store.view([&](const store::ReadView& v) {
+    for (auto& m : managerEntries(v)) {
+      if (m.raftId == leader) found = m;
+    }
+  });
+  if (leader == 0 || !found) return api::Response::error(Status::unavailable(kNoLeader));
+  Poco::JSON::Object out;
+  out.set("message", "this manager is not the leader; the leader is node " + found->nodeId +
+                         " at " + found->addr);
+  out.set("leader_addr", found->addr);
+  out.set("leader_node_id", found->nodeId);
+  return api::Response::json(stringify(out), kMisdirected);
+}
 
 api::Response Swarm::handleHeartbeat(const api::Request& r) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -907,17 +1195,18 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
   }
   ReplicatedStore* store = store_.get();
   lock.unlock();
+  // The leader keeps the heartbeats: a follower sends the node there.
+  if (!store->raft().isLeader()) return redirectToLeader(*store);
   bool member = false;
-  std::string state;
+  std::string state, role;
+  std::vector<ManagerEntry> managers;
   store->view([&](const store::ReadView& v) {
     auto node = v.get(store::Kind::kNode, r.peerNodeId);
     if (!node) return;
     member = true;
-    try {
-      auto st = Poco::JSON::Parser().parse(node->status).extract<Poco::JSON::Object::Ptr>();
-      state = st->optValue<std::string>("State", "");
-    } catch (const std::exception&) {
-    }
+    role = desiredRole(*node);
+    if (auto st = parseObject(node->status)) state = st->optValue<std::string>("State", "");
+    managers = managerEntries(v);
   });
   if (!member) {
     return api::Response::error(Status::permissionDenied(
@@ -935,73 +1224,599 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
   }
   Poco::JSON::Object out;
   out.set("period_seconds", static_cast<int64_t>(heartbeatPeriod().count()));
+  out.set("role", role);
+  out.set("managers", managersToJson(managers));
   return api::Response::json(stringify(out));
 }
 
+api::Response Swarm::handleCertificate(const api::Request& r) {
+  std::string csr;
+  int listenPort = kDefaultPort, raftPort = kDefaultPort + 1;
+  try {
+    auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+    if (!body) throw Poco::Exception("not a JSON object");
+    csr = body->getValue<std::string>("csr");
+    listenPort = body->optValue<int>("listen_port", kDefaultPort);
+    raftPort = body->optValue<int>("raft_port", listenPort + 1);
+  } catch (const std::exception& e) {
+    return api::Response::error(400, std::string("bad certificate request: ") + e.what());
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
+  if (r.peerNodeId.empty() || r.peerCluster != identity_->clusterId) {
+    return api::Response::error(
+        Status::permissionDenied("a certificate renewal needs this swarm's node certificate"));
+  }
+  ReplicatedStore* store = store_.get();
+  const Identity id = *identity_;
+  lock.unlock();
+  // Raft ids and role changes are decided in one place.
+  if (!store->raft().isLeader()) return redirectToLeader(*store);
+
+  std::string role;
+  int64_t expiry = 90LL * 24 * 3600;
+  uint64_t raftId = 0;
+  std::string nodeAddr;
+  std::vector<ManagerEntry> managers;
+  const std::vector<raft::NodeId> voters = store->raft().voters();
+  Status s = store->update(
+      [&](store::Tx& tx) {
+        auto node = tx.get(store::Kind::kNode, r.peerNodeId);
+        if (!node) {
+          return Status::permissionDenied("node " + r.peerNodeId +
+                                          " is not a member of this swarm (was it removed?)");
+        }
+        if (auto cluster = tx.get(store::Kind::kCluster, id.clusterId)) {
+          auto spec = parseObject(cluster->spec);
+          auto c = spec ? spec->getObject("CAConfig") : nullptr;
+          if (c) expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
+        }
+        role = desiredRole(*node);
+        if (auto st = parseObject(node->status)) nodeAddr = st->optValue<std::string>("Addr", "");
+        auto current = managerEntry(*node);
+        managers = managerEntries(tx);
+        if (role == "worker") {
+          if (current && std::count(voters.begin(), voters.end(), current->raftId)) {
+            return Status::unavailable("node " + node->id +
+                                       " is still a Raft member; retry once it is removed");
+          }
+          return Status::ok();
+        }
+        if (current) {
+          raftId = current->raftId;
+          return Status::ok();
+        }
+        auto status = parseObject(node->status);
+        if (!status) return Status::internal("node " + node->id + " has no readable status");
+        raftId = newRaftId(random_, tx);
+        status->set("ManagerStatus",
+                    managerStatusJson(raftId, status->optValue<std::string>("Addr", ""), listenPort,
+                                      raftPort));
+        store::Object next = *node;
+        next.status = stringify(*status);
+        return tx.update(std::move(next));
+      },
+      10s);
+  if (!s) return api::Response::error(s);
+  auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
+  if (!ca) return api::Response::error(ca.status());
+  const bool manager = role == "manager";
+  auto cert = ca->sign(csr, r.peerNodeId, manager ? ca::kManagerRole : ca::kWorkerRole,
+                       id.clusterId, std::chrono::seconds(expiry));
+  if (!cert) return api::Response::error(cert.status());
+  log::info("swarm", "node certificate issued", {{"node", r.peerNodeId}, {"role", role}});
+  Poco::JSON::Object out;
+  out.set("role", role);
+  out.set("certificate", *cert);
+  out.set("addr", nodeAddr);
+  managers.erase(std::remove_if(managers.begin(), managers.end(),
+                                [&](const ManagerEntry& m) { return m.nodeId == r.peerNodeId; }),
+                 managers.end());
+  out.set("managers", managersToJson(managers));
+  if (manager) {
+    out.set("ca_key", id.caKeyPem);
+    out.set("raft_id", std::to_string(raftId));
+  }
+  return api::Response::json(stringify(out));
+}
+
+api::Response Swarm::handleRaftJoin(const api::Request& r) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!identity_ || !store_ || !transport_) {
+    return api::Response::error(Status::unavailable(kNotManager));
+  }
+  if (r.peerCluster != identity_->clusterId || r.peerRole != ca::kManagerRole) {
+    return api::Response::error(
+        Status::permissionDenied("joining Raft needs this swarm's manager certificate"));
+  }
+  ReplicatedStore* store = store_.get();
+  raft::TcpTransport* transport = transport_.get();
+  lock.unlock();
+  if (!store->raft().isLeader()) return redirectToLeader(*store);
+  std::optional<ManagerEntry> entry;
+  store->view([&](const store::ReadView& v) {
+    if (auto node = v.get(store::Kind::kNode, r.peerNodeId)) entry = managerEntry(*node);
+  });
+  if (!entry) {
+    return api::Response::error(Status::failedPrecondition(
+        "node " + r.peerNodeId + " has no Raft id: it is not a manager of this swarm"));
+  }
+  {
+    std::lock_guard<std::mutex> g(peersMu_);
+    raftPeers_[entry->raftId] = entry->raftAddr;
+    raftNodes_[entry->raftId] = entry->nodeId;
+  }
+  transport->addPeer(entry->raftId, entry->raftAddr);
+  // A learner first (it catches up without counting towards the quorum), then a voter. One
+  // change at a time: retry while another is in flight.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  for (auto type : {raft::ConfChange::Type::kAddLearner, raft::ConfChange::Type::kAddVoter}) {
+    for (;;) {
+      const auto voters = store->raft().voters();
+      if (std::count(voters.begin(), voters.end(), entry->raftId)) break;
+      raft::ConfChange cc;
+      cc.type = type;
+      cc.node = entry->raftId;
+      Status s = store->raft().changeMembership(cc, 10s);
+      if (s || s.code() == Status::Code::kAlreadyExists) break;
+      if (s.code() != Status::Code::kUnavailable || std::chrono::steady_clock::now() > deadline) {
+        return api::Response::error(s.withContext("adding node " + r.peerNodeId + " to Raft"));
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  Status s = store->update(
+      [&](store::Tx& tx) {
+        auto node = tx.get(store::Kind::kNode, r.peerNodeId);
+        if (!node || node->role == store::NodeRole::kManager) return Status::ok();
+        store::Object next = *node;
+        next.role = store::NodeRole::kManager;
+        return tx.update(std::move(next));
+      },
+      10s);
+  if (!s) return api::Response::error(s);
+  {
+    std::lock_guard<std::mutex> g(hbMu_);
+    managerSeen_[r.peerNodeId] = std::chrono::steady_clock::now();
+  }
+  log::info("swarm", "manager joined Raft",
+            {{"node", r.peerNodeId}, {"raft_id", std::to_string(entry->raftId)}});
+  return api::Response::json("{}");
+}
+
+bool Swarm::syncPeers(ReplicatedStore& store, raft::TcpTransport& transport, const Identity& self) {
+  std::vector<ManagerEntry> managers;
+  std::set<std::string> removed;
+  bool demoted = false;
+  store.view([&](const store::ReadView& v) {
+    managers = managerEntries(v);
+    if (auto cluster = v.get(store::Kind::kCluster, self.clusterId)) {
+      auto status = parseObject(cluster->status);
+      auto list = status ? status->getArray("RemovedNodes") : nullptr;
+      for (std::size_t i = 0; list && i < list->size(); ++i) {
+        removed.insert(list->getElement<std::string>(static_cast<unsigned>(i)));
+      }
+    }
+    auto me = v.get(store::Kind::kNode, self.nodeId);
+    demoted = me && desiredRole(*me) == "worker";
+  });
+  // A store that names no manager has not caught up yet (a manager that just joined): the
+  // peers it was given at join stay as they are.
+  if (managers.empty()) return demoted;
+  std::map<uint64_t, std::string> want, nodes;
+  for (const auto& m : managers) {
+    nodes[m.raftId] = m.nodeId;
+    if (m.raftId != self.raftId && !m.raftAddr.empty()) want[m.raftId] = m.raftAddr;
+  }
+  std::map<uint64_t, std::string> have;
+  {
+    std::lock_guard<std::mutex> g(peersMu_);
+    have = raftPeers_;
+    // A peer the store no longer lists but the transport still has stays until it is gone
+    // from Raft too (a joining manager is added to the transport before the store says so).
+    const auto voters = store.raft().voters();
+    for (const auto& [id, addr] : have) {
+      if (!want.count(id) && std::count(voters.begin(), voters.end(), id)) want[id] = addr;
+    }
+    raftPeers_ = want;
+    raftNodes_ = std::move(nodes);
+    removedNodes_ = std::move(removed);
+  }
+  for (const auto& [id, addr] : want) {
+    auto it = have.find(id);
+    if (it == have.end() || it->second != addr) transport.addPeer(id, addr);
+  }
+  for (const auto& [id, addr] : have) {
+    if (!want.count(id)) transport.removePeer(id);
+  }
+  return demoted;
+}
+
+void Swarm::leaderRound(ReplicatedStore& store, const Identity& self,
+                        std::chrono::steady_clock::time_point started) {
+  const auto period = heartbeatPeriod();
+  const auto limit = 3 * period;
+  const auto now = std::chrono::steady_clock::now();
+  struct Change {
+    std::string nodeId, state, reachability;
+  };
+  std::vector<Change> changes;
+  std::vector<ManagerEntry> demote;  // still voters: take out of Raft
+  std::vector<std::string> demoted;  // out of Raft: make workers in the store
+  const auto voters = store.raft().voters();
+  auto isVoter = [&](uint64_t id) { return std::count(voters.begin(), voters.end(), id) > 0; };
+  const auto heard = store.raft().lastHeard();
+  store.view([&](const store::ReadView& v) {
+    std::lock_guard<std::mutex> g(hbMu_);
+    for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+      auto st = parseObject(n->status);
+      const std::string state = st ? st->optValue<std::string>("State", "") : "";
+      auto m = managerEntry(*n);
+      if (m && desiredRole(*n) == "worker") {
+        if (isVoter(m->raftId)) {
+          demote.push_back(*m);
+        } else {
+          demoted.push_back(n->id);
+          continue;
+        }
+      }
+      if (m) {
+        // A manager is as alive as its Raft connection from the leader.
+        std::string reach = "reachable";
+        std::string next = "ready";
+        if (n->id != self.nodeId) {
+          if (auto h = heard.find(m->raftId); h != heard.end()) {
+            managerSeen_[n->id] = std::max(managerSeen_[n->id], h->second);
+          }
+          auto it = managerSeen_.find(n->id);
+          const auto seen = it == managerSeen_.end() ? started : std::max(it->second, started);
+          // Followers answer the leader's heartbeats every Raft tick (100 ms).
+          if (now - seen > 2s) reach = "unreachable";
+          if (now - seen > limit) next = "down";
+        }
+        if (reach != m->reachability || next != state) changes.push_back({n->id, next, reach});
+        continue;
+      }
+      if (n->role != store::NodeRole::kWorker) continue;
+      auto it = lastSeen_.find(n->id);
+      const auto seen = it == lastSeen_.end() ? started : std::max(it->second, started);
+      if (now - seen > limit && state == "ready") changes.push_back({n->id, "down", ""});
+    }
+  });
+  for (const auto& c : changes) {
+    Status s = editNodeStatus(store, c.nodeId, [&](Poco::JSON::Object& status) {
+      status.set("State", c.state);
+      if (auto m = status.getObject("ManagerStatus"); m && !c.reachability.empty()) {
+        m->set("Reachability", c.reachability);
+      }
+      return true;
+    });
+    if (s) {
+      log::info("swarm", "node state changed",
+                {{"node", c.nodeId}, {"state", c.state}, {"reachability", c.reachability}});
+    }
+  }
+  for (const auto& m : demote) {
+    if (m.raftId == self.raftId) {
+      // The leader being demoted hands leadership to a reachable manager that stays; the new
+      // leader then takes it out of Raft.
+      for (uint64_t other : voters) {
+        auto h = heard.find(other);
+        if (other != self.raftId && h != heard.end() && now - h->second < 2s) {
+          store.raft().transferLeadership(other, 5s);
+          break;
+        }
+      }
+      return;
+    }
+    raft::ConfChange cc;
+    cc.type = raft::ConfChange::Type::kRemoveVoter;
+    cc.node = m.raftId;
+    if (Status s = store.raft().changeMembership(cc, 10s); !s) {
+      log::debug("swarm", "demotion waits", {{"node", m.nodeId}, {"error", s.message()}});
+    } else {
+      log::info("swarm", "manager left Raft (demoted)", {{"node", m.nodeId}});
+    }
+  }
+  for (const auto& id : demoted) {
+    store.update(
+        [&](store::Tx& tx) {
+          auto node = tx.get(store::Kind::kNode, id);
+          if (!node) return Status::ok();
+          auto status = parseObject(node->status);
+          store::Object next = *node;
+          next.role = store::NodeRole::kWorker;
+          if (status) {
+            status->remove("ManagerStatus");
+            next.status = stringify(*status);
+          }
+          return tx.update(std::move(next));
+        },
+        10s);
+    std::lock_guard<std::mutex> g(hbMu_);
+    lastSeen_[id] = now;  // a grace period to come back as a worker
+  }
+}
+
 void Swarm::monitorHeartbeats() {
-  // On the leader: a worker not heard from for 3 periods is marked down. Every worker gets a
-  // full grace period from the moment this manager starts watching.
+  // Every manager keeps its Raft peers in step with the store; the leader also marks nodes
+  // down and managers unreachable, and carries out demotions. Every node gets a full grace
+  // period from the moment this manager starts watching.
   const auto started = std::chrono::steady_clock::now();
+  bool wasLeader = false;
+  auto since = started;
   for (;;) {
     {
       std::unique_lock<std::mutex> g(hbMu_);
       if (hbCv_.wait_for(g, 250ms, [this] { return hbStop_; })) return;
     }
     ReplicatedStore* store = nullptr;
-    std::string self;
+    raft::TcpTransport* transport = nullptr;
+    std::unique_ptr<Identity> self;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!store_ || !identity_ || !store_->raft().isLeader()) continue;
+      if (!store_ || !identity_ || !transport_) continue;
       store = store_.get();
-      self = identity_->nodeId;
+      transport = transport_.get();
+      self = std::make_unique<Identity>(*identity_);
     }
-    const auto limit = 3 * heartbeatPeriod();
-    std::vector<std::string> late;
-    store->view([&](const store::ReadView& v) {
-      const auto now = std::chrono::steady_clock::now();
-      std::lock_guard<std::mutex> g(hbMu_);
-      for (const auto& n : v.find(store::Query::nodesByRole(store::NodeRole::kWorker))) {
-        auto it = lastSeen_.find(n->id);
-        const auto seen = it == lastSeen_.end() ? started : std::max(it->second, started);
-        if (now - seen <= limit) continue;
-        if (n->status.find("\"State\":\"ready\"") != std::string::npos) late.push_back(n->id);
-      }
-    });
-    for (const auto& id : late) {
-      if (setNodeState(*store, id, "down")) {
-        log::warn("swarm", "node missed its heartbeats; marked down", {{"node", id}});
-      }
-    }
+    // Demoted: this manager asks for a worker certificate, which the leader gives once it has
+    // taken it out of Raft.
+    if (syncPeers(*store, *transport, *self)) requestRoleChange();
+    const bool leader = store->raft().isLeader();
+    if (leader && !wasLeader) since = std::chrono::steady_clock::now();
+    wasLeader = leader;
+    if (leader) leaderRound(*store, *self, since);
   }
 }
 
-void Swarm::sendHeartbeats(std::string dir, std::string managerAddr, std::string managerNodeId) {
-  NodeApiTarget target;
-  target.address = managerAddr;
-  target.caFile = dir + "/certificates/swarm-root-ca.crt";
-  target.serverNodeId = managerNodeId;
-  target.certFile = dir + "/certificates/swarm-node.crt";
-  target.keyFile = dir + "/certificates/swarm-node.key";
-  target.timeout = 5s;
+void Swarm::sendHeartbeats(std::string dir) {
   std::chrono::seconds period{5};
+  std::size_t next = 0;  // which manager to try
   for (;;) {
-    auto reply = nodeApiRequest(target, "POST", "/heartbeat");
-    if (!reply) {
-      log::warn("swarm", "heartbeat failed", {{"error", reply.status().message()}});
-    } else if (reply->status != 200) {
-      log::warn("swarm", "heartbeat refused",
-                {{"status", std::to_string(reply->status)}, {"reply", reply->body}});
-    } else {
-      try {
-        auto o = Poco::JSON::Parser().parse(reply->body).extract<Poco::JSON::Object::Ptr>();
+    std::vector<ManagerEntry> managers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (identity_) managers = identity_->managers;
+    }
+    if (!managers.empty()) {
+      std::rotate(managers.begin(), managers.begin() + (next % managers.size()), managers.end());
+      ManagerEntry answered;
+      auto reply = callLeader(dir, managers, "/heartbeat", "", &answered);
+      if (!reply) {
+        log::warn("swarm", "heartbeat failed", {{"error", reply.status().message()}});
+        ++next;
+      } else if (reply->status != 200) {
+        log::warn("swarm", "heartbeat refused",
+                  {{"status", std::to_string(reply->status)}, {"reply", reply->body}});
+        ++next;
+      } else if (auto o = parseObject(reply->body)) {
+        next = 0;
         period =
             std::chrono::seconds(std::max<int64_t>(1, o->optValue<int64_t>("period_seconds", 5)));
-      } catch (const std::exception&) {
+        // The leader first, then the other managers it names: who to ask next time.
+        std::vector<ManagerEntry> known{answered};
+        for (auto& m : managersFromJson(o->getArray("managers"))) {
+          if (m.nodeId != answered.nodeId) known.push_back(std::move(m));
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (identity_ && identity_->role == "worker") {
+            bool changed = known.size() != identity_->managers.size();
+            for (std::size_t i = 0; !changed && i < known.size(); ++i) {
+              changed = known[i].nodeId != identity_->managers[i].nodeId ||
+                        known[i].addr != identity_->managers[i].addr;
+            }
+            if (changed) {
+              identity_->managers = known;
+              if (Status s = identity_->save(dir); !s) {
+                log::warn("swarm", "cannot record the managers", {{"error", s.message()}});
+              }
+            }
+          }
+        }
+        if (o->optValue<std::string>("role", "worker") == "manager") requestRoleChange();
       }
     }
     std::unique_lock<std::mutex> g(hbMu_);
     if (hbCv_.wait_for(g, period, [this] { return hbStop_; })) return;
   }
+}
+
+// ---- role changes (promotion, demotion) ---------------------------------------------------
+
+void Swarm::requestRoleChange() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (roleBusy_ || stopping_ || !identity_) return;
+  roleBusy_ = true;
+  // A finished thread (roleBusy_ was false): it only has to exit.
+  if (roleThread_.joinable()) roleThread_.join();
+  roleThread_ = std::thread([this] {
+    changeRole();
+    std::lock_guard<std::mutex> g(mu_);
+    roleBusy_ = false;
+  });
+}
+
+void Swarm::changeRole() {
+  std::lock_guard<std::mutex> roleLock(roleMu_);
+  const std::string dir = dataRoot_ + "/swarm";
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!identity_ || stopping_) return;
+  const Identity cur = *identity_;
+  std::vector<ManagerEntry> ask = cur.managers;
+  if (cur.role == "manager" && store_) {
+    store_->view([&](const store::ReadView& v) {
+      for (auto& m : managerEntries(v)) {
+        if (m.nodeId != cur.nodeId) ask.push_back(std::move(m));
+      }
+    });
+  }
+  lock.unlock();
+  auto listen = parseAddr(cur.listenAddr.empty() ? "0.0.0.0:2377" : cur.listenAddr, kDefaultPort,
+                          "listen address");
+  if (!listen) {
+    log::warn("swarm", "cannot change role", {{"error", listen.status().message()}});
+    return;
+  }
+  auto key = ca::generateKeyPem();
+  auto csr = key ? ca::makeCsrPem(*key) : Result<std::string>(key.status());
+  if (!csr) return;
+  Poco::JSON::Object req;
+  req.set("csr", *csr);
+  req.set("listen_port", listen->port);
+  req.set("raft_port", listen->port + 1);
+  auto reply = callLeader(dir, ask, "/certificate", stringify(req));
+  Status s = reply ? replyStatus(*reply) : reply.status();
+  if (!s) {
+    log::debug("swarm", "role change waits", {{"error", s.message()}});
+    return;
+  }
+  auto o = parseObject(reply->body);
+  if (!o) return;
+  const std::string role = o->optValue<std::string>("role", cur.role);
+  if (role == cur.role) return;
+  Identity next = cur;
+  next.role = role;
+  next.nodeCertPem = o->optValue<std::string>("certificate", "");
+  next.nodeKeyPem = *key;
+  auto info = ca::inspectCertificate(next.nodeCertPem);
+  const auto want = role == "manager" ? ca::kManagerRole : ca::kWorkerRole;
+  auto ca = ca::RootCa::load(cur.caCertPem, "");
+  if (!info || !ca || info->nodeId != cur.nodeId || info->role != want ||
+      !ca->verify(next.nodeCertPem)) {
+    log::warn("swarm", "the leader sent a certificate that is not this node's; role unchanged");
+    return;
+  }
+  const std::vector<ManagerEntry> managers = managersFromJson(o->getArray("managers"));
+  if (role == "manager") {
+    next.caKeyPem = o->optValue<std::string>("ca_key", "");
+    next.raftId = std::strtoull(o->optValue<std::string>("raft_id", "0").c_str(), nullptr, 10);
+    next.bootstrap = false;
+    next.listenAddr = listen->toString();
+    next.raftAddr = HostPort{listen->host, listen->port + 1}.toString();
+    next.advertiseAddr = o->optValue<std::string>("addr", "") + ":" + std::to_string(listen->port);
+    next.managers.clear();
+    if (next.raftId == 0 || !ca::RootCa::load(next.caCertPem, next.caKeyPem)) {
+      log::warn("swarm", "the leader's promotion reply is incomplete; role unchanged");
+      return;
+    }
+  } else {
+    next.caKeyPem.clear();
+    next.raftId = 0;
+    next.raftAddr.clear();
+    next.bootstrap = false;
+    next.managers = managers;
+  }
+  // The new identity is written beside the old one, then swapped in.
+  const std::string staging = dataRoot_ + "/swarm.new";
+  const std::string old = dataRoot_ + "/swarm.old";
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  if (Status w = next.save(staging); !w) {
+    log::warn("swarm", "cannot change role", {{"error", w.message()}});
+    fs::remove_all(staging, ec);
+    return;
+  }
+  lock.lock();
+  if (stopping_ || !identity_ || identity_->nodeId != cur.nodeId) return;
+  stopRunning(lock);
+  fs::remove_all(old, ec);
+  fs::rename(dir, old, ec);
+  if (!ec) fs::rename(staging, dir, ec);
+  if (ec) {
+    log::error("swarm", "cannot swap in the new identity", {{"error", ec.message()}});
+    fs::rename(old, dir, ec);
+    return;
+  }
+  fs::remove_all(old, ec);
+  identity_ = std::make_unique<Identity>(next);
+  log::info("swarm", role == "manager" ? "promoted to manager" : "demoted to worker",
+            {{"node", next.nodeId}});
+  if (role == "worker") {
+    startWorker(next);
+    return;
+  }
+  if (Status st = startManager(next, dir, true, false, managers); !st) {
+    log::error("swarm", "cannot start the manager after promotion", {{"error", st.message()}});
+    return;
+  }
+  lock.unlock();
+  if (Status j = joinRaft(next, managers); !j) {
+    log::error("swarm", "promoted, but not added to Raft yet", {{"error", j.message()}});
+  }
+}
+
+Status Swarm::joinRaft(const Identity& id, const std::vector<ManagerEntry>& managers) {
+  const std::string dir = dataRoot_ + "/swarm";
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  Status last = Status::unavailable("no manager to ask");
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto reply = callLeader(dir, managers, "/raft/join", "{}");
+    last = reply ? replyStatus(*reply) : reply.status();
+    if (last) break;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return Status::cancelled("the daemon is stopping");
+    }
+    std::this_thread::sleep_for(500ms);
+  }
+  if (!last) return last;
+  // Answer once this member has applied its own promotion (it then counts in the quorum).
+  while (std::chrono::steady_clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!store_) return Status::cancelled("the manager stopped");
+      const auto voters = store_->raft().voters();
+      if (std::count(voters.begin(), voters.end(), id.raftId)) return Status::ok();
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return Status::timeout("added to Raft, but this manager has not caught up within 30 s");
+}
+
+Status Swarm::removeNode(const std::string& ref, bool force) {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string removed;
+  Status s = store_->update(
+      [&](store::Tx& tx) {
+        auto id = resolveNode(tx, ref);
+        if (!id) return id.status();
+        auto node = tx.get(store::Kind::kNode, *id);
+        if (!node) return Status::notFound("node " + ref + " not found");
+        if (node->role == store::NodeRole::kManager || managerEntry(*node) ||
+            desiredRole(*node) == "manager") {
+          return Status::failedPrecondition(
+              "node " + *id +
+              " is a cluster manager and is a member of the raft cluster. It must be demoted to "
+              "worker before removal");
+        }
+        auto st = parseObject(node->status);
+        if (!force && (!st || st->optValue<std::string>("State", "") != "down")) {
+          return Status::failedPrecondition("node " + *id +
+                                            " is not down and can't be removed (use --force)");
+        }
+        auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
+        if (!cluster) return Status::notFound("the cluster object is missing");
+        auto status = parseObject(cluster->status);
+        if (!status) return Status::internal("the cluster object's status is unreadable");
+        Poco::JSON::Array::Ptr list = status->getArray("RemovedNodes");
+        if (!list) list = new Poco::JSON::Array;
+        list->add(*id);
+        status->set("RemovedNodes", list);
+        store::Object next = *cluster;
+        next.status = stringify(*status);
+        if (Status u = tx.update(std::move(next)); !u) return u;
+        removed = *id;
+        return tx.remove(store::Kind::kNode, *id);
+      },
+      10s);
+  if (!s) return s;
+  std::lock_guard<std::mutex> g(hbMu_);
+  lastSeen_.erase(removed);
+  log::info("swarm", "node removed", {{"node", removed}});
+  return Status::ok();
 }
 
 // ---- join (the joining node) -----------------------------------------------------------------
@@ -1020,6 +1835,19 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   if (remote->port == 0) {
     return Status::invalidArgument("invalid manager address \"" + options.remoteAddr +
                                    "\": port 0");
+  }
+  auto listen = parseAddr(options.listenAddr, kDefaultPort, "listen address");
+  if (!listen) return listen.status();
+  int raftPort = listen->port + 1;
+  if (listen->port == 0) {
+    auto port = freePort(listen->host);
+    auto other = port ? freePort(listen->host) : port;
+    if (!other) return other.status();
+    listen->port = *port;
+    raftPort = *other;
+  } else if (listen->port == 65535) {
+    return Status::invalidArgument("invalid listen address \"" + options.listenAddr +
+                                   "\": Raft needs the next port too");
   }
   if (!options.advertiseAddr.empty()) {
     auto a = parseAddr(options.advertiseAddr, kDefaultPort, "advertise address");
@@ -1055,8 +1883,8 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   // 2. A key and a request; the manager, now verified against that CA, signs it.
   Identity id;
   id.role = "worker";
-  id.managerAddr = remote->toString();
-  id.managerNodeId = managerNodeId;
+  id.managers.push_back(ManagerEntry{managerNodeId, 0, remote->toString(), "", ""});
+  id.listenAddr = listen->toString();
   id.caCertPem = caPem;
   id.caDigest = ca->digest();
   auto key = ca::generateKeyPem();
@@ -1090,6 +1918,8 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   if (!options.advertiseAddr.empty()) {
     req.set("advertise_addr", options.advertiseAddr.substr(0, options.advertiseAddr.rfind(':')));
   }
+  req.set("listen_port", listen->port);
+  req.set("raft_port", raftPort);
   req.set("description", Poco::JSON::Parser().parse(nodeDescriptionJson()));
   auto joined = nodeApiRequest(verified, "POST", "/join", stringify(req));
   if (!joined) return abandon(joined.status());
@@ -1102,30 +1932,66 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
     }
     return abandon(Status(api::statusCodeForHttp(joined->status), message));
   }
+  std::vector<ManagerEntry> managers;
+  std::string seenAddr;
   try {
     auto o = Poco::JSON::Parser().parse(joined->body).extract<Poco::JSON::Object::Ptr>();
     id.nodeId = o->getValue<std::string>("node_id");
     id.clusterId = o->getValue<std::string>("cluster_id");
     id.nodeCertPem = o->getValue<std::string>("certificate");
+    id.role = o->getValue<std::string>("role");
+    seenAddr = o->optValue<std::string>("addr", "");
+    managers = managersFromJson(o->getArray("managers"));
+    if (id.role == "manager") {
+      id.caKeyPem = o->getValue<std::string>("ca_key");
+      id.raftId = std::stoull(o->getValue<std::string>("raft_id"));
+    }
   } catch (const std::exception& e) {
     return abandon(
         Status::unavailable(std::string("the manager's join reply is unreadable: ") + e.what()));
   }
+  const bool manager = id.role == "manager";
   auto info = ca::inspectCertificate(id.nodeCertPem);
-  if (!info || info->nodeId != id.nodeId || info->role != ca::kWorkerRole ||
-      !ca->verify(id.nodeCertPem)) {
+  if (!info || info->nodeId != id.nodeId ||
+      info->role != (manager ? ca::kManagerRole : ca::kWorkerRole) || !ca->verify(id.nodeCertPem) ||
+      (manager && !ca::RootCa::load(caPem, id.caKeyPem))) {
     return abandon(Status::permissionDenied(
-        "the manager returned a certificate that is not this node's worker certificate"));
+        "the manager returned a certificate that is not this node's " + id.role + " certificate"));
   }
   id.advertiseAddr = options.advertiseAddr;
+  if (manager) {
+    const std::string host =
+        options.advertiseAddr.empty() ? seenAddr : hostOf(options.advertiseAddr);
+    id.advertiseAddr = host + ":" + std::to_string(listen->port);
+    id.raftAddr = HostPort{listen->host, raftPort}.toString();
+    id.managers.clear();
+  } else if (!managers.empty()) {
+    id.managers = managers;
+  }
   if (Status s = id.save(staging); !s) return abandon(s);
   fs::rename(staging, dir, ec);
   if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
-  startWorker(id);
-  identity_ = std::make_unique<Identity>(std::move(id));
-  log::info("swarm", "joined the swarm as a worker",
-            {{"node", identity_->nodeId}, {"manager", identity_->managerAddr}});
-  return identity_->nodeId;
+  if (!manager) {
+    startWorker(id);
+    identity_ = std::make_unique<Identity>(std::move(id));
+    log::info("swarm", "joined the swarm as a worker",
+              {{"node", identity_->nodeId}, {"manager", remote->toString()}});
+    return identity_->nodeId;
+  }
+  auto undo = [&](const Status& s) {
+    if (!lock.owns_lock()) lock.lock();
+    stopRunning(lock);
+    identity_.reset();
+    fs::remove_all(dir, ec);
+    return s;
+  };
+  if (Status s = startManager(id, dir, true, false, managers); !s) return undo(s);
+  identity_ = std::make_unique<Identity>(id);
+  lock.unlock();
+  if (Status s = joinRaft(id, managers); !s) return undo(s.withContext("joining Raft"));
+  log::info("swarm", "joined the swarm as a manager",
+            {{"node", id.nodeId}, {"raft_id", std::to_string(id.raftId)}});
+  return id.nodeId;
 }
 
 }  // namespace shoal::manager

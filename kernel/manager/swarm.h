@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +41,18 @@ struct SwarmJoinOptions {
   std::string token;
   std::string remoteAddr;     // a manager's "IP[:PORT]" (port 2377 by default)
   std::string advertiseAddr;  // empty: the address the manager sees this node connect from
+  // Where this node listens as a manager (now with a manager token, or once promoted); Raft
+  // takes the next port.
+  std::string listenAddr = "0.0.0.0:2377";
+};
+
+// A manager as the other nodes know it (from its Node object's ManagerStatus).
+struct ManagerEntry {
+  std::string nodeId;
+  uint64_t raftId = 0;
+  std::string addr;          // its node API, "ip:port"
+  std::string raftAddr;      // its Raft listener, "ip:port"
+  std::string reachability;  // reachable | unreachable (as the leader last saw it)
 };
 
 // What `shoal info` shows about the swarm.
@@ -102,7 +115,9 @@ class Swarm {
   // against the token's digest before anything is sent; then the manager signs this node's
   // certificate. Returns the node id. Errors: already part of a swarm; a malformed, wrong or
   // rotated-out token; a token of another swarm; an unreachable manager; a manager token
-  // (joining as a manager is not supported yet). Nothing is left behind on failure.
+  // A manager token makes it a manager: it gets the CA key and a Raft id, starts its store
+  // empty and is added to the Raft membership (as a learner, then a voter) by the leader
+  // before join returns. Nothing is left behind on this node on failure.
   Result<std::string> join(const SwarmJoinOptions& options);
 
   SwarmStatus status() const;
@@ -117,6 +132,10 @@ class Swarm {
   // ambiguous. Manager only.
   Result<std::string> inspectNode(const std::string& ref);
 
+  // `node rm`: forgets a node and refuses its certificate from then on. A node that is not
+  // down needs `force`; a manager must be demoted first (Docker's rules).
+  Status removeNode(const std::string& ref, bool force);
+
   // `node update`: any of availability, labels to add (key -> value) and remove, role.
   struct NodeUpdate {
     std::string availability;  // "" = unchanged; active | pause | drain
@@ -124,8 +143,12 @@ class Swarm {
     std::vector<std::string> labelRm;
     std::string role;  // "" = unchanged; worker | manager
   };
+  // A role change sets the node's desired role; the node follows by itself (a worker asks for
+  // a manager certificate and joins Raft; the leader removes a demoted manager from Raft and
+  // the node then asks for a worker certificate).
   // Errors: bad values (named), an unknown node, a label to remove that the node lacks
-  // (Docker's "key X doesn't exist in node's labels"), demoting the last manager. Manager only.
+  // (Docker's "key X doesn't exist in node's labels"), demoting the last manager, or one whose
+  // removal would leave fewer reachable managers than a quorum. Manager only.
   Status updateNode(const std::string& ref, const NodeUpdate& update);
 
   // `swarm leave`: a manager needs `force` (leaving the last manager erases the swarm's
@@ -137,8 +160,31 @@ class Swarm {
 
  private:
   struct Identity;
-  Status startManager(const Identity& id, const std::string& dir, bool serveNodeApi);
+  // `bootstrap`: this node is the cluster's first voter (init); otherwise it starts with no
+  // membership and learns it from the leader. `peers`: managers to reach before the store
+  // has caught up (a joining manager).
+  Status startManager(const Identity& id, const std::string& dir, bool serveNodeApi, bool bootstrap,
+                      const std::vector<ManagerEntry>& peers = {});
   void startWorker(const Identity& id);
+  // Reads for the API: linearizable on the leader, this manager's committed view on a
+  // follower that knows a leader, "no leader" otherwise.
+  Status readView(ReplicatedStore& store, const store::Store::ViewFn& fn);
+  // On a new manager: asks the leader to add this node to the Raft membership; returns once
+  // it is a voter.
+  Status joinRaft(const Identity& id, const std::vector<ManagerEntry>& managers);
+  // Follows the role the managers want for this node (promotion, demotion), on roleThread_.
+  void requestRoleChange();
+  void changeRole();
+  // The leader's duties each monitor round: node states, managers' reachability, demotions.
+  void leaderRound(ReplicatedStore& store, const Identity& self,
+                   std::chrono::steady_clock::time_point started);
+  // Every manager, each round: Raft peers from the store. True when the store says this
+  // manager is to be a worker.
+  bool syncPeers(ReplicatedStore& store, raft::TcpTransport& transport, const Identity& self);
+  api::Response handleCertificate(const api::Request& r);
+  api::Response handleRaftJoin(const api::Request& r);
+  // 421 naming the leader's node API, for requests only the leader serves.
+  api::Response redirectToLeader(ReplicatedStore& store);
   // Takes everything running out under mu_ and stops it with mu_ released (node API
   // handlers take mu_, and stopping the API waits for them).
   void stopRunning(std::unique_lock<std::mutex>& lock);
@@ -146,7 +192,7 @@ class Swarm {
   api::Response handleJoin(const api::Request& r);
   api::Response handleHeartbeat(const api::Request& r);
   void monitorHeartbeats();
-  void sendHeartbeats(std::string dir, std::string managerAddr, std::string managerNodeId);
+  void sendHeartbeats(std::string dir);
   std::chrono::seconds heartbeatPeriod();
   Status commitInitialState(const Identity& id, const SwarmInitOptions& options);
   std::string nodeDescriptionJson() const;
@@ -171,6 +217,20 @@ class Swarm {
   std::condition_variable hbCv_;
   bool hbStop_ = false;                                                    // guarded by hbMu_
   std::map<std::string, std::chrono::steady_clock::time_point> lastSeen_;  // guarded by hbMu_
+  // Managers: when the leader last had a Raft connection to each (node id).
+  std::map<std::string, std::chrono::steady_clock::time_point> managerSeen_;  // guarded by hbMu_
+
+  // Raft peers as the store names them, for the transport's certificate check.
+  std::mutex peersMu_;
+  std::map<uint64_t, std::string> raftPeers_;  // Raft id -> raft address; guarded by peersMu_
+  std::map<uint64_t, std::string> raftNodes_;  // Raft id -> node id; guarded by peersMu_
+  std::set<std::string> removedNodes_;         // guarded by peersMu_
+
+  // Role changes run on their own thread (they stop and start the others).
+  std::mutex roleMu_;       // held for a whole role change
+  std::thread roleThread_;  // guarded by mu_
+  bool roleBusy_ = false;   // guarded by mu_
+  bool stopping_ = false;   // guarded by mu_
 };
 
 }  // namespace shoal::manager

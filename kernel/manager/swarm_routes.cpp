@@ -68,13 +68,15 @@ Response join(Swarm& swarm, const Request& r) {
     auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
     if (!body) return Response::error(400, "the request body is not a JSON object");
     for (const auto& key : body->getNames()) {
-      if (key != "token" && key != "remote_addr" && key != "advertise_addr") {
+      if (key != "token" && key != "remote_addr" && key != "advertise_addr" &&
+          key != "listen_addr") {
         return Response::error(400, "unknown field \"" + key + "\" in the swarm join request");
       }
     }
     o.token = body->getValue<std::string>("token");
     o.remoteAddr = body->getValue<std::string>("remote_addr");
     o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
+    o.listenAddr = body->optValue<std::string>("listen_addr", o.listenAddr);
   } catch (const std::exception& e) {
     return Response::error(400, std::string("bad swarm join request: ") + e.what());
   }
@@ -82,6 +84,7 @@ Response join(Swarm& swarm, const Request& r) {
   if (!id) return Response::error(id.status());
   Poco::JSON::Object out;
   out.set("node_id", *id);
+  out.set("role", swarm.status().role);
   return Response::json(stringify(out));
 }
 
@@ -155,6 +158,10 @@ Response updateNode(Swarm& swarm, const Request& r) {
 void addSwarmRoutes(api::Router& router, Swarm& swarm) {
   router.add("GET", "/nodes/inspect", [&swarm](const Request& r) { return inspectNode(swarm, r); });
   router.add("POST", "/nodes/update", [&swarm](const Request& r) { return updateNode(swarm, r); });
+  router.add("POST", "/nodes/rm", [&swarm](const Request& r) {
+    Status s = swarm.removeNode(param(r, "id"), param(r, "force") == "1");
+    return s ? Response::json("{}") : Response::error(s);
+  });
   router.add("POST", "/swarm/leave", [&swarm](const Request& r) {
     Status s = swarm.leave(param(r, "force") == "1");
     return s ? Response::json("{}") : Response::error(s);

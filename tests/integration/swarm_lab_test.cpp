@@ -1,0 +1,267 @@
+// The seeds' walkthrough on a lab of real nodes (scripts/lab: a shoald per network and UTS
+// namespace on a private underlay bridge), asserted step by step:
+//  - init on node1, two workers join with the printed token, `node ls` shows 3 Ready, workers
+//    cannot run manager commands;
+//  - promote node2 and node3: they become Raft voters and show as Reachable;
+//  - kill -9 the leader's shoald: the other two elect a leader, `node ls` and writes work there
+//    within a few seconds; the killed node comes back and rejoins as Reachable;
+//  - cut one manager off (nftables in its namespace): the majority keeps writing, the cut-off
+//    one refuses with "no quorum"; heal: it catches up;
+//  - a node joining with the manager token is a manager at once; demoting one makes it a
+//    worker again; bad tokens and another swarm's token are refused and leave nothing; a
+//    removed node's certificate is no longer accepted.
+// Needs root (namespaces), like every test in this label.
+#include <cppunit/extensions/HelperMacros.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/netns_lab.h"
+#include "tests/support/process.h"
+
+using namespace std::chrono_literals;
+using shoal::test::eventually;
+using shoal::test::RunResult;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// scripts/lab, with a lab of this test's own (its own name, so it never meets another lab).
+class Lab {
+ public:
+  explicit Lab(int nodes) : name_("shoalt" + std::to_string(getpid())) {
+    env_ = {"SHOAL_LAB=" + name_, "SHOAL_BIN=" + std::string(SHOAL_BIN_DIR),
+            "SHOAL_PLUGINS=" + std::string(SHOAL_PLUGIN_BUILD_DIR)};
+    RunResult up = lab({"up", std::to_string(nodes)}, 120s);
+    if (up.exitCode != 0) {
+      lab({"down"});
+      CPPUNIT_FAIL("lab up failed: " + up.err);
+    }
+  }
+  ~Lab() { lab({"down"}, 120s); }
+
+  RunResult lab(std::vector<std::string> args, std::chrono::seconds limit = 60s) const {
+    args.insert(args.begin(), std::string(SHOAL_SOURCE_DIR) + "/scripts/lab");
+    return shoal::test::runCommand(args, limit, env_);
+  }
+  // `shoal ARGS` on a node.
+  RunResult on(const std::string& node, std::vector<std::string> args) const {
+    args.insert(args.begin(), {"exec", node});
+    return lab(args);
+  }
+  std::string ip(const std::string& node) const { return trim(lab({"ip", node}).out); }
+  std::string log(const std::string& node) const { return lab({"log", node}).out; }
+
+  // The `node ls` row of the node with this hostname, as seen from `from` ("" if none).
+  std::string row(const std::string& from, const std::string& hostname) const {
+    std::istringstream in(on(from, {"node", "ls"}).out);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream words(line);
+      std::string id, second, third;
+      words >> id >> second >> third;
+      if (second == hostname || (second == "*" && third == hostname)) return line;
+    }
+    return "";
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::string> env_;
+};
+
+}  // namespace
+
+class SwarmLabTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(SwarmLabTest);
+  CPPUNIT_TEST(testSeedsWalkthroughFailoverAndPartition);
+  CPPUNIT_TEST(testManagerTokenDemotionAndRefusals);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void setUp() override {
+    CPPUNIT_ASSERT_MESSAGE("this test needs root, ip and nft (network namespaces)",
+                           shoal::test::NetnsLab::available());
+  }
+
+  void testSeedsWalkthroughFailoverAndPartition() {
+    Lab lab(3);
+    const std::string addr1 = lab.ip("node1");
+    RunResult init = lab.on("node1", {"swarm", "init", "--advertise-addr", addr1});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(init.err, 0, init.exitCode);
+    CPPUNIT_ASSERT(contains(init.out, "shoal swarm join --token SWMTKN-1-"));
+    CPPUNIT_ASSERT(contains(init.out, addr1 + ":2377"));
+    const std::string token = trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
+    for (const char* node : {"node2", "node3"}) {
+      RunResult join = lab.on(node, {"swarm", "join", "--token", token, addr1 + ":2377"});
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(join.err, 0, join.exitCode);
+      CPPUNIT_ASSERT(contains(join.out, "This node joined a swarm as a worker."));
+    }
+    // node ls on the manager: three nodes, all Ready; node1 is the Leader, marked as self.
+    for (const char* node : {"node1", "node2", "node3"}) {
+      CPPUNIT_ASSERT_MESSAGE(node, contains(lab.row("node1", node), "Ready"));
+    }
+    CPPUNIT_ASSERT(contains(lab.row("node1", "node1"), "Leader"));
+    CPPUNIT_ASSERT(contains(lab.row("node1", "node1"), " * "));
+    // Workers cannot run manager commands.
+    RunResult denied = lab.on("node2", {"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL(1, denied.exitCode);
+    CPPUNIT_ASSERT(contains(denied.err, "This node is not a swarm manager"));
+
+    // Promote node2 (as Docker's `node update --role manager`) and node3 (`node promote`).
+    CPPUNIT_ASSERT_EQUAL(
+        0, lab.on("node1", {"node", "update", "--role", "manager", "node2"}).exitCode);
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node1", {"node", "promote", "node3"}).exitCode);
+    CPPUNIT_ASSERT_MESSAGE(lab.log("node2"),
+                           eventually(
+                               [&] {
+                                 return contains(lab.row("node1", "node2"), "Reachable") &&
+                                        contains(lab.row("node1", "node3"), "Reachable");
+                               },
+                               30s));
+    // A promoted node is a manager: it answers manager commands itself.
+    CPPUNIT_ASSERT(eventually([&] { return lab.on("node2", {"node", "ls"}).exitCode == 0; }, 10s));
+    CPPUNIT_ASSERT(contains(lab.on("node3", {"info"}).out, "Is Manager: true"));
+    CPPUNIT_ASSERT(contains(lab.on("node2", {"swarm", "join-token", "manager"}).out, "SWMTKN-1-"));
+    CPPUNIT_ASSERT_EQUAL(
+        0, lab.on("node1", {"node", "update", "--label-add", "before=kill", "node3"}).exitCode);
+
+    // kill -9 the leader: the other two elect one and serve node ls and writes.
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"kill", "node1"}).exitCode);
+    const auto killed = std::chrono::steady_clock::now();
+    std::string survivor;
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          for (const char* node : {"node2", "node3"}) {
+            if (contains(lab.row(node, node), "Leader")) survivor = node;
+          }
+          return !survivor.empty();
+        },
+        15s));
+    RunResult write = lab.on(survivor, {"node", "update", "--label-add", "after=kill", "node2"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(write.err, 0, write.exitCode);
+    CPPUNIT_ASSERT(std::chrono::steady_clock::now() - killed < 10s);
+    CPPUNIT_ASSERT(contains(lab.on(survivor, {"node", "inspect", "node3"}).out, "\"before\""));
+    // The leader marks the dead manager Unreachable.
+    CPPUNIT_ASSERT(
+        eventually([&] { return contains(lab.row(survivor, "node1"), "Unreachable"); }, 15s));
+
+    // node1 comes back from its files and rejoins as a follower.
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"start", "node1"}).exitCode);
+    CPPUNIT_ASSERT_MESSAGE(lab.log("node1"),
+                           eventually(
+                               [&] {
+                                 return contains(lab.row(survivor, "node1"), "Reachable") &&
+                                        !contains(lab.row(survivor, "node1"), "Unreachable");
+                               },
+                               20s));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return contains(lab.on("node1", {"node", "inspect", "node2"}).out, "\"after\"");
+        },
+        10s));
+
+    // Cut node3 off: the majority keeps working, node3 refuses writes.
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"partition", "node3"}).exitCode);
+    std::string majority = survivor == "node3" ? "node1" : survivor;
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return lab.on(majority, {"node", "update", "--label-add", "cut=yes", "node1"}).exitCode ==
+                 0;
+        },
+        20s));
+    RunResult minority;
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          minority = lab.on("node3", {"node", "update", "--label-add", "lost=yes", "node3"});
+          return minority.exitCode != 0 && contains(minority.err, "no quorum");
+        },
+        20s));
+    // Heal: node3 catches up with what the majority wrote meanwhile.
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"heal"}).exitCode);
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return contains(lab.on("node3", {"node", "inspect", "node1"}).out, "\"cut\"");
+        },
+        20s));
+    CPPUNIT_ASSERT(!contains(lab.on(majority, {"node", "inspect", "node3"}).out, "\"lost\""));
+  }
+
+  void testManagerTokenDemotionAndRefusals() {
+    Lab lab(4);
+    const std::string addr1 = lab.ip("node1") + ":2377";
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node1", {"swarm", "init", "--advertise-addr", addr1}).exitCode);
+    // node4 is another swarm: its tokens are refused by node1's swarm.
+    CPPUNIT_ASSERT_EQUAL(
+        0, lab.on("node4", {"swarm", "init", "--advertise-addr", lab.ip("node4")}).exitCode);
+    const std::string foreign = trim(lab.on("node4", {"swarm", "join-token", "-q", "worker"}).out);
+    RunResult f = lab.on("node3", {"swarm", "join", "--token", foreign, addr1});
+    CPPUNIT_ASSERT_MESSAGE(f.err, f.exitCode != 0 && contains(f.err, "does not match"));
+    RunResult bad = lab.on("node3", {"swarm", "join", "--token", "SWMTKN-1-x-y", addr1});
+    CPPUNIT_ASSERT(bad.exitCode != 0 && contains(bad.err, "invalid join token"));
+    CPPUNIT_ASSERT(contains(lab.on("node3", {"info"}).out, "Swarm: inactive"));
+
+    // The manager token makes node2 a manager at once: it serves manager commands on return.
+    const std::string mtoken = trim(lab.on("node1", {"swarm", "join-token", "-q", "manager"}).out);
+    RunResult m = lab.on("node2", {"swarm", "join", "--token", mtoken, addr1});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(m.err + lab.log("node2"), 0, m.exitCode);
+    CPPUNIT_ASSERT(contains(m.out, "This node joined a swarm as a manager."));
+    RunResult ls = lab.on("node2", {"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(ls.err, 0, ls.exitCode);
+    CPPUNIT_ASSERT(contains(lab.row("node2", "node2"), "Reachable"));
+    CPPUNIT_ASSERT(contains(lab.row("node2", "node1"), "Leader"));
+
+    // A rotated-out worker token is refused; the new one works.
+    const std::string old = trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
+    CPPUNIT_ASSERT_EQUAL(0,
+                         lab.on("node2", {"swarm", "join-token", "--rotate", "worker"}).exitCode);
+    RunResult stale = lab.on("node3", {"swarm", "join", "--token", old, addr1});
+    CPPUNIT_ASSERT(stale.exitCode != 0 && contains(stale.err, "A valid join token"));
+    const std::string fresh = trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
+    CPPUNIT_ASSERT(fresh != old);
+    // Joining through the follower manager works as well.
+    RunResult w = lab.on("node3", {"swarm", "join", "--token", fresh, lab.ip("node2") + ":2377"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(w.err, 0, w.exitCode);
+    CPPUNIT_ASSERT(eventually([&] { return contains(lab.row("node1", "node3"), "Ready"); }, 15s));
+
+    // Demote node2: it leaves Raft and becomes a worker; the last manager cannot be demoted.
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node1", {"node", "demote", "node2"}).exitCode);
+    CPPUNIT_ASSERT_MESSAGE(
+        lab.log("node2"),
+        eventually([&] { return contains(lab.on("node2", {"info"}).out, "Is Manager: false"); },
+                   20s));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          const std::string row = lab.row("node1", "node2");
+          return contains(row, "Ready") && !contains(row, "Reachable");
+        },
+        15s));
+    RunResult last = lab.on("node1", {"node", "demote", "node1"});
+    CPPUNIT_ASSERT(last.exitCode != 0 && contains(last.err, "last manager"));
+
+    // node rm: a live worker needs --force; once removed, its heartbeats are refused and it
+    // is gone from node ls; a manager cannot be removed.
+    RunResult live = lab.on("node1", {"node", "rm", "node3"});
+    CPPUNIT_ASSERT(live.exitCode != 0 && contains(live.err, "is not down"));
+    RunResult mgr = lab.on("node1", {"node", "rm", "--force", "node1"});
+    CPPUNIT_ASSERT(mgr.exitCode != 0 && contains(mgr.err, "must be demoted"));
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node1", {"node", "rm", "--force", "node3"}).exitCode);
+    CPPUNIT_ASSERT(lab.row("node1", "node3").empty());
+    CPPUNIT_ASSERT(
+        eventually([&] { return contains(lab.log("node3"), "heartbeat refused"); }, 20s));
+    CPPUNIT_ASSERT(lab.row("node1", "node3").empty());
+  }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(SwarmLabTest);
