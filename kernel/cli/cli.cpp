@@ -325,28 +325,28 @@ void printJoinCommand(std::ostream& out, const std::string& role, const std::str
       << "    shoal swarm join --token " << token << " " << addr << "\n\n";
 }
 
+// Copies the cluster-setting flags that `swarm init` and `swarm update` share into `req`.
+// False (after printing why) when one is malformed.
+bool clusterSettingFlags(Invocation& inv, Poco::JSON::Object& req) {
+  for (auto [flag, key] : {std::pair{"cert-expiry", "cert_expiry_seconds"},
+                           std::pair{"dispatcher-heartbeat", "heartbeat_period_seconds"}}) {
+    if (!inv.has(flag)) continue;
+    auto seconds = parseDuration(inv.flag(flag));
+    if (!seconds) {
+      *inv.err << "invalid argument \"" << inv.flag(flag) << "\" for \"--" << flag
+               << "\" flag: " << seconds.status().message() << '\n';
+      return false;
+    }
+    req.set(key, *seconds);
+  }
+  return true;
+}
+
 int cmdSwarmInit(Invocation& inv) {
   Poco::JSON::Object req;
   if (inv.has("listen-addr")) req.set("listen_addr", inv.flag("listen-addr"));
   if (inv.has("advertise-addr")) req.set("advertise_addr", inv.flag("advertise-addr"));
-  if (inv.has("cert-expiry")) {
-    auto seconds = parseDuration(inv.flag("cert-expiry"));
-    if (!seconds) {
-      *inv.err << "invalid argument \"" << inv.flag("cert-expiry")
-               << "\" for \"--cert-expiry\" flag: " << seconds.status().message() << '\n';
-      return kExitUsage;
-    }
-    req.set("cert_expiry_seconds", *seconds);
-  }
-  if (inv.has("dispatcher-heartbeat")) {
-    auto seconds = parseDuration(inv.flag("dispatcher-heartbeat"));
-    if (!seconds) {
-      *inv.err << "invalid argument \"" << inv.flag("dispatcher-heartbeat")
-               << "\" for \"--dispatcher-heartbeat\" flag: " << seconds.status().message() << '\n';
-      return kExitUsage;
-    }
-    req.set("heartbeat_period_seconds", *seconds);
-  }
+  if (!clusterSettingFlags(inv, req)) return kExitUsage;
   std::ostringstream body;
   req.stringify(body);
   auto reply = postToDaemon(inv, "/swarm/init", body.str());
@@ -596,6 +596,28 @@ int cmdNodeRoleChange(Invocation& inv, const std::string& role) {
   return rc;
 }
 
+int cmdSwarmUpdate(Invocation& inv) {
+  Poco::JSON::Object req;
+  if (!clusterSettingFlags(inv, req)) return kExitUsage;
+  if (inv.has("task-history-limit")) {
+    const std::string text = inv.flag("task-history-limit");
+    char* end = nullptr;
+    const long long n = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0') {
+      *inv.err << "invalid argument \"" << text
+               << "\" for \"--task-history-limit\" flag: not a number\n";
+      return kExitUsage;
+    }
+    req.set("task_history_limit", static_cast<int64_t>(n));
+  }
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/swarm/update", body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  *inv.out << "Swarm updated.\n";
+  return kExitOk;
+}
+
 int cmdNodeRm(Invocation& inv) {
   if (inv.args.empty()) {
     return usageError(
@@ -642,6 +664,15 @@ const std::vector<Command>& commands() {
         {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", "5s"}},
        0,
        cmdSwarmInit,
+       {}},
+      {"swarm update",
+       "swarm update [OPTIONS]",
+       "Update the swarm",
+       {{"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", ""},
+        {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", ""},
+        {"task-history-limit", 0, true, "Task history retention limit", ""}},
+       0,
+       cmdSwarmUpdate,
        {}},
       {"swarm join",
        "swarm join [OPTIONS] HOST:PORT",

@@ -297,8 +297,35 @@ struct Swarm::Identity {
     return writeFile(dir + "/state.json", stateJson(), secret);
   }
 
+  // Replaces the node key and certificate in `dir`: both are written beside the old ones,
+  // then renamed key first; load() completes a replacement a crash interrupted.
+  Status saveCertificate(const std::string& dir) const {
+    const std::string certs = dir + "/certificates/";
+    const auto secret = fs::perms::owner_read | fs::perms::owner_write;
+    const auto open = secret | fs::perms::group_read | fs::perms::others_read;
+    if (Status s = writeFile(certs + "swarm-node.key.new", nodeKeyPem, secret); !s) return s;
+    if (Status s = writeFile(certs + "swarm-node.crt.new", nodeCertPem, open); !s) return s;
+    std::error_code ec;
+    fs::rename(certs + "swarm-node.key.new", certs + "swarm-node.key", ec);
+    if (!ec) fs::rename(certs + "swarm-node.crt.new", certs + "swarm-node.crt", ec);
+    if (ec) return Status::internal("cannot replace the node certificate: " + ec.message());
+    return Status::ok();
+  }
+
   static Result<Identity> load(const std::string& dir) {
     const std::string statePath = dir + "/state.json";
+    {
+      // A certificate replacement that stopped half-way: with the new key in place, the new
+      // certificate belongs with it; with neither renamed, the old pair still stands.
+      const std::string certs = dir + "/certificates/";
+      std::error_code ec;
+      if (fs::exists(certs + "swarm-node.key.new", ec)) {
+        fs::remove(certs + "swarm-node.key.new", ec);
+        fs::remove(certs + "swarm-node.crt.new", ec);
+      } else if (fs::exists(certs + "swarm-node.crt.new", ec)) {
+        fs::rename(certs + "swarm-node.crt.new", certs + "swarm-node.crt", ec);
+      }
+    }
     auto text = readFile(statePath);
     if (!text) return text.status();
     Identity id;
@@ -516,7 +543,7 @@ Status Swarm::resume() {
   } else {
     startWorker(*id);
   }
-  identity_ = std::make_unique<Identity>(std::move(*id));
+  setIdentity(std::move(*id), false);
   log::info("swarm", "rejoined the swarm",
             {{"node", identity_->nodeId}, {"cluster", identity_->clusterId}});
   return Status::ok();
@@ -694,7 +721,7 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
        !store_->raft().isLeader() && std::chrono::steady_clock::now() < until;) {
     std::this_thread::sleep_for(5ms);
   }
-  identity_ = std::make_unique<Identity>(std::move(id));
+  setIdentity(std::move(id), true);
   log::info("swarm", "swarm initialised",
             {{"node", identity_->nodeId},
              {"cluster", identity_->clusterId},
@@ -714,6 +741,27 @@ Status Swarm::readView(ReplicatedStore& store, const store::Store::ViewFn& fn) {
   if (store.raft().leader() == 0) return Status::unavailable(kNoLeader);
   store.view(fn);
   return Status::ok();
+}
+
+void Swarm::setIdentity(Identity id, bool freshCertificate) {
+  // Renew at a random point between 50% and 80% of the certificate's lifetime (Swarm's rule),
+  // counted from now for one just issued, from its start for one read from disk.
+  auto info = ca::inspectCertificate(id.nodeCertPem);
+  if (info && info->notAfter > info->notBefore) {
+    const auto lifetime = std::chrono::seconds(info->notAfter - info->notBefore);
+    const auto base =
+        freshCertificate ? clock_.now() : Clock::WallTime(std::chrono::seconds(info->notBefore));
+    renewAt_ = base + std::chrono::duration_cast<std::chrono::seconds>(
+                          lifetime * (0.5 + 0.3 * random_.real()));
+  } else {
+    renewAt_ = clock_.now();
+  }
+  identity_ = std::make_unique<Identity>(std::move(id));
+}
+
+bool Swarm::certificateDue() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return identity_ && clock_.now() >= renewAt_;
 }
 
 Status Swarm::requireManager() const {
@@ -930,12 +978,59 @@ Status Swarm::updateNode(const std::string& ref, const NodeUpdate& update) {
 Status Swarm::leave(bool force) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!identity_) return Status::failedPrecondition("This node is not part of a swarm");
-  if (identity_->role == "manager" && !force) {
-    return Status::failedPrecondition(
-        "You are attempting to leave the swarm on a node that is participating as a manager. "
-        "Removing the last manager erases all current state of the swarm. Use `--force` to "
-        "ignore this message.");
+  if (identity_->role == "manager" && store_) {
+    std::size_t managers = 0;
+    store_->view([&](const store::ReadView& v) {
+      for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+        if (managerEntry(*n)) ++managers;
+      }
+    });
+    if (!force) {
+      if (managers <= 1) {
+        return Status::failedPrecondition(
+            "You are attempting to leave the swarm on a node that is participating as a "
+            "manager. Removing the last manager erases all current state of the swarm. Use "
+            "`--force` to ignore this message.");
+      }
+      return Status::failedPrecondition(
+          "You are attempting to leave the swarm on a node that is participating as a manager. "
+          "Removing this node leaves " +
+          std::to_string(managers - 1) + " managers out of " + std::to_string(managers) +
+          ". The recommended way is to demote it first (shoal node demote). Use `--force` to "
+          "ignore this message.");
+    }
+    if (managers > 1) {
+      // Forced: leave Raft the way a demotion does (the leader, if this is it, hands over
+      // first), so the managers that stay keep their quorum; then go.
+      const uint64_t raftId = identity_->raftId;
+      lock.unlock();
+      NodeUpdate demote;
+      demote.role = "worker";
+      if (Status s = updateNode("self", demote); !s) {
+        log::warn("swarm", "leaving without leaving Raft first", {{"error", s.message()}});
+      } else {
+        const auto until = std::chrono::steady_clock::now() + 15s;
+        for (;;) {
+          {
+            std::lock_guard<std::mutex> g(mu_);
+            if (!store_) break;
+            const auto voters = store_->raft().voters();
+            if (!std::count(voters.begin(), voters.end(), raftId)) break;
+          }
+          if (std::chrono::steady_clock::now() > until) break;
+          std::this_thread::sleep_for(50ms);
+        }
+      }
+      lock.lock();
+    }
   }
+  stopping_ = true;
+  std::thread role = std::move(roleThread_);
+  lock.unlock();
+  if (role.joinable()) role.join();
+  lock.lock();
+  stopping_ = false;
+  if (!identity_) return Status::ok();
   stopRunning(lock);
   std::error_code ec;
   fs::remove_all(dataRoot_ + "/swarm", ec);
@@ -946,6 +1041,49 @@ Status Swarm::leave(bool force) {
   log::info("swarm", "left the swarm", {{"node", identity_->nodeId}});
   identity_.reset();
   return Status::ok();
+}
+
+Status Swarm::update(const SwarmUpdate& u) {
+  if (u.certExpiry && *u.certExpiry < 1h) {
+    return Status::invalidArgument("--cert-expiry must be at least 1 hour");
+  }
+  if (u.heartbeatPeriod && *u.heartbeatPeriod < 1s) {
+    return Status::invalidArgument("--dispatcher-heartbeat must be at least 1 second");
+  }
+  if (u.taskHistoryLimit && *u.taskHistoryLimit < 0) {
+    return Status::invalidArgument("--task-history-limit must not be negative");
+  }
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_->update(
+      [&](store::Tx& tx) {
+        auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
+        if (!cluster) return Status::notFound("the cluster object is missing");
+        auto spec = parseObject(cluster->spec);
+        if (!spec) return Status::internal("the cluster object's spec is unreadable");
+        auto section = [&](const char* name) {
+          Poco::JSON::Object::Ptr o = spec->getObject(name);
+          if (!o) {
+            o = new Poco::JSON::Object;
+            spec->set(name, o);
+          }
+          return o;
+        };
+        if (u.certExpiry) {
+          section("CAConfig")->set("NodeCertExpiry", static_cast<int64_t>(u.certExpiry->count()));
+        }
+        if (u.heartbeatPeriod) {
+          section("Dispatcher")
+              ->set("HeartbeatPeriod", static_cast<int64_t>(u.heartbeatPeriod->count()));
+        }
+        if (u.taskHistoryLimit) {
+          section("Orchestration")->set("TaskHistoryRetentionLimit", *u.taskHistoryLimit);
+        }
+        store::Object next = *cluster;
+        next.spec = stringify(*spec);
+        return tx.update(std::move(next));
+      },
+      10s);
 }
 
 // ---- the node API (managers) and heartbeats ---------------------------------------------
@@ -1561,8 +1699,8 @@ void Swarm::monitorHeartbeats() {
       self = std::make_unique<Identity>(*identity_);
     }
     // Demoted: this manager asks for a worker certificate, which the leader gives once it has
-    // taken it out of Raft.
-    if (syncPeers(*store, *transport, *self)) requestRoleChange();
+    // taken it out of Raft. Renewal goes the same way.
+    if (syncPeers(*store, *transport, *self) || certificateDue()) requestRoleChange();
     const bool leader = store->raft().isLeader();
     if (leader && !wasLeader) since = std::chrono::steady_clock::now();
     wasLeader = leader;
@@ -1617,6 +1755,7 @@ void Swarm::sendHeartbeats(std::string dir) {
         }
         if (o->optValue<std::string>("role", "worker") == "manager") requestRoleChange();
       }
+      if (certificateDue()) requestRoleChange();
     }
     std::unique_lock<std::mutex> g(hbMu_);
     if (hbCv_.wait_for(g, period, [this] { return hbStop_; })) return;
@@ -1646,11 +1785,19 @@ void Swarm::changeRole() {
   const Identity cur = *identity_;
   std::vector<ManagerEntry> ask = cur.managers;
   if (cur.role == "manager" && store_) {
+    // The other managers (one of them leads, or knows who does), then this one (a sole
+    // manager renews its own certificate through its own node API).
+    std::optional<ManagerEntry> self;
     store_->view([&](const store::ReadView& v) {
       for (auto& m : managerEntries(v)) {
-        if (m.nodeId != cur.nodeId) ask.push_back(std::move(m));
+        if (m.nodeId == cur.nodeId) {
+          self = m;
+        } else {
+          ask.push_back(std::move(m));
+        }
       }
     });
+    if (self) ask.push_back(*self);
   }
   lock.unlock();
   auto listen = parseAddr(cur.listenAddr.empty() ? "0.0.0.0:2377" : cur.listenAddr, kDefaultPort,
@@ -1675,7 +1822,6 @@ void Swarm::changeRole() {
   auto o = parseObject(reply->body);
   if (!o) return;
   const std::string role = o->optValue<std::string>("role", cur.role);
-  if (role == cur.role) return;
   Identity next = cur;
   next.role = role;
   next.nodeCertPem = o->optValue<std::string>("certificate", "");
@@ -1686,6 +1832,29 @@ void Swarm::changeRole() {
   if (!info || !ca || info->nodeId != cur.nodeId || info->role != want ||
       !ca->verify(next.nodeCertPem)) {
     log::warn("swarm", "the leader sent a certificate that is not this node's; role unchanged");
+    return;
+  }
+  if (role == cur.role) {
+    // A renewal: the new key and certificate replace the old ones in place.
+    if (Status w = next.saveCertificate(dir); !w) {
+      log::warn("swarm", "cannot store the renewed certificate", {{"error", w.message()}});
+      return;
+    }
+    lock.lock();
+    if (stopping_ || !identity_ || identity_->nodeId != cur.nodeId) return;
+    if (role == "manager") {
+      // The Raft transport and the node API load their certificate when they start.
+      stopRunning(lock);
+      setIdentity(next, true);
+      if (Status st = startManager(next, dir, true, next.bootstrap); !st) {
+        log::error("swarm", "cannot restart the manager with its renewed certificate",
+                   {{"error", st.message()}});
+      }
+    } else {
+      setIdentity(next, true);
+    }
+    log::info("swarm", "node certificate renewed",
+              {{"node", next.nodeId}, {"expires", std::to_string(info->notAfter)}});
     return;
   }
   const std::vector<ManagerEntry> managers = managersFromJson(o->getArray("managers"));
@@ -1730,7 +1899,7 @@ void Swarm::changeRole() {
     return;
   }
   fs::remove_all(old, ec);
-  identity_ = std::make_unique<Identity>(next);
+  setIdentity(next, true);
   log::info("swarm", role == "manager" ? "promoted to manager" : "demoted to worker",
             {{"node", next.nodeId}});
   if (role == "worker") {
@@ -1973,7 +2142,7 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   if (ec) return abandon(Status::internal("cannot move " + staging + " to " + dir));
   if (!manager) {
     startWorker(id);
-    identity_ = std::make_unique<Identity>(std::move(id));
+    setIdentity(std::move(id), true);
     log::info("swarm", "joined the swarm as a worker",
               {{"node", identity_->nodeId}, {"manager", remote->toString()}});
     return identity_->nodeId;
@@ -1986,7 +2155,7 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
     return s;
   };
   if (Status s = startManager(id, dir, true, false, managers); !s) return undo(s);
-  identity_ = std::make_unique<Identity>(id);
+  setIdentity(id, true);
   lock.unlock();
   if (Status s = joinRaft(id, managers); !s) return undo(s.withContext("joining Raft"));
   log::info("swarm", "joined the swarm as a manager",

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -53,6 +54,13 @@ struct ManagerEntry {
   std::string addr;          // its node API, "ip:port"
   std::string raftAddr;      // its Raft listener, "ip:port"
   std::string reachability;  // reachable | unreachable (as the leader last saw it)
+};
+
+// `swarm update`: the cluster settings to change (unset: unchanged).
+struct SwarmUpdate {
+  std::optional<std::chrono::seconds> certExpiry;       // at least 1 hour
+  std::optional<std::chrono::seconds> heartbeatPeriod;  // at least 1 second
+  std::optional<int64_t> taskHistoryLimit;              // tasks kept per slot, >= 0
 };
 
 // What `shoal info` shows about the swarm.
@@ -151,9 +159,14 @@ class Swarm {
   // removal would leave fewer reachable managers than a quorum. Manager only.
   Status updateNode(const std::string& ref, const NodeUpdate& update);
 
-  // `swarm leave`: a manager needs `force` (leaving the last manager erases the swarm's
-  // state, as Docker warns); the swarm directory is removed and the node is inactive after.
+  // `swarm leave`: a manager needs `force` (Docker's warnings: leaving the last manager
+  // erases the swarm's state; leaving another weakens the quorum). A forced manager first
+  // leaves Raft as a demotion would, when others remain. The swarm directory is removed and
+  // the node is inactive after.
   Status leave(bool force);
+
+  // `swarm update`. Errors: values out of range (named); not a manager.
+  Status update(const SwarmUpdate& update);
 
   // "This node is not a swarm manager. ..." when it is not one (as Docker says it).
   Status requireManager() const;
@@ -172,7 +185,12 @@ class Swarm {
   // On a new manager: asks the leader to add this node to the Raft membership; returns once
   // it is a voter.
   Status joinRaft(const Identity& id, const std::vector<ManagerEntry>& managers);
-  // Follows the role the managers want for this node (promotion, demotion), on roleThread_.
+  // Makes `id` this node's identity and schedules its certificate's renewal; caller holds mu_.
+  void setIdentity(Identity id, bool freshCertificate);
+  // Time to renew this node's certificate.
+  bool certificateDue() const;
+  // Follows the role the managers want for this node (promotion, demotion), and renews its
+  // certificate when due, on roleThread_.
   void requestRoleChange();
   void changeRole();
   // The leader's duties each monitor round: node states, managers' reachability, demotions.
@@ -206,6 +224,7 @@ class Swarm {
 
   mutable std::mutex mu_;
   std::unique_ptr<Identity> identity_;             // guarded by mu_; null: inactive
+  Clock::WallTime renewAt_;                        // guarded by mu_: certificate renewal
   std::unique_ptr<raft::TcpTransport> transport_;  // guarded by mu_
   std::unique_ptr<ReplicatedStore> store_;         // guarded by mu_
   std::unique_ptr<api::ApiServer> nodeApi_;        // guarded by mu_ (managers)

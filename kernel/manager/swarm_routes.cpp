@@ -88,6 +88,35 @@ Response join(Swarm& swarm, const Request& r) {
   return Response::json(stringify(out));
 }
 
+Response update(Swarm& swarm, const Request& r) {
+  SwarmUpdate u;
+  try {
+    auto body = Poco::JSON::Parser()
+                    .parse(r.body.empty() ? "{}" : r.body)
+                    .extract<Poco::JSON::Object::Ptr>();
+    if (!body) return Response::error(400, "the request body is not a JSON object");
+    for (const auto& key : body->getNames()) {
+      if (key != "cert_expiry_seconds" && key != "heartbeat_period_seconds" &&
+          key != "task_history_limit") {
+        return Response::error(400, "unknown field \"" + key + "\" in the swarm update request");
+      }
+    }
+    if (body->has("cert_expiry_seconds")) {
+      u.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
+    }
+    if (body->has("heartbeat_period_seconds")) {
+      u.heartbeatPeriod = std::chrono::seconds(body->getValue<int64_t>("heartbeat_period_seconds"));
+    }
+    if (body->has("task_history_limit")) {
+      u.taskHistoryLimit = body->getValue<int64_t>("task_history_limit");
+    }
+  } catch (const std::exception& e) {
+    return Response::error(400, std::string("bad swarm update request: ") + e.what());
+  }
+  if (Status s = swarm.update(u); !s) return Response::error(s);
+  return Response::json("{}");
+}
+
 Response joinToken(Swarm& swarm, const Request& r, bool rotate) {
   auto token = swarm.joinToken(param(r, "role"), rotate);
   if (!token) return Response::error(token.status());
@@ -168,6 +197,7 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
   });
   router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
   router.add("POST", "/swarm/join", [&swarm](const Request& r) { return join(swarm, r); });
+  router.add("POST", "/swarm/update", [&swarm](const Request& r) { return update(swarm, r); });
   router.add("GET", "/swarm/join-token",
              [&swarm](const Request& r) { return joinToken(swarm, r, false); });
   router.add("POST", "/swarm/join-token/rotate",

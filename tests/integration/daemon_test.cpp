@@ -323,7 +323,10 @@ class DaemonTest : public CppUnit::TestFixture {
     auto joinWith = [&](const std::string& t, const std::string& a) {
       return worker->shoal({"swarm", "join", "--token", t, a});
     };
-    RunResult wrong = joinWith(token.substr(0, token.size() - 1) + "0", addr);
+    // The same token with its last character changed (to one it is not).
+    std::string changed = token;
+    changed.back() = changed.back() == '0' ? '1' : '0';
+    RunResult wrong = joinWith(changed, addr);
     CPPUNIT_ASSERT_EQUAL(1, wrong.exitCode);
     CPPUNIT_ASSERT_MESSAGE(wrong.err, contains(wrong.err, "A valid join token is necessary"));
     RunResult foreign = joinWith(otherToken, addr);

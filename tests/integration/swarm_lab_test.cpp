@@ -196,6 +196,26 @@ class SwarmLabTest : public CppUnit::TestFixture {
         },
         20s));
     CPPUNIT_ASSERT(!contains(lab.on(majority, {"node", "inspect", "node3"}).out, "\"lost\""));
+
+    // A manager leaves: refused without --force; forced, it leaves Raft first, so the two
+    // that stay keep their quorum and it shows as a Down worker.
+    RunResult stay = lab.on("node3", {"swarm", "leave"});
+    CPPUNIT_ASSERT(stay.exitCode != 0 && contains(stay.err, "leaves 2 managers out of 3"));
+    RunResult left = lab.on("node3", {"swarm", "leave", "--force"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(left.err, 0, left.exitCode);
+    CPPUNIT_ASSERT(contains(lab.on("node3", {"info"}).out, "Swarm: inactive"));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return lab.on(majority, {"node", "update", "--label-add", "after=leave", "node1"})
+                     .exitCode == 0;
+        },
+        15s));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          const std::string row = lab.row(majority, "node3");
+          return contains(row, "Down") && !contains(row, "Reachable");
+        },
+        30s));
   }
 
   void testManagerTokenDemotionAndRefusals() {

@@ -3,9 +3,13 @@
 // (corrupt files, a foreign certificate, corrupt Raft files) stops resume with the file named.
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <sstream>
+#include <thread>
 
 #include "kernel/ca/certificate_authority.h"
 #include "kernel/ca/join_token.h"
@@ -34,6 +38,31 @@ void overwrite(const std::string& path, const std::string& text) {
   out << text;
 }
 
+std::string readAll(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The system clock moved forward by a settable offset: for the certificate-renewal schedule.
+// Certificates are still signed with the real time, so TLS checks stay real.
+class OffsetClock final : public shoal::Clock {
+ public:
+  WallTime now() const override { return std::chrono::system_clock::now() + offset.load(); }
+  MonoTime monotonic() const override { return std::chrono::steady_clock::now(); }
+  std::atomic<std::chrono::system_clock::duration> offset{};
+};
+
+bool eventually(const std::function<bool()>& check, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (check()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return check();
+}
+
 }  // namespace
 
 class SwarmTest : public CppUnit::TestFixture {
@@ -45,6 +74,9 @@ class SwarmTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testUntrustworthyStateStopsResume);
   CPPUNIT_TEST(testNodeUpdateInspectAndLeave);
   CPPUNIT_TEST(testNodeApiChecksWhoIsCalling);
+  CPPUNIT_TEST(testCertificatesRenewBetweenHalfAndFourFifthsOfTheirLife);
+  CPPUNIT_TEST(testWorkerCertificateCannotCallManagerApis);
+  CPPUNIT_TEST(testSwarmUpdateChangesClusterSettings);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -245,6 +277,134 @@ class SwarmTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(good.status().toString(), good.isOk() && good->status == 200);
     verified.serverNodeId = "someone-else";
     CPPUNIT_ASSERT(!nodeApiRequest(verified, "GET", "/ca").isOk());
+  }
+
+  // A manager and a worker in one process (loopback), certificates of 1 hour: nothing is
+  // renewed before half their life; once the clock passes four fifths, both renew (the worker
+  // through the manager, the sole manager through its own node API) and keep working.
+  void testCertificatesRenewBetweenHalfAndFourFifthsOfTheirLife() {
+    shoal::test::TempDir mdir, wdir;
+    shoal::SystemRandom random;
+    OffsetClock clock;
+    Swarm manager(mdir.path(), "1", random, clock);
+    SwarmInitOptions o = loopback();
+    o.certExpiry = std::chrono::hours(1);
+    o.heartbeatPeriod = std::chrono::seconds(1);
+    CPPUNIT_ASSERT(manager.init(o).isOk());
+    Swarm worker(wdir.path(), "1", random, clock);
+    shoal::manager::SwarmJoinOptions j;
+    j.token = *manager.joinToken("worker", false);
+    j.remoteAddr = manager.status().advertiseAddr;
+    j.listenAddr = "127.0.0.1:0";
+    auto wid = worker.join(j);
+    CPPUNIT_ASSERT_MESSAGE(wid.status().toString(), wid.isOk());
+    const std::string mcert = readAll(mdir.file("swarm/certificates/swarm-node.crt"));
+    const std::string wcert = readAll(wdir.file("swarm/certificates/swarm-node.crt"));
+
+    clock.offset = std::chrono::minutes(29);  // under half: nothing is due
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    CPPUNIT_ASSERT_EQUAL(mcert, readAll(mdir.file("swarm/certificates/swarm-node.crt")));
+    CPPUNIT_ASSERT_EQUAL(wcert, readAll(wdir.file("swarm/certificates/swarm-node.crt")));
+
+    clock.offset = std::chrono::minutes(49);  // past four fifths: both are due
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return readAll(wdir.file("swarm/certificates/swarm-node.crt")) != wcert &&
+                 readAll(mdir.file("swarm/certificates/swarm-node.crt")) != mcert;
+        },
+        std::chrono::seconds(20)));
+    // Renewed once, not over and over: the new certificates are scheduled from now.
+    const std::string renewed = readAll(wdir.file("swarm/certificates/swarm-node.crt"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    CPPUNIT_ASSERT_EQUAL(renewed, readAll(wdir.file("swarm/certificates/swarm-node.crt")));
+    auto info = shoal::ca::inspectCertificate(renewed);
+    CPPUNIT_ASSERT(info.isOk() && info->nodeId == *wid && info->role == shoal::ca::kWorkerRole);
+    // Both still work with their new certificates: the worker's heartbeats get through.
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          auto nodes = manager.nodes();
+          return nodes.isOk() && nodes->size() == 2 && (*nodes)[0].status == "ready" &&
+                 (*nodes)[1].status == "ready";
+        },
+        std::chrono::seconds(10)));
+    // A restart resumes from the renewed files.
+    worker.stop();
+    Swarm again(wdir.path(), "1", random, clock);
+    CPPUNIT_ASSERT(again.resume().isOk());
+  }
+
+  // Manager-only node API calls with a worker's certificate are refused.
+  void testWorkerCertificateCannotCallManagerApis() {
+    shoal::test::TempDir mdir, wdir;
+    shoal::SystemRandom random;
+    Swarm manager(mdir.path(), "1", random, shoal::SystemClock::instance());
+    CPPUNIT_ASSERT(manager.init(loopback()).isOk());
+    Swarm worker(wdir.path(), "1", random, shoal::SystemClock::instance());
+    shoal::manager::SwarmJoinOptions j;
+    j.token = *manager.joinToken("worker", false);
+    j.remoteAddr = manager.status().advertiseAddr;
+    j.listenAddr = "127.0.0.1:0";
+    CPPUNIT_ASSERT(worker.join(j).isOk());
+    shoal::manager::NodeApiTarget t;
+    t.address = manager.status().advertiseAddr;
+    t.caFile = wdir.file("swarm/certificates/swarm-root-ca.crt");
+    t.serverNodeId = manager.status().nodeId;
+    t.certFile = wdir.file("swarm/certificates/swarm-node.crt");
+    t.keyFile = wdir.file("swarm/certificates/swarm-node.key");
+    auto raft = shoal::manager::nodeApiRequest(t, "POST", "/raft/join", "{}");
+    CPPUNIT_ASSERT(raft.isOk());
+    CPPUNIT_ASSERT_EQUAL(403, raft->status);
+    CPPUNIT_ASSERT(contains(raft->body, "manager certificate"));
+    // Its own certificate, for its own (worker) role: granted; never a manager's.
+    auto key = shoal::ca::generateKeyPem();
+    auto csr = shoal::ca::makeCsrPem(*key);
+    std::string body = "{\"csr\": \"";
+    for (char c : *csr) body += c == '\n' ? std::string("\\n") : std::string(1, c);
+    body += "\"}";
+    auto cert = shoal::manager::nodeApiRequest(t, "POST", "/certificate", body);
+    CPPUNIT_ASSERT(cert.isOk());
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(cert->body, 200, cert->status);
+    CPPUNIT_ASSERT(contains(cert->body, "\"role\":\"worker\""));
+    CPPUNIT_ASSERT(!contains(cert->body, "ca_key"));
+    // A removed node gets nothing any more.
+    CPPUNIT_ASSERT(manager.removeNode(worker.status().nodeId, true).isOk());
+    auto gone = shoal::manager::nodeApiRequest(t, "POST", "/certificate", body);
+    CPPUNIT_ASSERT(gone.isOk() && gone->status == 403);
+    auto hb = shoal::manager::nodeApiRequest(t, "POST", "/heartbeat");
+    CPPUNIT_ASSERT(hb.isOk() && hb->status == 403);
+  }
+
+  void testSwarmUpdateChangesClusterSettings() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
+    shoal::manager::SwarmUpdate u;
+    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "not a swarm manager"));
+    CPPUNIT_ASSERT(swarm.init(loopback()).isOk());
+    u.certExpiry = std::chrono::minutes(5);
+    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--cert-expiry"));
+    u.certExpiry = std::chrono::hours(48);
+    u.heartbeatPeriod = std::chrono::seconds(0);
+    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--dispatcher-heartbeat"));
+    u.heartbeatPeriod = std::chrono::seconds(2);
+    u.taskHistoryLimit = -1;
+    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--task-history-limit"));
+    u.taskHistoryLimit = 9;
+    Status s = swarm.update(u);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    // The Cluster object carries them (the worker join reply reads the heartbeat period).
+    shoal::test::TempDir wdir;
+    Swarm worker(wdir.path(), "1", random, shoal::SystemClock::instance());
+    shoal::manager::SwarmJoinOptions j;
+    j.token = *swarm.joinToken("worker", false);
+    j.remoteAddr = swarm.status().advertiseAddr;
+    j.listenAddr = "127.0.0.1:0";
+    CPPUNIT_ASSERT(worker.join(j).isOk());
+    auto cert =
+        shoal::ca::inspectCertificate(readAll(wdir.file("swarm/certificates/swarm-node.crt")));
+    CPPUNIT_ASSERT(cert.isOk());
+    CPPUNIT_ASSERT(cert->notAfter - cert->notBefore >= 48 * 3600);
+    CPPUNIT_ASSERT(cert->notAfter - cert->notBefore <= 48 * 3600 + 120);
   }
 
   void testUntrustworthyStateStopsResume() {
