@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstdio>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -342,11 +343,19 @@ bool clusterSettingFlags(Invocation& inv, Poco::JSON::Object& req) {
   return true;
 }
 
+void printUnlockKey(std::ostream& out, const std::string& key) {
+  out << "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n"
+      << "command and provide the following key:\n\n    " << key << "\n\n"
+      << "Please remember to store this key in a password manager, since without it you\n"
+      << "will not be able to restart the manager.\n";
+}
+
 int cmdSwarmInit(Invocation& inv) {
   Poco::JSON::Object req;
   if (inv.has("listen-addr")) req.set("listen_addr", inv.flag("listen-addr"));
   if (inv.has("advertise-addr")) req.set("advertise_addr", inv.flag("advertise-addr"));
   if (!clusterSettingFlags(inv, req)) return kExitUsage;
+  if (inv.has("autolock")) req.set("autolock", inv.flag("autolock") == "true");
   std::ostringstream body;
   req.stringify(body);
   auto reply = postToDaemon(inv, "/swarm/init", body.str());
@@ -363,6 +372,9 @@ int cmdSwarmInit(Invocation& inv) {
                    (*t)->optValue<std::string>("addr", ""));
   *inv.out << "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow "
               "the instructions.\n\n";
+  if ((*obj)->has("unlock_key")) {
+    printUnlockKey(*inv.out, (*obj)->getValue<std::string>("unlock_key"));
+  }
   return kExitOk;
 }
 
@@ -596,6 +608,40 @@ int cmdNodeRoleChange(Invocation& inv, const std::string& role) {
   return rc;
 }
 
+int cmdSwarmUnlock(Invocation& inv) {
+  *inv.err << "Please enter unlock key: ";
+  std::string key;
+  std::getline(std::cin, key);
+  if (key.empty()) {
+    *inv.err << "\nan unlock key is required (read from standard input)\n";
+    return kExitUsage;
+  }
+  Poco::JSON::Object req;
+  req.set("key", key);
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/swarm/unlock", body.str());
+  *inv.err << '\n';
+  if (!reply) return daemonError(inv, reply.status());
+  return kExitOk;
+}
+
+int cmdSwarmUnlockKey(Invocation& inv) {
+  auto reply = inv.has("rotate") ? postToDaemon(inv, "/swarm/unlock-key/rotate")
+                                 : getFromDaemon(inv, "/swarm/unlock-key");
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  const std::string key = (*obj)->optValue<std::string>("unlock_key", "");
+  if (inv.has("quiet")) {
+    *inv.out << key << '\n';
+    return kExitOk;
+  }
+  if (inv.has("rotate")) *inv.out << "Successfully rotated manager unlock key.\n\n";
+  printUnlockKey(*inv.out, key);
+  return kExitOk;
+}
+
 int cmdSwarmUpdate(Invocation& inv) {
   Poco::JSON::Object req;
   if (!clusterSettingFlags(inv, req)) return kExitUsage;
@@ -610,11 +656,16 @@ int cmdSwarmUpdate(Invocation& inv) {
     }
     req.set("task_history_limit", static_cast<int64_t>(n));
   }
+  if (inv.has("autolock")) req.set("autolock", inv.flag("autolock") == "true");
   std::ostringstream body;
   req.stringify(body);
   auto reply = postToDaemon(inv, "/swarm/update", body.str());
   if (!reply) return daemonError(inv, reply.status());
   *inv.out << "Swarm updated.\n";
+  auto obj = parseObject(*reply);
+  if (obj && (*obj)->has("unlock_key")) {
+    printUnlockKey(*inv.out, (*obj)->getValue<std::string>("unlock_key"));
+  }
   return kExitOk;
 }
 
@@ -661,7 +712,9 @@ const std::vector<Command>& commands() {
        {{"advertise-addr", 0, true, "Advertised address (format: \"<ip>[:port]\")", ""},
         {"listen-addr", 0, true, "Listen address (format: \"<ip>[:port]\")", "0.0.0.0:2377"},
         {"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", "2160h0m0s"},
-        {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", "5s"}},
+        {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", "5s"},
+        {"autolock", 0, false,
+         "Enable manager autolocking (requiring an unlock key to start a stopped manager)", ""}},
        0,
        cmdSwarmInit,
        {}},
@@ -670,9 +723,25 @@ const std::vector<Command>& commands() {
        "Update the swarm",
        {{"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", ""},
         {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", ""},
-        {"task-history-limit", 0, true, "Task history retention limit", ""}},
+        {"task-history-limit", 0, true, "Task history retention limit", ""},
+        {"autolock", 0, false, "Change manager autolocking setting (true|false)", ""}},
        0,
        cmdSwarmUpdate,
+       {}},
+      {"swarm unlock",
+       "swarm unlock",
+       "Unlock swarm (the key is read from standard input)",
+       {},
+       0,
+       cmdSwarmUnlock,
+       {}},
+      {"swarm unlock-key",
+       "swarm unlock-key [OPTIONS]",
+       "Manage the unlock key",
+       {{"quiet", 'q', false, "Only display token", ""},
+        {"rotate", 0, false, "Rotate unlock key", ""}},
+       0,
+       cmdSwarmUnlockKey,
        {}},
       {"swarm join",
        "swarm join [OPTIONS] HOST:PORT",
@@ -933,8 +1002,14 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       inv.flags[flag->name] = value;
       inv.values[flag->name].push_back(value);
     } else {
-      if (hasInline) return usageError(err, "flag takes no argument: " + a, cmd->path);
-      inv.flags[flag->name] = "true";
+      // A switch may be spelled out: --autolock=false.
+      if (hasInline && value != "true" && value != "false") {
+        return usageError(err,
+                          "invalid argument \"" + value + "\" for \"" + a.substr(0, a.find('=')) +
+                              "\": want true or false",
+                          cmd->path);
+      }
+      inv.flags[flag->name] = hasInline ? value : "true";
     }
   }
   if (inv.args.size() > cmd->maxArgs) {

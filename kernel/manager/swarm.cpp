@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -12,16 +13,24 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include <Poco/Base64Decoder.h>
+#include <Poco/Base64Encoder.h>
+
 #include "kernel/api/api_client.h"
 #include "kernel/ca/join_token.h"
+#include "kernel/common/aead.h"
+#include "kernel/common/assert.h"
 #include "kernel/common/log.h"
 #include "kernel/manager/node_api_client.h"
 #include "kernel/store/object.h"
@@ -38,6 +47,9 @@ constexpr const char* kNotManager =
     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to "
     "connect this node to swarm and try again.";
 
+constexpr const char* kLocked =
+    "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"shoal "
+    "swarm unlock\" to unlock it.";
 constexpr const char* kNoLeader =
     "The swarm does not have a leader. It's possible that too few managers are online. Make "
     "sure more than half of the managers are online.";
@@ -243,6 +255,82 @@ std::string replyMessage(const std::string& body) {
   return o ? o->optValue<std::string>("message", body) : body;
 }
 
+// Key material at rest: sealed with the key encryption key (the unlock key) when the swarm
+// is autolocked, as it is otherwise. A sealed file starts with kSealedMagic.
+constexpr std::string_view kSealedMagic = "SHOAL-SEALED-1\n";
+
+std::string base64(std::string_view bytes) {
+  std::ostringstream out;
+  Poco::Base64Encoder enc(out, Poco::BASE64_NO_PADDING);
+  enc.rdbuf()->setLineLength(0);
+  enc.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  enc.close();
+  return out.str();
+}
+
+Result<std::string> unbase64(std::string_view text) {
+  try {
+    std::istringstream in{std::string(text)};
+    Poco::Base64Decoder dec(in, Poco::BASE64_NO_PADDING);
+    std::string out((std::istreambuf_iterator<char>(dec)), std::istreambuf_iterator<char>());
+    return out;
+  } catch (const std::exception& e) {
+    return Status::invalidArgument(std::string("not base64: ") + e.what());
+  }
+}
+
+std::string protect(const std::string& kek, const std::string& name, const std::string& text) {
+  if (kek.empty()) return text;
+  auto sealed = aead::seal(kek, text, name);
+  SHOAL_CHECK(sealed.isOk());  // the key is always kKeyBytes: parseUnlockKey checks
+  return std::string(kSealedMagic) + base64(*sealed) + "\n";
+}
+
+bool isSealed(const std::string& stored) { return stored.starts_with(kSealedMagic); }
+
+Result<std::string> unprotect(const std::string& kek, const std::string& name,
+                              const std::string& stored, const std::string& path) {
+  if (!isSealed(stored)) return stored;
+  if (kek.empty()) return Status::failedPrecondition(kLocked);
+  std::string body = stored.substr(kSealedMagic.size());
+  while (!body.empty() && body.back() == '\n') body.pop_back();
+  auto sealed = unbase64(body);
+  if (!sealed) return Status::invalidArgument(path + " is corrupt: " + sealed.status().message());
+  auto plain = aead::open(kek, *sealed, name);
+  if (!plain) {
+    return Status::permissionDenied("the unlock key is incorrect (it does not open " + path + ")");
+  }
+  return plain;
+}
+
+// The cluster's unlock key ("" when autolock is off).
+std::string clusterUnlockKey(const store::ReadView& v, const std::string& clusterId) {
+  auto cluster = v.get(store::Kind::kCluster, clusterId);
+  auto spec = cluster ? parseObject(cluster->spec) : nullptr;
+  auto enc = spec ? spec->getObject("EncryptionConfig") : nullptr;
+  if (!enc || !enc->optValue<bool>("AutoLockManagers", false)) return "";
+  auto status = parseObject(cluster->status);
+  return status ? status->optValue<std::string>("UnlockKey", "") : "";
+}
+
+// "SWMKEY-1-<base64 of 32 bytes>", Swarm's form of an unlock key.
+std::string formatUnlockKey(const std::string& kek) { return "SWMKEY-1-" + base64(kek); }
+
+Result<std::string> parseUnlockKey(const std::string& text) {
+  std::string t = text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+  if (!t.starts_with("SWMKEY-1-")) {
+    return Status::invalidArgument("invalid unlock key: it does not start with SWMKEY-1-");
+  }
+  std::string body = t.substr(9);
+  while (!body.empty() && body.back() == '=') body.pop_back();
+  auto key = unbase64(body);
+  if (!key || key->size() != aead::kKeyBytes) {
+    return Status::invalidArgument("invalid unlock key: not a key of this format");
+  }
+  return key;
+}
+
 }  // namespace
 
 // Everything that makes this node a member: read from and written to the swarm directory.
@@ -262,6 +350,10 @@ struct Swarm::Identity {
   bool bootstrap = false;
   std::string caCertPem, caKeyPem, nodeCertPem, nodeKeyPem;
   std::string caDigest;
+  // Managers: the key that seals the Raft log and snapshots (kernel/raft "Storage"), and the
+  // key encryption key that seals the private keys and it at rest (autolock; empty: none).
+  std::string dataKey;
+  std::string kek;
 
   std::string stateJson() const {
     Poco::JSON::Object o;
@@ -278,23 +370,52 @@ struct Swarm::Identity {
     return stringify(o);
   }
 
-  Status save(const std::string& dir) const {
+  // Writes the key material into `certs` (a directory), private keys sealed with kek.
+  Status saveCertificates(const std::string& certs) const {
     std::error_code ec;
-    fs::create_directories(dir + "/certificates", ec);
-    if (ec) return Status::internal("cannot create " + dir + "/certificates: " + ec.message());
-    fs::permissions(dir, fs::perms::owner_all, ec);
+    fs::create_directories(certs, ec);
+    if (ec) return Status::internal("cannot create " + certs + ": " + ec.message());
     const auto secret = fs::perms::owner_read | fs::perms::owner_write;
     const auto open = secret | fs::perms::group_read | fs::perms::others_read;
-    const std::string certs = dir + "/certificates/";
-    for (auto [name, text, mode] : {std::tuple{"swarm-root-ca.crt", &caCertPem, open},
-                                    std::tuple{"swarm-root-ca.key", &caKeyPem, secret},
-                                    std::tuple{"swarm-node.crt", &nodeCertPem, open},
-                                    std::tuple{"swarm-node.key", &nodeKeyPem, secret}}) {
+    const std::string dek = dataKey.empty() ? "" : protect(kek, "raft-dek", base64(dataKey));
+    const std::string caKey = caKeyPem.empty() ? "" : protect(kek, "swarm-root-ca.key", caKeyPem);
+    const std::string nodeKey = protect(kek, "swarm-node.key", nodeKeyPem);
+    for (auto [name, text, mode] :
+         {std::tuple{"swarm-root-ca.crt", &caCertPem, open},
+          std::tuple{"swarm-root-ca.key", &caKey, secret},
+          std::tuple{"swarm-node.crt", &nodeCertPem, open},
+          std::tuple{"swarm-node.key", &nodeKey, secret}, std::tuple{"raft-dek", &dek, secret}}) {
       if (text->empty()) continue;
-      if (Status s = writeFile(certs + name, *text, mode); !s) return s;
+      if (Status s = writeFile(certs + "/" + name, *text, mode); !s) return s;
     }
+    return Status::ok();
+  }
+
+  Status save(const std::string& dir) const {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    fs::permissions(dir, fs::perms::owner_all, ec);
+    if (Status s = saveCertificates(dir + "/certificates"); !s) return s;
     // Written last: its presence says the directory is complete.
-    return writeFile(dir + "/state.json", stateJson(), secret);
+    return writeFile(dir + "/state.json", stateJson(),
+                     fs::perms::owner_read | fs::perms::owner_write);
+  }
+
+  // Seals the key material afresh (a new or no key encryption key): the whole certificates
+  // directory is written beside the old one and swapped in, so a crash leaves one or the
+  // other (load() finishes a swap that was cut short).
+  Status reprotect(const std::string& dir) const {
+    const std::string certs = dir + "/certificates";
+    std::error_code ec;
+    fs::remove_all(certs + ".new", ec);
+    if (Status s = saveCertificates(certs + ".new"); !s) return s;
+    fs::remove_all(certs + ".old", ec);
+    fs::rename(certs, certs + ".old", ec);
+    if (!ec) fs::rename(certs + ".new", certs, ec);
+    if (ec) return Status::internal("cannot swap in " + certs + ".new: " + ec.message());
+    fs::remove_all(certs + ".old", ec);
+    return writeFile(dir + "/state.json", stateJson(),
+                     fs::perms::owner_read | fs::perms::owner_write);
   }
 
   // Replaces the node key and certificate in `dir`: both are written beside the old ones,
@@ -303,7 +424,11 @@ struct Swarm::Identity {
     const std::string certs = dir + "/certificates/";
     const auto secret = fs::perms::owner_read | fs::perms::owner_write;
     const auto open = secret | fs::perms::group_read | fs::perms::others_read;
-    if (Status s = writeFile(certs + "swarm-node.key.new", nodeKeyPem, secret); !s) return s;
+    if (Status s = writeFile(certs + "swarm-node.key.new",
+                             protect(kek, "swarm-node.key", nodeKeyPem), secret);
+        !s) {
+      return s;
+    }
     if (Status s = writeFile(certs + "swarm-node.crt.new", nodeCertPem, open); !s) return s;
     std::error_code ec;
     fs::rename(certs + "swarm-node.key.new", certs + "swarm-node.key", ec);
@@ -312,8 +437,24 @@ struct Swarm::Identity {
     return Status::ok();
   }
 
-  static Result<Identity> load(const std::string& dir) {
+  // Whether the private keys in `dir` are sealed (the swarm is locked until unlocked).
+  static bool lockedAtRest(const std::string& dir) {
+    auto key = readFile(dir + "/certificates/swarm-node.key");
+    return key && isSealed(*key);
+  }
+
+  static Result<Identity> load(const std::string& dir, const std::string& kek = "") {
     const std::string statePath = dir + "/state.json";
+    {
+      // A reprotect() that stopped between its renames.
+      std::error_code ec;
+      const std::string certs = dir + "/certificates";
+      if (!fs::exists(certs, ec) && fs::exists(certs + ".new", ec)) {
+        fs::rename(certs + ".new", certs, ec);
+      }
+      fs::remove_all(certs + ".new", ec);
+      fs::remove_all(certs + ".old", ec);
+    }
     {
       // A certificate replacement that stopped half-way: with the new key in place, the new
       // certificate belongs with it; with neither renamed, the old pair still stands.
@@ -368,10 +509,37 @@ struct Swarm::Identity {
       if (!r) return r.status();
       *text = std::move(*r);
     }
+    if (isSealed(id.nodeKeyPem)) id.kek = kek;
+    auto key = unprotect(id.kek, "swarm-node.key", id.nodeKeyPem, certs + "swarm-node.key");
+    if (!key) return key.status();
+    id.nodeKeyPem = std::move(*key);
     if (id.role == "manager") {
       auto r = readFile(certs + "swarm-root-ca.key");
       if (!r) return r.status();
-      id.caKeyPem = std::move(*r);
+      auto caKey = unprotect(id.kek, "swarm-root-ca.key", *r, certs + "swarm-root-ca.key");
+      if (!caKey) return caKey.status();
+      id.caKeyPem = std::move(*caKey);
+      // Swarms made before the Raft data was sealed have no data key: they get one now (what
+      // is already on disk stays readable).
+      if (auto dek = readFile(certs + "raft-dek")) {
+        auto text = unprotect(id.kek, "raft-dek", *dek, certs + "raft-dek");
+        if (!text) return text.status();
+        std::string b64 = *text;
+        while (!b64.empty() && b64.back() == '\n') b64.pop_back();
+        auto raw = unbase64(b64);
+        if (!raw || raw->size() != aead::kKeyBytes) {
+          return Status::invalidArgument(certs + "raft-dek is corrupt");
+        }
+        id.dataKey = std::move(*raw);
+      } else {
+        id.dataKey = aead::newKey();
+        if (Status s =
+                writeFile(certs + "raft-dek", protect(id.kek, "raft-dek", base64(id.dataKey)),
+                          fs::perms::owner_read | fs::perms::owner_write);
+            !s) {
+          return s;
+        }
+      }
     }
     auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
     if (!ca) return ca.status().withContext(certs + "swarm-root-ca.crt");
@@ -403,7 +571,10 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
                   [this](const api::Request& r) { return handleRaftJoin(r); });
 }
 
-Swarm::~Swarm() { stop(); }
+Swarm::~Swarm() {
+  stop();
+  if (keyMemfd_ >= 0) ::close(keyMemfd_);
+}
 
 void Swarm::stop() {
   std::thread role;
@@ -447,16 +618,46 @@ void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
   lock.lock();
 }
 
+Status Swarm::useNodeKey(const Identity& id, const std::string& dir) {
+  if (keyMemfd_ >= 0) {
+    ::close(keyMemfd_);
+    keyMemfd_ = -1;
+  }
+  keyFile_ = dir + "/certificates/swarm-node.key";
+  if (id.kek.empty()) return Status::ok();
+  // Sealed at rest: the TLS code reads the plain key from a file that lives only in this
+  // process's memory.
+  const int fd = ::memfd_create("shoal-node-key", MFD_CLOEXEC);
+  if (fd < 0) return Status::internal(std::string("memfd_create: ") + std::strerror(errno));
+  const std::string& pem = id.nodeKeyPem;
+  if (::write(fd, pem.data(), pem.size()) != static_cast<ssize_t>(pem.size())) {
+    ::close(fd);
+    return Status::internal("cannot write the node key to memory");
+  }
+  keyMemfd_ = fd;
+  keyFile_ = "/proc/self/fd/" + std::to_string(fd);
+  return Status::ok();
+}
+
+Swarm::Credentials Swarm::credentials() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string certs = dataRoot_ + "/swarm/certificates/";
+  return Credentials{certs + "swarm-root-ca.crt", certs + "swarm-node.crt", keyFile_};
+}
+
 Status Swarm::startManager(const Identity& id, const std::string& dir, bool serveNodeApi,
                            bool bootstrap, const std::vector<ManagerEntry>& peers) {
-  auto storage = raft::RaftStorage::open(dir + "/raft");
+  raft::RaftStorageOptions so;
+  so.dataKey = id.dataKey;
+  auto storage = raft::RaftStorage::open(dir + "/raft", so);
   if (!storage) return storage.status();
   raft::TcpTransport::Options to;
   to.self = id.raftId;
   to.listenAddress = id.raftAddr.empty() ? id.listenAddr : id.raftAddr;
+  if (Status s = useNodeKey(id, dir); !s) return s;
   to.caFile = dir + "/certificates/swarm-root-ca.crt";
   to.certFile = dir + "/certificates/swarm-node.crt";
-  to.keyFile = dir + "/certificates/swarm-node.key";
+  to.keyFile = keyFile_;
   // Only managers of this cluster speak Raft, each as its own Raft id, and never a node
   // that was removed. A Raft id the store does not know yet (this manager lags) is let in
   // on the certificate alone; the leader is the one that hands out Raft ids.
@@ -504,7 +705,7 @@ Status Swarm::startManager(const Identity& id, const std::string& dir, bool serv
   ao.tlsAddress = id.listenAddr;
   ao.caFile = dir + "/certificates/swarm-root-ca.crt";
   ao.certFile = dir + "/certificates/swarm-node.crt";
-  ao.keyFile = dir + "/certificates/swarm-node.key";
+  ao.keyFile = keyFile_;
   auto api = std::make_unique<api::ApiServer>(ao, nodeRouter_);
   if (Status s = api->start(); !s) {
     store_->stop();
@@ -518,7 +719,8 @@ Status Swarm::startManager(const Identity& id, const std::string& dir, bool serv
   return Status::ok();
 }
 
-void Swarm::startWorker(const Identity&) {
+void Swarm::startWorker(const Identity& id) {
+  useNodeKey(id, dataRoot_ + "/swarm");
   hbThread_ = std::thread([this, dir = dataRoot_ + "/swarm"] { sendHeartbeats(dir); });
 }
 
@@ -533,17 +735,28 @@ Status Swarm::resume() {
   }
   fs::remove_all(dataRoot_ + "/swarm.old", ec);
   if (!fs::exists(dir, ec)) return Status::ok();
+  if (Identity::lockedAtRest(dir)) {
+    // Autolocked: nothing runs until `swarm unlock` brings the key.
+    std::lock_guard<std::mutex> lock(mu_);
+    locked_ = true;
+    log::warn("swarm", "the swarm is locked: run \"shoal swarm unlock\" with its unlock key");
+    return Status::ok();
+  }
   auto id = Identity::load(dir);
   if (!id) return id.status().withContext("the swarm state in " + dir);
   std::lock_guard<std::mutex> lock(mu_);
-  if (id->role == "manager") {
-    if (Status s = startManager(*id, dir, true, id->bootstrap); !s) {
+  return startIdentity(std::move(*id), dir);
+}
+
+Status Swarm::startIdentity(Identity id, const std::string& dir) {
+  if (id.role == "manager") {
+    if (Status s = startManager(id, dir, true, id.bootstrap); !s) {
       return s.withContext("the swarm state in " + dir);
     }
   } else {
-    startWorker(*id);
+    startWorker(id);
   }
-  setIdentity(std::move(*id), false);
+  setIdentity(std::move(id), false);
   log::info("swarm", "rejoined the swarm",
             {{"node", identity_->nodeId}, {"cluster", identity_->clusterId}});
   return Status::ok();
@@ -595,6 +808,9 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         spec.set("CAConfig", caConfig);
         spec.set("Orchestration", orchestration);
         spec.set("Dispatcher", dispatcher);
+        Poco::JSON::Object encryption;
+        encryption.set("AutoLockManagers", !id.kek.empty());
+        spec.set("EncryptionConfig", encryption);
         cluster.spec = stringify(spec);
         Poco::JSON::Object status, rootCa, tokens;
         rootCa.set("CACert", id.caCertPem);
@@ -603,6 +819,7 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         tokens.set("Manager", manager.toString());
         status.set("RootCA", rootCa);
         status.set("JoinTokens", tokens);
+        if (!id.kek.empty()) status.set("UnlockKey", formatUnlockKey(id.kek));
         cluster.status = stringify(status);
         if (Status s = tx.create(std::move(cluster)); !s) return s;
 
@@ -633,7 +850,7 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
 
 Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (identity_) {
+  if (identity_ || locked_) {
     return Status::failedPrecondition(
         "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm "
         "and join another one.");
@@ -696,6 +913,8 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   id.caDigest = ca->digest();
   id.nodeKeyPem = *key;
   id.nodeCertPem = *cert;
+  id.dataKey = aead::newKey();
+  if (options.autolock) id.kek = aead::newKey();
 
   const std::string staging = dataRoot_ + "/swarm.new";
   const std::string dir = dataRoot_ + "/swarm";
@@ -764,8 +983,91 @@ bool Swarm::certificateDue() const {
   return identity_ && clock_.now() >= renewAt_;
 }
 
+Status Swarm::unlock(const std::string& key) {
+  auto kek = parseUnlockKey(key);
+  if (!kek) return kek.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!locked_) return Status::failedPrecondition("swarm is not locked");
+  const std::string dir = dataRoot_ + "/swarm";
+  auto id = Identity::load(dir, *kek);
+  if (!id) return id.status();
+  if (Status s = startIdentity(std::move(*id), dir); !s) return s;
+  locked_ = false;
+  log::info("swarm", "swarm unlocked", {{"node", identity_->nodeId}});
+  return Status::ok();
+}
+
+Result<std::string> Swarm::unlockKey(bool rotate) {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string key;
+  if (rotate) {
+    Status s = store_->update(
+        [&](store::Tx& tx) {
+          if (clusterUnlockKey(tx, identity_->clusterId).empty()) {
+            return Status::failedPrecondition("no unlock key is set (autolock is off)");
+          }
+          auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
+          auto status = parseObject(cluster->status);
+          if (!status) return Status::internal("the cluster object's status is unreadable");
+          key = formatUnlockKey(aead::newKey());
+          status->set("UnlockKey", key);
+          store::Object next = *cluster;
+          next.status = stringify(*status);
+          return tx.update(std::move(next));
+        },
+        10s);
+    if (!s) return s;
+    log::info("swarm", "unlock key rotated");
+    return key;
+  }
+  Status s = readView(
+      *store_, [&](const store::ReadView& v) { key = clusterUnlockKey(v, identity_->clusterId); });
+  if (!s) return s;
+  if (key.empty()) return Status::failedPrecondition("no unlock key is set (autolock is off)");
+  return key;
+}
+
+void Swarm::syncUnlockKey(ReplicatedStore& store) {
+  std::string key;
+  std::string clusterId;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!identity_) return;
+    clusterId = identity_->clusterId;
+  }
+  bool known = false;
+  store.view([&](const store::ReadView& v) {
+    known = v.get(store::Kind::kCluster, clusterId) != nullptr;
+    key = clusterUnlockKey(v, clusterId);
+  });
+  if (!known) return;  // not caught up yet
+  std::string kek;
+  if (!key.empty()) {
+    auto parsed = parseUnlockKey(key);
+    if (!parsed) return;
+    kek = std::move(*parsed);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!identity_ || identity_->kek == kek) return;
+  Identity next = *identity_;
+  next.kek = kek;
+  const std::string dir = dataRoot_ + "/swarm";
+  if (Status s = next.reprotect(dir); !s) {
+    log::warn("swarm", "cannot reseal the keys", {{"error", s.message()}});
+    return;
+  }
+  identity_->kek = kek;
+  useNodeKey(*identity_, dir);
+  // The TLS code keeps reading the key it was started with (an in-memory copy or the file,
+  // which holds the same key in either form) until the next restart of the manager.
+  log::info("swarm", kek.empty() ? "keys at rest no longer sealed (autolock off)"
+                                 : "keys at rest sealed with the swarm's unlock key");
+}
+
 Status Swarm::requireManager() const {
   std::lock_guard<std::mutex> lock(mu_);
+  if (locked_) return Status::failedPrecondition(kLocked);
   if (!identity_ || !store_) return Status::unavailable(kNotManager);
   return Status::ok();
 }
@@ -773,6 +1075,10 @@ Status Swarm::requireManager() const {
 SwarmStatus Swarm::status() const {
   std::lock_guard<std::mutex> lock(mu_);
   SwarmStatus s;
+  if (locked_) {
+    s.state = "locked";
+    return s;
+  }
   if (!identity_) return s;
   s.state = "active";
   s.nodeId = identity_->nodeId;
@@ -977,6 +1283,20 @@ Status Swarm::updateNode(const std::string& ref, const NodeUpdate& update) {
 
 Status Swarm::leave(bool force) {
   std::unique_lock<std::mutex> lock(mu_);
+  if (locked_) {
+    // Nothing runs; the sealed state can only be thrown away (Docker's rule too).
+    if (!force) {
+      return Status::failedPrecondition(
+          "Swarm is locked: unlock it first (shoal swarm unlock), or use `--force` to leave "
+          "and erase this node's swarm state.");
+    }
+    std::error_code ec;
+    fs::remove_all(dataRoot_ + "/swarm", ec);
+    if (ec) return Status::internal("cannot remove " + dataRoot_ + "/swarm: " + ec.message());
+    locked_ = false;
+    log::info("swarm", "left the swarm (it was locked)");
+    return Status::ok();
+  }
   if (!identity_) return Status::failedPrecondition("This node is not part of a swarm");
   if (identity_->role == "manager" && store_) {
     std::size_t managers = 0;
@@ -1043,7 +1363,7 @@ Status Swarm::leave(bool force) {
   return Status::ok();
 }
 
-Status Swarm::update(const SwarmUpdate& u) {
+Result<std::string> Swarm::update(const SwarmUpdate& u) {
   if (u.certExpiry && *u.certExpiry < 1h) {
     return Status::invalidArgument("--cert-expiry must be at least 1 hour");
   }
@@ -1055,7 +1375,8 @@ Status Swarm::update(const SwarmUpdate& u) {
   }
   if (Status s = requireManager(); !s) return s;
   std::lock_guard<std::mutex> lock(mu_);
-  return store_->update(
+  std::string unlockKey;
+  Status s = store_->update(
       [&](store::Tx& tx) {
         auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
         if (!cluster) return Status::notFound("the cluster object is missing");
@@ -1080,10 +1401,25 @@ Status Swarm::update(const SwarmUpdate& u) {
           section("Orchestration")->set("TaskHistoryRetentionLimit", *u.taskHistoryLimit);
         }
         store::Object next = *cluster;
+        if (u.autolock) {
+          auto status = parseObject(cluster->status);
+          if (!status) return Status::internal("the cluster object's status is unreadable");
+          const bool was = !clusterUnlockKey(tx, identity_->clusterId).empty();
+          section("EncryptionConfig")->set("AutoLockManagers", *u.autolock);
+          if (*u.autolock && !was) {
+            unlockKey = formatUnlockKey(aead::newKey());
+            status->set("UnlockKey", unlockKey);
+          } else if (!*u.autolock) {
+            status->remove("UnlockKey");
+          }
+          next.status = stringify(*status);
+        }
         next.spec = stringify(*spec);
         return tx.update(std::move(next));
       },
       10s);
+  if (!s) return s;
+  return unlockKey;
 }
 
 // ---- the node API (managers) and heartbeats ---------------------------------------------
@@ -1224,6 +1560,9 @@ api::Response Swarm::handleJoin(const api::Request& r) {
   if (manager) {
     out.set("ca_key", id.caKeyPem);
     out.set("raft_id", std::to_string(raftId));
+    std::string unlock;
+    store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, id.clusterId); });
+    if (!unlock.empty()) out.set("unlock_key", unlock);
   }
   return api::Response::json(stringify(out));
 }
@@ -1260,27 +1599,27 @@ Status setNodeState(ReplicatedStore& store, const std::string& nodeId, const std
 }
 
 // The node API target of a manager, verified as that manager, with this node's certificate.
-NodeApiTarget managerTarget(const std::string& dir, const ManagerEntry& m) {
+NodeApiTarget managerTarget(const Swarm::Credentials& creds, const ManagerEntry& m) {
   NodeApiTarget t;
   t.address = m.addr;
-  t.caFile = dir + "/certificates/swarm-root-ca.crt";
+  t.caFile = creds.caFile;
   t.serverNodeId = m.nodeId;
-  t.certFile = dir + "/certificates/swarm-node.crt";
-  t.keyFile = dir + "/certificates/swarm-node.key";
+  t.certFile = creds.certFile;
+  t.keyFile = creds.keyFile;
   t.timeout = 5s;
   return t;
 }
 
 // Sends a request to the leader: tries the managers in order, following a "not the leader"
 // answer to the manager it names. Returns the first answer that is not such a redirect.
-Result<NodeApiReply> callLeader(const std::string& dir, const std::vector<ManagerEntry>& managers,
-                                const std::string& path, const std::string& body,
-                                ManagerEntry* answered = nullptr) {
+Result<NodeApiReply> callLeader(const Swarm::Credentials& creds,
+                                const std::vector<ManagerEntry>& managers, const std::string& path,
+                                const std::string& body, ManagerEntry* answered = nullptr) {
   Status last = Status::unavailable("no manager to ask");
   for (const auto& first : managers) {
     ManagerEntry target = first;
     for (int hop = 0; hop < 3; ++hop) {
-      auto reply = nodeApiRequest(managerTarget(dir, target), "POST", path, body);
+      auto reply = nodeApiRequest(managerTarget(creds, target), "POST", path, body);
       if (!reply) {
         last = reply.status();
         break;
@@ -1454,6 +1793,9 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
   if (manager) {
     out.set("ca_key", id.caKeyPem);
     out.set("raft_id", std::to_string(raftId));
+    std::string unlock;
+    store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, id.clusterId); });
+    if (!unlock.empty()) out.set("unlock_key", unlock);
   }
   return api::Response::json(stringify(out));
 }
@@ -1701,6 +2043,7 @@ void Swarm::monitorHeartbeats() {
     // Demoted: this manager asks for a worker certificate, which the leader gives once it has
     // taken it out of Raft. Renewal goes the same way.
     if (syncPeers(*store, *transport, *self) || certificateDue()) requestRoleChange();
+    syncUnlockKey(*store);
     const bool leader = store->raft().isLeader();
     if (leader && !wasLeader) since = std::chrono::steady_clock::now();
     wasLeader = leader;
@@ -1720,7 +2063,7 @@ void Swarm::sendHeartbeats(std::string dir) {
     if (!managers.empty()) {
       std::rotate(managers.begin(), managers.begin() + (next % managers.size()), managers.end());
       ManagerEntry answered;
-      auto reply = callLeader(dir, managers, "/heartbeat", "", &answered);
+      auto reply = callLeader(credentials(), managers, "/heartbeat", "", &answered);
       if (!reply) {
         log::warn("swarm", "heartbeat failed", {{"error", reply.status().message()}});
         ++next;
@@ -1813,7 +2156,7 @@ void Swarm::changeRole() {
   req.set("csr", *csr);
   req.set("listen_port", listen->port);
   req.set("raft_port", listen->port + 1);
-  auto reply = callLeader(dir, ask, "/certificate", stringify(req));
+  auto reply = callLeader(credentials(), ask, "/certificate", stringify(req));
   Status s = reply ? replyStatus(*reply) : reply.status();
   if (!s) {
     log::debug("swarm", "role change waits", {{"error", s.message()}});
@@ -1862,6 +2205,16 @@ void Swarm::changeRole() {
     next.caKeyPem = o->optValue<std::string>("ca_key", "");
     next.raftId = std::strtoull(o->optValue<std::string>("raft_id", "0").c_str(), nullptr, 10);
     next.bootstrap = false;
+    next.dataKey = aead::newKey();
+    next.kek.clear();
+    if (o->has("unlock_key")) {
+      auto kek = parseUnlockKey(o->getValue<std::string>("unlock_key"));
+      if (!kek) {
+        log::warn("swarm", "the leader's unlock key is malformed; role unchanged");
+        return;
+      }
+      next.kek = std::move(*kek);
+    }
     next.listenAddr = listen->toString();
     next.raftAddr = HostPort{listen->host, listen->port + 1}.toString();
     next.advertiseAddr = o->optValue<std::string>("addr", "") + ":" + std::to_string(listen->port);
@@ -1872,6 +2225,8 @@ void Swarm::changeRole() {
     }
   } else {
     next.caKeyPem.clear();
+    next.dataKey.clear();
+    next.kek.clear();
     next.raftId = 0;
     next.raftAddr.clear();
     next.bootstrap = false;
@@ -1921,7 +2276,7 @@ Status Swarm::joinRaft(const Identity& id, const std::vector<ManagerEntry>& mana
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   Status last = Status::unavailable("no manager to ask");
   while (std::chrono::steady_clock::now() < deadline) {
-    auto reply = callLeader(dir, managers, "/raft/join", "{}");
+    auto reply = callLeader(credentials(), managers, "/raft/join", "{}");
     last = reply ? replyStatus(*reply) : reply.status();
     if (last) break;
     {
@@ -1992,7 +2347,7 @@ Status Swarm::removeNode(const std::string& ref, bool force) {
 
 Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (identity_) {
+  if (identity_ || locked_) {
     return Status::failedPrecondition(
         "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm "
         "and join another one.");
@@ -2114,6 +2469,12 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
     if (id.role == "manager") {
       id.caKeyPem = o->getValue<std::string>("ca_key");
       id.raftId = std::stoull(o->getValue<std::string>("raft_id"));
+      id.dataKey = aead::newKey();
+      if (o->has("unlock_key")) {
+        auto kek = parseUnlockKey(o->getValue<std::string>("unlock_key"));
+        if (!kek) throw Poco::Exception(kek.status().message());
+        id.kek = std::move(*kek);
+      }
     }
   } catch (const std::exception& e) {
     return abandon(

@@ -35,6 +35,9 @@ struct SwarmInitOptions {
   std::chrono::seconds certExpiry = std::chrono::hours(24 * 90);  // Swarm's default
   // How often workers report to the managers; a node missing 3 periods shows as Down.
   std::chrono::seconds heartbeatPeriod{5};
+  // Keep managers' keys (and so their Raft data) sealed at rest with an unlock key that is
+  // not stored on the node: a restarted manager stays locked until `swarm unlock`.
+  bool autolock = false;
 };
 
 // `swarm join`'s options.
@@ -61,6 +64,7 @@ struct SwarmUpdate {
   std::optional<std::chrono::seconds> certExpiry;       // at least 1 hour
   std::optional<std::chrono::seconds> heartbeatPeriod;  // at least 1 second
   std::optional<int64_t> taskHistoryLimit;              // tasks kept per slot, >= 0
+  std::optional<bool> autolock;                         // on: a new unlock key; off: none
 };
 
 // What `shoal info` shows about the swarm.
@@ -165,14 +169,31 @@ class Swarm {
   // the node is inactive after.
   Status leave(bool force);
 
-  // `swarm update`. Errors: values out of range (named); not a manager.
-  Status update(const SwarmUpdate& update);
+  // `swarm update`. Returns the new unlock key when it turns autolock on ("" otherwise).
+  // Errors: values out of range (named); not a manager.
+  Result<std::string> update(const SwarmUpdate& update);
+
+  // `swarm unlock`: a locked manager (its keys sealed at rest, autolock) opens them with the
+  // unlock key and starts. Errors: not locked; a malformed or wrong key (nothing starts).
+  Status unlock(const std::string& key);
+  // `swarm unlock-key [--rotate]`: the cluster's unlock key; rotate replaces it (every
+  // manager reseals its keys with the new one). Errors: autolock is off; not a manager.
+  Result<std::string> unlockKey(bool rotate);
 
   // "This node is not a swarm manager. ..." when it is not one (as Docker says it).
   Status requireManager() const;
 
+  // The files a node presents over TLS to other nodes: the CA, its certificate, its key.
+  struct Credentials {
+    std::string caFile, certFile, keyFile;
+  };
+
  private:
   struct Identity;
+  // Points keyFile_ at the node key for the TLS code: the file on disk, or, when the key is
+  // sealed at rest, an in-memory copy. Caller holds mu_.
+  Status useNodeKey(const Identity& id, const std::string& dir);
+  Credentials credentials() const;
   // `bootstrap`: this node is the cluster's first voter (init); otherwise it starts with no
   // membership and learns it from the leader. `peers`: managers to reach before the store
   // has caught up (a joining manager).
@@ -196,6 +217,11 @@ class Swarm {
   // The leader's duties each monitor round: node states, managers' reachability, demotions.
   void leaderRound(ReplicatedStore& store, const Identity& self,
                    std::chrono::steady_clock::time_point started);
+  // Every manager, each round: its keys at rest sealed with the cluster's unlock key (or not).
+  void syncUnlockKey(ReplicatedStore& store);
+  // Starts the manager or worker `id` describes (from `dir`) and makes it this node's; caller
+  // holds mu_.
+  Status startIdentity(Identity id, const std::string& dir);
   // Every manager, each round: Raft peers from the store. True when the store says this
   // manager is to be a worker.
   bool syncPeers(ReplicatedStore& store, raft::TcpTransport& transport, const Identity& self);
@@ -223,8 +249,11 @@ class Swarm {
   const Clock& clock_;
 
   mutable std::mutex mu_;
-  std::unique_ptr<Identity> identity_;             // guarded by mu_; null: inactive
-  Clock::WallTime renewAt_;                        // guarded by mu_: certificate renewal
+  std::unique_ptr<Identity> identity_;  // guarded by mu_; null: inactive
+  Clock::WallTime renewAt_;             // guarded by mu_: certificate renewal
+  bool locked_ = false;  // guarded by mu_: a manager whose keys are sealed, not unlocked yet
+  std::string keyFile_;  // guarded by mu_: see useNodeKey
+  int keyMemfd_ = -1;    // guarded by mu_
   std::unique_ptr<raft::TcpTransport> transport_;  // guarded by mu_
   std::unique_ptr<ReplicatedStore> store_;         // guarded by mu_
   std::unique_ptr<api::ApiServer> nodeApi_;        // guarded by mu_ (managers)

@@ -36,7 +36,7 @@ Response init(Swarm& swarm, const Request& r) {
     if (!body) return Response::error(400, "the request body is not a JSON object");
     for (const auto& key : body->getNames()) {
       if (key != "listen_addr" && key != "advertise_addr" && key != "cert_expiry_seconds" &&
-          key != "heartbeat_period_seconds") {
+          key != "heartbeat_period_seconds" && key != "autolock") {
         return Response::error(400, "unknown field \"" + key + "\" in the swarm init request");
       }
     }
@@ -50,6 +50,7 @@ Response init(Swarm& swarm, const Request& r) {
       if (body->has("cert_expiry_seconds")) {
         o.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
       }
+      o.autolock = body->optValue<bool>("autolock", false);
     } catch (const std::exception& e) {
       return Response::error(400, std::string("bad swarm init request: ") + e.what());
     }
@@ -59,6 +60,11 @@ Response init(Swarm& swarm, const Request& r) {
   Poco::JSON::Object out;
   out.set("node_id", *id);
   out.set("addr", swarm.status().advertiseAddr);
+  if (o.autolock) {
+    auto key = swarm.unlockKey(false);
+    if (!key) return Response::error(key.status());
+    out.set("unlock_key", *key);
+  }
   return Response::json(stringify(out));
 }
 
@@ -97,7 +103,7 @@ Response update(Swarm& swarm, const Request& r) {
     if (!body) return Response::error(400, "the request body is not a JSON object");
     for (const auto& key : body->getNames()) {
       if (key != "cert_expiry_seconds" && key != "heartbeat_period_seconds" &&
-          key != "task_history_limit") {
+          key != "task_history_limit" && key != "autolock") {
         return Response::error(400, "unknown field \"" + key + "\" in the swarm update request");
       }
     }
@@ -110,11 +116,15 @@ Response update(Swarm& swarm, const Request& r) {
     if (body->has("task_history_limit")) {
       u.taskHistoryLimit = body->getValue<int64_t>("task_history_limit");
     }
+    if (body->has("autolock")) u.autolock = body->getValue<bool>("autolock");
   } catch (const std::exception& e) {
     return Response::error(400, std::string("bad swarm update request: ") + e.what());
   }
-  if (Status s = swarm.update(u); !s) return Response::error(s);
-  return Response::json("{}");
+  auto key = swarm.update(u);
+  if (!key) return Response::error(key.status());
+  Poco::JSON::Object out;
+  if (!key->empty()) out.set("unlock_key", *key);
+  return Response::json(stringify(out));
 }
 
 Response joinToken(Swarm& swarm, const Request& r, bool rotate) {
@@ -198,6 +208,28 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
   router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
   router.add("POST", "/swarm/join", [&swarm](const Request& r) { return join(swarm, r); });
   router.add("POST", "/swarm/update", [&swarm](const Request& r) { return update(swarm, r); });
+  router.add("POST", "/swarm/unlock", [&swarm](const Request& r) {
+    std::string key;
+    try {
+      auto o = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
+      if (!o || !o->has("key")) throw Poco::Exception("no \"key\"");
+      key = o->getValue<std::string>("key");
+    } catch (const std::exception& e) {
+      return Response::error(400, std::string("bad swarm unlock request: ") + e.what());
+    }
+    Status s = swarm.unlock(key);
+    return s ? Response::json("{}") : Response::error(s);
+  });
+  auto unlockKey = [&swarm](bool rotate) {
+    auto key = swarm.unlockKey(rotate);
+    if (!key) return Response::error(key.status());
+    Poco::JSON::Object out;
+    out.set("unlock_key", *key);
+    return Response::json(stringify(out));
+  };
+  router.add("GET", "/swarm/unlock-key", [unlockKey](const Request&) { return unlockKey(false); });
+  router.add("POST", "/swarm/unlock-key/rotate",
+             [unlockKey](const Request&) { return unlockKey(true); });
   router.add("GET", "/swarm/join-token",
              [&swarm](const Request& r) { return joinToken(swarm, r, false); });
   router.add("POST", "/swarm/join-token/rotate",
@@ -208,7 +240,7 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
 void describeSwarm(const Swarm& swarm, Poco::JSON::Object& out) {
   const SwarmStatus s = swarm.status();
   out.set("state", s.state);
-  if (s.state == "inactive") return;
+  if (s.state != "active") return;
   out.set("node_id", s.nodeId);
   out.set("node_addr", s.advertiseAddr);
   out.set("is_manager", s.role == "manager");

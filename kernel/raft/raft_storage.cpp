@@ -11,7 +11,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+
 #include <utility>
+#include "kernel/common/aead.h"
+#include "kernel/common/assert.h"
 
 namespace shoal::raft {
 
@@ -31,7 +34,8 @@ constexpr std::string_view kMarkerPrefix = "shoal-raft ";
 
 // Every other value: [record version][CRC32C, 4 bytes little-endian][payload]. The CRC covers
 // the key, the version byte and the payload, so a valid record under the wrong key fails too.
-constexpr uint8_t kRecordVersion = 1;
+constexpr uint8_t kRecordVersion = 1;        // the payload as it is
+constexpr uint8_t kSealedRecordVersion = 2;  // the payload sealed with the data key
 constexpr std::size_t kFrameHeaderSize = 5;
 
 constexpr std::array<uint32_t, 256> makeCrc32cTable() {
@@ -129,21 +133,33 @@ uint32_t recordCrc(std::string_view key, char version, std::string_view payload)
   return crc32c(payload, crc32c(std::string_view(&version, 1), crc32c(key)));
 }
 
-std::string frame(std::string_view key, std::string_view payload) {
+// A record as stored: sealed (AES-256-GCM, the key as associated data, so a record moved
+// under another key fails) when there is a data key.
+std::string frame(std::string_view key, std::string_view payload, const std::string& dataKey) {
+  std::string sealed;
+  if (!dataKey.empty()) {
+    auto r = aead::seal(dataKey, payload, key);
+    SHOAL_CHECK(r.isOk());  // only a wrong-sized key fails, and open() checked it
+    sealed = std::move(r).value();
+    payload = sealed;
+  }
   std::string value;
   value.reserve(kFrameHeaderSize + payload.size());
-  value.push_back(static_cast<char>(kRecordVersion));
+  value.push_back(static_cast<char>(dataKey.empty() ? kRecordVersion : kSealedRecordVersion));
   putU32(value, recordCrc(key, value[0], payload));
   value.append(payload);
   return value;
 }
 
-// The payload of a framed record, or why it cannot be trusted.
-Result<std::string_view> unframe(std::string_view key, std::string_view value) {
+// The payload of a framed record, or why it cannot be trusted. Plain records (written before
+// the data key existed) read with or without a key; sealed ones need it.
+Result<std::string> unframe(std::string_view key, std::string_view value,
+                            const std::string& dataKey) {
   if (value.size() < kFrameHeaderSize)
     return Status::internal("record too short (" + std::to_string(value.size()) + " bytes)");
-  if (uint8_t(value[0]) != kRecordVersion)
-    return Status::internal("unknown record version " + std::to_string(uint8_t(value[0])));
+  const uint8_t version = uint8_t(value[0]);
+  if (version != kRecordVersion && version != kSealedRecordVersion)
+    return Status::internal("unknown record version " + std::to_string(version));
   uint32_t stored = 0;
   Decoder(value.substr(1, 4)).u32(stored);
   std::string_view payload = value.substr(kFrameHeaderSize);
@@ -151,7 +167,13 @@ Result<std::string_view> unframe(std::string_view key, std::string_view value) {
   if (stored != computed)
     return Status::internal("checksum mismatch (stored " + hex32(stored) + ", computed " +
                             hex32(computed) + ")");
-  return payload;
+  if (version == kRecordVersion) return std::string(payload);
+  if (dataKey.empty()) {
+    return Status::internal("the record is encrypted and no data key was given");
+  }
+  auto plain = aead::open(dataKey, payload, key);
+  if (!plain) return Status::internal("cannot decrypt: " + plain.status().message());
+  return plain;
 }
 
 std::string encodeEntry(const Entry& e) {
@@ -282,6 +304,10 @@ RaftStorage::~RaftStorage() = default;
 Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir,
                                                        const RaftStorageOptions& options) {
   if (dir.empty()) return Status::invalidArgument("raft storage: no directory given");
+  if (!options.dataKey.empty() && options.dataKey.size() != aead::kKeyBytes) {
+    return Status::invalidArgument("raft storage: the data key must be " +
+                                   std::to_string(aead::kKeyBytes) + " bytes");
+  }
   leveldb::Env* env = options.env != nullptr ? options.env : leveldb::Env::Default();
   const std::string where = "raft storage at " + dir;
 
@@ -321,6 +347,7 @@ Result<std::unique_ptr<RaftStorage>> RaftStorage::open(const std::string& dir,
   if (!s.ok())
     return Status::internal(where + ": cannot open the LevelDB database: " + s.ToString());
   std::unique_ptr<RaftStorage> storage(new RaftStorage(dir, std::unique_ptr<leveldb::DB>(raw)));
+  storage->dataKey_ = options.dataKey;
   Status marker = storage->checkFormatMarker();
   if (!marker.isOk()) return marker;
   return storage;
@@ -387,7 +414,7 @@ Result<Durable> RaftStorage::scan() {
     if (key.size() == kEntryKeySize && key[0] == kEntryPrefix) {
       Index index = entryKeyIndex(key);
       std::string what = "entry " + std::to_string(index);
-      Result<std::string_view> payload = unframe(key, value);
+      Result<std::string> payload = unframe(key, value, dataKey_);
       if (!payload) return corrupt(what + ": " + payload.status().message());
       Result<Entry> e = decodeEntry(*payload);
       if (!e) return corrupt(what + ": " + e.status().message());
@@ -395,13 +422,13 @@ Result<Durable> RaftStorage::scan() {
         return corrupt(what + ": the record holds entry " + std::to_string(e->index));
       d.entries.push_back(std::move(e).value());
     } else if (key == kHardStateKey) {
-      Result<std::string_view> payload = unframe(key, value);
+      Result<std::string> payload = unframe(key, value, dataKey_);
       if (!payload) return corrupt("hard state: " + payload.status().message());
       Result<HardState> hs = decodeHardState(*payload);
       if (!hs) return corrupt("hard state: " + hs.status().message());
       d.hardState = *hs;
     } else if (key == kSnapshotKey) {
-      Result<std::string_view> payload = unframe(key, value);
+      Result<std::string> payload = unframe(key, value, dataKey_);
       if (!payload) return corrupt("snapshot: " + payload.status().message());
       Result<Snapshot> snap = decodeSnapshot(*payload);
       if (!snap) return corrupt("snapshot: " + snap.status().message());
@@ -485,7 +512,7 @@ Result<Term> RaftStorage::termAt(const Shape& shape, Index index) {
   if (!s.ok())
     return Status::internal("raft storage at " + dir_ + ": cannot read " + what + ": " +
                             s.ToString());
-  Result<std::string_view> payload = unframe(key, value);
+  Result<std::string> payload = unframe(key, value, dataKey_);
   if (!payload) return corrupt(what + ": " + payload.status().message());
   Result<Entry> e = decodeEntry(*payload);
   if (!e) return corrupt(what + ": " + e.status().message());
@@ -536,7 +563,7 @@ Status RaftStorage::save(const std::optional<HardState>& hs, const std::vector<E
     }
     Index dropTo = keepSuffix ? snapshot->index : next.lastIndex;
     for (Index i = next.snapIndex + 1; i <= dropTo; ++i) batch.Delete(entryKey(i));
-    batch.Put(slice(kSnapshotKey), frame(kSnapshotKey, encodeSnapshot(*snapshot)));
+    batch.Put(slice(kSnapshotKey), frame(kSnapshotKey, encodeSnapshot(*snapshot), dataKey_));
     if (!keepSuffix) {
       next.lastIndex = snapshot->index;
       next.lastTerm = snapshot->term;
@@ -564,7 +591,7 @@ Status RaftStorage::save(const std::optional<HardState>& hs, const std::vector<E
     for (Index i = entries.back().index + 1; i <= next.lastIndex; ++i) batch.Delete(entryKey(i));
     for (const Entry& e : entries) {
       std::string key = entryKey(e.index);
-      batch.Put(key, frame(key, encodeEntry(e)));
+      batch.Put(key, frame(key, encodeEntry(e), dataKey_));
     }
     next.lastIndex = entries.back().index;
     next.lastTerm = entries.back().term;
@@ -578,7 +605,7 @@ Status RaftStorage::save(const std::optional<HardState>& hs, const std::vector<E
   if (hs) {
     mustSync = mustSync || hs->term != next.hardState.term || hs->vote != next.hardState.vote;
     next.hardState = *hs;
-    batch.Put(slice(kHardStateKey), frame(kHardStateKey, encodeHardState(*hs)));
+    batch.Put(slice(kHardStateKey), frame(kHardStateKey, encodeHardState(*hs), dataKey_));
   }
   // Refuse to write a state that load() would reject.
   if (next.hardState.commit > next.lastIndex)
@@ -621,7 +648,7 @@ Status RaftStorage::compact(Index upTo, const Snapshot& snapshot) {
                                       std::to_string(upTo) + "'s term " + std::to_string(*term));
   leveldb::WriteBatch batch;
   for (Index i = next.snapIndex + 1; i <= upTo; ++i) batch.Delete(entryKey(i));
-  batch.Put(slice(kSnapshotKey), frame(kSnapshotKey, encodeSnapshot(snapshot)));
+  batch.Put(slice(kSnapshotKey), frame(kSnapshotKey, encodeSnapshot(snapshot), dataKey_));
   next.snapIndex = upTo;
   next.snapTerm = snapshot.term;
   return write(batch, next);

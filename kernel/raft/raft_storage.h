@@ -32,6 +32,10 @@ struct RaftStorageOptions {
   // leveldb::Env::Default(), the real disk. Tests count syncs and inject failures through it;
   // a simulation can hand in an in-memory Env (leveldb::NewMemEnv).
   leveldb::Env* env = nullptr;
+  // The data key (32 bytes) that seals every record written from now on (AES-256-GCM; record
+  // version 2); empty: records are written as they are (version 1). Plain records already on
+  // disk still read; sealed ones need the key they were written with.
+  std::string dataKey;
 };
 
 // The durable side of a Raft member: hard state, log and latest snapshot in a LevelDB database
@@ -116,6 +120,7 @@ class RaftStorage {
   // The term of entry `index` of the log as `shape` describes it (read from disk).
   Result<Term> termAt(const Shape& shape, Index index);
   Status corrupt(const std::string& what) const;
+  std::string dataKey_;  // empty: records are not sealed
   // Writes `batch` synced; on success the log has the shape `next`.
   Status write(leveldb::WriteBatch& batch, const Shape& next, bool sync = true);
 

@@ -67,6 +67,7 @@ class DaemonTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testSwarmInitNodeLsAndRestart);
   CPPUNIT_TEST(testCorruptSwarmStateStopsStartup);
   CPPUNIT_TEST(testWorkerJoinsHeartbeatsAndLeaves);
+  CPPUNIT_TEST(testAutolockedManagerStaysLockedUntilUnlocked);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -277,6 +278,48 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL_MESSAGE(leave.err, 0, leave.exitCode);
     CPPUNIT_ASSERT(contains(leave.out, "Node left the swarm."));
     CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: inactive"));
+  }
+
+  // swarm init --autolock prints the unlock key; a restarted shoald is locked and serves no
+  // manager command until `swarm unlock` reads the right key from standard input.
+  void testAutolockedManagerStaysLockedUntilUnlocked() {
+    TempDir dir;
+    std::string key;
+    {
+      Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+      CPPUNIT_ASSERT(d.waitReady());
+      RunResult init = d.shoal({"swarm", "init", "--listen-addr", "127.0.0.1:0", "--autolock"});
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(init.err, 0, init.exitCode);
+      CPPUNIT_ASSERT(contains(init.out, "shoal swarm unlock"));
+      const auto at = init.out.find("SWMKEY-1-");
+      CPPUNIT_ASSERT(at != std::string::npos);
+      key = init.out.substr(at, init.out.find('\n', at) - at);
+      CPPUNIT_ASSERT_EQUAL(key, trim(d.shoal({"swarm", "unlock-key", "-q"}).out));
+      d.process().signal(SIGTERM);
+      CPPUNIT_ASSERT_EQUAL(0, d.process().wait(std::chrono::seconds(20)));
+    }
+    Daemon d(dir, {SHOAL_PLUGIN_BUILD_DIR});
+    CPPUNIT_ASSERT(d.waitReady());
+    CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: locked"));
+    RunResult ls = d.shoal({"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL(1, ls.exitCode);
+    CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "needs to be unlocked"));
+    auto unlockWith = [&](const std::string& k) {
+      return shoal::test::runCommand(
+          {"sh", "-c", "printf '%s\\n' \"$1\" | \"$2\" -H \"unix://$3\" swarm unlock", "sh", k,
+           std::string(SHOAL_BIN_DIR) + "/shoal", d.socket()});
+    };
+    RunResult none = d.shoal({"swarm", "unlock"});  // stdin is empty
+    CPPUNIT_ASSERT(none.exitCode != 0);
+    RunResult wrong = unlockWith("SWMKEY-1-" + std::string(43, 'A'));
+    CPPUNIT_ASSERT_MESSAGE(wrong.err, wrong.exitCode != 0 && contains(wrong.err, "incorrect"));
+    CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: locked"));
+    RunResult right = unlockWith(key);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(right.err, 0, right.exitCode);
+    CPPUNIT_ASSERT(contains(d.shoal({"info"}).out, "Swarm: active"));
+    RunResult after = d.shoal({"node", "ls"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(after.err, 0, after.exitCode);
+    CPPUNIT_ASSERT(contains(after.out, "Leader"));
   }
 
   void testCorruptSwarmStateStopsStartup() {

@@ -77,6 +77,7 @@ class SwarmTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testCertificatesRenewBetweenHalfAndFourFifthsOfTheirLife);
   CPPUNIT_TEST(testWorkerCertificateCannotCallManagerApis);
   CPPUNIT_TEST(testSwarmUpdateChangesClusterSettings);
+  CPPUNIT_TEST(testAutolockKeepsKeysAndRaftDataSealedUntilUnlocked);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -379,19 +380,20 @@ class SwarmTest : public CppUnit::TestFixture {
     shoal::SystemRandom random;
     Swarm swarm(dir.path(), "1", random, shoal::SystemClock::instance());
     shoal::manager::SwarmUpdate u;
-    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "not a swarm manager"));
+    CPPUNIT_ASSERT(contains(swarm.update(u).status().message(), "not a swarm manager"));
     CPPUNIT_ASSERT(swarm.init(loopback()).isOk());
     u.certExpiry = std::chrono::minutes(5);
-    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--cert-expiry"));
+    CPPUNIT_ASSERT(contains(swarm.update(u).status().message(), "--cert-expiry"));
     u.certExpiry = std::chrono::hours(48);
     u.heartbeatPeriod = std::chrono::seconds(0);
-    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--dispatcher-heartbeat"));
+    CPPUNIT_ASSERT(contains(swarm.update(u).status().message(), "--dispatcher-heartbeat"));
     u.heartbeatPeriod = std::chrono::seconds(2);
     u.taskHistoryLimit = -1;
-    CPPUNIT_ASSERT(contains(swarm.update(u).message(), "--task-history-limit"));
+    CPPUNIT_ASSERT(contains(swarm.update(u).status().message(), "--task-history-limit"));
     u.taskHistoryLimit = 9;
-    Status s = swarm.update(u);
-    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    auto updated = swarm.update(u);
+    CPPUNIT_ASSERT_MESSAGE(updated.status().toString(), updated.isOk());
+    CPPUNIT_ASSERT(updated->empty());  // autolock untouched: no unlock key
     // The Cluster object carries them (the worker join reply reads the heartbeat period).
     shoal::test::TempDir wdir;
     Swarm worker(wdir.path(), "1", random, shoal::SystemClock::instance());
@@ -405,6 +407,88 @@ class SwarmTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(cert.isOk());
     CPPUNIT_ASSERT(cert->notAfter - cert->notBefore >= 48 * 3600);
     CPPUNIT_ASSERT(cert->notAfter - cert->notBefore <= 48 * 3600 + 120);
+  }
+
+  // Autolock: the private keys and the Raft data are sealed at rest; a restarted manager is
+  // locked and serves nothing until unlocked with the right key; a rotated key replaces the
+  // old one; turning autolock off leaves a manager that starts by itself.
+  void testAutolockKeepsKeysAndRaftDataSealedUntilUnlocked() {
+    shoal::test::TempDir dir;
+    shoal::SystemRandom random;
+    auto& clock = shoal::SystemClock::instance();
+    std::string key;
+    {
+      Swarm swarm(dir.path(), "1", random, clock);
+      SwarmInitOptions o = loopback();
+      o.autolock = true;
+      CPPUNIT_ASSERT(swarm.init(o).isOk());
+      auto k = swarm.unlockKey(false);
+      CPPUNIT_ASSERT_MESSAGE(k.status().toString(), k.isOk());
+      key = *k;
+      CPPUNIT_ASSERT(key.starts_with("SWMKEY-1-"));
+      Swarm::NodeUpdate u;
+      u.labelAdd = {{"secret", "label-only-in-raft"}};
+      CPPUNIT_ASSERT(swarm.updateNode("self", u).isOk());
+    }
+    // Nothing readable on disk: no private key in the clear, no Raft record in the clear.
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir.file("swarm"))) {
+      if (!f.is_regular_file()) continue;
+      const std::string bytes = readAll(f.path().string());
+      CPPUNIT_ASSERT_MESSAGE(f.path().string(), !contains(bytes, "PRIVATE KEY"));
+      CPPUNIT_ASSERT_MESSAGE(f.path().string(), !contains(bytes, "label-only-in-raft"));
+    }
+    {
+      Swarm swarm(dir.path(), "1", random, clock);
+      CPPUNIT_ASSERT(swarm.resume().isOk());
+      CPPUNIT_ASSERT_EQUAL(std::string("locked"), swarm.status().state);
+      CPPUNIT_ASSERT(contains(swarm.nodes().status().message(), "needs to be unlocked"));
+      CPPUNIT_ASSERT(!swarm.init(loopback()).isOk());
+      CPPUNIT_ASSERT(contains(swarm.unlock("SWMKEY-1-nonsense").message(), "invalid unlock key"));
+      std::string wrong = key;
+      wrong[10] = wrong[10] == 'A' ? 'B' : 'A';
+      CPPUNIT_ASSERT(contains(swarm.unlock(wrong).message(), "incorrect"));
+      CPPUNIT_ASSERT_EQUAL(std::string("locked"), swarm.status().state);
+      Status s = swarm.unlock(key);
+      CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+      CPPUNIT_ASSERT_EQUAL(std::string("active"), swarm.status().state);
+      CPPUNIT_ASSERT(contains(*swarm.inspectNode("self"), "label-only-in-raft"));
+      CPPUNIT_ASSERT(contains(swarm.unlock(key).message(), "not locked"));
+      // Rotate: the managers reseal their keys with the new one.
+      auto rotated = swarm.unlockKey(true);
+      CPPUNIT_ASSERT(rotated.isOk() && *rotated != key);
+      const std::string before = readAll(dir.file("swarm/certificates/swarm-node.key"));
+      CPPUNIT_ASSERT(eventually(
+          [&] { return readAll(dir.file("swarm/certificates/swarm-node.key")) != before; },
+          std::chrono::seconds(10)));
+      key = *rotated;
+    }
+    {
+      Swarm swarm(dir.path(), "1", random, clock);
+      CPPUNIT_ASSERT(swarm.resume().isOk());
+      CPPUNIT_ASSERT_EQUAL(std::string("locked"), swarm.status().state);
+      Status s = swarm.unlock(key);
+      CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+      shoal::manager::SwarmUpdate off;
+      off.autolock = false;
+      CPPUNIT_ASSERT(swarm.update(off).isOk());
+      CPPUNIT_ASSERT(contains(swarm.unlockKey(false).status().message(), "no unlock key"));
+      CPPUNIT_ASSERT(eventually(
+          [&] {
+            return contains(readAll(dir.file("swarm/certificates/swarm-node.key")), "PRIVATE KEY");
+          },
+          std::chrono::seconds(10)));
+    }
+    {
+      Swarm swarm(dir.path(), "1", random, clock);
+      CPPUNIT_ASSERT(swarm.resume().isOk());
+      CPPUNIT_ASSERT_EQUAL(std::string("active"), swarm.status().state);
+      CPPUNIT_ASSERT(contains(*swarm.inspectNode("self"), "label-only-in-raft"));
+      // On again: a new key comes back from update.
+      shoal::manager::SwarmUpdate on;
+      on.autolock = true;
+      auto k = swarm.update(on);
+      CPPUNIT_ASSERT(k.isOk() && k->starts_with("SWMKEY-1-"));
+    }
   }
 
   void testUntrustworthyStateStopsResume() {

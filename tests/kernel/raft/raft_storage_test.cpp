@@ -230,9 +230,64 @@ class RaftStorageTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testFailedSyncStopsFurtherWrites);
   CPPUNIT_TEST(testSavedStateSurvivesProcessDeath);
   CPPUNIT_TEST(testRunsOnAnInMemoryEnv);
+  CPPUNIT_TEST(testDataKeySealsEveryRecord);
   CPPUNIT_TEST_SUITE_END();
 
  public:
+  // With a data key nothing readable reaches the disk (the bytes of every LevelDB file are
+  // searched), the records come back with the key, and without it or with another key the
+  // load fails naming the record; plain records from before the key still read.
+  void testDataKeySealsEveryRecord() {
+    TempDir dir;
+    const std::string path = dir.file("raft");
+    {
+      auto plain = openOk(path);  // written before the swarm had a data key
+      CPPUNIT_ASSERT(plain->save(hardState(1, 1, 0), {entry(1, 1, "plain-old-entry")}, {}).isOk());
+    }
+    RaftStorageOptions sealed;
+    sealed.dataKey = std::string(32, 'k');
+    {
+      auto s = openOk(path, sealed);
+      CPPUNIT_ASSERT(s->save(hardState(2, 1, 1), {entry(2, 2, "top-secret-entry")}, {}).isOk());
+      Status c = s->compact(1, snapshot(1, 1, "secret-snapshot-state"));
+      CPPUNIT_ASSERT_MESSAGE(c.toString(), c.isOk());
+    }
+    std::string all;
+    for (const auto& f : fs::directory_iterator(path)) {
+      std::ifstream in(f.path(), std::ios::binary);
+      all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    CPPUNIT_ASSERT(all.find("top-secret-entry") == std::string::npos);
+    CPPUNIT_ASSERT(all.find("secret-snapshot-state") == std::string::npos);
+    {
+      auto s = openOk(path, sealed);
+      Durable d = loadOk(*s);
+      CPPUNIT_ASSERT_EQUAL(std::size_t{1}, d.entries.size());
+      CPPUNIT_ASSERT_EQUAL(std::string("top-secret-entry"), d.entries[0].data);
+      CPPUNIT_ASSERT(d.snapshot && d.snapshot->data == "secret-snapshot-state");
+      CPPUNIT_ASSERT_EQUAL(Term{2}, d.hardState.term);
+    }
+    {
+      auto s = openOk(path);
+      Result<Durable> r = s->load();
+      CPPUNIT_ASSERT(!r.isOk());
+      CPPUNIT_ASSERT_MESSAGE(r.status().message(),
+                             r.status().message().find("no data key") != std::string::npos);
+    }
+    {
+      RaftStorageOptions wrong;
+      wrong.dataKey = std::string(32, 'x');
+      auto s = openOk(path, wrong);
+      Result<Durable> r = s->load();
+      CPPUNIT_ASSERT(!r.isOk());
+      CPPUNIT_ASSERT_MESSAGE(r.status().message(),
+                             r.status().message().find("cannot decrypt") != std::string::npos);
+    }
+    RaftStorageOptions shortKey;
+    shortKey.dataKey = "short";
+    CPPUNIT_ASSERT(!RaftStorage::open(dir.file("other"), shortKey).isOk());
+  }
+
   void testCrc32cMatchesTheCastagnoliCheckValues() {
     CPPUNIT_ASSERT_EQUAL(0xE3069283u, crc32c("123456789"));
     CPPUNIT_ASSERT_EQUAL(0u, crc32c(""));
