@@ -24,6 +24,7 @@
 #include "kernel/main/subsystems.h"
 #include "kernel/manager/swarm_routes.h"
 #include "kernel/plugin/plugin_host.h"
+#include "kernel/plugin/plugin_kind.h"
 
 #ifndef SHOAL_VERSION
 #define SHOAL_VERSION "0.0.0"
@@ -138,6 +139,13 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
     facts.startedUnixNanos = SystemClock::instance().nowNanos();
     swarm_ = std::make_unique<manager::Swarm>(config_.dataRoot, SHOAL_VERSION, random_,
                                               SystemClock::instance());
+    swarm_->setPluginLister([this] {
+      std::vector<std::pair<std::string, std::string>> out;
+      for (const auto& p : plugins_.list()) {
+        out.emplace_back(std::string(plugin::kindName(p.kind)), p.name);
+      }
+      return out;
+    });
     facts.describeSwarm = [this](Poco::JSON::Object& out) { manager::describeSwarm(*swarm_, out); };
     api::addSystemRoutes(router_, plugins_, facts);
     manager::addSwarmRoutes(router_, *swarm_);

@@ -9,6 +9,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
@@ -571,6 +572,8 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
                   [this](const api::Request& r) { return handleRaftJoin(r); });
 }
 
+void Swarm::setPluginLister(PluginLister lister) { plugins_ = std::move(lister); }
+
 Swarm::~Swarm() {
   stop();
   if (keyMemfd_ >= 0) ::close(keyMemfd_);
@@ -780,6 +783,16 @@ std::string Swarm::nodeDescriptionJson() const {
   d.set("Resources", resources);
   Poco::JSON::Object engine;
   engine.set("EngineVersion", engineVersion_);
+  Poco::JSON::Array plugins;
+  if (plugins_) {
+    for (const auto& [kind, name] : plugins_()) {
+      Poco::JSON::Object p;
+      p.set("Type", kind);
+      p.set("Name", name);
+      plugins.add(p);
+    }
+  }
+  engine.set("Plugins", plugins);
   d.set("Engine", engine);
   return stringify(d);
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernel/api/api_server.h"
@@ -113,6 +115,11 @@ class Swarm {
   ~Swarm();
   Swarm(const Swarm&) = delete;
   Swarm& operator=(const Swarm&) = delete;
+
+  // The plugins this node's description lists (Docker's Engine.Plugins): called when the
+  // node joins or creates a swarm. Set before resume(); by default none.
+  using PluginLister = std::function<std::vector<std::pair<std::string, std::string>>()>;
+  void setPluginLister(PluginLister lister);
 
   // At daemon start: rejoin the swarm this node belongs to, if any.
   Status resume();
@@ -243,6 +250,7 @@ class Swarm {
   // The id `ref` names among `nodes` (see inspectNode); caller holds mu_.
   Result<std::string> resolveNode(const store::ReadView& view, const std::string& ref) const;
 
+  PluginLister plugins_;  // set before any thread starts
   const std::string dataRoot_;
   const std::string engineVersion_;
   Random& random_;

@@ -220,6 +220,10 @@ class DaemonTest : public CppUnit::TestFixture {
       CPPUNIT_ASSERT(contains(ls.out, "ID"));
       CPPUNIT_ASSERT(contains(ls.out, "MANAGER STATUS"));
       CPPUNIT_ASSERT(contains(ls.out, nodeId + " *"));
+      // The node's description lists its plugins (Docker's Engine.Plugins).
+      const std::string self = d.shoal({"node", "inspect", "self"}).out;
+      CPPUNIT_ASSERT_MESSAGE(self, contains(self, "\"Name\": \"runtime-sim\""));
+      CPPUNIT_ASSERT(contains(self, "\"Type\": \"scheduler\""));
       CPPUNIT_ASSERT(contains(ls.out, "Ready"));
       CPPUNIT_ASSERT(contains(ls.out, "Active"));
       CPPUNIT_ASSERT(contains(ls.out, "Leader"));

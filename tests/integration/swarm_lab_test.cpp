@@ -156,6 +156,11 @@ class SwarmLabTest : public CppUnit::TestFixture {
     // The leader marks the dead manager Unreachable.
     CPPUNIT_ASSERT(
         eventually([&] { return contains(lab.row(survivor, "node1"), "Unreachable"); }, 15s));
+    // With node1 down, demoting the other live manager would leave one reachable manager of
+    // two: refused, naming the quorum.
+    const std::string other = survivor == "node2" ? "node3" : "node2";
+    RunResult risky = lab.on(survivor, {"node", "demote", other});
+    CPPUNIT_ASSERT_MESSAGE(risky.err, risky.exitCode != 0 && contains(risky.err, "quorum"));
 
     // node1 comes back from its files and rejoins as a follower.
     CPPUNIT_ASSERT_EQUAL(0, lab.lab({"start", "node1"}).exitCode);
