@@ -22,17 +22,7 @@ int main(int argc, char** argv) {
     double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (elapsed >= seconds) break;
-    shoal::SeededRandom r(seed ^ 0x5eed5eedULL);
-    shoal::dst::Faults f;
-    f.drop = r.real() * 0.2;
-    f.duplicate = r.real() * 0.05;
-    f.maxDelay = 1 + static_cast<int>(r.uniform(6));
-    f.crash = r.real() * 0.01;
-    f.restart = 0.02 + r.real() * 0.05;
-    f.partition = r.real() * 0.01;
-    f.oneWay = r.real() * 0.005;
-    f.heal = 0.01 + r.real() * 0.04;
-    f.clientOp = 0.2 + r.real() * 0.6;
+    const shoal::dst::Faults f = shoal::dst::Faults::forSeed(seed);
     shoal::dst::SimCluster c(nodes, seed, f);
     c.run(2000);
     if (c.failed() || !c.settle(3000) || !c.checkHistory()) {

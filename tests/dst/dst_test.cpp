@@ -18,34 +18,6 @@ using shoal::dst::SimCluster;
 
 namespace {
 
-// The fault profile is drawn from the seed too, so seeds cover calm and stormy runs.
-Faults faultsFor(uint64_t seed) {
-  shoal::SeededRandom r(seed ^ 0x5eed5eedULL);
-  Faults f;
-  f.drop = r.real() * 0.2;
-  f.duplicate = r.real() * 0.05;
-  f.minDelay = 1;
-  f.maxDelay = 1 + static_cast<int>(r.uniform(6));
-  f.crash = r.real() * 0.01;
-  f.restart = 0.02 + r.real() * 0.05;
-  f.partition = r.real() * 0.01;
-  f.oneWay = r.real() * 0.005;
-  f.heal = 0.01 + r.real() * 0.04;
-  f.clientOp = 0.2 + r.real() * 0.6;
-  // Half the seeds compact often, so lagging members catch up by InstallSnapshot.
-  f.snapshotEvery = r.real() < 0.5 ? 0 : 10 + static_cast<int>(r.uniform(60));
-  f.transfer = r.real() * 0.01;
-  f.readIndex = r.real();
-  f.pause = r.real() * 0.01;
-  // A third of the seeds change membership: nodes join as learners or voters, are promoted
-  // and removed (ids are never reused).
-  if (r.real() < 0.33) {
-    f.membership = 0.002 + r.real() * 0.01;
-    f.initialVoters = 2 + static_cast<int>(r.uniform(2));
-  }
-  return f;
-}
-
 struct Outcome {
   bool ok;
   std::string failure;
@@ -54,10 +26,11 @@ struct Outcome {
   std::size_t acked;
   uint64_t snapshots;
   uint64_t membership;
+  uint64_t diskLosses;
 };
 
 Outcome runSeed(int nodes, uint64_t seed) {
-  SimCluster c(nodes, seed, faultsFor(seed));
+  SimCluster c(nodes, seed, Faults::forSeed(seed));
   c.run(600);
   bool ok = !c.failed() && c.settle(1500) && c.checkHistory();
   return {ok,
@@ -66,7 +39,8 @@ Outcome runSeed(int nodes, uint64_t seed) {
           c.committedCount(),
           c.ackedCount(),
           c.snapshotsInstalled(),
-          c.membershipChanges()};
+          c.membershipChanges(),
+          c.diskLosses()};
 }
 
 void runSeeds(int nodes, uint64_t first, uint64_t count) {
@@ -74,7 +48,7 @@ void runSeeds(int nodes, uint64_t first, uint64_t count) {
     first = std::strtoull(only, nullptr, 10);
     count = 1;
   }
-  std::size_t committed = 0, acked = 0, snapshots = 0, membership = 0;
+  std::size_t committed = 0, acked = 0, snapshots = 0, membership = 0, losses = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     Outcome o = runSeed(nodes, seed);
     if (!o.ok) {
@@ -86,14 +60,17 @@ void runSeeds(int nodes, uint64_t first, uint64_t count) {
     acked += o.acked;
     snapshots += o.snapshots;
     membership += o.membership;
+    losses += o.diskLosses;
   }
   std::cerr << " [" << nodes << " nodes, " << count << " seeds: " << committed
             << " entries committed, " << acked << " client ops acknowledged, " << snapshots
-            << " snapshots installed, " << membership << " membership changes] ";
+            << " snapshots installed, " << membership << " membership changes, " << losses
+            << " crashes that lost un-synced or torn writes] ";
   // The runs must do real work, or the checks above prove nothing.
   CPPUNIT_ASSERT(acked > count * 10);
   CPPUNIT_ASSERT(snapshots > count / 10);
   CPPUNIT_ASSERT(membership > count / 10);
+  CPPUNIT_ASSERT(losses > count / 10);
 }
 
 }  // namespace

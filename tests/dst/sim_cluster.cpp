@@ -75,6 +75,36 @@ SimCluster::SimCluster(int nodes, uint64_t seed, Faults faults) : faults_(faults
   }
 }
 
+Faults Faults::forSeed(uint64_t seed) {
+  shoal::SeededRandom r(seed ^ 0x5eed5eedULL);
+  Faults f;
+  f.drop = r.real() * 0.2;
+  f.duplicate = r.real() * 0.05;
+  f.minDelay = 1;
+  f.maxDelay = 1 + static_cast<int>(r.uniform(6));
+  f.crash = r.real() * 0.01;
+  f.restart = 0.02 + r.real() * 0.05;
+  f.partition = r.real() * 0.01;
+  f.oneWay = r.real() * 0.005;
+  f.heal = 0.01 + r.real() * 0.04;
+  f.clientOp = 0.2 + r.real() * 0.6;
+  // Half the seeds compact often, so lagging members catch up by InstallSnapshot.
+  f.snapshotEvery = r.real() < 0.5 ? 0 : 10 + static_cast<int>(r.uniform(60));
+  f.transfer = r.real() * 0.01;
+  f.readIndex = r.real();
+  f.pause = r.real() * 0.01;
+  // A third of the seeds change membership: nodes join as learners or voters, are promoted
+  // and removed (ids are never reused).
+  if (r.real() < 0.33) {
+    f.membership = 0.002 + r.real() * 0.01;
+    f.initialVoters = 2 + static_cast<int>(r.uniform(2));
+  }
+  // Half the seeds lose un-fsynced writes in some of their crashes; torn writes in all.
+  f.powerLoss = r.real() < 0.5 ? r.real() : 0;
+  f.tornWrite = r.real() * 0.3;
+  return f;
+}
+
 void SimCluster::boot(Node& n) {
   raft::RaftConfig cfg = base_;
   cfg.id = n.id;
@@ -106,11 +136,15 @@ raft::RaftCore* SimCluster::core(NodeId id) {
   return n.up ? n.core.get() : nullptr;
 }
 
-void SimCluster::crash(NodeId id) {
+void SimCluster::crash(NodeId id, bool powerLoss) {
   Node& n = nodes_.at(id);
   if (!n.up) return;
   n.up = false;
   n.core.reset();
+  if (powerLoss && !(n.hardState == n.syncedHardState)) {
+    n.hardState = n.syncedHardState;
+    ++diskLosses_;
+  }
   if (kTrace)
     std::fprintf(stderr, "t%lld node %llu crashes\n", (long long)now_, (unsigned long long)id);
   mix(1000 + id);
@@ -210,18 +244,31 @@ void SimCluster::applyEntry(Node& n, const Entry& e) {
   }
 }
 
-void SimCluster::process(Node& n, bool crashMidway) {
+void SimCluster::process(Node& n, CrashPoint crashAt) {
   while (n.up && n.core->hasReady()) {
     raft::Ready rd = n.core->ready();
-    // 1. Persist (synchronously, as the LevelDB adapter does with sync writes).
+    if (crashAt == CrashPoint::kDuringPersist) {  // torn: the batch never made it
+      ++diskLosses_;
+      crash(n.id, true);
+      return;
+    }
+    // 1. Persist, as RaftStorage does: one batch, synced unless it only moves the commit
+    // index (same term and vote, no entries, no snapshot). A synced batch makes everything
+    // written before it durable too (one write-ahead log).
+    const bool commitOnly = rd.hardState && rd.entries.empty() && !rd.snapshot &&
+                            rd.hardState->term == n.hardState.term &&
+                            rd.hardState->vote == n.hardState.vote;
     if (rd.hardState) n.hardState = *rd.hardState;
     if (rd.snapshot) {
       n.snapshot = *rd.snapshot;
       n.disk.clear();
     }
     persistEntries(n, rd.entries);
-    if (crashMidway) {  // persisted, but nothing sent or applied
-      crash(n.id);
+    if (!commitOnly && (rd.hardState || rd.snapshot || !rd.entries.empty())) {
+      n.syncedHardState = n.hardState;
+    }
+    if (crashAt == CrashPoint::kAfterPersist) {  // persisted, but nothing sent or applied
+      crash(n.id, random_.real() < faults_.powerLoss);
       return;
     }
     // 2. Send.
@@ -252,6 +299,7 @@ void SimCluster::process(Node& n, bool crashMidway) {
         return;
       }
       n.snapshot = *snap;
+      n.syncedHardState = n.hardState;  // compaction is a synced batch
       while (!n.disk.empty() && n.disk.front().index <= snap->index) n.disk.erase(n.disk.begin());
     }
   }
@@ -338,7 +386,7 @@ void SimCluster::deliver() {
                    (unsigned long long)n.core->commitIndex());
     }
     n.core->step(m);
-    process(n, false);
+    process(n);
     checkLeaders();
   }
 }
@@ -423,11 +471,15 @@ void SimCluster::injectFaults() {
   };
   if (random_.real() < faults_.crash) {
     if (NodeId id = pick(true)) {
-      if (random_.real() < 0.5) {
-        process(nodes_.at(id), true);  // crash between persisting and sending
-        crash(id);
+      const double how = random_.real();
+      if (how < faults_.tornWrite) {
+        process(nodes_.at(id), CrashPoint::kDuringPersist);
+        crash(id, true);
+      } else if (how < 0.5) {
+        process(nodes_.at(id), CrashPoint::kAfterPersist);  // between persisting and sending
+        crash(id, random_.real() < faults_.powerLoss);
       } else {
-        crash(id);
+        crash(id, random_.real() < faults_.powerLoss);
       }
     }
   }
@@ -543,11 +595,11 @@ void SimCluster::tick() {
   for (auto& [id, n] : nodes_) {
     if (!n.up || n.pausedUntil > now_) continue;
     n.core->tick();
-    process(n, false);
+    process(n);
   }
   checkLeaders();
   deliver();
-  for (auto& [id, n] : nodes_) process(n, false);
+  for (auto& [id, n] : nodes_) process(n);
   checkLeaders();
   if (now_ % 25 == 0) checkLogMatching();
 }
@@ -557,7 +609,7 @@ void SimCluster::run(int ticks) {
     injectFaults();
     clientStep();
     tick();
-    for (auto& [id, n] : nodes_) process(n, false);
+    for (auto& [id, n] : nodes_) process(n);
   }
 }
 
