@@ -43,7 +43,9 @@ constexpr std::string_view kModule = "raft.transport";
 
 // The hello (dialler -> acceptor) and the ack (acceptor -> dialler) open every connection.
 constexpr char kMagic[4] = {'S', 'R', 'F', 'T'};
-constexpr uint8_t kWireVersion = 1;
+constexpr uint8_t kWireVersion = 2;  // 2: messages larger than a frame are fragmented
+// In a frame's length word: more frames of the same message follow this one.
+constexpr uint32_t kMoreFragments = 0x80000000u;
 constexpr size_t kHelloBytes = 4 + 1 + 8 + 8;  // magic, version, from, to
 constexpr size_t kAckBytes = 4 + 1 + 8;        // magic, version, acceptor's id
 constexpr size_t kFrameHeader = 4;
@@ -616,8 +618,11 @@ Status TcpTransport::Impl::start() {
   if (options_.caFile.empty() || options_.certFile.empty() || options_.keyFile.empty()) {
     return Status::invalidArgument("transport: caFile, certFile and keyFile are all required");
   }
-  if (options_.maxFrameBytes == 0 || options_.maxFrameBytes > UINT32_MAX) {
-    return Status::invalidArgument("transport: maxFrameBytes must be in [1, 4 GiB)");
+  if (options_.maxFrameBytes == 0 || options_.maxFrameBytes >= kMoreFragments) {
+    return Status::invalidArgument("transport: maxFrameBytes must be in [1, 2 GiB)");
+  }
+  if (options_.maxMessageBytes < options_.maxFrameBytes) {
+    return Status::invalidArgument("transport: maxMessageBytes must be at least maxFrameBytes");
   }
   Result<Poco::Net::Context::Ptr> client =
       makeContext(Poco::Net::Context::TLS_CLIENT_USE, options_);
@@ -929,21 +934,36 @@ Status TcpTransport::Impl::serve(Inbound& in, TlsConnection& conn) {
   log::debug(kModule, "inbound connection accepted",
              {{"remote", in.remote}, {"peer", std::to_string(from)}});
 
+  std::string pieces;  // the fragments of a message so far
   for (;;) {
     size_t used = 0;
     while (buf.size() - used >= kFrameHeader) {
-      uint32_t len = getU32(buf, used);
+      const uint32_t word = getU32(buf, used);
+      const bool more = (word & kMoreFragments) != 0;
+      const uint32_t len = word & ~kMoreFragments;
       if (len == 0 || len > options_.maxFrameBytes) {
         return Status::invalidArgument("protocol error: frame of " + std::to_string(len) +
                                        " bytes (limit " + std::to_string(options_.maxFrameBytes) +
                                        ") from node " + std::to_string(from));
       }
       if (buf.size() - used - kFrameHeader < len) break;
-      Result<Message> m = decodeMessage(std::string_view(buf).substr(used + kFrameHeader, len));
+      std::string_view frame = std::string_view(buf).substr(used + kFrameHeader, len);
+      used += kFrameHeader + len;
+      if (more || !pieces.empty()) {
+        if (pieces.size() + len > options_.maxMessageBytes) {
+          return Status::invalidArgument("protocol error: a message of more than " +
+                                         std::to_string(options_.maxMessageBytes) +
+                                         " bytes from node " + std::to_string(from));
+        }
+        pieces.append(frame);
+        if (more) continue;
+        frame = pieces;
+      }
+      Result<Message> m = decodeMessage(frame);
       if (!m) {
         return m.status().withContext("corrupt frame from node " + std::to_string(from));
       }
-      used += kFrameHeader + len;
+      if (!pieces.empty()) std::string().swap(pieces);
       deliver(in, from, std::move(m).value());
     }
     buf.erase(0, used);
@@ -1120,16 +1140,23 @@ Status TcpTransport::Impl::pump(Peer& peer, TlsConnection& conn, uint64_t genera
     out.clear();
     for (const Message& m : batch) {
       std::string payload = encodeMessage(m);
-      if (payload.size() > options_.maxFrameBytes) {
+      if (payload.size() > options_.maxMessageBytes) {
         ++dropped_;
         log::error(kModule, "message too large to send; dropped",
                    {{"peer", std::to_string(peer.id)},
                     {"type", messageTypeName(m.type)},
                     {"bytes", std::to_string(payload.size())},
-                    {"limit", std::to_string(options_.maxFrameBytes)}});
+                    {"limit", std::to_string(options_.maxMessageBytes)}});
         continue;
       }
-      appendFrame(out, payload);
+      // Larger than a frame: fragments, every one but the last flagged.
+      std::string_view rest = payload;
+      while (rest.size() > options_.maxFrameBytes) {
+        putU32(out, static_cast<uint32_t>(options_.maxFrameBytes) | kMoreFragments);
+        out.append(rest.substr(0, options_.maxFrameBytes));
+        rest.remove_prefix(options_.maxFrameBytes);
+      }
+      appendFrame(out, rest);
     }
     if (Status s = conn.writeAll(out, options_.writeStallTimeout, in, cancelled); !s) {
       return s.withContext("sending " + std::to_string(batch.size()) + " messages (lost)");

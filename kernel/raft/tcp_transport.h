@@ -59,9 +59,13 @@ class TcpTransport : public Transport {
     std::chrono::milliseconds handshakeTimeout{5000};
     // A connection whose peer accepts no bytes for this long is closed and dialled again.
     std::chrono::milliseconds writeStallTimeout{10000};
-    // A frame (one encoded message) longer than this is a protocol error: the connection is
-    // closed. A message that would encode longer is dropped by the sender (and counted).
+    // A frame longer than this is a protocol error: the connection is closed. A message that
+    // encodes longer (a large snapshot) is sent as several frames and put back together by
+    // the receiver. Below 2 GiB.
     size_t maxFrameBytes = size_t{64} << 20;
+    // The largest message, put together: beyond it the sender drops it (and counts it) and
+    // a receiver closes the connection.
+    size_t maxMessageBytes = size_t{1} << 30;
     // Inbound connections beyond this are closed as soon as they are accepted.
     size_t maxInboundConnections = 256;
   };

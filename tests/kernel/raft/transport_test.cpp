@@ -145,7 +145,7 @@ std::string frame(const std::string& payload) {
   return out + payload;
 }
 
-std::string hello(NodeId from, NodeId to, uint8_t version = 1) {
+std::string hello(NodeId from, NodeId to, uint8_t version = 2) {
   std::string p = "SRFT";
   p.push_back(static_cast<char>(version));
   putU64(p, from);
@@ -759,12 +759,15 @@ class TransportTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(size_t{0}, a->transport.queued(2));
   }
 
-  // A snapshot of many TLS records arrives whole; one above the frame limit is dropped and
-  // counted by the sender, and what follows it still arrives.
+  // A snapshot larger than a frame travels as several frames and arrives whole; one above
+  // the message limit is dropped and counted by the sender, and what follows it still
+  // arrives. A receiver with a smaller message limit closes the connection instead of
+  // buffering without bound.
   void testLargeSnapshotDeliveredAndOversizeDropped() {
     Pki pki;
     TcpTransport::Options o = pki.options(1);
-    o.maxFrameBytes = size_t{16} << 20;
+    o.maxFrameBytes = size_t{4} << 20;
+    o.maxMessageBytes = size_t{16} << 20;
     auto a = startNode(o);
     auto b = startNode(pki.options(2));
     a->transport.addPeer(2, b->address());
@@ -776,7 +779,7 @@ class TransportTest : public CppUnit::TestFixture {
     snap.snapshot.index = 10;
     snap.snapshot.term = 2;
     snap.snapshot.voters = {1, 2};
-    snap.snapshot.data = pattern(3, size_t{12} << 20);
+    snap.snapshot.data = pattern(3, size_t{12} << 20);  // three frames
     Message tooBig = snap;
     tooBig.snapshot.data = pattern(4, size_t{17} << 20);
     a->transport.send(snap);
@@ -789,6 +792,21 @@ class TransportTest : public CppUnit::TestFixture {
     assertSameMessage(snap, got[0]);
     CPPUNIT_ASSERT_EQUAL(uint64_t{1}, got[1].index);
     CPPUNIT_ASSERT_EQUAL(uint64_t{1}, a->transport.dropped());
+
+    TcpTransport::Options small = pki.options(3);
+    small.maxFrameBytes = size_t{4} << 20;
+    small.maxMessageBytes = size_t{8} << 20;
+    auto c = startNode(small);
+    a->transport.addPeer(3, c->address());
+    Message toC = snap;
+    toC.to = 3;
+    a->transport.send(toC);
+    std::this_thread::sleep_for(500ms);
+    a->transport.send(append(1, 3, 7));
+    CPPUNIT_ASSERT(c->inbox.waitForCount(1));
+    for (const Message& m : c->inbox.from(1)) {
+      CPPUNIT_ASSERT(m.type != MessageType::kSnapshot);
+    }
   }
 
   void testFullQueueDropsAndCountsWithoutBlocking() {
@@ -853,7 +871,7 @@ class TransportTest : public CppUnit::TestFixture {
       std::optional<std::string> ack = c.readFrame();
       CPPUNIT_ASSERT(ack.has_value());
       std::string want = "SRFT";
-      want.push_back(1);
+      want.push_back(2);  // the wire version
       putU64(want, 1);
       CPPUNIT_ASSERT(*ack == want);
       CPPUNIT_ASSERT(c.write(frame(encodeMessage(append(2, 1, 1)))));
@@ -905,10 +923,11 @@ class TransportTest : public CppUnit::TestFixture {
       c.write(opening);
       return !c.readFrame().has_value();
     };
-    CPPUNIT_ASSERT(refused(hello(2, 5)));                            // dialled another node
-    CPPUNIT_ASSERT(refused(hello(2, 1, /*version=*/9)));             // unknown wire version
-    CPPUNIT_ASSERT(refused(hello(0, 1)));                            // no id
-    CPPUNIT_ASSERT(refused(hello(1, 1)));                            // claims to be the acceptor
+    CPPUNIT_ASSERT(refused(hello(2, 5)));                 // dialled another node
+    CPPUNIT_ASSERT(refused(hello(2, 1, /*version=*/9)));  // unknown wire version
+    CPPUNIT_ASSERT(refused(hello(2, 1, /*version=*/1)));  // before fragments: no longer spoken
+    CPPUNIT_ASSERT(refused(hello(0, 1)));                 // no id
+    CPPUNIT_ASSERT(refused(hello(1, 1)));                 // claims to be the acceptor
     CPPUNIT_ASSERT(refused(frame(encodeMessage(append(2, 1, 1)))));  // no hello at all
     CPPUNIT_ASSERT(!refused(hello(2, 1)));
     CPPUNIT_ASSERT_EQUAL(size_t{0}, a->inbox.size());
