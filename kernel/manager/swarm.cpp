@@ -1676,17 +1676,32 @@ api::Response Swarm::redirectToLeader(ReplicatedStore& store) {
   return api::Response::json(stringify(out), kMisdirected);
 }
 
-api::Response Swarm::handleHeartbeat(const api::Request& r) {
+std::optional<api::Response> Swarm::admitLeaderCall(const api::Request& r, const std::string& what,
+                                                    bool managersOnly, LeaderCall& call) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
-  if (r.peerNodeId.empty() || r.peerCluster != identity_->clusterId) {
-    return api::Response::error(
-        Status::permissionDenied("a heartbeat needs this swarm's node certificate"));
+  if (!identity_ || !store_ || !transport_) {
+    return api::Response::error(Status::unavailable(kNotManager));
   }
-  ReplicatedStore* store = store_.get();
+  if (r.peerNodeId.empty() || r.peerCluster != identity_->clusterId ||
+      (managersOnly && r.peerRole != ca::kManagerRole)) {
+    return api::Response::error(Status::permissionDenied(
+        what + " needs this swarm's " + (managersOnly ? "manager" : "node") + " certificate"));
+  }
+  call.store = store_.get();
+  call.transport = transport_.get();
+  call.clusterId = identity_->clusterId;
+  call.caCertPem = identity_->caCertPem;
+  call.caKeyPem = identity_->caKeyPem;
   lock.unlock();
+  if (!call.store->raft().isLeader()) return redirectToLeader(*call.store);
+  return std::nullopt;
+}
+
+api::Response Swarm::handleHeartbeat(const api::Request& r) {
   // The leader keeps the heartbeats: a follower sends the node there.
-  if (!store->raft().isLeader()) return redirectToLeader(*store);
+  LeaderCall call;
+  if (auto refused = admitLeaderCall(r, "a heartbeat", false, call)) return *refused;
+  ReplicatedStore* store = call.store;
   bool member = false;
   std::string state, role;
   std::vector<ManagerEntry> managers;
@@ -1731,17 +1746,10 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
   } catch (const std::exception& e) {
     return api::Response::error(400, std::string("bad certificate request: ") + e.what());
   }
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
-  if (r.peerNodeId.empty() || r.peerCluster != identity_->clusterId) {
-    return api::Response::error(
-        Status::permissionDenied("a certificate renewal needs this swarm's node certificate"));
-  }
-  ReplicatedStore* store = store_.get();
-  const Identity id = *identity_;
-  lock.unlock();
-  // Raft ids and role changes are decided in one place.
-  if (!store->raft().isLeader()) return redirectToLeader(*store);
+  // Raft ids and role changes are decided in one place: the leader.
+  LeaderCall call;
+  if (auto refused = admitLeaderCall(r, "a certificate", false, call)) return *refused;
+  ReplicatedStore* store = call.store;
 
   std::string role;
   int64_t expiry = 90LL * 24 * 3600;
@@ -1756,7 +1764,7 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
           return Status::permissionDenied("node " + r.peerNodeId +
                                           " is not a member of this swarm (was it removed?)");
         }
-        if (auto cluster = tx.get(store::Kind::kCluster, id.clusterId)) {
+        if (auto cluster = tx.get(store::Kind::kCluster, call.clusterId)) {
           auto spec = parseObject(cluster->spec);
           auto c = spec ? spec->getObject("CAConfig") : nullptr;
           if (c) expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
@@ -1788,11 +1796,11 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
       },
       10s);
   if (!s) return api::Response::error(s);
-  auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
+  auto ca = ca::RootCa::load(call.caCertPem, call.caKeyPem);
   if (!ca) return api::Response::error(ca.status());
   const bool manager = role == "manager";
   auto cert = ca->sign(csr, r.peerNodeId, manager ? ca::kManagerRole : ca::kWorkerRole,
-                       id.clusterId, std::chrono::seconds(expiry));
+                       call.clusterId, std::chrono::seconds(expiry));
   if (!cert) return api::Response::error(cert.status());
   log::info("swarm", "node certificate issued", {{"node", r.peerNodeId}, {"role", role}});
   Poco::JSON::Object out;
@@ -1804,28 +1812,20 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
                  managers.end());
   out.set("managers", managersToJson(managers));
   if (manager) {
-    out.set("ca_key", id.caKeyPem);
+    out.set("ca_key", call.caKeyPem);
     out.set("raft_id", std::to_string(raftId));
     std::string unlock;
-    store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, id.clusterId); });
+    store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, call.clusterId); });
     if (!unlock.empty()) out.set("unlock_key", unlock);
   }
   return api::Response::json(stringify(out));
 }
 
 api::Response Swarm::handleRaftJoin(const api::Request& r) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!identity_ || !store_ || !transport_) {
-    return api::Response::error(Status::unavailable(kNotManager));
-  }
-  if (r.peerCluster != identity_->clusterId || r.peerRole != ca::kManagerRole) {
-    return api::Response::error(
-        Status::permissionDenied("joining Raft needs this swarm's manager certificate"));
-  }
-  ReplicatedStore* store = store_.get();
-  raft::TcpTransport* transport = transport_.get();
-  lock.unlock();
-  if (!store->raft().isLeader()) return redirectToLeader(*store);
+  LeaderCall call;
+  if (auto refused = admitLeaderCall(r, "joining Raft", true, call)) return *refused;
+  ReplicatedStore* store = call.store;
+  raft::TcpTransport* transport = call.transport;
   std::optional<ManagerEntry> entry;
   store->view([&](const store::ReadView& v) {
     if (auto node = v.get(store::Kind::kNode, r.peerNodeId)) entry = managerEntry(*node);

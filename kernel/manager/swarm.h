@@ -234,6 +234,17 @@ class Swarm {
   bool syncPeers(ReplicatedStore& store, raft::TcpTransport& transport, const Identity& self);
   api::Response handleCertificate(const api::Request& r);
   api::Response handleRaftJoin(const api::Request& r);
+  // What a node API call only the leader serves works with.
+  struct LeaderCall {
+    ReplicatedStore* store = nullptr;
+    raft::TcpTransport* transport = nullptr;
+    std::string clusterId, caCertPem, caKeyPem;
+  };
+  // Admits a call from a node of this swarm (a manager, with `managersOnly`) on the leader,
+  // filling `call`; otherwise the response to send instead: not a manager, the wrong
+  // certificate (naming `what` needs), or 421 naming the leader.
+  std::optional<api::Response> admitLeaderCall(const api::Request& r, const std::string& what,
+                                               bool managersOnly, LeaderCall& call);
   // 421 naming the leader's node API, for requests only the leader serves.
   api::Response redirectToLeader(ReplicatedStore& store);
   // Takes everything running out under mu_ and stops it with mu_ released (node API

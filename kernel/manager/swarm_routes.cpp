@@ -4,7 +4,10 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <sstream>
+#include <string_view>
 
 namespace shoal::manager {
 namespace {
@@ -23,37 +26,49 @@ std::string param(const Request& r, const std::string& name) {
   return it == r.query.end() ? "" : it->second;
 }
 
+// The body of `r` as a JSON object (an empty body is {}) whose fields are all in `allowed`;
+// otherwise an invalid-argument error naming the request (`what`) and the problem.
+Result<Poco::JSON::Object::Ptr> readBody(const Request& r,
+                                         std::initializer_list<std::string_view> allowed,
+                                         const std::string& what) {
+  Poco::JSON::Object::Ptr body;
+  try {
+    body = Poco::JSON::Parser()
+               .parse(r.body.empty() ? "{}" : r.body)
+               .extract<Poco::JSON::Object::Ptr>();
+  } catch (const std::exception& e) {
+    return Status::invalidArgument("the " + what +
+                                   " request body is not a JSON object: " + e.what());
+  }
+  if (!body) return Status::invalidArgument("the " + what + " request body is not a JSON object");
+  for (const auto& key : body->getNames()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return Status::invalidArgument("unknown field \"" + key + "\" in the " + what + " request");
+    }
+  }
+  return body;
+}
+
 Response init(Swarm& swarm, const Request& r) {
   SwarmInitOptions o;
-  if (!r.body.empty()) {
-    Poco::JSON::Object::Ptr body;
-    try {
-      body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
-    } catch (const std::exception& e) {
-      return Response::error(400,
-                             std::string("the request body is not a JSON object: ") + e.what());
+  auto body = readBody(r,
+                       {"listen_addr", "advertise_addr", "cert_expiry_seconds",
+                        "heartbeat_period_seconds", "autolock"},
+                       "swarm init");
+  if (!body) return Response::error(body.status());
+  try {
+    o.listenAddr = (*body)->optValue<std::string>("listen_addr", o.listenAddr);
+    o.advertiseAddr = (*body)->optValue<std::string>("advertise_addr", "");
+    if ((*body)->has("heartbeat_period_seconds")) {
+      o.heartbeatPeriod =
+          std::chrono::seconds((*body)->getValue<int64_t>("heartbeat_period_seconds"));
     }
-    if (!body) return Response::error(400, "the request body is not a JSON object");
-    for (const auto& key : body->getNames()) {
-      if (key != "listen_addr" && key != "advertise_addr" && key != "cert_expiry_seconds" &&
-          key != "heartbeat_period_seconds" && key != "autolock") {
-        return Response::error(400, "unknown field \"" + key + "\" in the swarm init request");
-      }
+    if ((*body)->has("cert_expiry_seconds")) {
+      o.certExpiry = std::chrono::seconds((*body)->getValue<int64_t>("cert_expiry_seconds"));
     }
-    try {
-      o.listenAddr = body->optValue<std::string>("listen_addr", o.listenAddr);
-      o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
-      if (body->has("heartbeat_period_seconds")) {
-        o.heartbeatPeriod =
-            std::chrono::seconds(body->getValue<int64_t>("heartbeat_period_seconds"));
-      }
-      if (body->has("cert_expiry_seconds")) {
-        o.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
-      }
-      o.autolock = body->optValue<bool>("autolock", false);
-    } catch (const std::exception& e) {
-      return Response::error(400, std::string("bad swarm init request: ") + e.what());
-    }
+    o.autolock = (*body)->optValue<bool>("autolock", false);
+  } catch (const std::exception& e) {
+    return Response::error(400, std::string("bad swarm init request: ") + e.what());
   }
   auto id = swarm.init(o);
   if (!id) return Response::error(id.status());
@@ -70,19 +85,13 @@ Response init(Swarm& swarm, const Request& r) {
 
 Response join(Swarm& swarm, const Request& r) {
   SwarmJoinOptions o;
+  auto body = readBody(r, {"token", "remote_addr", "advertise_addr", "listen_addr"}, "swarm join");
+  if (!body) return Response::error(body.status());
   try {
-    auto body = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
-    if (!body) return Response::error(400, "the request body is not a JSON object");
-    for (const auto& key : body->getNames()) {
-      if (key != "token" && key != "remote_addr" && key != "advertise_addr" &&
-          key != "listen_addr") {
-        return Response::error(400, "unknown field \"" + key + "\" in the swarm join request");
-      }
-    }
-    o.token = body->getValue<std::string>("token");
-    o.remoteAddr = body->getValue<std::string>("remote_addr");
-    o.advertiseAddr = body->optValue<std::string>("advertise_addr", "");
-    o.listenAddr = body->optValue<std::string>("listen_addr", o.listenAddr);
+    o.token = (*body)->getValue<std::string>("token");
+    o.remoteAddr = (*body)->getValue<std::string>("remote_addr");
+    o.advertiseAddr = (*body)->optValue<std::string>("advertise_addr", "");
+    o.listenAddr = (*body)->optValue<std::string>("listen_addr", o.listenAddr);
   } catch (const std::exception& e) {
     return Response::error(400, std::string("bad swarm join request: ") + e.what());
   }
@@ -96,27 +105,21 @@ Response join(Swarm& swarm, const Request& r) {
 
 Response update(Swarm& swarm, const Request& r) {
   SwarmUpdate u;
+  auto body = readBody(
+      r, {"cert_expiry_seconds", "heartbeat_period_seconds", "task_history_limit", "autolock"},
+      "swarm update");
+  if (!body) return Response::error(body.status());
   try {
-    auto body = Poco::JSON::Parser()
-                    .parse(r.body.empty() ? "{}" : r.body)
-                    .extract<Poco::JSON::Object::Ptr>();
-    if (!body) return Response::error(400, "the request body is not a JSON object");
-    for (const auto& key : body->getNames()) {
-      if (key != "cert_expiry_seconds" && key != "heartbeat_period_seconds" &&
-          key != "task_history_limit" && key != "autolock") {
-        return Response::error(400, "unknown field \"" + key + "\" in the swarm update request");
-      }
+    const auto& b = *body;
+    if (b->has("cert_expiry_seconds")) {
+      u.certExpiry = std::chrono::seconds(b->getValue<int64_t>("cert_expiry_seconds"));
     }
-    if (body->has("cert_expiry_seconds")) {
-      u.certExpiry = std::chrono::seconds(body->getValue<int64_t>("cert_expiry_seconds"));
+    if (b->has("heartbeat_period_seconds")) {
+      u.heartbeatPeriod = std::chrono::seconds(b->getValue<int64_t>("heartbeat_period_seconds"));
     }
-    if (body->has("heartbeat_period_seconds")) {
-      u.heartbeatPeriod = std::chrono::seconds(body->getValue<int64_t>("heartbeat_period_seconds"));
-    }
-    if (body->has("task_history_limit")) {
-      u.taskHistoryLimit = body->getValue<int64_t>("task_history_limit");
-    }
-    if (body->has("autolock")) u.autolock = body->getValue<bool>("autolock");
+    if (b->has("task_history_limit"))
+      u.taskHistoryLimit = b->getValue<int64_t>("task_history_limit");
+    if (b->has("autolock")) u.autolock = b->getValue<bool>("autolock");
   } catch (const std::exception& e) {
     return Response::error(400, std::string("bad swarm update request: ") + e.what());
   }
@@ -165,16 +168,10 @@ Response inspectNode(Swarm& swarm, const Request& r) {
 
 Response updateNode(Swarm& swarm, const Request& r) {
   Swarm::NodeUpdate u;
+  auto parsed = readBody(r, {"availability", "label_add", "label_rm", "role"}, "node update");
+  if (!parsed) return Response::error(parsed.status());
   try {
-    auto body = Poco::JSON::Parser()
-                    .parse(r.body.empty() ? "{}" : r.body)
-                    .extract<Poco::JSON::Object::Ptr>();
-    if (!body) return Response::error(400, "the request body is not a JSON object");
-    for (const auto& key : body->getNames()) {
-      if (key != "availability" && key != "label_add" && key != "label_rm" && key != "role") {
-        return Response::error(400, "unknown field \"" + key + "\" in the node update request");
-      }
-    }
+    const auto& body = *parsed;
     u.availability = body->optValue<std::string>("availability", "");
     u.role = body->optValue<std::string>("role", "");
     if (auto add = body->getObject("label_add")) {
@@ -209,14 +206,10 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
   router.add("POST", "/swarm/join", [&swarm](const Request& r) { return join(swarm, r); });
   router.add("POST", "/swarm/update", [&swarm](const Request& r) { return update(swarm, r); });
   router.add("POST", "/swarm/unlock", [&swarm](const Request& r) {
-    std::string key;
-    try {
-      auto o = Poco::JSON::Parser().parse(r.body).extract<Poco::JSON::Object::Ptr>();
-      if (!o || !o->has("key")) throw Poco::Exception("no \"key\"");
-      key = o->getValue<std::string>("key");
-    } catch (const std::exception& e) {
-      return Response::error(400, std::string("bad swarm unlock request: ") + e.what());
-    }
+    auto body = readBody(r, {"key"}, "swarm unlock");
+    if (!body) return Response::error(body.status());
+    const std::string key = (*body)->optValue<std::string>("key", "");
+    if (key.empty()) return Response::error(400, "the swarm unlock request needs a \"key\"");
     Status s = swarm.unlock(key);
     return s ? Response::json("{}") : Response::error(s);
   });
