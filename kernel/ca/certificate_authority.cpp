@@ -60,6 +60,20 @@ Result<CertPtr> readCert(const std::string& pem) {
   return cert;
 }
 
+// Every certificate in `pem`, in order (at least one).
+Result<std::vector<CertPtr>> readCerts(const std::string& pem) {
+  BioPtr bio = memBio(pem);
+  std::vector<CertPtr> out;
+  for (;;) {
+    CertPtr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) break;
+    out.push_back(std::move(cert));
+  }
+  ERR_clear_error();  // the read that ended the loop
+  if (out.empty()) return Status::invalidArgument("no certificate in the PEM text");
+  return out;
+}
+
 Result<std::string> keyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
@@ -301,6 +315,67 @@ Status RootCa::verify(const std::string& certPem) const {
                                     X509_verify_cert_error_string(err));
   }
   return Status::ok();
+}
+
+Result<std::string> RootCa::crossSign(const RootCa& other) const {
+  if (!canSign()) return Status::failedPrecondition("this copy of the CA has no key to sign with");
+  CertPtr cert(X509_new());
+  X509* c = cert.get();
+  X509* theirs = other.state_->cert.get();
+  if (c == nullptr || X509_set_version(c, 2) != 1) return sslError("making a cross-signed CA");
+  if (Status s = setRandomSerial(c); !s) return s;
+  if (X509_set1_notBefore(c, X509_get0_notBefore(theirs)) != 1 ||
+      X509_set1_notAfter(c, X509_get0_notAfter(theirs)) != 1 ||
+      X509_set_pubkey(c, X509_get0_pubkey(theirs)) != 1 ||
+      X509_set_subject_name(c, X509_get_subject_name(theirs)) != 1 ||
+      X509_set_issuer_name(c, X509_get_subject_name(state_->cert.get())) != 1) {
+    return sslError("copying the new CA into its cross-signed certificate");
+  }
+  for (auto [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:TRUE"},
+                            std::pair{NID_key_usage, "critical,keyCertSign,cRLSign"},
+                            std::pair{NID_subject_key_identifier, "hash"},
+                            std::pair{NID_authority_key_identifier, "keyid:always"}}) {
+    if (Status s = addExtension(c, state_->cert.get(), nid, value); !s) return s;
+  }
+  if (X509_sign(c, state_->key.get(), EVP_sha256()) == 0) return sslError("cross-signing a CA");
+  return certToPem(c);
+}
+
+Status verifyChain(const std::string& trustPem, const std::string& chainPem) {
+  auto roots = readCerts(trustPem);
+  if (!roots) return roots.status().withContext("the trusted CAs");
+  auto chain = readCerts(chainPem);
+  if (!chain) return chain.status().withContext("the certificate");
+  StorePtr store(X509_STORE_new());
+  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  struct StackFree {
+    void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }  // the certs are chain's
+  };
+  std::unique_ptr<STACK_OF(X509), StackFree> untrusted(sk_X509_new_null());
+  if (!store || !ctx || !untrusted) return sslError("preparing to verify a certificate");
+  for (const auto& root : *roots) {
+    if (X509_STORE_add_cert(store.get(), root.get()) != 1) {
+      return sslError("adding a trusted CA");
+    }
+  }
+  for (std::size_t i = 1; i < chain->size(); ++i) sk_X509_push(untrusted.get(), (*chain)[i].get());
+  if (X509_STORE_CTX_init(ctx.get(), store.get(), chain->front().get(), untrusted.get()) != 1) {
+    return sslError("preparing to verify a certificate");
+  }
+  if (X509_verify_cert(ctx.get()) != 1) {
+    const int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return Status::permissionDenied(std::string("the certificate is not valid for this cluster: ") +
+                                    X509_verify_cert_error_string(err));
+  }
+  return Status::ok();
+}
+
+std::string firstCertificate(const std::string& pem) {
+  constexpr std::string_view kEnd = "-----END CERTIFICATE-----";
+  const auto end = pem.find(kEnd);
+  if (end == std::string::npos) return pem;
+  return pem.substr(0, end + kEnd.size()) + "\n";
 }
 
 }  // namespace shoal::ca

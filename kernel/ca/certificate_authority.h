@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernel/common/status.h"
 
@@ -66,11 +67,21 @@ class RootCa {
   // Checks that `certPem` was signed by this CA and is valid now. Errors: permission denied
   // with OpenSSL's reason ("certificate has expired", "unable to get local issuer ...").
   Status verify(const std::string& certPem) const;
+  // A certificate for `other` (its subject and key, CA:TRUE) issued by this CA: during a root
+  // rotation, certificates `other` signs then chain to this one too, through it.
+  Result<std::string> crossSign(const RootCa& other) const;
 
  private:
   struct State;
   explicit RootCa(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
+
+// Checks `chainPem` (a certificate, then any intermediates) against the roots in `trustPem`
+// (one or more CA certificates). Errors as RootCa::verify.
+Status verifyChain(const std::string& trustPem, const std::string& chainPem);
+
+// The first certificate of a PEM bundle (the whole text when it has none).
+std::string firstCertificate(const std::string& pem);
 
 }  // namespace shoal::ca

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -14,6 +15,7 @@
 #include <optional>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 #include "kernel/api/api_client.h"
 
@@ -642,6 +644,47 @@ int cmdSwarmUnlockKey(Invocation& inv) {
   return kExitOk;
 }
 
+int cmdSwarmCa(Invocation& inv) {
+  if (inv.has("rotate")) {
+    auto started = postToDaemon(inv, "/swarm/ca/rotate");
+    if (!started) return daemonError(inv, started.status());
+  }
+  // Like Docker's: a rotation is followed until every node holds a certificate from the new
+  // root (unless --detach), then the root is printed.
+  std::string last;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  for (;;) {
+    auto reply = getFromDaemon(inv, "/swarm/ca");
+    auto obj = reply ? parseObject(*reply) : Result<Poco::JSON::Object::Ptr>(reply.status());
+    if (!obj) {
+      // While following a rotation, managers restart with their new certificates: a moment
+      // without a leader is expected.
+      if (!inv.has("rotate") || std::chrono::steady_clock::now() > until) {
+        return daemonError(inv, obj.status());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      continue;
+    }
+    const auto& o = *obj;
+    const bool rotating = o->optValue<bool>("rotating", false);
+    if (!inv.has("rotate") || inv.has("detach") || !rotating) {
+      if (!inv.has("quiet")) *inv.out << o->optValue<std::string>("cert", "");
+      return kExitOk;
+    }
+    const std::string progress =
+        "rotated TLS certificates: " + std::to_string(o->optValue<uint64_t>("reissued", 0)) + "/" +
+        std::to_string(o->optValue<uint64_t>("nodes", 0)) + " nodes";
+    if (progress != last && !inv.has("quiet")) *inv.out << progress << std::endl;
+    last = progress;
+    if (std::chrono::steady_clock::now() > until) {
+      *inv.err << "the root CA rotation is still in progress (" << progress
+               << "); follow it with 'shoal swarm ca'\n";
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 int cmdSwarmUpdate(Invocation& inv) {
   Poco::JSON::Object req;
   if (!clusterSettingFlags(inv, req)) return kExitUsage;
@@ -727,6 +770,15 @@ const std::vector<Command>& commands() {
         {"autolock", 0, false, "Change manager autolocking setting (true|false)", ""}},
        0,
        cmdSwarmUpdate,
+       {}},
+      {"swarm ca",
+       "swarm ca [OPTIONS]",
+       "Display and rotate the root CA",
+       {{"rotate", 0, false, "Rotate the swarm CA (every node is issued a new certificate)", ""},
+        {"detach", 'd', false, "Exit immediately instead of waiting for the rotation", ""},
+        {"quiet", 'q', false, "Suppress progress output", ""}},
+       0,
+       cmdSwarmCa,
        {}},
       {"swarm unlock",
        "swarm unlock",

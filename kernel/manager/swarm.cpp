@@ -250,6 +250,60 @@ uint64_t newRaftId(Random& random, const store::ReadView& v) {
   return id;
 }
 
+// The cluster's root CA as the Cluster object records it, with a rotation in progress.
+struct ClusterCa {
+  std::string rootPem, rootDigest;
+  std::string rootKeyPem;   // recorded once a rotation has finished; before, managers' own copy
+  std::string crossSigned;  // the current (or new) root cross-signed by the one before it
+  std::string nextPem, nextKeyPem, nextDigest;  // during a rotation
+  bool rotating() const { return !nextPem.empty(); }
+  // The roots a node trusts: the current one, and the new one during a rotation.
+  std::string trust() const { return rootPem + nextPem; }
+  // Who issues node certificates now, and the digest their issuer is known by.
+  std::string issuer() const { return rotating() ? nextDigest : rootDigest; }
+};
+
+std::optional<ClusterCa> clusterCa(const store::ReadView& v, const std::string& clusterId) {
+  auto cluster = v.get(store::Kind::kCluster, clusterId);
+  auto status = cluster ? parseObject(cluster->status) : nullptr;
+  auto root = status ? status->getObject("RootCA") : nullptr;
+  if (!root) return std::nullopt;
+  ClusterCa c;
+  c.rootPem = root->optValue<std::string>("CACert", "");
+  c.rootDigest = root->optValue<std::string>("Digest", "");
+  c.rootKeyPem = root->optValue<std::string>("CAKey", "");
+  c.crossSigned = root->optValue<std::string>("CrossSigned", "");
+  if (auto next = status->getObject("RootRotation")) {
+    c.nextPem = next->optValue<std::string>("CACert", "");
+    c.nextKeyPem = next->optValue<std::string>("CAKey", "");
+    c.nextDigest = next->optValue<std::string>("Digest", "");
+    c.crossSigned = next->optValue<std::string>("CrossSigned", "");
+  }
+  if (c.rootPem.empty()) return std::nullopt;
+  return c;
+}
+
+// A node certificate from whoever issues them now (ClusterCa::issuer), as the chain the node
+// presents: the certificate, then the issuer cross-signed by the root before it, if any, so
+// nodes that still trust only that root accept it. `managerKey`: this manager's copy of the
+// root key, for a cluster that never rotated.
+struct Issued {
+  std::string chainPem, issuerDigest;
+};
+Result<Issued> issueCertificate(const ClusterCa& c, const std::string& managerKey,
+                                const std::string& csr, const std::string& nodeId,
+                                std::string_view role, const std::string& clusterId,
+                                std::chrono::seconds validity) {
+  const bool next = c.rotating();
+  auto ca =
+      ca::RootCa::load(next ? c.nextPem : c.rootPem,
+                       next ? c.nextKeyPem : (c.rootKeyPem.empty() ? managerKey : c.rootKeyPem));
+  if (!ca) return ca.status().withContext("the swarm's root CA");
+  auto cert = ca->sign(csr, nodeId, role, clusterId, validity);
+  if (!cert) return cert.status();
+  return Issued{*cert + c.crossSigned, ca->digest()};
+}
+
 // The "message" of an API error reply, or the whole body.
 std::string replyMessage(const std::string& body) {
   auto o = parseObject(body);
@@ -349,8 +403,12 @@ struct Swarm::Identity {
   // Managers: whether this node's Raft started the cluster (its bootstrap membership is
   // itself) rather than joining one (it learns the membership from the leader).
   bool bootstrap = false;
+  // caCertPem: the roots this node trusts (the swarm's root CA, and the next one during a
+  // rotation); caKeyPem (managers) the key of the first; caDigest the first's digest.
+  // nodeCertPem: this node's certificate and the intermediate it presents with it, if any;
+  // certIssuer the digest of the CA that issued it.
   std::string caCertPem, caKeyPem, nodeCertPem, nodeKeyPem;
-  std::string caDigest;
+  std::string caDigest, certIssuer;
   // Managers: the key that seals the Raft log and snapshots (kernel/raft "Storage"), and the
   // key encryption key that seals the private keys and it at rest (autolock; empty: none).
   std::string dataKey;
@@ -368,6 +426,7 @@ struct Swarm::Identity {
     o.set("advertise_addr", advertiseAddr);
     o.set("managers", managersToJson(managers));
     o.set("raft_bootstrap", bootstrap);
+    o.set("cert_issuer", certIssuer);
     return stringify(o);
   }
 
@@ -496,6 +555,7 @@ struct Swarm::Identity {
         id.managers.push_back(std::move(m));
       }
       id.bootstrap = o->optValue<bool>("raft_bootstrap", !o->has("managers"));
+      id.certIssuer = o->optValue<std::string>("cert_issuer", "");
     } catch (const std::exception& e) {
       return Status::invalidArgument(statePath + " is corrupt: " + e.what());
     }
@@ -544,7 +604,9 @@ struct Swarm::Identity {
     }
     auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
     if (!ca) return ca.status().withContext(certs + "swarm-root-ca.crt");
-    if (Status s = ca->verify(id.nodeCertPem); !s) return s.withContext(certs + "swarm-node.crt");
+    if (Status s = ca::verifyChain(id.caCertPem, id.nodeCertPem); !s) {
+      return s.withContext(certs + "swarm-node.crt");
+    }
     if (!ca::keyMatchesCertificate(id.nodeKeyPem, id.nodeCertPem)) {
       return Status::invalidArgument(certs + "swarm-node.key does not belong to swarm-node.crt");
     }
@@ -553,6 +615,8 @@ struct Swarm::Identity {
       return Status::invalidArgument(certs + "swarm-node.crt is not this node's certificate");
     }
     id.caDigest = ca->digest();
+    // Written before roots could rotate: the one root issued it.
+    if (id.certIssuer.empty()) id.certIssuer = id.caDigest;
     return id;
   }
 };
@@ -848,6 +912,7 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         Poco::JSON::Object nodeStatus;
         nodeStatus.set("State", std::string("ready"));
         nodeStatus.set("Addr", id.advertiseAddr.substr(0, id.advertiseAddr.rfind(':')));
+        nodeStatus.set("CertIssuer", id.certIssuer);
         Poco::JSON::Parser parser;
         nodeStatus.set("Description", parser.parse(nodeDescriptionJson()));
         const auto advertise = parseAddr(id.advertiseAddr, 0, "advertise address");
@@ -924,6 +989,7 @@ Result<std::string> Swarm::init(const SwarmInitOptions& options) {
   id.caCertPem = ca->certPem();
   id.caKeyPem = ca->keyPem();
   id.caDigest = ca->digest();
+  id.certIssuer = id.caDigest;
   id.nodeKeyPem = *key;
   id.nodeCertPem = *cert;
   id.dataKey = aead::newKey();
@@ -989,6 +1055,12 @@ void Swarm::setIdentity(Identity id, bool freshCertificate) {
     renewAt_ = clock_.now();
   }
   identity_ = std::make_unique<Identity>(std::move(id));
+}
+
+bool Swarm::rootChanged(ReplicatedStore& store, const Identity& self) const {
+  std::optional<ClusterCa> cca;
+  store.view([&](const store::ReadView& v) { cca = clusterCa(v, self.clusterId); });
+  return cca && (cca->trust() != self.caCertPem || cca->issuer() != self.certIssuer);
 }
 
 bool Swarm::certificateDue() const {
@@ -1122,11 +1194,13 @@ Result<std::string> Swarm::joinToken(const std::string& role, bool rotate) {
   const std::string key = role == "worker" ? "Worker" : "Manager";
   std::lock_guard<std::mutex> lock(mu_);
   if (rotate) {
-    ca::JoinToken fresh{identity_->caDigest, ca::newTokenSecret(random_)};
+    ca::JoinToken fresh{"", ca::newTokenSecret(random_)};
     Status s = store_->update(
         [&](store::Tx& tx) {
           auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
           if (!cluster) return Status::notFound("the cluster object is missing");
+          auto cca = clusterCa(tx, identity_->clusterId);
+          fresh.caDigest = cca ? cca->rootDigest : identity_->caDigest;
           store::Object next = *cluster;
           auto status = Poco::JSON::Parser().parse(next.status).extract<Poco::JSON::Object::Ptr>();
           status->getObject("JoinTokens")->set(key, fresh.toString());
@@ -1460,7 +1534,7 @@ api::Response Swarm::handleCa(const api::Request&) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!identity_) return api::Response::error(Status::unavailable(kNotManager));
   Poco::JSON::Object out;
-  out.set("ca_cert", identity_->caCertPem);
+  out.set("ca_cert", ca::firstCertificate(identity_->caCertPem));
   out.set("node_id", identity_->nodeId);
   return api::Response::json(stringify(out));
 }
@@ -1491,19 +1565,17 @@ api::Response Swarm::handleJoin(const api::Request& r) {
 
   std::unique_lock<std::mutex> lock(mu_);
   if (!identity_ || !store_) return api::Response::error(Status::unavailable(kNotManager));
-  if (token->caDigest != identity_->caDigest) {
-    return api::Response::error(Status::permissionDenied(
-        "the join token is for another swarm (its CA digest does not match this swarm's)"));
-  }
   ReplicatedStore* store = store_.get();
   const Identity id = *identity_;
   lock.unlock();
 
   std::string role;
   int64_t expiry = 90LL * 24 * 3600;
+  std::optional<ClusterCa> cca;
   Status read = readView(*store, [&](const store::ReadView& v) {
     auto cluster = v.get(store::Kind::kCluster, id.clusterId);
     if (!cluster) return;
+    cca = clusterCa(v, id.clusterId);
     auto status = Poco::JSON::Parser().parse(cluster->status).extract<Poco::JSON::Object::Ptr>();
     auto tokens = status->getObject("JoinTokens");
     if (tokens->optValue<std::string>("Worker", "") == tokenText) role = "worker";
@@ -1514,17 +1586,21 @@ api::Response Swarm::handleJoin(const api::Request& r) {
     }
   });
   if (!read) return api::Response::error(read);
+  if (!cca) return api::Response::error(Status::internal("the cluster object has no root CA"));
+  if (token->caDigest != cca->rootDigest) {
+    return api::Response::error(Status::permissionDenied(
+        "the join token is for another swarm (its CA digest does not match this swarm's)"));
+  }
   if (role.empty()) {
     return api::Response::error(Status::permissionDenied(
         "A valid join token is necessary to join this cluster (the token is wrong, or was "
         "rotated out)"));
   }
-  auto ca = ca::RootCa::load(id.caCertPem, id.caKeyPem);
-  if (!ca) return api::Response::error(ca.status());
   const std::string nodeId = newId(random_);
   const bool manager = role == "manager";
-  auto cert = ca->sign(csr, nodeId, manager ? ca::kManagerRole : ca::kWorkerRole, id.clusterId,
-                       std::chrono::seconds(expiry));
+  auto cert =
+      issueCertificate(*cca, id.caKeyPem, csr, nodeId, manager ? ca::kManagerRole : ca::kWorkerRole,
+                       id.clusterId, std::chrono::seconds(expiry));
   if (!cert) return api::Response::error(cert.status());
 
   std::string addr = advertise;
@@ -1545,6 +1621,7 @@ api::Response Swarm::handleJoin(const api::Request& r) {
         Poco::JSON::Object status;
         status.set("State", std::string("ready"));
         status.set("Addr", addr);
+        status.set("CertIssuer", cert->issuerDigest);
         if (description) status.set("Description", description);
         if (manager) {
           raftId = newRaftId(random_, tx);
@@ -1565,13 +1642,15 @@ api::Response Swarm::handleJoin(const api::Request& r) {
   out.set("node_id", nodeId);
   out.set("cluster_id", id.clusterId);
   out.set("role", role);
-  out.set("certificate", *cert);
+  out.set("certificate", cert->chainPem);
+  out.set("issuer", cert->issuerDigest);
+  out.set("trust", cca->trust());
   out.set("manager_node_id", id.nodeId);
   out.set("addr", addr);
   out.set("managers", managersToJson(managers));
   out.set("heartbeat_period", static_cast<int64_t>(heartbeatPeriod().count()));
   if (manager) {
-    out.set("ca_key", id.caKeyPem);
+    out.set("ca_key", cca->rootKeyPem.empty() ? id.caKeyPem : cca->rootKeyPem);
     out.set("raft_id", std::to_string(raftId));
     std::string unlock;
     store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, id.clusterId); });
@@ -1705,6 +1784,7 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
   bool member = false;
   std::string state, role;
   std::vector<ManagerEntry> managers;
+  std::optional<ClusterCa> cca;
   store->view([&](const store::ReadView& v) {
     auto node = v.get(store::Kind::kNode, r.peerNodeId);
     if (!node) return;
@@ -1712,6 +1792,7 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
     role = desiredRole(*node);
     if (auto st = parseObject(node->status)) state = st->optValue<std::string>("State", "");
     managers = managerEntries(v);
+    cca = clusterCa(v, call.clusterId);
   });
   if (!member) {
     return api::Response::error(Status::permissionDenied(
@@ -1731,6 +1812,11 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
   out.set("period_seconds", static_cast<int64_t>(heartbeatPeriod().count()));
   out.set("role", role);
   out.set("managers", managersToJson(managers));
+  if (cca) {
+    // What the node should trust and whose certificate it should hold (a root rotation).
+    out.set("trust", cca->trust());
+    out.set("issuer", cca->issuer());
+  }
   return api::Response::json(stringify(out));
 }
 
@@ -1751,10 +1837,10 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
   if (auto refused = admitLeaderCall(r, "a certificate", false, call)) return *refused;
   ReplicatedStore* store = call.store;
 
-  std::string role;
+  std::string role, nodeAddr, trust, rootKey;
   int64_t expiry = 90LL * 24 * 3600;
   uint64_t raftId = 0;
-  std::string nodeAddr;
+  Issued cert;
   std::vector<ManagerEntry> managers;
   const std::vector<raft::NodeId> voters = store->raft().voters();
   Status s = store->update(
@@ -1769,50 +1855,53 @@ api::Response Swarm::handleCertificate(const api::Request& r) {
           auto c = spec ? spec->getObject("CAConfig") : nullptr;
           if (c) expiry = c->optValue<int64_t>("NodeCertExpiry", expiry);
         }
+        auto cca = clusterCa(tx, call.clusterId);
+        if (!cca) return Status::internal("the cluster object has no root CA");
         role = desiredRole(*node);
-        if (auto st = parseObject(node->status)) nodeAddr = st->optValue<std::string>("Addr", "");
-        auto current = managerEntry(*node);
-        managers = managerEntries(tx);
-        if (role == "worker") {
-          if (current && std::count(voters.begin(), voters.end(), current->raftId)) {
-            return Status::unavailable("node " + node->id +
-                                       " is still a Raft member; retry once it is removed");
-          }
-          return Status::ok();
-        }
-        if (current) {
-          raftId = current->raftId;
-          return Status::ok();
-        }
         auto status = parseObject(node->status);
         if (!status) return Status::internal("node " + node->id + " has no readable status");
-        raftId = newRaftId(random_, tx);
-        status->set("ManagerStatus",
-                    managerStatusJson(raftId, status->optValue<std::string>("Addr", ""), listenPort,
-                                      raftPort));
+        nodeAddr = status->optValue<std::string>("Addr", "");
+        auto current = managerEntry(*node);
+        managers = managerEntries(tx);
+        if (role == "worker" && current &&
+            std::count(voters.begin(), voters.end(), current->raftId)) {
+          return Status::unavailable("node " + node->id +
+                                     " is still a Raft member; retry once it is removed");
+        }
+        if (role == "manager" && current) raftId = current->raftId;
+        if (role == "manager" && !current) {
+          raftId = newRaftId(random_, tx);
+          status->set("ManagerStatus", managerStatusJson(raftId, nodeAddr, listenPort, raftPort));
+        }
+        auto issued = issueCertificate(*cca, call.caKeyPem, csr, r.peerNodeId,
+                                       role == "manager" ? ca::kManagerRole : ca::kWorkerRole,
+                                       call.clusterId, std::chrono::seconds(expiry));
+        if (!issued) return issued.status();
+        cert = std::move(*issued);
+        trust = cca->trust();
+        rootKey = cca->rootKeyPem.empty() ? call.caKeyPem : cca->rootKeyPem;
+        status->set("CertIssuer", cert.issuerDigest);
         store::Object next = *node;
         next.status = stringify(*status);
         return tx.update(std::move(next));
       },
       10s);
   if (!s) return api::Response::error(s);
-  auto ca = ca::RootCa::load(call.caCertPem, call.caKeyPem);
-  if (!ca) return api::Response::error(ca.status());
   const bool manager = role == "manager";
-  auto cert = ca->sign(csr, r.peerNodeId, manager ? ca::kManagerRole : ca::kWorkerRole,
-                       call.clusterId, std::chrono::seconds(expiry));
-  if (!cert) return api::Response::error(cert.status());
-  log::info("swarm", "node certificate issued", {{"node", r.peerNodeId}, {"role", role}});
+  log::info("swarm", "node certificate issued",
+            {{"node", r.peerNodeId}, {"role", role}, {"issuer", cert.issuerDigest}});
   Poco::JSON::Object out;
   out.set("role", role);
-  out.set("certificate", *cert);
+  out.set("certificate", cert.chainPem);
+  out.set("issuer", cert.issuerDigest);
+  out.set("trust", trust);
   out.set("addr", nodeAddr);
   managers.erase(std::remove_if(managers.begin(), managers.end(),
                                 [&](const ManagerEntry& m) { return m.nodeId == r.peerNodeId; }),
                  managers.end());
   out.set("managers", managersToJson(managers));
   if (manager) {
-    out.set("ca_key", call.caKeyPem);
+    out.set("ca_key", rootKey);
     out.set("raft_id", std::to_string(raftId));
     std::string unlock;
     store->view([&](const store::ReadView& v) { unlock = clusterUnlockKey(v, call.clusterId); });
@@ -1925,8 +2014,110 @@ bool Swarm::syncPeers(ReplicatedStore& store, raft::TcpTransport& transport, con
   return demoted;
 }
 
+void Swarm::finishRootRotation(ReplicatedStore& store, const std::string& clusterId) {
+  std::optional<ClusterCa> cca;
+  std::size_t pending = 0;
+  store.view([&](const store::ReadView& v) {
+    cca = clusterCa(v, clusterId);
+    if (!cca || !cca->rotating()) return;
+    for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+      auto st = parseObject(n->status);
+      if (!st || st->optValue<std::string>("State", "") == "down") continue;
+      if (st->optValue<std::string>("CertIssuer", "") != cca->nextDigest) ++pending;
+    }
+  });
+  if (!cca || !cca->rotating() || pending > 0) return;
+  // Every node that is up holds a certificate from the new root: it becomes the root, and the
+  // join tokens name it (their secrets stay).
+  Status s = store.update(
+      [&](store::Tx& tx) {
+        auto cluster = tx.get(store::Kind::kCluster, clusterId);
+        auto status = cluster ? parseObject(cluster->status) : nullptr;
+        if (!status || !status->getObject("RootRotation")) return Status::ok();
+        Poco::JSON::Object::Ptr root = new Poco::JSON::Object;
+        root->set("CACert", cca->nextPem);
+        root->set("CAKey", cca->nextKeyPem);
+        root->set("Digest", cca->nextDigest);
+        root->set("CrossSigned", cca->crossSigned);
+        status->set("RootCA", root);
+        status->remove("RootRotation");
+        if (auto tokens = status->getObject("JoinTokens")) {
+          for (const char* kind : {"Worker", "Manager"}) {
+            auto token = ca::parseJoinToken(tokens->optValue<std::string>(kind, ""));
+            if (!token) continue;
+            tokens->set(kind, ca::JoinToken{cca->nextDigest, token->secret}.toString());
+          }
+        }
+        store::Object next = *cluster;
+        next.status = stringify(*status);
+        return tx.update(std::move(next));
+      },
+      10s);
+  if (s) log::info("swarm", "root CA rotation finished", {{"digest", cca->nextDigest}});
+}
+
+Result<std::string> Swarm::rotateRootCa() {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto next = ca::RootCa::create();
+  if (!next) return next.status();
+  Status s = store_->update(
+      [&](store::Tx& tx) {
+        auto cca = clusterCa(tx, identity_->clusterId);
+        if (!cca) return Status::internal("the cluster object has no root CA");
+        if (cca->rotating()) {
+          return Status::failedPrecondition("a root CA rotation is already in progress");
+        }
+        auto current = ca::RootCa::load(
+            cca->rootPem, cca->rootKeyPem.empty() ? identity_->caKeyPem : cca->rootKeyPem);
+        if (!current) return current.status().withContext("the current root CA");
+        auto cross = current->crossSign(*next);
+        if (!cross) return cross.status();
+        auto cluster = tx.get(store::Kind::kCluster, identity_->clusterId);
+        auto status = parseObject(cluster->status);
+        if (!status) return Status::internal("the cluster object's status is unreadable");
+        Poco::JSON::Object::Ptr rotation = new Poco::JSON::Object;
+        rotation->set("CACert", next->certPem());
+        rotation->set("CAKey", next->keyPem());
+        rotation->set("Digest", next->digest());
+        rotation->set("CrossSigned", *cross);
+        status->set("RootRotation", rotation);
+        store::Object updated = *cluster;
+        updated.status = stringify(*status);
+        return tx.update(std::move(updated));
+      },
+      10s);
+  if (!s) return s;
+  log::info("swarm", "root CA rotation started", {{"digest", next->digest()}});
+  return next->digest();
+}
+
+Result<RootCaStatus> Swarm::rootCaStatus() {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  RootCaStatus out;
+  Status s = readView(*store_, [&](const store::ReadView& v) {
+    auto cca = clusterCa(v, identity_->clusterId);
+    if (!cca) return;
+    out.certPem = cca->rootPem;
+    out.digest = cca->rootDigest;
+    out.rotating = cca->rotating();
+    out.nextDigest = cca->nextDigest;
+    for (const auto& n : v.find(store::Query::all(store::Kind::kNode))) {
+      auto st = parseObject(n->status);
+      if (!st || st->optValue<std::string>("State", "") == "down") continue;
+      ++out.nodes;
+      if (st->optValue<std::string>("CertIssuer", "") == cca->issuer()) ++out.reissued;
+    }
+  });
+  if (!s) return s;
+  if (out.certPem.empty()) return Status::internal("the cluster object has no root CA");
+  return out;
+}
+
 void Swarm::leaderRound(ReplicatedStore& store, const Identity& self,
                         std::chrono::steady_clock::time_point started) {
+  finishRootRotation(store, self.clusterId);
   const auto period = heartbeatPeriod();
   const auto limit = 3 * period;
   const auto now = std::chrono::steady_clock::now();
@@ -2055,7 +2246,9 @@ void Swarm::monitorHeartbeats() {
     }
     // Demoted: this manager asks for a worker certificate, which the leader gives once it has
     // taken it out of Raft. Renewal goes the same way.
-    if (syncPeers(*store, *transport, *self) || certificateDue()) requestRoleChange();
+    if (syncPeers(*store, *transport, *self) || certificateDue() || rootChanged(*store, *self)) {
+      requestRoleChange();
+    }
     syncUnlockKey(*store);
     const bool leader = store->raft().isLeader();
     if (leader && !wasLeader) since = std::chrono::steady_clock::now();
@@ -2110,6 +2303,14 @@ void Swarm::sendHeartbeats(std::string dir) {
           }
         }
         if (o->optValue<std::string>("role", "worker") == "manager") requestRoleChange();
+        // A root rotation: a new certificate (and the roots to trust) from the leader.
+        bool reissue = false;
+        if (o->has("issuer")) {
+          std::lock_guard<std::mutex> lock(mu_);
+          reissue = identity_ && (identity_->certIssuer != o->getValue<std::string>("issuer") ||
+                                  identity_->caCertPem != o->optValue<std::string>("trust", ""));
+        }
+        if (reissue) requestRoleChange();
       }
       if (certificateDue()) requestRoleChange();
     }
@@ -2182,17 +2383,25 @@ void Swarm::changeRole() {
   next.role = role;
   next.nodeCertPem = o->optValue<std::string>("certificate", "");
   next.nodeKeyPem = *key;
+  // The roots to trust and the issuer come with it: new ones during a root rotation.
+  next.caCertPem = o->optValue<std::string>("trust", cur.caCertPem);
+  next.certIssuer = o->optValue<std::string>("issuer", cur.certIssuer);
+  if (role == "manager" && o->has("ca_key")) next.caKeyPem = o->getValue<std::string>("ca_key");
   auto info = ca::inspectCertificate(next.nodeCertPem);
   const auto want = role == "manager" ? ca::kManagerRole : ca::kWorkerRole;
-  auto ca = ca::RootCa::load(cur.caCertPem, "");
-  if (!info || !ca || info->nodeId != cur.nodeId || info->role != want ||
-      !ca->verify(next.nodeCertPem)) {
+  auto root = ca::RootCa::load(next.caCertPem, role == "manager" ? next.caKeyPem : "");
+  if (!info || !root || info->nodeId != cur.nodeId || info->role != want ||
+      !ca::verifyChain(next.caCertPem, next.nodeCertPem) ||
+      !ca::verifyChain(cur.caCertPem, next.nodeCertPem)) {  // anchored in what it trusted
     log::warn("swarm", "the leader sent a certificate that is not this node's; role unchanged");
     return;
   }
+  next.caDigest = root->digest();
   if (role == cur.role) {
-    // A renewal: the new key and certificate replace the old ones in place.
-    if (Status w = next.saveCertificate(dir); !w) {
+    // A renewal: the new key and certificate replace the old ones in place (with the trusted
+    // roots, when they changed, the whole certificates directory).
+    const bool rootsChanged = next.caCertPem != cur.caCertPem || next.caKeyPem != cur.caKeyPem;
+    if (Status w = rootsChanged ? next.reprotect(dir) : next.saveCertificate(dir); !w) {
       log::warn("swarm", "cannot store the renewed certificate", {{"error", w.message()}});
       return;
     }
@@ -2215,7 +2424,6 @@ void Swarm::changeRole() {
   }
   const std::vector<ManagerEntry> managers = managersFromJson(o->getArray("managers"));
   if (role == "manager") {
-    next.caKeyPem = o->optValue<std::string>("ca_key", "");
     next.raftId = std::strtoull(o->optValue<std::string>("raft_id", "0").c_str(), nullptr, 10);
     next.bootstrap = false;
     next.dataKey = aead::newKey();
@@ -2232,7 +2440,7 @@ void Swarm::changeRole() {
     next.raftAddr = HostPort{listen->host, listen->port + 1}.toString();
     next.advertiseAddr = o->optValue<std::string>("addr", "") + ":" + std::to_string(listen->port);
     next.managers.clear();
-    if (next.raftId == 0 || !ca::RootCa::load(next.caCertPem, next.caKeyPem)) {
+    if (next.raftId == 0 || next.caKeyPem.empty()) {
       log::warn("swarm", "the leader's promotion reply is incomplete; role unchanged");
       return;
     }
@@ -2479,6 +2687,9 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
     id.role = o->getValue<std::string>("role");
     seenAddr = o->optValue<std::string>("addr", "");
     managers = managersFromJson(o->getArray("managers"));
+    // The roots to trust: the one the token named, and the next during a root rotation.
+    id.caCertPem = o->optValue<std::string>("trust", caPem);
+    id.certIssuer = o->optValue<std::string>("issuer", ca->digest());
     if (id.role == "manager") {
       id.caKeyPem = o->getValue<std::string>("ca_key");
       id.raftId = std::stoull(o->getValue<std::string>("raft_id"));
@@ -2496,8 +2707,9 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   const bool manager = id.role == "manager";
   auto info = ca::inspectCertificate(id.nodeCertPem);
   if (!info || info->nodeId != id.nodeId ||
-      info->role != (manager ? ca::kManagerRole : ca::kWorkerRole) || !ca->verify(id.nodeCertPem) ||
-      (manager && !ca::RootCa::load(caPem, id.caKeyPem))) {
+      info->role != (manager ? ca::kManagerRole : ca::kWorkerRole) ||
+      !ca::verifyChain(caPem, id.nodeCertPem) || ca::firstCertificate(id.caCertPem) != caPem ||
+      (manager && !ca::RootCa::load(id.caCertPem, id.caKeyPem))) {
     return abandon(Status::permissionDenied(
         "the manager returned a certificate that is not this node's " + id.role + " certificate"));
   }

@@ -85,6 +85,15 @@ struct SwarmStatus {
   uint64_t raftApplied = 0;
 };
 
+// `swarm ca`: the root CA, and how far a rotation has come.
+struct RootCaStatus {
+  std::string certPem, digest;
+  bool rotating = false;
+  std::string nextDigest;
+  uint64_t nodes = 0;     // nodes that are up
+  uint64_t reissued = 0;  // of them, those holding a certificate from the current issuer
+};
+
 // One row of `node ls`.
 struct NodeSummary {
   std::string id;
@@ -180,6 +189,15 @@ class Swarm {
   // Errors: values out of range (named); not a manager.
   Result<std::string> update(const SwarmUpdate& update);
 
+  // `swarm ca --rotate`: a new root CA, cross-signed by the current one; every node is issued a
+  // certificate from it (presented with the cross-signed certificate, so nodes that still
+  // trust only the old root accept it) and trusts both; once every node that is up holds one,
+  // the leader makes it the root and the join tokens name it. Returns the new root's digest.
+  // Errors: a rotation in progress; not a manager.
+  Result<std::string> rotateRootCa();
+  // `swarm ca`: the root CA and the progress of a rotation. Manager only.
+  Result<RootCaStatus> rootCaStatus();
+
   // `swarm unlock`: a locked manager (its keys sealed at rest, autolock) opens them with the
   // unlock key and starts. Errors: not locked; a malformed or wrong key (nothing starts).
   Status unlock(const std::string& key);
@@ -217,10 +235,15 @@ class Swarm {
   void setIdentity(Identity id, bool freshCertificate);
   // Time to renew this node's certificate.
   bool certificateDue() const;
+  // A manager whose trusted roots or certificate issuer are not the cluster's (a root CA
+  // rotation): it renews, taking both from the leader.
+  bool rootChanged(ReplicatedStore& store, const Identity& self) const;
   // Follows the role the managers want for this node (promotion, demotion), and renews its
   // certificate when due, on roleThread_.
   void requestRoleChange();
   void changeRole();
+  // On the leader: ends a root rotation once every node that is up was re-issued.
+  void finishRootRotation(ReplicatedStore& store, const std::string& clusterId);
   // The leader's duties each monitor round: node states, managers' reachability, demotions.
   void leaderRound(ReplicatedStore& store, const Identity& self,
                    std::chrono::steady_clock::time_point started);

@@ -205,6 +205,25 @@ void addSwarmRoutes(api::Router& router, Swarm& swarm) {
   router.add("POST", "/swarm/init", [&swarm](const Request& r) { return init(swarm, r); });
   router.add("POST", "/swarm/join", [&swarm](const Request& r) { return join(swarm, r); });
   router.add("POST", "/swarm/update", [&swarm](const Request& r) { return update(swarm, r); });
+  router.add("GET", "/swarm/ca", [&swarm](const Request&) {
+    auto ca = swarm.rootCaStatus();
+    if (!ca) return Response::error(ca.status());
+    Poco::JSON::Object out;
+    out.set("cert", ca->certPem);
+    out.set("digest", ca->digest);
+    out.set("rotating", ca->rotating);
+    out.set("next_digest", ca->nextDigest);
+    out.set("nodes", ca->nodes);
+    out.set("reissued", ca->reissued);
+    return Response::json(stringify(out));
+  });
+  router.add("POST", "/swarm/ca/rotate", [&swarm](const Request&) {
+    auto digest = swarm.rotateRootCa();
+    if (!digest) return Response::error(digest.status());
+    Poco::JSON::Object out;
+    out.set("next_digest", *digest);
+    return Response::json(stringify(out));
+  });
   router.add("POST", "/swarm/unlock", [&swarm](const Request& r) {
     auto body = readBody(r, {"key"}, "swarm unlock");
     if (!body) return Response::error(body.status());

@@ -9,7 +9,9 @@
 //    one refuses with "no quorum"; heal: it catches up;
 //  - a node joining with the manager token is a manager at once; demoting one makes it a
 //    worker again; bad tokens and another swarm's token are refused and leave nothing; a
-//    removed node's certificate is no longer accepted.
+//    removed node's certificate is no longer accepted;
+//  - `swarm ca --rotate`: every node is re-issued from a new root while the swarm keeps
+//    working, the join tokens then name the new root, and restarted nodes come back on it.
 // Needs root (namespaces), like every test in this label.
 #include <cppunit/extensions/HelperMacros.h>
 #include <unistd.h>
@@ -87,6 +89,7 @@ class SwarmLabTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(SwarmLabTest);
   CPPUNIT_TEST(testSeedsWalkthroughFailoverAndPartition);
   CPPUNIT_TEST(testManagerTokenDemotionAndRefusals);
+  CPPUNIT_TEST(testRootCaRotation);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -286,6 +289,72 @@ class SwarmLabTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(
         eventually([&] { return contains(lab.log("node3"), "heartbeat refused"); }, 20s));
     CPPUNIT_ASSERT(lab.row("node1", "node3").empty());
+  }
+
+  void testRootCaRotation() {
+    Lab lab(3);
+    const std::string addr1 = lab.ip("node1") + ":2377";
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node1", {"swarm", "init", "--advertise-addr", addr1}).exitCode);
+    const std::string mtoken = trim(lab.on("node1", {"swarm", "join-token", "-q", "manager"}).out);
+    const std::string wtoken = trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node2", {"swarm", "join", "--token", mtoken, addr1}).exitCode);
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node3", {"swarm", "join", "--token", wtoken, addr1}).exitCode);
+    auto digest = [&](const std::string& node) {
+      const std::string info = lab.on(node, {"info"}).out;
+      const auto at = info.find("CA Digest: ");
+      return at == std::string::npos ? std::string()
+                                     : info.substr(at + 11, info.find('\n', at) - at - 11);
+    };
+    const std::string before = digest("node1");
+    CPPUNIT_ASSERT(before.starts_with("sha256:"));
+
+    RunResult rotate = lab.on("node1", {"swarm", "ca", "--rotate"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(rotate.err + lab.log("node1"), 0, rotate.exitCode);
+    CPPUNIT_ASSERT(contains(rotate.out, "rotated TLS certificates: "));
+    CPPUNIT_ASSERT(contains(rotate.out, "BEGIN CERTIFICATE"));
+    // Every node, the worker included, ends up on the new root.
+    std::string after;
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          after = digest("node1");
+          return after != before && digest("node2") == after && digest("node3") == after;
+        },
+        30s));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          return contains(lab.row("node1", "node2"), "Reachable") &&
+                 contains(lab.row("node1", "node3"), "Ready");
+        },
+        20s));
+    // The join tokens name the new root: the old one is refused, the new one works.
+    const std::string fresh = trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
+    CPPUNIT_ASSERT(fresh != wtoken);
+    CPPUNIT_ASSERT_EQUAL(0, lab.on("node3", {"swarm", "leave"}).exitCode);
+    RunResult stale = lab.on("node3", {"swarm", "join", "--token", wtoken, addr1});
+    CPPUNIT_ASSERT_MESSAGE(stale.err, stale.exitCode != 0 && contains(stale.err, "does not match"));
+    RunResult rejoin = lab.on("node3", {"swarm", "join", "--token", fresh, addr1});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(rejoin.err, 0, rejoin.exitCode);
+    // A manager restarted from its files trusts the new root only and rejoins.
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"stop", "node2"}).exitCode);
+    CPPUNIT_ASSERT_EQUAL(0, lab.lab({"start", "node2"}).exitCode);
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          const std::string row = lab.row("node1", "node2");
+          return contains(row, "Reachable") && !contains(row, "Unreachable");
+        },
+        20s));
+    CPPUNIT_ASSERT_EQUAL(after, digest("node2"));
+    // A second rotation is refused while one runs, and works after.
+    RunResult again = lab.on("node1", {"swarm", "ca", "--rotate", "--detach"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(again.err, 0, again.exitCode);
+    RunResult busy = lab.on("node1", {"swarm", "ca", "--rotate", "--detach"});
+    CPPUNIT_ASSERT(busy.exitCode != 0 && contains(busy.err, "already in progress"));
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          const std::string d = digest("node1");
+          return d != after && digest("node2") == d && digest("node3") == d;
+        },
+        40s));
   }
 };
 

@@ -53,9 +53,39 @@ class CaTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testBadRequestsAreRefused);
   CPPUNIT_TEST(testTokenRoundTripsInSwarmFormat);
   CPPUNIT_TEST(testMalformedTokensAreRefusedWithTheReason);
+  CPPUNIT_TEST(testCrossSignedRootChainsToTheOldOne);
   CPPUNIT_TEST_SUITE_END();
 
  public:
+  // Root rotation's trick: a node certificate from the new root, presented with the new root
+  // cross-signed by the old one, verifies for nodes that trust only the old root, only the
+  // new one, or both; without the cross-signed certificate only the new root's trusters
+  // accept it; an unrelated root accepts none.
+  void testCrossSignedRootChainsToTheOldOne() {
+    auto oldRoot = shoal::ca::RootCa::create();
+    auto newRoot = shoal::ca::RootCa::create();
+    auto other = shoal::ca::RootCa::create();
+    CPPUNIT_ASSERT(oldRoot.isOk() && newRoot.isOk() && other.isOk());
+    auto cross = oldRoot->crossSign(*newRoot);
+    CPPUNIT_ASSERT_MESSAGE(cross.status().toString(), cross.isOk());
+    auto key = shoal::ca::generateKeyPem();
+    auto leaf = newRoot->sign(*shoal::ca::makeCsrPem(*key), "n1", shoal::ca::kWorkerRole, "c1",
+                              std::chrono::hours(1));
+    CPPUNIT_ASSERT(leaf.isOk());
+    const std::string chain = *leaf + *cross;
+    using shoal::ca::verifyChain;
+    CPPUNIT_ASSERT(verifyChain(oldRoot->certPem(), chain).isOk());
+    CPPUNIT_ASSERT(verifyChain(newRoot->certPem(), chain).isOk());
+    CPPUNIT_ASSERT(verifyChain(oldRoot->certPem() + newRoot->certPem(), chain).isOk());
+    CPPUNIT_ASSERT(verifyChain(newRoot->certPem(), *leaf).isOk());
+    CPPUNIT_ASSERT(!verifyChain(oldRoot->certPem(), *leaf).isOk());
+    CPPUNIT_ASSERT(!verifyChain(other->certPem(), chain).isOk());
+    CPPUNIT_ASSERT_EQUAL(*leaf, shoal::ca::firstCertificate(chain));
+    // The cross-signed certificate is a CA for the new root's key, not a new identity.
+    auto info = shoal::ca::inspectCertificate(*cross);
+    CPPUNIT_ASSERT(info.isOk() && info->isCa);
+  }
+
   void testRootIsAnEcdsaCaWithAStableDigest() {
     RootCa ca = mustCreate();
     CPPUNIT_ASSERT(ca.canSign());
