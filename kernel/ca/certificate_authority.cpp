@@ -300,21 +300,7 @@ Result<std::string> RootCa::sign(const std::string& csrPem, const std::string& n
 }
 
 Status RootCa::verify(const std::string& certPem) const {
-  auto cert = readCert(certPem);
-  if (!cert) return cert.status();
-  StorePtr store(X509_STORE_new());
-  StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!store || !ctx || X509_STORE_add_cert(store.get(), state_->cert.get()) != 1 ||
-      X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr) != 1) {
-    return sslError("preparing to verify a certificate");
-  }
-  if (X509_verify_cert(ctx.get()) != 1) {
-    const int err = X509_STORE_CTX_get_error(ctx.get());
-    ERR_clear_error();
-    return Status::permissionDenied(std::string("the certificate is not valid for this cluster: ") +
-                                    X509_verify_cert_error_string(err));
-  }
-  return Status::ok();
+  return verifyChain(state_->certPem, certPem);
 }
 
 Result<std::string> RootCa::crossSign(const RootCa& other) const {

@@ -64,8 +64,9 @@ class RootCa {
   Result<std::string> sign(const std::string& csrPem, const std::string& nodeId,
                            std::string_view role, const std::string& clusterId,
                            std::chrono::seconds validity) const;
-  // Checks that `certPem` was signed by this CA and is valid now. Errors: permission denied
-  // with OpenSSL's reason ("certificate has expired", "unable to get local issuer ...").
+  // Checks that `certPem` (a certificate, then any intermediates) chains to this CA and is
+  // valid now. Errors: permission denied with OpenSSL's reason ("certificate has expired",
+  // "unable to get local issuer ...").
   Status verify(const std::string& certPem) const;
   // A certificate for `other` (its subject and key, CA:TRUE) issued by this CA: during a root
   // rotation, certificates `other` signs then chain to this one too, through it.
