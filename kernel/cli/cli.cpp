@@ -248,18 +248,31 @@ int cmdInfo(Invocation& inv) {
   out << " Swarm: " << swarm << '\n';
   if (auto s = o->getObject("swarm"); s && swarm == "active") {
     out << "  NodeID: " << s->optValue<std::string>("node_id", "") << '\n';
-    out << "  Is Manager: " << (s->optValue<bool>("is_manager", false) ? "true" : "false") << '\n';
-    out << "  ClusterID: " << s->optValue<std::string>("cluster_id", "") << '\n';
-    out << "  Managers: " << s->optValue<int64_t>("managers", 0) << '\n';
-    out << "  Nodes: " << s->optValue<int64_t>("nodes", 0) << '\n';
-    out << "  CA Digest: " << s->optValue<std::string>("ca_digest", "") << '\n';
-    if (auto r = s->getObject("raft")) {
-      out << "  Raft:\n   ID: " << r->optValue<std::string>("id", "")
-          << "\n   Leader: " << r->optValue<std::string>("leader", "")
-          << "\n   Term: " << r->optValue<int64_t>("term", 0)
-          << "\n   Applied Index: " << r->optValue<int64_t>("applied", 0) << '\n';
+    const bool manager = s->optValue<bool>("is_manager", false);
+    out << "  Is Manager: " << (manager ? "true" : "false") << '\n';
+    if (manager) {
+      out << "  ClusterID: " << s->optValue<std::string>("cluster_id", "") << '\n';
+      out << "  Managers: " << s->optValue<int64_t>("managers", 0) << '\n';
+      out << "  Nodes: " << s->optValue<int64_t>("nodes", 0) << '\n';
+      out << "  CA Digest: " << s->optValue<std::string>("ca_digest", "") << '\n';
+      if (auto r = s->getObject("raft")) {
+        out << "  Raft:\n   ID: " << r->optValue<std::string>("id", "")
+            << "\n   Leader: " << r->optValue<std::string>("leader", "")
+            << "\n   Term: " << r->optValue<int64_t>("term", 0)
+            << "\n   Applied Index: " << r->optValue<int64_t>("applied", 0) << '\n';
+      }
+      out << "  Node Address: " << s->optValue<std::string>("node_addr", "") << '\n';
+    } else {
+      // As Docker's: a worker knows the managers it reports to, not the cluster's counts.
+      out << "  CA Digest: " << s->optValue<std::string>("ca_digest", "") << '\n';
+      out << "  Node Address: " << s->optValue<std::string>("node_addr", "") << '\n';
+      out << "  Manager Addresses:\n";
+      if (auto addrs = s->getArray("manager_addrs")) {
+        for (std::size_t i = 0; i < addrs->size(); ++i) {
+          out << "   " << addrs->getElement<std::string>(static_cast<unsigned>(i)) << '\n';
+        }
+      }
     }
-    out << "  Node Address: " << s->optValue<std::string>("node_addr", "") << '\n';
   }
   out << " Kernel Version: " << o->optValue<std::string>("kernel", "") << '\n';
   out << " Operating System: " << o->optValue<std::string>("os", "") << '\n';

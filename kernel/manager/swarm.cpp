@@ -1172,6 +1172,7 @@ SwarmStatus Swarm::status() const {
   s.caDigest = identity_->caDigest;
   s.advertiseAddr = identity_->advertiseAddr;
   s.raftId = identity_->raftId;
+  for (const auto& m : identity_->managers) s.managerAddrs.push_back(m.addr);
   if (store_) {
     s.raftLeader = store_->raft().leader();
     s.raftTerm = store_->raft().term();

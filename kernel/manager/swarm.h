@@ -83,6 +83,7 @@ struct SwarmStatus {
   uint64_t raftLeader = 0;
   uint64_t raftTerm = 0;
   uint64_t raftApplied = 0;
+  std::vector<std::string> managerAddrs;  // workers: the managers' node API addresses
 };
 
 // `swarm ca`: the root CA, and how far a rotation has come.

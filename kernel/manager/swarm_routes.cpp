@@ -266,6 +266,9 @@ void describeSwarm(const Swarm& swarm, Poco::JSON::Object& out) {
   raft.set("term", s.raftTerm);
   raft.set("applied", s.raftApplied);
   out.set("raft", raft);
+  Poco::JSON::Array managers;
+  for (const auto& a : s.managerAddrs) managers.add(a);
+  out.set("manager_addrs", managers);
 }
 
 }  // namespace shoal::manager

@@ -393,6 +393,9 @@ class DaemonTest : public CppUnit::TestFixture {
     RunResult winfo = worker->shoal({"info"});
     CPPUNIT_ASSERT(contains(winfo.out, "Swarm: active"));
     CPPUNIT_ASSERT(contains(winfo.out, "Is Manager: false"));
+    // A worker lists the managers it reports to (as Docker's info), not the cluster's counts.
+    CPPUNIT_ASSERT_MESSAGE(winfo.out, contains(winfo.out, "Manager Addresses:\n   " + addr + "\n"));
+    CPPUNIT_ASSERT(!contains(winfo.out, "Managers: "));
     const std::string workerId = field(winfo.out, "NodeID: ");
     RunResult wls = worker->shoal({"node", "ls"});
     CPPUNIT_ASSERT_EQUAL(1, wls.exitCode);
