@@ -1153,6 +1153,11 @@ void Swarm::syncUnlockKey(ReplicatedStore& store) {
 Status Swarm::requireManager() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (locked_) return Status::failedPrecondition(kLocked);
+  if (identity_ && identity_->role == "manager" && !store_) {
+    // Between stopping and starting again with a renewed certificate.
+    return Status::unavailable(
+        "this manager is restarting with its renewed certificate; try again in a moment");
+  }
   if (!identity_ || !store_) return Status::unavailable(kNotManager);
   return Status::ok();
 }
