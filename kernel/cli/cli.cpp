@@ -44,6 +44,8 @@ struct Command {
   std::size_t maxArgs = 0;
   std::function<int(Invocation&)> run;
   std::vector<std::string> aliases;  // other last words ("list" for "ls")
+  // Flags end at the first argument (service create IMAGE [COMMAND] [ARG...], as Docker's).
+  bool stopAtFirstArg = false;
 };
 
 struct Invocation {
@@ -752,6 +754,1314 @@ int cmdSwarmLeave(Invocation& inv) {
   return kExitOk;
 }
 
+// ---- services -----------------------------------------------------------------------------
+
+using JObject = Poco::JSON::Object;
+
+// Go-style durations as Docker's service flags take them ("10s", "1m30s", "500ms", "1.5h").
+// Returns nanoseconds.
+Result<int64_t> parseNanos(const std::string& text) {
+  if (text.empty()) return Status::invalidArgument("invalid duration \"\"");
+  if (text == "0") return int64_t{0};
+  double total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const std::size_t start = i;
+    while (i < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+      ++i;
+    }
+    if (start == i) return Status::invalidArgument("invalid duration \"" + text + "\"");
+    double n = 0;
+    try {
+      n = std::stod(text.substr(start, i - start));
+    } catch (const std::exception&) {
+      return Status::invalidArgument("invalid duration \"" + text + "\"");
+    }
+    const std::size_t unitStart = i;
+    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
+    const std::string unit = text.substr(unitStart, i - unitStart);
+    static const std::map<std::string, double> kUnits = {{"h", 3600e9}, {"m", 60e9}, {"s", 1e9},
+                                                         {"ms", 1e6},   {"us", 1e3}, {"ns", 1}};
+    auto u = kUnits.find(unit);
+    if (u == kUnits.end()) {
+      return Status::invalidArgument(
+          "invalid duration \"" + text +
+          "\": " + (unit.empty() ? "missing unit" : "unknown unit \"" + unit + "\""));
+    }
+    total += n * u->second;
+  }
+  if (total > 9.2e18) return Status::invalidArgument("invalid duration \"" + text + "\": too long");
+  return static_cast<int64_t>(total);
+}
+
+// Docker's memory sizes: a number with an optional b, k, m, g or t suffix (binary units).
+Result<int64_t> parseBytes(const std::string& text) {
+  std::size_t end = 0;
+  double n = 0;
+  try {
+    n = std::stod(text, &end);
+  } catch (const std::exception&) {
+    return Status::invalidArgument("invalid size: \"" + text + "\"");
+  }
+  std::string unit = text.substr(end);
+  std::transform(unit.begin(), unit.end(), unit.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (!unit.empty() && unit.back() == 'b' && unit.size() > 1) unit.pop_back();
+  static const std::map<std::string, double> kUnits = {{"", 1},
+                                                       {"b", 1},
+                                                       {"k", 1024.0},
+                                                       {"m", 1048576.0},
+                                                       {"g", 1073741824.0},
+                                                       {"t", 1099511627776.0}};
+  auto u = kUnits.find(unit);
+  if (u == kUnits.end() || n < 0) return Status::invalidArgument("invalid size: \"" + text + "\"");
+  return static_cast<int64_t>(n * u->second);
+}
+
+Result<int64_t> parseCpus(const std::string& text) {
+  try {
+    std::size_t end = 0;
+    const double n = std::stod(text, &end);
+    if (end == text.size() && n >= 0) return static_cast<int64_t>(n * 1e9);
+  } catch (const std::exception&) {
+  }
+  return Status::invalidArgument("invalid CPU count: \"" + text + "\"");
+}
+
+Result<int64_t> parseCount(const std::string& text, const std::string& flag) {
+  try {
+    std::size_t end = 0;
+    const long long n = std::stoll(text, &end);
+    if (end == text.size() && n >= 0) return static_cast<int64_t>(n);
+  } catch (const std::exception&) {
+  }
+  return Status::invalidArgument("invalid argument \"" + text + "\" for \"--" + flag +
+                                 "\" flag: want a non-negative integer");
+}
+
+// The object at `path` under `root`, created on the way when missing.
+JObject::Ptr at(JObject::Ptr root, std::initializer_list<const char*> path) {
+  JObject::Ptr o = root;
+  for (const char* name : path) {
+    JObject::Ptr next = o->has(name) ? o->getObject(name) : nullptr;
+    if (!next) {
+      next = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+      o->set(name, next);
+    }
+    o = next;
+  }
+  return o;
+}
+
+Poco::JSON::Array::Ptr arrayAt(JObject::Ptr o, const std::string& name) {
+  Poco::JSON::Array::Ptr a = o->has(name) ? o->getArray(name) : nullptr;
+  if (!a) {
+    a = new Poco::JSON::Array;
+    o->set(name, a);
+  }
+  return a;
+}
+
+std::pair<std::string, std::string> splitKeyValue(const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos) return {text, ""};
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+// "k=v,k2=v2" (Docker's --mount / --publish / --secret long forms).
+std::map<std::string, std::string> csvFields(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    auto [k, v] = splitKeyValue(part);
+    out[k] = v;
+  }
+  return out;
+}
+
+Result<JObject::Ptr> parsePort(const std::string& text) {
+  JObject::Ptr p = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  auto number = [&](const std::string& s) -> Result<int64_t> {
+    try {
+      std::size_t end = 0;
+      const long n = std::stol(s, &end);
+      if (end == s.size() && n >= 0 && n <= 65535) return static_cast<int64_t>(n);
+    } catch (const std::exception&) {
+    }
+    return Status::invalidArgument("invalid port \"" + s + "\" in --publish " + text);
+  };
+  if (text.find('=') != std::string::npos) {
+    auto f = csvFields(text);
+    for (const auto& [k, v] : f) {
+      if (k != "target" && k != "published" && k != "protocol" && k != "mode") {
+        return Status::invalidArgument("invalid field \"" + k + "\" in --publish " + text);
+      }
+    }
+    if (!f.count("target"))
+      return Status::invalidArgument("--publish " + text + " needs target=PORT");
+    auto target = number(f["target"]);
+    if (!target) return target.status();
+    p->set("Protocol", f.count("protocol") ? f["protocol"] : "tcp");
+    p->set("TargetPort", *target);
+    if (f.count("published")) {
+      auto published = number(f["published"]);
+      if (!published) return published.status();
+      p->set("PublishedPort", *published);
+    }
+    p->set("PublishMode", f.count("mode") ? f["mode"] : "ingress");
+    return p;
+  }
+  std::string spec = text, proto = "tcp";
+  if (auto slash = spec.find('/'); slash != std::string::npos) {
+    proto = spec.substr(slash + 1);
+    spec = spec.substr(0, slash);
+  }
+  std::string published, target = spec;
+  if (auto colon = spec.find(':'); colon != std::string::npos) {
+    published = spec.substr(0, colon);
+    target = spec.substr(colon + 1);
+  }
+  auto t = number(target);
+  if (!t) return t.status();
+  p->set("Protocol", proto);
+  p->set("TargetPort", *t);
+  if (!published.empty()) {
+    auto pub = number(published);
+    if (!pub) return pub.status();
+    p->set("PublishedPort", *pub);
+  }
+  p->set("PublishMode", std::string("ingress"));
+  return p;
+}
+
+Result<JObject::Ptr> parseMount(const std::string& text) {
+  JObject::Ptr m = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  auto f = csvFields(text);
+  m->set("Type", f.count("type") ? f["type"] : "volume");
+  for (const auto& [k, v] : f) {
+    if (k == "type") continue;
+    if (k == "source" || k == "src") {
+      m->set("Source", v);
+    } else if (k == "target" || k == "dst" || k == "destination") {
+      m->set("Target", v);
+    } else if (k == "readonly" || k == "ro") {
+      m->set("ReadOnly", v.empty() || v == "true" || v == "1");
+    } else {
+      return Status::invalidArgument("invalid field \"" + k + "\" in --mount " + text);
+    }
+  }
+  if (!m->has("Target")) return Status::invalidArgument("--mount " + text + " needs target=PATH");
+  return m;
+}
+
+JObject::Ptr parseReference(const std::string& text, const std::string& kind) {
+  JObject::Ptr r = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  std::string source = text, target = text;
+  if (text.find('=') != std::string::npos) {
+    auto f = csvFields(text);
+    source = f.count("source") ? f["source"] : f["src"];
+    target = f.count("target") ? f["target"] : source;
+  }
+  r->set(kind + "Name", source);
+  JObject::Ptr file = new JObject;
+  file->set("Name", target);
+  r->set("File", file);
+  return r;
+}
+
+// Applies the flags that create and update share to `spec` (Docker's ServiceSpec).
+Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
+  auto task = at(spec, {"TaskTemplate"});
+  auto container = at(spec, {"TaskTemplate", "ContainerSpec"});
+  auto durationFlag = [&](const std::string& flag, JObject::Ptr o, const char* key) -> Status {
+    if (!inv.has(flag)) return Status::ok();
+    auto ns = parseNanos(inv.flag(flag));
+    if (!ns)
+      return Status::invalidArgument("invalid argument \"" + inv.flag(flag) + "\" for \"--" + flag +
+                                     "\" flag: " + ns.status().message());
+    o->set(key, *ns);
+    return Status::ok();
+  };
+  auto countFlag = [&](const std::string& flag, JObject::Ptr o, const char* key) -> Status {
+    if (!inv.has(flag)) return Status::ok();
+    auto n = parseCount(inv.flag(flag), flag);
+    if (!n) return n.status();
+    o->set(key, *n);
+    return Status::ok();
+  };
+  auto stringFlag = [&](const std::string& flag, JObject::Ptr o, const char* key) {
+    if (inv.has(flag)) o->set(key, inv.flag(flag));
+  };
+  stringFlag("hostname", container, "Hostname");
+  stringFlag("workdir", container, "Dir");
+  stringFlag("user", container, "User");
+  stringFlag("stop-signal", container, "StopSignal");
+  if (Status s = durationFlag("stop-grace-period", container, "StopGracePeriod"); !s) return s;
+  // Resources.
+  auto resource = [&](const std::string& flag, const char* group, const char* key,
+                      bool cpu) -> Status {
+    if (!inv.has(flag)) return Status::ok();
+    auto v = cpu ? parseCpus(inv.flag(flag)) : parseBytes(inv.flag(flag));
+    if (!v)
+      return Status::invalidArgument("invalid argument \"" + inv.flag(flag) + "\" for \"--" + flag +
+                                     "\" flag: " + v.status().message());
+    at(task, {"Resources", group})->set(key, *v);
+    return Status::ok();
+  };
+  if (Status s = resource("reserve-cpu", "Reservations", "NanoCPUs", true); !s) return s;
+  if (Status s = resource("reserve-memory", "Reservations", "MemoryBytes", false); !s) return s;
+  if (Status s = resource("limit-cpu", "Limits", "NanoCPUs", true); !s) return s;
+  if (Status s = resource("limit-memory", "Limits", "MemoryBytes", false); !s) return s;
+  if (inv.has("limit-pids")) {
+    auto n = parseCount(inv.flag("limit-pids"), "limit-pids");
+    if (!n) return n.status();
+    at(task, {"Resources", "Limits"})->set("Pids", *n);
+  }
+  // Restart policy.
+  if (inv.has("restart-condition"))
+    at(task, {"RestartPolicy"})->set("Condition", inv.flag("restart-condition"));
+  if (Status s = durationFlag("restart-delay", at(task, {"RestartPolicy"}), "Delay"); !s) return s;
+  if (Status s = countFlag("restart-max-attempts", at(task, {"RestartPolicy"}), "MaxAttempts"); !s)
+    return s;
+  if (Status s = durationFlag("restart-window", at(task, {"RestartPolicy"}), "Window"); !s)
+    return s;
+  // Update and rollback configs.
+  for (const std::string prefix : {"update", "rollback"}) {
+    auto cfg = at(spec, {prefix == "update" ? "UpdateConfig" : "RollbackConfig"});
+    if (Status s = countFlag(prefix + "-parallelism", cfg, "Parallelism"); !s) return s;
+    if (Status s = durationFlag(prefix + "-delay", cfg, "Delay"); !s) return s;
+    if (Status s = durationFlag(prefix + "-monitor", cfg, "Monitor"); !s) return s;
+    stringFlag(prefix + "-failure-action", cfg, "FailureAction");
+    stringFlag(prefix + "-order", cfg, "Order");
+    if (inv.has(prefix + "-max-failure-ratio")) {
+      try {
+        cfg->set("MaxFailureRatio", std::stod(inv.flag(prefix + "-max-failure-ratio")));
+      } catch (const std::exception&) {
+        return Status::invalidArgument("invalid argument \"" +
+                                       inv.flag(prefix + "-max-failure-ratio") + "\" for \"--" +
+                                       prefix + "-max-failure-ratio\" flag");
+      }
+    }
+    if (cfg->size() == 0) spec->remove(prefix == "update" ? "UpdateConfig" : "RollbackConfig");
+  }
+  // Placement.
+  if (Status s = countFlag("replicas-max-per-node", at(task, {"Placement"}), "MaxReplicas"); !s)
+    return s;
+  stringFlag("placement-policy", at(task, {"Placement"}), "Policy");
+  stringFlag("constraint-lua", at(task, {"Placement"}), "LuaConstraint");
+  if (inv.has("endpoint-mode")) at(spec, {"EndpointSpec"})->set("Mode", inv.flag("endpoint-mode"));
+  // Health checks.
+  auto health = [&]() { return at(container, {"Healthcheck"}); };
+  if (inv.has("health-cmd")) {
+    Poco::JSON::Array::Ptr test = new Poco::JSON::Array;
+    test->add(std::string("CMD-SHELL"));
+    test->add(inv.flag("health-cmd"));
+    health()->set("Test", test);
+  }
+  if (inv.has("no-healthcheck")) {
+    Poco::JSON::Array::Ptr test = new Poco::JSON::Array;
+    test->add(std::string("NONE"));
+    health()->set("Test", test);
+  }
+  if (Status s = durationFlag("health-interval", health(), "Interval"); !s) return s;
+  if (Status s = durationFlag("health-timeout", health(), "Timeout"); !s) return s;
+  if (Status s = durationFlag("health-start-period", health(), "StartPeriod"); !s) return s;
+  if (Status s = countFlag("health-retries", health(), "Retries"); !s) return s;
+  if (health()->size() == 0) container->remove("Healthcheck");
+  for (const char* group : {"RestartPolicy", "Placement"}) {
+    if (task->getObject(group) && task->getObject(group)->size() == 0) task->remove(group);
+  }
+  return Status::ok();
+}
+
+// Appends each value of a repeated flag, converted by `fn`, to the array `name` of `o`.
+template <class F>
+Status appendEach(const Invocation& inv, const std::string& flag, JObject::Ptr o,
+                  const std::string& name, F fn) {
+  auto it = inv.values.find(flag);
+  if (it == inv.values.end()) return Status::ok();
+  auto a = arrayAt(o, name);
+  for (const auto& v : it->second) {
+    auto item = fn(v);
+    if (!item) return item.status();
+    a->add(*item);
+  }
+  return Status::ok();
+}
+
+Result<Poco::Dynamic::Var> asString(const std::string& v) { return Poco::Dynamic::Var(v); }
+
+Result<Poco::Dynamic::Var> asPreference(const std::string& v) {
+  auto [strategy, descriptor] = splitKeyValue(v);
+  if (strategy != "spread" || descriptor.empty()) {
+    return Status::invalidArgument("invalid placement preference \"" + v +
+                                   "\": want spread=node.labels.<label>");
+  }
+  JObject::Ptr spread = new JObject;
+  spread->set("SpreadDescriptor", descriptor);
+  JObject::Ptr p = new JObject;
+  p->set("Spread", spread);
+  return Poco::Dynamic::Var(p);
+}
+
+Status setLabels(const Invocation& inv, const std::string& flag, JObject::Ptr o) {
+  auto it = inv.values.find(flag);
+  if (it == inv.values.end()) return Status::ok();
+  for (const auto& v : it->second) {
+    auto [k, val] = splitKeyValue(v);
+    if (k.empty()) return Status::invalidArgument("invalid label \"" + v + "\": want key=value");
+    o->set(k, val);
+  }
+  return Status::ok();
+}
+
+Status setMode(const Invocation& inv, JObject::Ptr spec) {
+  const std::string mode = inv.flag("mode");
+  JObject::Ptr m = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  JObject::Ptr inner = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  int64_t replicas = 1;
+  if (inv.has("replicas")) {
+    auto n = parseCount(inv.flag("replicas"), "replicas");
+    if (!n) return n.status();
+    replicas = *n;
+  }
+  if (mode == "replicated" || mode.empty()) {
+    inner->set("Replicas", replicas);
+    m->set("Replicated", inner);
+  } else if (mode == "global") {
+    if (inv.has("replicas"))
+      return Status::invalidArgument(
+          "replicas can only be used with replicated or replicated-job mode");
+    m->set("Global", inner);
+  } else if (mode == "replicated-job") {
+    int64_t concurrent = 1;
+    if (inv.has("max-concurrent")) {
+      auto n = parseCount(inv.flag("max-concurrent"), "max-concurrent");
+      if (!n) return n.status();
+      concurrent = *n;
+    }
+    inner->set("MaxConcurrent", inv.has("max-concurrent") ? concurrent : replicas);
+    inner->set("TotalCompletions", replicas);
+    m->set("ReplicatedJob", inner);
+  } else if (mode == "global-job") {
+    m->set("GlobalJob", inner);
+  } else {
+    return Status::invalidArgument(
+        "invalid argument \"" + mode +
+        "\" for \"--mode\" flag: want replicated, global, replicated-job or global-job");
+  }
+  if (inv.has("max-concurrent") && mode != "replicated-job") {
+    return Status::invalidArgument("max-concurrent can only be used with replicated-job mode");
+  }
+  spec->set("Mode", m);
+  return Status::ok();
+}
+
+std::string shortId(const std::string& id) { return id.substr(0, 12); }
+
+// "2 minutes ago", as Docker's units.HumanDuration.
+std::string humanSince(int64_t thenNs) {
+  const auto nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  const int64_t s = std::max<int64_t>(0, (nowNs - thenNs) / 1'000'000'000);
+  auto plural = [](int64_t n, const std::string& unit) {
+    return std::to_string(n) + " " + unit + (n == 1 ? "" : "s");
+  };
+  std::string d;
+  if (s < 1) {
+    d = "Less than a second";
+  } else if (s == 1) {
+    d = "1 second";
+  } else if (s < 60) {
+    d = plural(s, "second");
+  } else if (s < 3600) {
+    d = s / 60 == 1 ? "About a minute" : plural(s / 60, "minute");
+  } else if (s < 48 * 3600) {
+    d = s / 3600 == 1 ? "About an hour" : plural(s / 3600, "hour");
+  } else {
+    d = plural(s / 86400, "day");
+  }
+  return d + " ago";
+}
+
+struct TaskRow {
+  std::string id, name, image, node, desired, state, error, serviceId;
+  uint64_t slot = 0;
+  int64_t createdNs = 0;
+  int64_t stateNs = 0;
+  bool running = false;
+};
+
+Result<std::vector<TaskRow>> fetchTasks(Invocation& inv, const std::string& query) {
+  auto body = getFromDaemon(inv, "/tasks" + query);
+  if (!body) return body.status();
+  auto obj = parseObject(*body);
+  if (!obj) return obj.status();
+  auto tasks = (*obj)->getArray("tasks");
+  auto services = (*obj)->getObject("services");
+  auto nodes = (*obj)->getObject("nodes");
+  std::vector<TaskRow> rows;
+  for (std::size_t i = 0; tasks && i < tasks->size(); ++i) {
+    auto t = tasks->getObject(static_cast<unsigned>(i));
+    TaskRow r;
+    r.id = t->optValue<std::string>("ID", "");
+    r.serviceId = t->optValue<std::string>("ServiceID", "");
+    r.slot = t->optValue<uint64_t>("Slot", 0);
+    const std::string service =
+        services ? services->optValue<std::string>(r.serviceId, r.serviceId) : r.serviceId;
+    const std::string nodeId = t->optValue<std::string>("NodeID", "");
+    r.node = nodes && !nodeId.empty() ? nodes->optValue<std::string>(nodeId, nodeId) : "";
+    r.name = r.slot > 0 ? service + "." + std::to_string(r.slot) : service + "." + nodeId;
+    r.desired = capitalise(t->optValue<std::string>("DesiredState", ""));
+    if (auto spec = t->getObject("Spec")) {
+      if (auto c = spec->getObject("ContainerSpec"))
+        r.image = c->optValue<std::string>("Image", "");
+    }
+    if (auto st = t->getObject("Status")) {
+      const std::string state = st->optValue<std::string>("State", "new");
+      r.running = state == "running";
+      r.stateNs = st->optValue<int64_t>("Timestamp", 0);
+      r.state = capitalise(state);
+      r.error = st->optValue<std::string>("Err", "");
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+int printTasks(Invocation& inv, std::vector<TaskRow> rows, const std::string& rawBody) {
+  if (inv.flag("format") == "json") {
+    *inv.out << rawBody << '\n';
+    return kExitOk;
+  }
+  // Docker's order: by service, slot (or node), newest first, history indented under it.
+  std::sort(rows.begin(), rows.end(), [](const TaskRow& a, const TaskRow& b) {
+    if (a.name != b.name) return a.name < b.name;
+    return a.stateNs > b.stateNs;
+  });
+  const bool trunc = !inv.has("no-trunc");
+  std::vector<std::vector<std::string>> table;
+  if (!inv.has("quiet")) {
+    table.push_back(
+        {"ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"});
+  }
+  std::string last;
+  for (const auto& r : rows) {
+    if (inv.has("quiet")) {
+      table.push_back({trunc ? shortId(r.id) : r.id});
+      continue;
+    }
+    const bool history = r.name == last;
+    last = r.name;
+    std::string error = r.error;
+    if (trunc && error.size() > 30) error = error.substr(0, 29) + "…";
+    table.push_back({trunc ? shortId(r.id) : r.id, (history ? " \\_ " : "") + r.name, r.image,
+                     r.node, r.desired, r.state + " " + humanSince(r.stateNs),
+                     error.empty() ? "" : "\"" + error + "\"", ""});
+  }
+  printTable(*inv.out, table);
+  return kExitOk;
+}
+
+// --filter key=value for task listings: desired-state, node, name, id.
+Result<std::string> taskFilters(const Invocation& inv) {
+  std::string q;
+  auto it = inv.values.find("filter");
+  if (it == inv.values.end()) return q;
+  for (const auto& f : it->second) {
+    auto [k, v] = splitKeyValue(f);
+    if (k != "desired-state" && k != "node" && k != "name" && k != "id") {
+      return Status::invalidArgument("invalid filter '" + f + "'");
+    }
+    q += "&" + k + "=" + v;
+  }
+  return q;
+}
+
+int cmdServicePs(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(
+        *inv.err,
+        "\"shoal service ps\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+        inv.command->path);
+  }
+  if (Status s = checkFormat(inv.flag("format")); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto filters = taskFilters(inv);
+  if (!filters) {
+    *inv.err << filters.status().message() << '\n';
+    return kExitUsage;
+  }
+  std::vector<TaskRow> all;
+  std::string raw = "[";
+  for (const auto& ref : inv.args) {
+    const std::string query = "?service=" + ref + *filters;
+    auto body = getFromDaemon(inv, "/tasks" + query);
+    if (!body) return daemonError(inv, body.status());
+    auto rows = fetchTasks(inv, query);
+    if (!rows) return daemonError(inv, rows.status());
+    all.insert(all.end(), rows->begin(), rows->end());
+    auto obj = parseObject(*body);
+    if (obj) {
+      if (auto tasks = (*obj)->getArray("tasks")) {
+        std::ostringstream text;
+        tasks->stringify(text);
+        const std::string inner = text.str().substr(1, text.str().size() - 2);
+        if (!inner.empty()) raw += (raw.size() > 1 ? "," : "") + inner;
+      }
+    }
+  }
+  return printTasks(inv, std::move(all), raw + "]");
+}
+
+int cmdNodePs(Invocation& inv) {
+  if (Status s = checkFormat(inv.flag("format")); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto filters = taskFilters(inv);
+  if (!filters) {
+    *inv.err << filters.status().message() << '\n';
+    return kExitUsage;
+  }
+  std::vector<std::string> refs = inv.args;
+  if (refs.empty()) refs.push_back("self");
+  std::vector<TaskRow> all;
+  std::string raw = "[";
+  for (const auto& ref : refs) {
+    const std::string query = "?node=" + ref + *filters;
+    auto body = getFromDaemon(inv, "/tasks" + query);
+    if (!body) return daemonError(inv, body.status());
+    auto rows = fetchTasks(inv, query);
+    if (!rows) return daemonError(inv, rows.status());
+    all.insert(all.end(), rows->begin(), rows->end());
+    if (auto obj = parseObject(*body)) {
+      if (auto tasks = (*obj)->getArray("tasks")) {
+        std::ostringstream text;
+        tasks->stringify(text);
+        const std::string inner = text.str().substr(1, text.str().size() - 2);
+        if (!inner.empty()) raw += (raw.size() > 1 ? "," : "") + inner;
+      }
+    }
+  }
+  return printTasks(inv, std::move(all), raw + "]");
+}
+
+// Waits for a service to converge, printing Docker's progress lines (one line per change, as
+// Docker prints them without a terminal). Gives up after `timeout` with the tasks' errors.
+int converge(Invocation& inv, const std::string& serviceId, bool update) {
+  const bool quiet = inv.has("quiet");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  std::string lastOverall;
+  std::map<uint64_t, std::string> lastSlot;
+  bool stable = false;
+  auto stableSince = std::chrono::steady_clock::now();
+  for (;;) {
+    auto body = getFromDaemon(inv, "/services/inspect?id=" + serviceId);
+    if (!body) return daemonError(inv, body.status());
+    auto svc = parseObject(*body);
+    if (!svc) return daemonError(inv, svc.status());
+    auto rows = fetchTasks(inv, "?service=" + serviceId);
+    if (!rows) return daemonError(inv, rows.status());
+    auto replicas = (*svc)->getObject("Replicas");
+    const uint64_t desired = replicas ? replicas->optValue<uint64_t>("Desired", 0) : 0;
+    const std::string mode = replicas ? replicas->optValue<std::string>("Mode", "") : "";
+    const bool job = mode.find("job") != std::string::npos;
+    std::string template_;
+    if (auto spec = (*svc)->getObject("Spec")) {
+      if (auto t = spec->getObject("TaskTemplate")) {
+        std::ostringstream text;
+        t->stringify(text);
+        template_ = text.str();
+      }
+    }
+    std::string updateState;
+    if (auto st = (*svc)->getObject("Status")) {
+      if (auto us = st->getObject("UpdateStatus"))
+        updateState = us->optValue<std::string>("State", "");
+    }
+    // Per slot: the newest task that is meant to run.
+    std::map<uint64_t, TaskRow> bySlot;
+    std::map<std::string, uint64_t> nodeSlots;
+    uint64_t done = 0;
+    for (const auto& r : *rows) {
+      if (r.desired != "Running" && !(job && r.state == "Complete")) continue;
+      uint64_t slot = r.slot;
+      if (slot == 0) {
+        auto [it, fresh] = nodeSlots.try_emplace(r.node, nodeSlots.size() + 1);
+        slot = it->second;
+      }
+      auto it = bySlot.find(slot);
+      if (it == bySlot.end() || r.stateNs > it->second.stateNs) bySlot[slot] = r;
+    }
+    for (const auto& [slot, r] : bySlot) {
+      if (job ? r.state == "Complete" : r.state == "Running") ++done;
+    }
+    const uint64_t total = mode.rfind("global", 0) == 0 ? bySlot.size() : desired;
+    const std::string overall = "overall progress: " + std::to_string(std::min(done, total)) +
+                                " out of " + std::to_string(total) + " tasks";
+    if (!quiet) {
+      if (overall != lastOverall) *inv.out << overall << '\n';
+      lastOverall = overall;
+      for (const auto& [slot, r] : bySlot) {
+        if (slot > total && total > 0) continue;
+        std::string state = r.state;
+        std::transform(state.begin(), state.end(), state.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        if (!r.error.empty() && !r.running) state += ": " + r.error;
+        const std::string line = std::to_string(slot) + "/" + std::to_string(total) + ": " + state;
+        if (lastSlot[slot] != line) *inv.out << line << '\n';
+        lastSlot[slot] = line;
+      }
+      inv.out->flush();
+    }
+    const bool updating =
+        update && (updateState == "updating" || updateState == "rollback_started");
+    if (update && (updateState == "paused" || updateState == "rollback_paused")) {
+      std::string message;
+      if (auto st = (*svc)->getObject("Status")) {
+        if (auto us = st->getObject("UpdateStatus"))
+          message = us->optValue<std::string>("Message", "");
+      }
+      *inv.err << "Error: " << message << '\n';
+      return kExitError;
+    }
+    const bool converged = done >= total && !updating;
+    if (converged) {
+      // Docker waits the monitor period to see the tasks stay up; a shorter look is enough to
+      // catch a task that fails at once.
+      if (!stable) {
+        stable = true;
+        stableSince = std::chrono::steady_clock::now();
+        if (!quiet && !job)
+          *inv.out << "verify: Waiting 1 seconds to verify that tasks are stable...\n";
+      } else if (std::chrono::steady_clock::now() - stableSince >= std::chrono::seconds(1) || job) {
+        if (!quiet) *inv.out << "verify: Service converged\n";
+        (void)template_;
+        return kExitOk;
+      }
+    } else {
+      stable = false;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      *inv.err << "Error: service " << serviceId << " did not converge within 120 s\n";
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+int specError(Invocation& inv, const Status& s) {
+  if (s.code() == Status::Code::kInvalidArgument) {
+    *inv.err << s.message() << "\nSee 'shoal " << inv.command->path << " --help'.\n";
+    return kExitUsage;
+  }
+  return daemonError(inv, s);
+}
+
+int cmdServiceCreate(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(*inv.err,
+                      "\"shoal service create\" requires at least 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  JObject::Ptr spec = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  std::string name = inv.flag("name");
+  if (name.empty()) {
+    // Docker names an unnamed service itself; ours is adjective_noun-like and unique enough.
+    static const char* const kWords[] = {"brave", "calm",  "eager", "fond",
+                                         "keen",  "proud", "quick", "wise"};
+    static const char* const kFish[] = {"carp",  "dace", "eel",   "ide",
+                                        "perch", "pike", "roach", "tench"};
+    const auto n =
+        static_cast<std::size_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    name = std::string(kWords[n % 8]) + "_" + kFish[(n / 8) % 8] + std::to_string(n % 1000);
+  }
+  spec->set("Name", name);
+  JObject::Ptr labels = new JObject;
+  if (Status s = setLabels(inv, "label", labels); !s) return specError(inv, s);
+  if (labels->size()) spec->set("Labels", labels);
+  if (Status s = setMode(inv, spec); !s) return specError(inv, s);
+  auto task = at(spec, {"TaskTemplate"});
+  auto container = at(spec, {"TaskTemplate", "ContainerSpec"});
+  container->set("Image", inv.args[0]);
+  if (inv.args.size() > 1) {
+    Poco::JSON::Array::Ptr args = new Poco::JSON::Array;
+    for (std::size_t i = 1; i < inv.args.size(); ++i) args->add(inv.args[i]);
+    container->set("Args", args);
+  }
+  if (inv.has("entrypoint")) {
+    Poco::JSON::Array::Ptr cmd = new Poco::JSON::Array;
+    std::stringstream words(inv.flag("entrypoint"));
+    std::string w;
+    while (words >> w) cmd->add(w);
+    container->set("Command", cmd);
+  }
+  if (Status s = appendEach(inv, "env", container, "Env", asString); !s) return specError(inv, s);
+  JObject::Ptr clabels = new JObject;
+  if (Status s = setLabels(inv, "container-label", clabels); !s) return specError(inv, s);
+  if (clabels->size()) container->set("Labels", clabels);
+  if (Status s = appendEach(inv, "mount", container, "Mounts", parseMount); !s)
+    return specError(inv, s);
+  if (Status s = appendEach(
+          inv, "secret", container, "Secrets",
+          [](const std::string& v) -> Result<JObject::Ptr> { return parseReference(v, "Secret"); });
+      !s) {
+    return specError(inv, s);
+  }
+  if (Status s = appendEach(
+          inv, "config", container, "Configs",
+          [](const std::string& v) -> Result<JObject::Ptr> { return parseReference(v, "Config"); });
+      !s) {
+    return specError(inv, s);
+  }
+  if (Status s = appendEach(inv, "constraint", at(task, {"Placement"}), "Constraints", asString);
+      !s)
+    return specError(inv, s);
+  if (Status s =
+          appendEach(inv, "placement-pref", at(task, {"Placement"}), "Preferences", asPreference);
+      !s)
+    return specError(inv, s);
+  if (Status s = appendEach(inv, "network", task, "Networks",
+                            [](const std::string& v) -> Result<JObject::Ptr> {
+                              JObject::Ptr n = new JObject;
+                              n->set("Target", v);
+                              return n;
+                            });
+      !s) {
+    return specError(inv, s);
+  }
+  if (Status s = appendEach(inv, "publish", at(spec, {"EndpointSpec"}), "Ports", parsePort); !s)
+    return specError(inv, s);
+  if (Status s = applySpecFlags(inv, spec); !s) return specError(inv, s);
+  if (auto ep = spec->getObject("EndpointSpec"); ep && ep->size() == 0)
+    spec->remove("EndpointSpec");
+  std::ostringstream text;
+  spec->stringify(text);
+  auto reply = postToDaemon(inv, "/services/create", text.str());
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  const std::string id = (*obj)->optValue<std::string>("ID", "");
+  *inv.out << id << '\n';
+  if (inv.has("detach")) return kExitOk;
+  return converge(inv, id, false);
+}
+
+// The service's current spec as a client sends it back (Name and Labels included), and its
+// version.
+Result<std::pair<JObject::Ptr, int64_t>> currentSpec(Invocation& inv, const std::string& ref) {
+  auto body = getFromDaemon(inv, "/services/inspect?id=" + ref);
+  if (!body) return body.status();
+  auto svc = parseObject(*body);
+  if (!svc) return svc.status();
+  JObject::Ptr spec = (*svc)->getObject("Spec");
+  if (!spec) spec = new JObject;
+  spec->set("Name", (*svc)->optValue<std::string>("Name", ""));
+  if (auto labels = (*svc)->getObject("Labels"); labels && labels->size())
+    spec->set("Labels", labels);
+  return std::make_pair(spec, (*svc)->optValue<int64_t>("Version", 0));
+}
+
+// Removes from array `name` of `o` the entries `matches` says are meant.
+template <class F>
+void removeEach(JObject::Ptr o, const std::string& name, const std::vector<std::string>& refs,
+                F matches) {
+  if (!o->has(name)) return;
+  auto a = o->getArray(name);
+  Poco::JSON::Array::Ptr kept = new Poco::JSON::Array;
+  for (std::size_t i = 0; a && i < a->size(); ++i) {
+    bool drop = false;
+    for (const auto& r : refs) drop = drop || matches(a->get(static_cast<unsigned>(i)), r);
+    if (!drop) kept->add(a->get(static_cast<unsigned>(i)));
+  }
+  o->set(name, kept);
+}
+
+std::vector<std::string> valuesOf(const Invocation& inv, const std::string& flag) {
+  auto it = inv.values.find(flag);
+  return it == inv.values.end() ? std::vector<std::string>{} : it->second;
+}
+
+int sendUpdate(Invocation& inv, const std::string& ref, JObject::Ptr spec, int64_t version) {
+  JObject req;
+  req.set("spec", spec);
+  req.set("version", version);
+  std::ostringstream text;
+  req.stringify(text);
+  auto reply = postToDaemon(inv, "/services/update?id=" + ref, text.str());
+  if (!reply) return specError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  const std::string id = (*obj)->optValue<std::string>("ID", "");
+  *inv.out << ref << '\n';
+  if (inv.has("detach")) return kExitOk;
+  return converge(inv, id, true);
+}
+
+int cmdServiceUpdate(Invocation& inv) {
+  if (inv.args.size() != 1) {
+    return usageError(*inv.err,
+                      "\"shoal service update\" requires exactly 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  const std::string ref = inv.args[0];
+  if (inv.has("rollback")) {
+    auto reply = postToDaemon(inv, "/services/update?id=" + ref, "{\"rollback\":true}");
+    if (!reply) return daemonError(inv, reply.status());
+    *inv.out << ref << '\n';
+    if (inv.has("detach")) return kExitOk;
+    auto obj = parseObject(*reply);
+    return converge(inv, obj ? (*obj)->optValue<std::string>("ID", ref) : ref, true);
+  }
+  auto current = currentSpec(inv, ref);
+  if (!current) return daemonError(inv, current.status());
+  JObject::Ptr spec = current->first;
+  auto task = at(spec, {"TaskTemplate"});
+  auto container = at(spec, {"TaskTemplate", "ContainerSpec"});
+  if (inv.has("image")) container->set("Image", inv.flag("image"));
+  if (inv.has("args")) {
+    Poco::JSON::Array::Ptr args = new Poco::JSON::Array;
+    std::stringstream words(inv.flag("args"));
+    std::string w;
+    while (words >> w) args->add(w);
+    container->set("Args", args);
+  }
+  if (inv.has("replicas")) {
+    auto n = parseCount(inv.flag("replicas"), "replicas");
+    if (!n) return specError(inv, n.status());
+    auto mode = at(spec, {"Mode"});
+    if (mode->has("Replicated")) {
+      at(spec, {"Mode", "Replicated"})->set("Replicas", *n);
+    } else if (mode->has("ReplicatedJob")) {
+      at(spec, {"Mode", "ReplicatedJob"})->set("TotalCompletions", *n);
+    } else {
+      return specError(inv,
+                       Status::invalidArgument(
+                           "replicas can only be used with replicated or replicated-job mode"));
+    }
+  }
+  auto byKey = [](const Poco::Dynamic::Var& v, const std::string& key) {
+    return v.isString() &&
+           splitKeyValue(v.extract<std::string>()).first == splitKeyValue(key).first;
+  };
+  auto same = [](const Poco::Dynamic::Var& v, const std::string& r) {
+    return v.isString() && v.extract<std::string>() == r;
+  };
+  removeEach(container, "Env", valuesOf(inv, "env-rm"), byKey);
+  removeEach(container, "Env", valuesOf(inv, "env-add"), byKey);
+  if (Status s = appendEach(inv, "env-add", container, "Env", asString); !s)
+    return specError(inv, s);
+  auto placement = at(task, {"Placement"});
+  removeEach(placement, "Constraints", valuesOf(inv, "constraint-rm"), same);
+  if (Status s = appendEach(inv, "constraint-add", placement, "Constraints", asString); !s)
+    return specError(inv, s);
+  removeEach(placement, "Preferences", valuesOf(inv, "placement-pref-rm"),
+             [](const Poco::Dynamic::Var& v, const std::string& r) {
+               if (v.type() != typeid(JObject::Ptr)) return false;
+               auto spread = v.extract<JObject::Ptr>()->getObject("Spread");
+               return spread &&
+                      "spread=" + spread->optValue<std::string>("SpreadDescriptor", "") == r;
+             });
+  if (Status s = appendEach(inv, "placement-pref-add", placement, "Preferences", asPreference); !s)
+    return specError(inv, s);
+  for (const auto& k : valuesOf(inv, "label-rm")) {
+    if (auto labels = spec->getObject("Labels")) labels->remove(k);
+  }
+  if (Status s = setLabels(inv, "label-add", at(spec, {"Labels"})); !s) return specError(inv, s);
+  for (const auto& k : valuesOf(inv, "container-label-rm")) {
+    if (auto labels = container->getObject("Labels")) labels->remove(k);
+  }
+  if (Status s = setLabels(inv, "container-label-add", at(container, {"Labels"})); !s)
+    return specError(inv, s);
+  auto endpoint = at(spec, {"EndpointSpec"});
+  removeEach(endpoint, "Ports", valuesOf(inv, "publish-rm"),
+             [](const Poco::Dynamic::Var& v, const std::string& r) {
+               if (v.type() != typeid(JObject::Ptr)) return false;
+               auto p = v.extract<JObject::Ptr>();
+               const std::string target = std::to_string(p->optValue<int64_t>("TargetPort", 0));
+               const std::string published =
+                   std::to_string(p->optValue<int64_t>("PublishedPort", 0));
+               return r == target || r == published || r == published + ":" + target;
+             });
+  if (Status s = appendEach(inv, "publish-add", endpoint, "Ports", parsePort); !s)
+    return specError(inv, s);
+  if (endpoint->size() == 0) spec->remove("EndpointSpec");
+  if (auto l = spec->getObject("Labels"); l && l->size() == 0) spec->remove("Labels");
+  if (auto l = container->getObject("Labels"); l && l->size() == 0) container->remove("Labels");
+  if (placement->size() == 0) task->remove("Placement");
+  if (Status s = applySpecFlags(inv, spec); !s) return specError(inv, s);
+  if (inv.has("force")) task->set("ForceUpdate", task->optValue<int64_t>("ForceUpdate", 0) + 1);
+  return sendUpdate(inv, ref, spec, current->second);
+}
+
+int cmdServiceScale(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(*inv.err,
+                      "\"shoal service scale\" requires at least 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  int rc = kExitOk;
+  for (const auto& arg : inv.args) {
+    auto [ref, count] = splitKeyValue(arg);
+    auto n = parseCount(count, "replicas");
+    if (ref.empty() || arg.find('=') == std::string::npos || !n) {
+      *inv.err << "invalid scale specifier '" << arg << "'.\nSee 'shoal service scale --help'.\n";
+      return kExitUsage;
+    }
+    auto current = currentSpec(inv, ref);
+    if (!current) {
+      rc = daemonError(inv, current.status());
+      continue;
+    }
+    auto mode = at(current->first, {"Mode"});
+    if (mode->has("Replicated")) {
+      at(current->first, {"Mode", "Replicated"})->set("Replicas", *n);
+    } else if (mode->has("ReplicatedJob")) {
+      at(current->first, {"Mode", "ReplicatedJob"})->set("TotalCompletions", *n);
+    } else {
+      *inv.err << ref << ": scale can only be used with replicated or replicated-job mode\n";
+      rc = kExitError;
+      continue;
+    }
+    JObject req;
+    req.set("spec", current->first);
+    req.set("version", current->second);
+    std::ostringstream text;
+    req.stringify(text);
+    auto reply = postToDaemon(inv, "/services/update?id=" + ref, text.str());
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    *inv.out << ref << " scaled to " << *n << '\n';
+    auto obj = parseObject(*reply);
+    if (!inv.has("detach") && obj) {
+      if (int c = converge(inv, (*obj)->optValue<std::string>("ID", ref), false); c != kExitOk)
+        rc = c;
+    }
+  }
+  return rc;
+}
+
+int cmdServiceRollback(Invocation& inv) {
+  if (inv.args.size() != 1) {
+    return usageError(*inv.err,
+                      "\"shoal service rollback\" requires exactly 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  auto reply = postToDaemon(inv, "/services/update?id=" + inv.args[0], "{\"rollback\":true}");
+  if (!reply) return daemonError(inv, reply.status());
+  *inv.out << inv.args[0] << '\n';
+  if (inv.has("detach")) return kExitOk;
+  auto obj = parseObject(*reply);
+  int rc =
+      converge(inv, obj ? (*obj)->optValue<std::string>("ID", inv.args[0]) : inv.args[0], true);
+  if (rc == kExitOk && !inv.has("quiet")) *inv.out << "rollback: rollback completed\n";
+  return rc;
+}
+
+int cmdServiceRm(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(
+        *inv.err,
+        "\"shoal service rm\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
+        inv.command->path);
+  }
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto reply = postToDaemon(inv, "/services/remove?id=" + ref);
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    *inv.out << ref << '\n';
+  }
+  return rc;
+}
+
+std::string replicasText(JObject::Ptr svc) {
+  auto r = svc->getObject("Replicas");
+  if (!r) return "";
+  const auto running = r->optValue<uint64_t>("Running", 0);
+  const auto desired = r->optValue<uint64_t>("Desired", 0);
+  const std::string mode = r->optValue<std::string>("Mode", "");
+  std::string text = std::to_string(running) + "/" + std::to_string(desired);
+  if (mode.find("job") != std::string::npos) {
+    text += " (" + std::to_string(r->optValue<uint64_t>("Completed", 0)) + "/" +
+            std::to_string(desired) + " completed)";
+  }
+  return text;
+}
+
+std::string portsText(JObject::Ptr spec) {
+  std::string out;
+  auto ep = spec ? spec->getObject("EndpointSpec") : nullptr;
+  auto ports = ep ? ep->getArray("Ports") : nullptr;
+  for (std::size_t i = 0; ports && i < ports->size(); ++i) {
+    auto p = ports->getObject(static_cast<unsigned>(i));
+    const auto published = p->optValue<int64_t>("PublishedPort", 0);
+    out += (out.empty() ? "" : ", ") + std::string("*:") +
+           (published ? std::to_string(published) : "") + "->" +
+           std::to_string(p->optValue<int64_t>("TargetPort", 0)) + "/" +
+           p->optValue<std::string>("Protocol", "tcp");
+  }
+  return out;
+}
+
+int cmdServiceLs(Invocation& inv) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/services");
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto services = (*obj)->getArray("services");
+  if (format == "json") {
+    if (services) services->stringify(*inv.out);
+    *inv.out << '\n';
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (!inv.has("quiet")) rows.push_back({"ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"});
+  for (std::size_t i = 0; services && i < services->size(); ++i) {
+    auto s = services->getObject(static_cast<unsigned>(i));
+    const std::string id = s->optValue<std::string>("ID", "");
+    if (inv.has("quiet")) {
+      rows.push_back({id});
+      continue;
+    }
+    auto spec = s->getObject("Spec");
+    std::string image;
+    if (spec) {
+      if (auto t = spec->getObject("TaskTemplate")) {
+        if (auto c = t->getObject("ContainerSpec")) image = c->optValue<std::string>("Image", "");
+      }
+    }
+    auto r = s->getObject("Replicas");
+    rows.push_back({shortId(id), s->optValue<std::string>("Name", ""),
+                    r ? r->optValue<std::string>("Mode", "") : "", replicasText(s), image,
+                    portsText(spec)});
+  }
+  printTable(*inv.out, rows);
+  return kExitOk;
+}
+
+std::string nanosText(int64_t ns) {
+  if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
+  if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
+  return std::to_string(ns) + "ns";
+}
+
+void printServicePretty(std::ostream& out, JObject::Ptr s) {
+  auto spec = s->getObject("Spec");
+  auto task = spec ? spec->getObject("TaskTemplate") : nullptr;
+  auto container = task ? task->getObject("ContainerSpec") : nullptr;
+  auto field = [&](const std::string& label, const std::string& value) {
+    out << label << ":" << std::string(label.size() < 20 ? 20 - label.size() : 1, ' ') << value
+        << '\n';
+  };
+  out << '\n';
+  field("ID", s->optValue<std::string>("ID", ""));
+  field("Name", s->optValue<std::string>("Name", ""));
+  if (auto labels = s->getObject("Labels"); labels && labels->size()) {
+    out << "Labels:\n";
+    for (const auto& k : labels->getNames())
+      out << " " << k << "=" << labels->getValue<std::string>(k) << '\n';
+  }
+  auto r = s->getObject("Replicas");
+  std::string mode = r ? r->optValue<std::string>("Mode", "") : "";
+  field("Service Mode", capitalise(mode));
+  if (mode == "replicated" && r)
+    field(" Replicas", std::to_string(r->optValue<uint64_t>("Desired", 0)));
+  if (auto st = s->getObject("Status")) {
+    if (auto us = st->getObject("UpdateStatus")) {
+      out << "UpdateStatus:\n";
+      out << " State:\t\t" << us->optValue<std::string>("State", "") << '\n';
+      out << " Message:\t" << us->optValue<std::string>("Message", "") << '\n';
+    }
+  }
+  out << "Placement:\n";
+  if (auto p = task ? task->getObject("Placement") : nullptr) {
+    if (auto c = p->getArray("Constraints"); c && c->size()) {
+      out << " Constraints:\t[";
+      for (std::size_t i = 0; i < c->size(); ++i)
+        out << (i ? " " : "") << c->getElement<std::string>(static_cast<unsigned>(i));
+      out << "]\n";
+    }
+  }
+  auto update = spec ? spec->getObject("UpdateConfig") : nullptr;
+  out << "UpdateConfig:\n";
+  out << " Parallelism:\t" << (update ? update->optValue<int64_t>("Parallelism", 1) : 1) << '\n';
+  if (update && update->has("Delay"))
+    out << " Delay:\t\t" << nanosText(update->getValue<int64_t>("Delay")) << '\n';
+  out << " On failure:\t"
+      << (update ? update->optValue<std::string>("FailureAction", "pause") : "pause") << '\n';
+  out << " Monitoring Period: "
+      << nanosText(update ? update->optValue<int64_t>("Monitor", 5'000'000'000) : 5'000'000'000)
+      << '\n';
+  out << " Max failure ratio: " << (update ? update->optValue<double>("MaxFailureRatio", 0) : 0)
+      << '\n';
+  out << " Update order:      "
+      << (update ? update->optValue<std::string>("Order", "stop-first") : "stop-first") << '\n';
+  auto rollback = spec ? spec->getObject("RollbackConfig") : nullptr;
+  out << "RollbackConfig:\n";
+  out << " Parallelism:\t" << (rollback ? rollback->optValue<int64_t>("Parallelism", 1) : 1)
+      << '\n';
+  out << " On failure:\t"
+      << (rollback ? rollback->optValue<std::string>("FailureAction", "pause") : "pause") << '\n';
+  out << " Rollback order:    "
+      << (rollback ? rollback->optValue<std::string>("Order", "stop-first") : "stop-first") << '\n';
+  out << "ContainerSpec:\n";
+  if (container) {
+    out << " Image:\t\t" << container->optValue<std::string>("Image", "") << '\n';
+    if (auto a = container->getArray("Args"); a && a->size()) {
+      out << " Args:\t\t";
+      for (std::size_t i = 0; i < a->size(); ++i)
+        out << (i ? " " : "") << a->getElement<std::string>(static_cast<unsigned>(i));
+      out << '\n';
+    }
+    if (auto e = container->getArray("Env"); e && e->size()) {
+      out << " Env:\t\t";
+      for (std::size_t i = 0; i < e->size(); ++i)
+        out << (i ? " " : "") << e->getElement<std::string>(static_cast<unsigned>(i));
+      out << '\n';
+    }
+  }
+  if (auto res = task ? task->getObject("Resources") : nullptr) {
+    out << "Resources:\n";
+    for (const char* group : {"Reservations", "Limits"}) {
+      if (auto g = res->getObject(group)) {
+        out << " " << group << ":\n";
+        if (g->has("NanoCPUs"))
+          out << "  CPU:\t\t" << g->getValue<int64_t>("NanoCPUs") / 1e9 << '\n';
+        if (g->has("MemoryBytes"))
+          out << "  Memory:\t"
+              << humanBytes(static_cast<double>(g->getValue<int64_t>("MemoryBytes"))) << '\n';
+      }
+    }
+  }
+  if (const std::string ports = portsText(spec); !ports.empty()) field("Ports", ports);
+}
+
+int cmdServiceInspect(Invocation& inv) {
+  if (inv.args.empty()) {
+    return usageError(*inv.err,
+                      "\"shoal service inspect\" requires at least 1 argument.\n\nUsage:  shoal " +
+                          inv.command->usage,
+                      inv.command->path);
+  }
+  Poco::JSON::Array all;
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto body = getFromDaemon(inv, "/services/inspect?id=" + ref);
+    if (!body) {
+      rc = daemonError(inv, body.status());
+      continue;
+    }
+    auto obj = parseObject(*body);
+    if (!obj) return daemonError(inv, obj.status());
+    if (inv.has("pretty")) {
+      printServicePretty(*inv.out, *obj);
+    } else {
+      all.add(*obj);
+    }
+  }
+  if (!inv.has("pretty")) {
+    if (all.size() == 0) {
+      *inv.out << "[]";
+    } else {
+      all.stringify(*inv.out, 4);
+    }
+    *inv.out << '\n';
+  }
+  return rc;
+}
+
+// The flags create and update share (applySpecFlags reads them).
+std::vector<Flag> specFlags() {
+  return {
+      {"constraint-lua", 0, true, "Placement constraint as a Lua expression", ""},
+      {"detach", 'd', false, "Exit immediately instead of waiting for the service to converge", ""},
+      {"endpoint-mode", 0, true, "Endpoint mode (vip or dnsrr)", ""},
+      {"health-cmd", 0, true, "Command to run to check health", ""},
+      {"health-interval", 0, true, "Time between running the check (ms|s|m|h)", ""},
+      {"health-retries", 0, true, "Consecutive failures needed to report unhealthy", ""},
+      {"health-start-period", 0, true,
+       "Start period for the container to initialize before counting retries towards unstable "
+       "(ms|s|m|h)",
+       ""},
+      {"health-timeout", 0, true, "Maximum time to allow one check to run (ms|s|m|h)", ""},
+      {"hostname", 0, true, "Container hostname", ""},
+      {"limit-cpu", 0, true, "Limit CPUs", ""},
+      {"limit-memory", 0, true, "Limit Memory", ""},
+      {"limit-pids", 0, true, "Limit maximum number of processes (default 0 = unlimited)", ""},
+      {"no-healthcheck", 0, false, "Disable any container-specified HEALTHCHECK", ""},
+      {"placement-policy", 0, true, "Lua placement policy (see \"shoal policy\")", ""},
+      {"quiet", 'q', false, "Suppress progress output", ""},
+      {"replicas", 0, true, "Number of tasks", ""},
+      {"replicas-max-per-node", 0, true, "Maximum number of tasks per node (default 0 = unlimited)",
+       ""},
+      {"reserve-cpu", 0, true, "Reserve CPUs", ""},
+      {"reserve-memory", 0, true, "Reserve Memory", ""},
+      {"restart-condition", 0, true,
+       "Restart when condition is met (\"none\", \"on-failure\", \"any\")", ""},
+      {"restart-delay", 0, true, "Delay between restart attempts (ns|us|ms|s|m|h)", ""},
+      {"restart-max-attempts", 0, true, "Maximum number of restarts before giving up", ""},
+      {"restart-window", 0, true, "Window used to evaluate the restart policy (ns|us|ms|s|m|h)",
+       ""},
+      {"rollback-delay", 0, true, "Delay between task rollbacks (ns|us|ms|s|m|h)", ""},
+      {"rollback-failure-action", 0, true, "Action on rollback failure (\"pause\", \"continue\")",
+       ""},
+      {"rollback-max-failure-ratio", 0, true, "Failure rate to tolerate during a rollback", ""},
+      {"rollback-monitor", 0, true,
+       "Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h)", ""},
+      {"rollback-order", 0, true, "Rollback order (\"start-first\", \"stop-first\")", ""},
+      {"rollback-parallelism", 0, true,
+       "Maximum number of tasks rolled back simultaneously (0 to roll back all at once)", ""},
+      {"stop-grace-period", 0, true,
+       "Time to wait before force killing a container (ns|us|ms|s|m|h)", ""},
+      {"stop-signal", 0, true, "Signal to stop the container", ""},
+      {"update-delay", 0, true, "Delay between updates (ns|us|ms|s|m|h)", ""},
+      {"update-failure-action", 0, true,
+       "Action on update failure (\"pause\", \"continue\", \"rollback\")", ""},
+      {"update-max-failure-ratio", 0, true, "Failure rate to tolerate during an update", ""},
+      {"update-monitor", 0, true,
+       "Duration after each task update to monitor for failure (ns|us|ms|s|m|h)", ""},
+      {"update-order", 0, true, "Update order (\"start-first\", \"stop-first\")", ""},
+      {"update-parallelism", 0, true,
+       "Maximum number of tasks updated simultaneously (0 to update all at once)", ""},
+      {"user", 'u', true, "Username or UID (format: <name|uid>[:<group|gid>])", ""},
+      {"workdir", 'w', true, "Working directory inside the container", ""},
+  };
+}
+
+std::vector<Flag> withSpecFlags(std::vector<Flag> own) {
+  auto all = specFlags();
+  all.insert(all.end(), own.begin(), own.end());
+  std::sort(all.begin(), all.end(), [](const Flag& a, const Flag& b) { return a.name < b.name; });
+  return all;
+}
+
+const std::vector<Flag> kTaskListFlags = {
+    {"filter", 'f', true,
+     "Filter output based on conditions provided (desired-state, node, name, id)", ""},
+    {"format", 0, true, "Format output: \"table\" or \"json\"", "table"},
+    {"no-trunc", 0, false, "Do not truncate output", ""},
+    {"quiet", 'q', false, "Only display task IDs", ""}};
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
       {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
@@ -877,6 +2187,106 @@ const std::vector<Command>& commands() {
        0,
        cmdSwarmLeave,
        {}},
+      {"service create",
+       "service create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+       "Create a new service",
+       withSpecFlags(
+           {{"config", 0, true, "Specify configurations to expose to the service", ""},
+            {"constraint", 0, true, "Placement constraints", ""},
+            {"container-label", 0, true, "Container labels", ""},
+            {"entrypoint", 0, true, "Overwrite the default ENTRYPOINT of the image", ""},
+            {"env", 'e', true, "Set environment variables", ""},
+            {"label", 'l', true, "Service labels", ""},
+            {"max-concurrent", 0, true,
+             "Number of job tasks to run concurrently (default equal to --replicas)", ""},
+            {"mode", 0, true,
+             "Service mode (\"replicated\", \"global\", \"replicated-job\", \"global-job\")",
+             "replicated"},
+            {"mount", 0, true, "Attach a filesystem mount to the service", ""},
+            {"name", 0, true, "Service name", ""},
+            {"network", 0, true, "Network attachments", ""},
+            {"placement-pref", 0, true, "Add a placement preference", ""},
+            {"publish", 'p', true, "Publish a port as a node port", ""},
+            {"secret", 0, true, "Specify secrets to expose to the service", ""}}),
+       1 << 20,
+       cmdServiceCreate,
+       {},
+       true},
+      {"service update",
+       "service update [OPTIONS] SERVICE",
+       "Update a service",
+       withSpecFlags({{"args", 0, true, "Service command args", ""},
+                      {"constraint-add", 0, true, "Add or update a placement constraint", ""},
+                      {"constraint-rm", 0, true, "Remove a constraint", ""},
+                      {"container-label-add", 0, true, "Add or update a container label", ""},
+                      {"container-label-rm", 0, true, "Remove a container label by its key", ""},
+                      {"env-add", 0, true, "Add or update an environment variable", ""},
+                      {"env-rm", 0, true, "Remove an environment variable", ""},
+                      {"force", 0, false, "Force update even if no changes require it", ""},
+                      {"image", 0, true, "Service image tag", ""},
+                      {"label-add", 0, true, "Add or update a service label", ""},
+                      {"label-rm", 0, true, "Remove a label by its key", ""},
+                      {"placement-pref-add", 0, true, "Add a placement preference", ""},
+                      {"placement-pref-rm", 0, true, "Remove a placement preference", ""},
+                      {"publish-add", 0, true, "Add or update a published port", ""},
+                      {"publish-rm", 0, true, "Remove a published port by its target port", ""},
+                      {"rollback", 0, false, "Rollback to previous specification", ""}}),
+       1,
+       cmdServiceUpdate,
+       {}},
+      {"service ls",
+       "service ls [OPTIONS]",
+       "List services",
+       {kFormatFlag, {"quiet", 'q', false, "Only display IDs", ""}},
+       0,
+       cmdServiceLs,
+       {"list"}},
+      {"service ps",
+       "service ps [OPTIONS] SERVICE [SERVICE...]",
+       "List the tasks of one or more services",
+       kTaskListFlags,
+       64,
+       cmdServicePs,
+       {}},
+      {"service inspect",
+       "service inspect [OPTIONS] SERVICE [SERVICE...]",
+       "Display detailed information on one or more services",
+       {{"pretty", 0, false, "Print the information in a human friendly format", ""}},
+       64,
+       cmdServiceInspect,
+       {}},
+      {"service scale",
+       "service scale SERVICE=REPLICAS [SERVICE=REPLICAS...]",
+       "Scale one or multiple replicated services",
+       {{"detach", 'd', false, "Exit immediately instead of waiting for the service to converge",
+         ""},
+        {"quiet", 'q', false, "Suppress progress output", ""}},
+       64,
+       cmdServiceScale,
+       {}},
+      {"service rollback",
+       "service rollback [OPTIONS] SERVICE",
+       "Revert changes to a service's configuration",
+       {{"detach", 'd', false, "Exit immediately instead of waiting for the service to converge",
+         ""},
+        {"quiet", 'q', false, "Suppress progress output", ""}},
+       1,
+       cmdServiceRollback,
+       {}},
+      {"service rm",
+       "service rm SERVICE [SERVICE...]",
+       "Remove one or more services",
+       {},
+       64,
+       cmdServiceRm,
+       {"remove"}},
+      {"node ps",
+       "node ps [OPTIONS] [NODE...]",
+       "List tasks running on one or more nodes, defaults to current node",
+       kTaskListFlags,
+       64,
+       cmdNodePs,
+       {}},
       {"plugin ls",
        "plugin ls [OPTIONS]",
        "List plugins",
@@ -890,8 +2300,10 @@ const std::vector<Command>& commands() {
 
 // Management commands: a first word with subcommands.
 const std::map<std::string, std::string>& groups() {
-  static const std::map<std::string, std::string> g = {
-      {"node", "Manage Swarm nodes"}, {"plugin", "Manage plugins"}, {"swarm", "Manage Swarm"}};
+  static const std::map<std::string, std::string> g = {{"node", "Manage Swarm nodes"},
+                                                       {"plugin", "Manage plugins"},
+                                                       {"service", "Manage Swarm services"},
+                                                       {"swarm", "Manage Swarm"}};
   return g;
 }
 
@@ -1038,6 +2450,10 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     }
     if (a.size() < 2 || a[0] != '-') {
       inv.args.push_back(a);
+      if (cmd->stopAtFirstArg) {
+        for (++i; i < args.size(); ++i) inv.args.push_back(args[i]);
+        break;
+      }
       continue;
     }
     const Flag* flag = nullptr;

@@ -173,8 +173,8 @@ const std::set<std::string> kKinds = {"scheduler", "runtime", "network", "secret
 
 const std::vector<std::string>& knownKeys() {
   static const std::vector<std::string> keys = {
-      "data_root",    "pidfile",          "api.socket",       "log.level",     "log.format",
-      "plugins.dirs", "plugins.required", "plugins.disabled", "plugins.config"};
+      "data_root",    "pidfile",          "api.socket",       "log.level",      "log.format",
+      "plugins.dirs", "plugins.required", "plugins.disabled", "plugins.config", "plugins.runtime"};
   return keys;
 }
 
@@ -243,7 +243,9 @@ Result<DaemonConfig> parseConfig(std::string_view yaml, const std::string& sourc
   }
   if (auto pl = root["plugins"]) {
     if (Status s = p.mapping(pl, "plugins"); !s) return s;
-    if (Status s = p.onlyKnown(pl, "plugins", {"dirs", "required", "disabled", "config"}); !s) {
+    if (Status s =
+            p.onlyKnown(pl, "plugins", {"dirs", "required", "disabled", "config", "runtime"});
+        !s) {
       return s;
     }
     if (auto n = pl["dirs"]) {
@@ -268,6 +270,11 @@ Result<DaemonConfig> parseConfig(std::string_view yaml, const std::string& sourc
         }
       }
       cfg.requiredKinds = *v;
+    }
+    if (auto n = pl["runtime"]) {
+      auto v = p.string(n, "plugins.runtime");
+      if (!v) return v.status();
+      cfg.runtimePlugin = *v;
     }
     if (auto n = pl["disabled"]) {
       auto v = p.stringList(n, "plugins.disabled");

@@ -29,6 +29,9 @@ struct DaemonConfig {
   std::vector<std::string> requiredKinds = {"scheduler", "runtime"};
   // Plugin names not to load even when found.
   std::vector<std::string> disabledPlugins;
+  // The runtime plugin the agent runs tasks with; empty: runtime-runc when it is loaded, else
+  // the first runtime plugin found.
+  std::string runtimePlugin;
   // Per-plugin configuration, by plugin name, as JSON object text (given to the plugin's init).
   std::map<std::string, std::string> pluginConfig;
 

@@ -22,6 +22,7 @@
 #include "kernel/config/daemon_config.h"
 #include "kernel/main/pid_file.h"
 #include "kernel/main/subsystems.h"
+#include "kernel/manager/service_routes.h"
 #include "kernel/manager/swarm_routes.h"
 #include "kernel/plugin/plugin_host.h"
 #include "kernel/plugin/plugin_kind.h"
@@ -149,11 +150,13 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
     facts.describeSwarm = [this](Poco::JSON::Object& out) { manager::describeSwarm(*swarm_, out); };
     api::addSystemRoutes(router_, plugins_, facts);
     manager::addSwarmRoutes(router_, *swarm_);
+    manager::addServiceRoutes(router_, *swarm_);
 
     // Initialised in this order, uninitialised in reverse: the API stops first, then the
     // swarm's Raft, then the plugins.
-    addSubsystem(new PluginSubsystem(config_, plugins_));
-    addSubsystem(new SwarmSubsystem(*swarm_));
+    addSubsystem(new PluginSubsystem(
+        config_, plugins_, [this](const plugin::PluginEvent& ev) { swarm_->onPluginEvent(ev); }));
+    addSubsystem(new SwarmSubsystem(*swarm_, config_, plugins_));
     addSubsystem(new ApiSubsystem(config_, router_));
     try {
       Poco::Util::ServerApplication::initialize(self);

@@ -9,11 +9,11 @@ namespace shoal::daemon {
 void PluginSubsystem::initialize(Poco::Util::Application&) {
   host_.setPluginConfig(config_.pluginConfig);
   host_.setDisabled(config_.disabledPlugins);
-  host_.setEventHandler([](const plugin::PluginEvent& ev) {
-    // Nothing consumes plugin events yet (the agent arrives with orchestration); log them so
-    // a plugin's notices are visible.
-    log::debug("plugin", "event",
-               {{"plugin", ev.plugin}, {"type", std::to_string(ev.type)}, {"json", ev.json}});
+  host_.setEventHandler([this](const plugin::PluginEvent& ev) {
+    if (ev.type == SHOAL_EVENT_NOTICE) {
+      log::info("plugin", "notice", {{"plugin", ev.plugin}, {"json", ev.json}});
+    }
+    if (sink_) sink_(ev);
   });
   host_.loadDirectories(config_.pluginDirs);
   host_.start();
@@ -40,6 +40,7 @@ void ApiSubsystem::uninitialize() {
 }
 
 void SwarmSubsystem::initialize(Poco::Util::Application&) {
+  swarm_.setPlugins(&plugins_, config_.runtimePlugin);
   if (Status s = swarm_.resume(); !s) throw Poco::IllegalStateException(s.message());
 }
 

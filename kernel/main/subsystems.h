@@ -16,8 +16,9 @@ namespace shoal::daemon {
 // required plugin kind is missing; bad plugins are refused and reported.
 class PluginSubsystem : public Poco::Util::Subsystem {
  public:
-  PluginSubsystem(const config::DaemonConfig& config, plugin::PluginHost& host)
-      : config_(config), host_(host) {}
+  PluginSubsystem(const config::DaemonConfig& config, plugin::PluginHost& host,
+                  plugin::EventQueue::Handler sink)
+      : config_(config), host_(host), sink_(std::move(sink)) {}
   const char* name() const override { return "shoal.plugins"; }
 
  protected:
@@ -27,6 +28,7 @@ class PluginSubsystem : public Poco::Util::Subsystem {
  private:
   const config::DaemonConfig& config_;
   plugin::PluginHost& host_;
+  plugin::EventQueue::Handler sink_;  // where plugin events go (the agent)
 };
 
 // Serves the control API on the unix socket.
@@ -51,7 +53,9 @@ class ApiSubsystem : public Poco::Util::Subsystem {
 // shutdown.
 class SwarmSubsystem : public Poco::Util::Subsystem {
  public:
-  explicit SwarmSubsystem(manager::Swarm& swarm) : swarm_(swarm) {}
+  SwarmSubsystem(manager::Swarm& swarm, const config::DaemonConfig& config,
+                 plugin::PluginHost& plugins)
+      : swarm_(swarm), config_(config), plugins_(plugins) {}
   const char* name() const override { return "shoal.swarm"; }
 
  protected:
@@ -60,6 +64,8 @@ class SwarmSubsystem : public Poco::Util::Subsystem {
 
  private:
   manager::Swarm& swarm_;
+  const config::DaemonConfig& config_;
+  plugin::PluginHost& plugins_;
 };
 
 }  // namespace shoal::daemon

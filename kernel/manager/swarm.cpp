@@ -33,7 +33,10 @@
 #include "kernel/common/aead.h"
 #include "kernel/common/assert.h"
 #include "kernel/common/log.h"
+#include "kernel/manager/dispatcher.h"
 #include "kernel/manager/node_api_client.h"
+#include "kernel/manager/orchestrator.h"
+#include "kernel/manager/scheduler_host.h"
 #include "kernel/store/object.h"
 
 namespace shoal::manager {
@@ -634,6 +637,10 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
                   [this](const api::Request& r) { return handleCertificate(r); });
   nodeRouter_.add("POST", "/raft/join",
                   [this](const api::Request& r) { return handleRaftJoin(r); });
+  nodeRouter_.add("POST", "/dispatcher/assignments",
+                  [this](const api::Request& r) { return handleDispatcher(r, true); });
+  nodeRouter_.add("POST", "/dispatcher/status",
+                  [this](const api::Request& r) { return handleDispatcher(r, false); });
 }
 
 void Swarm::setPluginLister(PluginLister lister) { plugins_ = std::move(lister); }
@@ -657,6 +664,11 @@ void Swarm::stop() {
 }
 
 void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
+  auto agent = std::move(agent_);
+  lock.unlock();
+  // The agent first (its tasks keep running).
+  if (agent) agent->stop();
+  lock.lock();
   auto api = std::move(nodeApi_);
   auto store = std::move(store_);
   auto transport = std::move(transport_);
@@ -669,6 +681,15 @@ void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
   }
   hbCv_.notify_all();
   if (hb.joinable()) hb.join();
+  // The leader's parts, once the monitor that starts them has stopped, before the store goes.
+  lock.lock();
+  auto dispatcher = std::move(dispatcher_);
+  auto orchestrator = std::move(orchestrator_);
+  auto scheduler = std::move(schedulerHost_);
+  lock.unlock();
+  if (orchestrator) orchestrator->stop();
+  if (scheduler) scheduler->stop();
+  if (dispatcher) dispatcher->stop();
   {
     std::lock_guard<std::mutex> g(hbMu_);
     hbStop_ = false;
@@ -1055,6 +1076,7 @@ void Swarm::setIdentity(Identity id, bool freshCertificate) {
     renewAt_ = clock_.now();
   }
   identity_ = std::make_unique<Identity>(std::move(id));
+  startAgent();
 }
 
 bool Swarm::rootChanged(ReplicatedStore& store, const Identity& self) const {
@@ -2259,6 +2281,7 @@ void Swarm::monitorHeartbeats() {
     const bool leader = store->raft().isLeader();
     if (leader && !wasLeader) since = std::chrono::steady_clock::now();
     wasLeader = leader;
+    syncLeaderServices(*store, leader);
     if (leader) leaderRound(*store, *self, since);
   }
 }
@@ -2753,6 +2776,107 @@ Result<std::string> Swarm::join(const SwarmJoinOptions& options) {
   log::info("swarm", "joined the swarm as a manager",
             {{"node", id.nodeId}, {"raft_id", std::to_string(id.raftId)}});
   return id.nodeId;
+}
+
+void Swarm::setPlugins(plugin::PluginHost* host, const std::string& runtimeName) {
+  pluginHost_ = host;
+  if (!host) return;
+  plugin::PluginInstance* runtime = nullptr;
+  if (!runtimeName.empty()) {
+    runtime = host->find(plugin::Kind::kRuntime, runtimeName);
+    if (!runtime) {
+      log::error("swarm", "the configured runtime plugin is not loaded; this node runs no tasks",
+                 {{"runtime", runtimeName}});
+    }
+  } else {
+    runtime = host->find(plugin::Kind::kRuntime, "runtime-runc");
+    auto all = host->ofKind(plugin::Kind::kRuntime);
+    if (!runtime && !all.empty()) runtime = all.front();
+  }
+  if (runtime) runtime_ = std::make_unique<agent::PluginRuntime>(*runtime);
+  auto schedulers = host->ofKind(plugin::Kind::kScheduler);
+  scheduler_ = schedulers.empty() ? nullptr : schedulers.front();
+}
+
+void Swarm::onPluginEvent(const plugin::PluginEvent& event) {
+  if (runtime_) runtime_->onEvent(event);
+}
+
+Status Swarm::withStore(const std::function<Status(ReplicatedStore&, const std::string&)>& fn) {
+  if (Status s = requireManager(); !s) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!store_ || !identity_) return Status::unavailable(kNotManager);
+  return fn(*store_, identity_->nodeId);
+}
+
+std::map<std::string, std::string> Swarm::agentTasks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return agent_ ? agent_->tasks() : std::map<std::string, std::string>{};
+}
+
+std::vector<ManagerEntry> Swarm::agentManagers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (store_) {
+    std::vector<ManagerEntry> out;
+    store_->view([&](const store::ReadView& v) { out = managerEntries(v); });
+    if (!out.empty()) return out;
+  }
+  return identity_ ? identity_->managers : std::vector<ManagerEntry>{};
+}
+
+void Swarm::startAgent() {
+  if (!runtime_ || agent_ || !identity_) return;
+  auto call = [this](const std::string& path,
+                     const std::string& body) -> Result<agent::LeaderReply> {
+    auto reply = callLeader(credentials(), agentManagers(), path, body);
+    if (!reply) return reply.status();
+    return agent::LeaderReply{reply->status, reply->body};
+  };
+  agent_ = std::make_unique<agent::Agent>(dataRoot_ + "/agent", *runtime_, call, clock_);
+  if (Status s = agent_->start(); !s) {
+    log::error("swarm", "the agent did not start", {{"error", s.message()}});
+    agent_.reset();
+  }
+}
+
+void Swarm::syncLeaderServices(ReplicatedStore& store, bool leader) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (leader && !dispatcher_ && store_.get() == &store) {
+    dispatcher_ = std::make_shared<Dispatcher>(store, random_, clock_);
+    dispatcher_->start();
+    orchestrator_ = std::make_unique<Orchestrator>(store, random_, clock_);
+    orchestrator_->start();
+    if (scheduler_) {
+      schedulerHost_ = std::make_unique<SchedulerHost>(store, *scheduler_, clock_);
+      schedulerHost_->start();
+    } else {
+      log::error("swarm", "no scheduler plugin is loaded: pending tasks stay pending");
+    }
+    log::info("swarm", "leading: orchestrator, scheduler and dispatcher started");
+    return;
+  }
+  if (!leader && dispatcher_) {
+    auto d = std::move(dispatcher_);
+    auto o = std::move(orchestrator_);
+    auto sh = std::move(schedulerHost_);
+    lock.unlock();
+    if (o) o->stop();
+    if (sh) sh->stop();
+    d->stop();
+    log::info("swarm", "no longer leading: orchestrator, scheduler and dispatcher stopped");
+  }
+}
+
+api::Response Swarm::handleDispatcher(const api::Request& r, bool assignments) {
+  LeaderCall call;
+  if (auto refused = admitLeaderCall(r, "an agent session", false, call)) return *refused;
+  std::shared_ptr<Dispatcher> d;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    d = dispatcher_;
+  }
+  if (!d) return api::Response::error(Status::unavailable("the leader's dispatcher is starting"));
+  return assignments ? d->assignments(r.peerNodeId, r.body) : d->status(r.peerNodeId, r.body);
 }
 
 }  // namespace shoal::manager

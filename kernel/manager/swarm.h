@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernel/agent/agent.h"
+#include "kernel/agent/runtime.h"
 #include "kernel/api/api_server.h"
 #include "kernel/api/router.h"
 #include "kernel/ca/certificate_authority.h"
@@ -21,9 +23,14 @@
 #include "kernel/common/random.h"
 #include "kernel/common/status.h"
 #include "kernel/manager/replicated_store.h"
+#include "kernel/plugin/plugin_host.h"
 #include "kernel/raft/tcp_transport.h"
 
 namespace shoal::manager {
+
+class Dispatcher;
+class Orchestrator;
+class SchedulerHost;
 
 // `swarm init`'s options (Docker's flags).
 struct SwarmInitOptions {
@@ -130,6 +137,17 @@ class Swarm {
   // node joins or creates a swarm. Set before resume(); by default none.
   using PluginLister = std::function<std::vector<std::pair<std::string, std::string>>()>;
   void setPluginLister(PluginLister lister);
+  // The plugins the agent and the leader's scheduler use: the runtime named `runtimeName`
+  // (empty: runtime-runc when loaded, else the first runtime) and the first scheduler. Set
+  // before resume(); without it the node runs no tasks and the leader schedules none.
+  void setPlugins(plugin::PluginHost* host, const std::string& runtimeName);
+  // Plugin events (the plugin host's handler): runtime completions go to the agent.
+  void onPluginEvent(const plugin::PluginEvent& event);
+  // Runs `fn` with this manager's replicated store and this node's id, under the swarm's lock;
+  // the error of not being an active manager otherwise. For the service API.
+  Status withStore(const std::function<Status(ReplicatedStore&, const std::string&)>& fn);
+  // The agent's tasks and their local states (tests).
+  std::map<std::string, std::string> agentTasks();
 
   // At daemon start: rejoin the swarm this node belongs to, if any.
   Status resume();
@@ -285,7 +303,17 @@ class Swarm {
   // The id `ref` names among `nodes` (see inspectNode); caller holds mu_.
   Result<std::string> resolveNode(const store::ReadView& view, const std::string& ref) const;
 
-  PluginLister plugins_;  // set before any thread starts
+  // Starts the agent for the identity just set; caller holds mu_.
+  void startAgent();
+  // Starts or stops the leader's orchestrator, scheduler and dispatcher to match `leader`.
+  void syncLeaderServices(ReplicatedStore& store, bool leader);
+  api::Response handleDispatcher(const api::Request& r, bool assignments);
+  std::vector<ManagerEntry> agentManagers();
+
+  PluginLister plugins_;                           // set before any thread starts
+  plugin::PluginHost* pluginHost_ = nullptr;       // set before any thread starts
+  std::unique_ptr<agent::PluginRuntime> runtime_;  // set before any thread starts
+  plugin::PluginInstance* scheduler_ = nullptr;    // set before any thread starts
   const std::string dataRoot_;
   const std::string engineVersion_;
   Random& random_;
@@ -302,6 +330,11 @@ class Swarm {
   std::unique_ptr<api::ApiServer> nodeApi_;        // guarded by mu_ (managers)
   api::Router nodeRouter_;                         // routes set in the constructor
   std::thread hbThread_;                           // guarded by mu_
+  std::unique_ptr<agent::Agent> agent_;            // guarded by mu_
+  // The leader's components, running while this manager leads.
+  std::shared_ptr<Dispatcher> dispatcher_;        // guarded by mu_
+  std::unique_ptr<Orchestrator> orchestrator_;    // guarded by mu_
+  std::unique_ptr<SchedulerHost> schedulerHost_;  // guarded by mu_
 
   // Heartbeats: the monitor (managers) or the sender (workers) runs until hbStop_.
   std::mutex hbMu_;

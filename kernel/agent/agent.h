@@ -1,0 +1,102 @@
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernel/agent/runtime.h"
+#include "kernel/common/clock.h"
+#include "kernel/common/status.h"
+#include "kernel/store/object.h"
+
+namespace shoal::agent {
+
+// A reply from the leader's node API.
+struct LeaderReply {
+  int status = 0;
+  std::string body;
+};
+// Sends a POST to the leader (following redirects and failing over, as the swarm does).
+using LeaderCall =
+    std::function<Result<LeaderReply>(const std::string& path, const std::string& body)>;
+
+// The node's agent (kernel/agent/README.md): it keeps a session with the leader's dispatcher,
+// receives this node's task assignments, drives each task through the runtime with
+// SwarmKit's controller steps (prepare, start, wait, shutdown, remove), reports every state
+// transition in order and in batches, and keeps its tasks on disk so a restarted agent
+// re-attaches to what still runs.
+// THREAD: start() and stop() from one thread; the agent runs a poller and a worker thread.
+class Agent {
+ public:
+  Agent(std::string stateDir, Runtime& runtime, LeaderCall leader, const Clock& clock);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  Status start();
+  void stop();
+
+  // Tasks this agent holds and their local states, for tests: id -> state name.
+  std::map<std::string, std::string> tasks();
+
+ private:
+  struct Task {
+    std::string id;
+    std::string json;  // the task object as last assigned (store::toJson form)
+    store::TaskState desired = store::TaskState::kRunning;
+    store::TaskState state = store::TaskState::kAssigned;  // what this node knows
+    store::TaskState reported = store::TaskState::kAssigned;
+    store::TaskState storeState = store::TaskState::kAssigned;  // what the leader shows
+    std::string message, err;
+    int64_t exitCode = -1;
+    int64_t pid = 0;
+    int64_t graceNs = 10'000'000'000;
+    bool busy = false;     // a runtime op is in flight
+    bool waiting = false;  // a wait op is in flight
+    bool assigned = true;  // still in the leader's assignment set
+    bool removing = false;
+  };
+  struct Completion {
+    std::string taskId;
+    std::string op;
+    Status status;
+    std::string result;
+  };
+
+  void pollLoop();
+  void workLoop();
+  void applyAssignments(const std::string& body);
+  void step(Task& t);
+  void finish(const Completion& c);
+  void transition(Task& t, store::TaskState state, const std::string& message);
+  void sendReports();
+  void persist();
+  void load();
+  Runtime::Done completion(const std::string& taskId, const std::string& op);
+  std::string runtimeDocument(const Task& t) const;
+
+  const std::string stateDir_;
+  Runtime& runtime_;
+  LeaderCall leader_;
+  const Clock& clock_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                     // guarded by mu_
+  std::map<std::string, Task> tasks_;     // guarded by mu_
+  std::deque<Completion> completions_;    // guarded by mu_
+  std::vector<std::string> assignments_;  // replies waiting for the worker; guarded by mu_
+  bool resync_ = false;                   // guarded by mu_: the next reply is a full set
+  std::vector<std::string> reports_;      // JSON updates to send; guarded by mu_
+  bool dirty_ = false;                    // guarded by mu_: tasks_ differs from the file
+  std::string session_;                   // poller thread only
+  std::thread poller_;
+  std::thread worker_;
+};
+
+}  // namespace shoal::agent

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernel/api/router.h"
+#include "kernel/common/clock.h"
+#include "kernel/common/random.h"
+#include "kernel/manager/replicated_store.h"
+
+namespace shoal::manager {
+
+// The leader's side of agent sessions (kernel/manager/README.md, "Dispatcher"). Agents reach it
+// over the node API (mutual TLS; the node id comes from the client certificate):
+//
+//  POST /dispatcher/assignments {"session": "...", "wait_ms": N}
+//    -> {"session", "full": bool, "tasks": [task objects], "removed": [task ids]}
+//    Long-polls (up to wait_ms, at most 3 s) until the node's assignments differ from what this
+//    session was last sent, then sends only the difference. An unknown or empty session gets a
+//    new one and the full set ("full": true), so a reconnecting agent resynchronises without
+//    duplicating anything: it reconciles against the full set.
+//  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
+//    "Timestamp"}]}
+//    Queues the states; a flusher commits everything queued, from every agent, in one
+//    transaction every 50 ms. A state is applied only to a task assigned to that node and only
+//    if it moves the task forward.
+//
+// A node's assignments are its tasks that have reached ASSIGNED and are not both ended and
+// told to stop; when a task leaves the set the agent removes it from its runtime.
+// THREAD: handlers run on the node API's threads; start() and stop() from one thread.
+class Dispatcher {
+ public:
+  Dispatcher(ReplicatedStore& store, Random& random, const Clock& clock);
+  ~Dispatcher();
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  void start();
+  void stop();
+
+  api::Response assignments(const std::string& nodeId, const std::string& body);
+  api::Response status(const std::string& nodeId, const std::string& body);
+
+  // Commits the queued status updates now (the flusher does this every 50 ms).
+  void flush();
+
+ private:
+  struct Session {
+    std::string nodeId;
+    std::map<std::string, uint64_t> sent;  // task id -> version last sent
+    Clock::MonoTime lastUsed;
+  };
+  struct Update {
+    std::string nodeId;
+    std::string taskId;
+    std::string statusJson;
+    int32_t state = 0;
+  };
+
+  void watchLoop();
+  void flushLoop();
+
+  ReplicatedStore& store_;
+  Random& random_;
+  const Clock& clock_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;             // a node's tasks changed, or stopping
+  std::map<std::string, Session> sessions_;     // guarded by mu_
+  std::map<std::string, uint64_t> generation_;  // node id -> change count; guarded by mu_
+  std::vector<Update> queue_;                   // guarded by mu_
+  bool stop_ = false;                           // guarded by mu_
+  std::mutex flushMu_;                          // one flush at a time
+  std::thread watcher_;
+  std::thread flusher_;
+};
+
+}  // namespace shoal::manager

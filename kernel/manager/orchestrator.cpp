@@ -1,0 +1,590 @@
+#include "kernel/manager/orchestrator.h"
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "kernel/common/log.h"
+
+namespace shoal::manager {
+namespace {
+
+using namespace std::chrono_literals;
+using store::Kind;
+using store::KindSet;
+using store::Object;
+using store::ObjectPtr;
+using store::TaskState;
+
+constexpr uint64_t kDefaultHistory = 5;
+// Changes per transaction: well inside the store's 10,000-object limit, and small enough that
+// a big service's first tasks are scheduled while the rest are still being created.
+constexpr std::size_t kTxBudget = 2000;
+
+struct NodeInfo {
+  std::string state;  // "ready", "down", ...
+  store::NodeAvailability availability = store::NodeAvailability::kActive;
+  ObjectPtr object;
+};
+
+Poco::JSON::Object::Ptr parse(const std::string& text) {
+  if (text.empty()) return nullptr;
+  try {
+    return Poco::JSON::Parser().parse(text).extract<Poco::JSON::Object::Ptr>();
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+std::string stringify(const Poco::JSON::Object& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+uint64_t historyLimit(const store::ReadView& view) {
+  for (const auto& c : view.list(Kind::kCluster)) {
+    auto spec = parse(c->spec);
+    if (!spec) continue;
+    if (auto o = spec->getObject("Orchestration")) {
+      if (o->has("TaskHistoryRetentionLimit")) {
+        return static_cast<uint64_t>(
+            std::max<int64_t>(0, o->getValue<int64_t>("TaskHistoryRetentionLimit")));
+      }
+    }
+  }
+  return kDefaultHistory;
+}
+
+std::map<std::string, NodeInfo> nodeInfos(const store::ReadView& view) {
+  std::map<std::string, NodeInfo> nodes;
+  for (const auto& n : view.list(Kind::kNode)) {
+    NodeInfo info;
+    info.availability = n->availability;
+    info.object = n;
+    if (auto st = parse(n->status)) info.state = st->optValue<std::string>("State", "");
+    nodes.emplace(n->id, std::move(info));
+  }
+  return nodes;
+}
+
+bool nodeUp(const std::map<std::string, NodeInfo>& nodes, const std::string& id) {
+  auto it = nodes.find(id);
+  return it != nodes.end() && it->second.state != "down";
+}
+
+}  // namespace
+
+Orchestrator::Orchestrator(ReplicatedStore& store, Random& random, const Clock& clock)
+    : store_(store), random_(random), clock_(clock) {}
+
+Orchestrator::~Orchestrator() { stop(); }
+
+void Orchestrator::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Orchestrator::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Orchestrator::reconcileAll() {
+  std::set<std::string> services;
+  store_.view([&](const store::ReadView& v) {
+    for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
+    for (const auto& t : v.list(Kind::kTask)) services.insert(t->serviceId);
+  });
+  reconcile(services);
+}
+
+void Orchestrator::run() {
+  std::unique_ptr<store::Watch> watch;
+  std::set<std::string> dirty;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    if (!watch) {
+      auto w = store_.store().viewAndWatch(
+          KindSet{Kind::kService, Kind::kTask, Kind::kNode, Kind::kCluster},
+          [&](const store::ReadView& v) {
+            for (const auto& s : v.list(Kind::kService)) dirty.insert(s->id);
+            for (const auto& t : v.list(Kind::kTask)) dirty.insert(t->serviceId);
+          });
+      if (!w) {
+        log::warn("orchestrator", "cannot watch the store", {{"error", w.status().message()}});
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, 1s, [this] { return stop_; });
+        continue;
+      }
+      watch = std::move(*w);
+    }
+    // Wait for a change, or for the earliest delayed restart or update batch.
+    auto wait = std::chrono::milliseconds(250);
+    const auto now = clock_.monotonic();
+    for (const auto& [service, at] : wakeAt_) {
+      if (at <= now) {
+        dirty.insert(service);
+      } else {
+        wait =
+            std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(at - now) + 1ms);
+      }
+    }
+    if (!dirty.empty()) wait = 0ms;
+    bool lost = false;
+    for (int round = 0; round < 64; ++round) {
+      auto batch = watch->nextBatch(round == 0 ? wait : 0ms);
+      if (!batch) {
+        if (batch.status().code() != Status::Code::kTimeout) lost = true;
+        break;
+      }
+      bool allServices = false;
+      for (const auto& e : batch->events) {
+        switch (e.object->kind) {
+          case Kind::kService:
+            dirty.insert(e.object->id);
+            break;
+          case Kind::kTask:
+            dirty.insert(e.object->serviceId);
+            break;
+          case Kind::kNode:
+          case Kind::kCluster:
+            allServices = true;
+            break;
+          default:
+            break;
+        }
+      }
+      if (allServices) {
+        store_.view([&](const store::ReadView& v) {
+          for (const auto& s : v.list(Kind::kService)) dirty.insert(s->id);
+        });
+      }
+    }
+    if (lost) {
+      // Fell behind or the store was replaced: start over from a fresh view.
+      watch.reset();
+      continue;
+    }
+    if (dirty.empty()) continue;
+    std::set<std::string> todo;
+    todo.swap(dirty);
+    for (const auto& s : todo) wakeAt_.erase(s);
+    reconcile(todo);
+  }
+}
+
+void Orchestrator::reconcile(const std::set<std::string>& services) {
+  for (const auto& id : services) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    Clock::MonoTime wake = Clock::MonoTime::max();
+    Status s = store_.update(
+        [&](store::Tx& tx) {
+          wake = reconcileService(tx, id);
+          return Status::ok();
+        },
+        5s);
+    if (!s) {
+      // A conflict (an agent's status landed first) or a lost quorum: look again soon.
+      log::debug("orchestrator", "reconcile failed", {{"service", id}, {"error", s.message()}});
+      wake = std::min(wake, clock_.monotonic() + 100ms);
+    }
+    if (wake != Clock::MonoTime::max()) wakeAt_[id] = wake;
+  }
+}
+
+void Orchestrator::removeOrphans(store::Tx& tx, const std::string& serviceId) {
+  // The service is gone: its tasks are told to go (REMOVE), and deleted once stopped (or when
+  // their node cannot say so any more).
+  const auto nodes = nodeInfos(tx);
+  for (const auto& t : tx.tasksByService(serviceId)) {
+    if (tx.size() >= kTxBudget) {
+      wakeAt_[serviceId] = clock_.monotonic();
+      return;
+    }
+    const TaskState obs = observedState(*t);
+    if (isTerminal(obs) || t->nodeId.empty() || !nodeUp(nodes, t->nodeId) ||
+        obs < TaskState::kAssigned) {
+      (void)tx.remove(Kind::kTask, t->id, t->version);
+    } else if (t->desiredState < TaskState::kRemove) {
+      store::Object copy = *t;
+      copy.desiredState = TaskState::kRemove;
+      (void)tx.update(std::move(copy));
+    }
+  }
+}
+
+Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string& serviceId) {
+  auto svc = tx.get(Kind::kService, serviceId);
+  if (!svc) {
+    removeOrphans(tx, serviceId);
+    for (auto it = restartAt_.begin(); it != restartAt_.end();) {
+      it = it->first.service == serviceId ? restartAt_.erase(it) : std::next(it);
+    }
+    return Clock::MonoTime::max();
+  }
+  auto parsed = parseServiceSpec(svc->spec);
+  if (!parsed) {
+    log::warn("orchestrator", "service spec does not read",
+              {{"service", serviceId}, {"error", parsed.status().message()}});
+    return Clock::MonoTime::max();
+  }
+  const ServiceSpec& spec = *parsed;
+  const auto now = clock_.monotonic();
+  const int64_t nowNs = clock_.nowNanos();
+  Clock::MonoTime wake = Clock::MonoTime::max();
+  const auto nodes = nodeInfos(tx);
+  const uint64_t history = historyLimit(tx);
+  const bool global = isGlobal(spec.mode);
+
+  auto statusObj = parse(svc->status);
+  if (!statusObj) statusObj = new Poco::JSON::Object(Poco::JSON_PRESERVE_KEY_ORDER);
+  Poco::JSON::Object::Ptr update =
+      statusObj->has("UpdateStatus") ? statusObj->getObject("UpdateStatus") : nullptr;
+  const std::string updateState = update ? update->optValue<std::string>("State", "") : "";
+  const bool rollingBack = updateState.rfind("rollback", 0) == 0;
+  const UpdatePolicy& policy = rollingBack ? spec.rollback : spec.update;
+  const bool updatePaused = updateState == "paused" || updateState == "rollback_paused";
+  const int64_t updateStarted = update ? update->optValue<int64_t>("StartedAtNs", 0) : 0;
+  bool serviceChanged = false;
+
+  auto setDesired = [&](const ObjectPtr& t, TaskState desired) {
+    if (t->desiredState >= desired) return;
+    store::Object copy = *t;
+    copy.desiredState = desired;
+    (void)tx.update(std::move(copy));
+  };
+  uint64_t created = 0;
+  auto newTask = [&](uint64_t slot, const std::string& nodeId) {
+    store::Object t;
+    t.kind = Kind::kTask;
+    t.id = newId(random_);
+    t.name = svc->name + "." + (global ? nodeId : std::to_string(slot));
+    t.serviceId = serviceId;
+    t.slot = slot;
+    t.nodeId = nodeId;
+    t.desiredState = TaskState::kRunning;
+    t.spec = spec.taskTemplate;
+    TaskStatus st;
+    st.state = TaskState::kPending;
+    st.timestampNs = nowNs;
+    st.message = "pending task scheduling";
+    t.status = taskStatusJson(st);
+    t.labels = svc->labels;
+    ++created;
+    (void)tx.create(std::move(t));
+  };
+
+  // Tasks by slot (replicated services and jobs) or by node (global services).
+  struct Slot {
+    std::vector<ObjectPtr> tasks;  // every task of the slot, oldest first
+  };
+  std::map<SlotKey, Slot> slots;
+  std::map<std::string, uint64_t> perNode;  // this service's active tasks per node
+  for (const auto& t : tx.tasksByService(serviceId)) {
+    SlotKey key{serviceId, global ? 0 : t->slot, global ? t->nodeId : ""};
+    slots[key].tasks.push_back(t);
+    if (t->desiredState <= TaskState::kRunning && !t->nodeId.empty()) ++perNode[t->nodeId];
+  }
+  for (auto& [key, slot] : slots) {
+    std::sort(slot.tasks.begin(), slot.tasks.end(),
+              [](const ObjectPtr& a, const ObjectPtr& b) { return a->createdNs < b->createdNs; });
+  }
+
+  // Restart supervision: a task that wants to run but ended is replaced as its restart policy
+  // says (after its delay), or left ended when the policy says no more.
+  auto mayRestart = [&](const SlotKey& key, TaskState obs) {
+    switch (spec.restart.condition) {
+      case RestartPolicy::Condition::kNone:
+        return false;
+      case RestartPolicy::Condition::kOnFailure:
+        if (!failedState(obs)) return false;
+        break;
+      case RestartPolicy::Condition::kAny:
+        break;
+    }
+    if (spec.restart.maxAttempts == 0) return true;
+    auto& times = restarts_[key];
+    if (spec.restart.windowNs > 0) {
+      const auto window = std::chrono::nanoseconds(spec.restart.windowNs);
+      times.erase(std::remove_if(times.begin(), times.end(),
+                                 [&](Clock::MonoTime at) { return now - at > window; }),
+                  times.end());
+    }
+    return times.size() < spec.restart.maxAttempts;
+  };
+
+  // Per slot: which task is its live one (desired running), and whether the slot is held
+  // (live, waiting for a delayed restart, or still stopping its previous task).
+  std::set<uint64_t> heldSlots;       // replicated: slot numbers in use (live or stopping)
+  std::set<uint64_t> liveSlots;       // replicated: slots with a live task or a delayed restart
+  std::vector<SlotKey> waitingSlots;  // slots waiting only for a delayed restart
+  std::set<std::string> heldNodes;    // global: nodes with a live task
+  std::vector<std::pair<SlotKey, ObjectPtr>> live;
+  uint64_t completions = 0;
+  std::vector<ObjectPtr> failedNew;  // tasks of the current spec that failed during an update
+  for (auto& [key, slot] : slots) {
+    ObjectPtr current;
+    bool stopping = false;
+    for (const auto& t : slot.tasks) {
+      const TaskState obs = observedState(*t);
+      if (obs == TaskState::kComplete) ++completions;
+      if (t->desiredState <= TaskState::kRunning) {
+        // Off a drained node, or a node that stopped answering: replace at once.
+        const auto node = nodes.find(t->nodeId);
+        const bool nodeGone = !t->nodeId.empty() && node == nodes.end();
+        const bool drained =
+            node != nodes.end() && node->second.availability == store::NodeAvailability::kDrain;
+        const bool down = node != nodes.end() && node->second.state == "down";
+        if (!isTerminal(obs) && (nodeGone || drained || (down && !global))) {
+          setDesired(t, TaskState::kShutdown);
+          continue;
+        }
+        if (isTerminal(obs)) {
+          if (t->spec == spec.taskTemplate && updateStarted > 0 && t->createdNs >= updateStarted &&
+              failedState(obs)) {
+            failedNew.push_back(t);
+          }
+          const bool jobDone = isJob(spec.mode) && obs == TaskState::kComplete;
+          if (!jobDone && mayRestart(key, obs)) {
+            setDesired(t, TaskState::kShutdown);
+            const auto delay = std::chrono::nanoseconds(spec.restart.delayNs);
+            restartAt_[key] = now + std::chrono::duration_cast<Clock::MonoTime::duration>(delay);
+            restarts_[key].push_back(now);
+            continue;
+          }
+          // Not restarted: the slot keeps its ended task (a job's completion, or a policy that
+          // gives up).
+        }
+        if (current) {
+          // Two live tasks in one slot: a start-first update in progress (handled below).
+          live.emplace_back(key, t);
+        } else {
+          current = t;
+        }
+        continue;
+      }
+      if (!isTerminal(obs) && nodeUp(nodes, t->nodeId) && !t->nodeId.empty() &&
+          obs >= TaskState::kAssigned) {
+        stopping = true;
+      }
+    }
+    if (current) live.emplace_back(key, current);
+    auto delayed = restartAt_.find(key);
+    const bool waiting = delayed != restartAt_.end() && delayed->second > now;
+    if (delayed != restartAt_.end() && !waiting) restartAt_.erase(delayed);
+    if (waiting) wake = std::min(wake, delayed->second);
+    const bool held = current || waiting || (stopping && !global);
+    if (!held) continue;
+    if (global) {
+      heldNodes.insert(key.node);
+    } else {
+      heldSlots.insert(key.slot);
+      if (current || waiting) liveSlots.insert(key.slot);
+      if (!current && waiting) waitingSlots.push_back(key);
+    }
+    if (!current && waiting) continue;
+  }
+
+  // How many slots each mode wants, and what to create or stop.
+  if (global) {
+    for (const auto& [id, node] : nodes) {
+      const bool eligible = node.availability == store::NodeAvailability::kActive &&
+                            node.state != "down" &&
+                            matchesAll(spec.constraints, nodeFacts(*node.object));
+      if (eligible && !heldNodes.count(id)) {
+        SlotKey key{serviceId, 0, id};
+        const bool doneJob = spec.mode == ServiceMode::kGlobalJob && slots.count(key);
+        if (!doneJob && tx.size() < kTxBudget) newTask(0, id);
+      }
+    }
+    for (const auto& [key, t] : live) {
+      auto node = nodes.find(key.node);
+      const bool keep = node != nodes.end() &&
+                        node->second.availability != store::NodeAvailability::kDrain &&
+                        matchesAll(spec.constraints, nodeFacts(*node->second.object));
+      if (!keep) setDesired(t, TaskState::kShutdown);
+    }
+  } else {
+    uint64_t want = spec.replicas;
+    if (spec.mode == ServiceMode::kReplicatedJob) {
+      uint64_t running = 0;
+      for (const auto& [key, t] : live) {
+        if (!isTerminal(observedState(*t))) ++running;
+      }
+      const uint64_t remaining =
+          spec.totalCompletions > completions ? spec.totalCompletions - completions : 0;
+      // A job keeps its finished slots and adds new ones until enough have completed.
+      want = heldSlots.size() - running + std::min(remaining, spec.maxConcurrent);
+      want = std::min<uint64_t>(want, heldSlots.size() + remaining);
+    }
+    if (heldSlots.size() < want) {
+      uint64_t next = 1;
+      for (uint64_t n = heldSlots.size(); n < want && tx.size() < kTxBudget; ++n) {
+        while (heldSlots.count(next) ||
+               (isJob(spec.mode) && slots.count(SlotKey{serviceId, next, ""})))
+          ++next;
+        heldSlots.insert(next);
+        newTask(next, "");
+      }
+      if (heldSlots.size() < want) wake = now;  // more to create in the next transaction
+    } else if (liveSlots.size() > want && !isJob(spec.mode)) {
+      // Scale down: tasks not running go first, then those on the most loaded nodes, then the
+      // highest slots.
+      std::vector<std::pair<SlotKey, ObjectPtr>> candidates = live;
+      std::sort(candidates.begin(), candidates.end(), [&](const auto& a, const auto& b) {
+        const bool ra = observedState(*a.second) == TaskState::kRunning;
+        const bool rb = observedState(*b.second) == TaskState::kRunning;
+        if (ra != rb) return !ra;
+        const auto la = perNode[a.second->nodeId], lb = perNode[b.second->nodeId];
+        if (la != lb) return la > lb;
+        return a.first.slot > b.first.slot;
+      });
+      std::set<uint64_t> dropped;
+      // Restarts not yet made go first: nothing runs there.
+      for (const auto& key : waitingSlots) {
+        if (liveSlots.size() - dropped.size() <= want) break;
+        dropped.insert(key.slot);
+        restartAt_.erase(key);
+      }
+      for (const auto& [key, t] : candidates) {
+        if (liveSlots.size() - dropped.size() <= want) break;
+        if (dropped.count(key.slot)) continue;
+        dropped.insert(key.slot);
+        for (const auto& [k2, t2] : live) {
+          if (k2.slot == key.slot) {
+            setDesired(t2, TaskState::kShutdown);
+            if (!t2->nodeId.empty()) --perNode[t2->nodeId];
+          }
+        }
+        restartAt_.erase(key);
+      }
+    }
+  }
+
+  // Rolling update: replace live tasks of an older spec, `parallelism` slots at a time.
+  if (!isJob(spec.mode)) {
+    std::map<SlotKey, std::vector<ObjectPtr>> liveBySlot;
+    for (const auto& [key, t] : live) liveBySlot[key].push_back(t);
+    uint64_t inFlight = 0;
+    std::vector<SlotKey> outdated;
+    bool converged = true;
+    for (const auto& [key, ts] : liveBySlot) {
+      ObjectPtr fresh, old;
+      for (const auto& t : ts) (t->spec == spec.taskTemplate ? fresh : old) = t;
+      if (fresh && observedState(*fresh) < TaskState::kRunning) {
+        ++inFlight;
+        converged = false;
+      }
+      if (old && fresh) {
+        // start-first: the old task goes once its replacement runs.
+        converged = false;
+        if (observedState(*fresh) == TaskState::kRunning) setDesired(old, TaskState::kShutdown);
+      } else if (old) {
+        converged = false;
+        outdated.push_back(key);
+      }
+    }
+    const double failureLimit =
+        policy.maxFailureRatio * static_cast<double>(std::max<std::size_t>(1, liveBySlot.size()));
+    if (!failedNew.empty() && update && !updatePaused && updateState != "completed" &&
+        updateState != "rollback_completed" &&
+        static_cast<double>(failedNew.size()) > failureLimit) {
+      const std::string culprit = failedNew.front()->id;
+      if (policy.failureAction == UpdatePolicy::FailureAction::kRollback && !rollingBack &&
+          statusObj->has("PreviousSpec")) {
+        // Back to the previous spec, which then rolls out under the rollback config.
+        auto previous = statusObj->getObject("PreviousSpec");
+        store::Object copy = *svc;
+        statusObj->set("PreviousSpec", parse(svc->spec));
+        copy.spec = stringify(*previous);
+        update->set("State", std::string("rollback_started"));
+        update->set("StartedAtNs", nowNs);
+        update->set("Message",
+                    "update rolled back due to failure or early termination of task " + culprit);
+        copy.status = stringify(*statusObj);
+        (void)tx.update(std::move(copy));
+        return now;
+      }
+      if (policy.failureAction != UpdatePolicy::FailureAction::kContinue) {
+        update->set("State", std::string(rollingBack ? "rollback_paused" : "paused"));
+        update->set("Message", std::string(rollingBack ? "rollback" : "update") +
+                                   " paused due to failure or early termination of task " +
+                                   culprit);
+        serviceChanged = true;
+      }
+    }
+    const bool paused =
+        updatePaused ||
+        (update && (update->optValue<std::string>("State", "") == "paused" ||
+                    update->optValue<std::string>("State", "") == "rollback_paused"));
+    if (!outdated.empty() && !paused) {
+      const uint64_t budget = policy.parallelism == 0 ? outdated.size() : policy.parallelism;
+      auto batchAt = nextBatchAt_.find(serviceId);
+      const bool delayOver = batchAt == nextBatchAt_.end() || batchAt->second <= now;
+      if (inFlight == 0 && !delayOver) wake = std::min(wake, batchAt->second);
+      if (inFlight < budget && (inFlight > 0 || delayOver)) {
+        uint64_t started = 0;
+        for (const auto& key : outdated) {
+          if (inFlight + started >= budget || tx.size() >= kTxBudget) break;
+          const ObjectPtr old = liveBySlot[key].front();
+          if (policy.startFirst) {
+            newTask(key.slot, global ? key.node : "");
+          } else {
+            // stop-first: the slot is refilled (with the current spec) once the old task ended.
+            setDesired(old, TaskState::kShutdown);
+          }
+          ++started;
+        }
+        nextBatchAt_[serviceId] = now + std::chrono::duration_cast<Clock::MonoTime::duration>(
+                                            std::chrono::nanoseconds(policy.delayNs));
+        if (policy.delayNs > 0) wake = std::min(wake, nextBatchAt_[serviceId]);
+      }
+    }
+    if (update && converged && outdated.empty() && inFlight == 0 &&
+        (updateState == "updating" || updateState == "rollback_started")) {
+      update->set("State", std::string(rollingBack ? "rollback_completed" : "completed"));
+      update->set("CompletedAtNs", nowNs);
+      update->set("Message", std::string(rollingBack ? "rollback completed" : "update completed"));
+      serviceChanged = true;
+      nextBatchAt_.erase(serviceId);
+    }
+  }
+  if (serviceChanged) {
+    store::Object copy = *svc;
+    copy.status = stringify(*statusObj);
+    (void)tx.update(std::move(copy));
+  }
+
+  // Task history: keep the newest `history` ended tasks per slot.
+  for (auto& [key, slot] : slots) {
+    std::vector<ObjectPtr> ended;
+    for (const auto& t : slot.tasks) {
+      if (t->desiredState > TaskState::kRunning && isTerminal(observedState(*t)))
+        ended.push_back(t);
+    }
+    if (ended.size() <= history) continue;
+    for (std::size_t i = 0; i + history < ended.size() && tx.size() < kTxBudget; ++i) {
+      (void)tx.remove(Kind::kTask, ended[i]->id, ended[i]->version);
+    }
+  }
+  if (tx.size() >= kTxBudget) wake = now;
+  (void)created;
+  return wake;
+}
+
+}  // namespace shoal::manager

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernel/common/clock.h"
+#include "kernel/common/random.h"
+#include "kernel/manager/replicated_store.h"
+#include "kernel/manager/service_spec.h"
+
+namespace shoal::manager {
+
+// The leader's reconciliation loop (kernel/manager/README.md, "Orchestration"): it watches
+// services, tasks, nodes and the cluster settings and writes back tasks until every service has
+// what its spec asks for — one task per slot (replicated), one per eligible node (global), the
+// completions a job wants — replacing failed tasks per the restart policy, moving tasks off
+// down and drained nodes, rolling updates through slots, and pruning task history.
+//
+// It never calls the scheduler or the dispatcher: it creates tasks PENDING and unassigned (or,
+// for global services, on their node), and reads back the states the agents report.
+// THREAD: start() and stop() from one thread; the loop runs on its own.
+class Orchestrator {
+ public:
+  Orchestrator(ReplicatedStore& store, Random& random, const Clock& clock);
+  ~Orchestrator();
+  Orchestrator(const Orchestrator&) = delete;
+  Orchestrator& operator=(const Orchestrator&) = delete;
+
+  void start();
+  void stop();
+
+  // One reconciliation of every service against the store as it is now (what the loop does at
+  // start-up). Exposed for tests.
+  void reconcileAll();
+
+ private:
+  struct SlotKey {
+    std::string service;
+    uint64_t slot = 0;
+    std::string node;  // global services: the node
+    bool operator<(const SlotKey& o) const {
+      return std::tie(service, slot, node) < std::tie(o.service, o.slot, o.node);
+    }
+  };
+
+  void run();
+  void reconcile(const std::set<std::string>& services);
+  // The changes one service needs, added to `tx`; returns the next time it wants another look
+  // (a restart delay or update delay running out), or max() for none.
+  Clock::MonoTime reconcileService(store::Tx& tx, const std::string& serviceId);
+  void removeOrphans(store::Tx& tx, const std::string& serviceId);
+
+  ReplicatedStore& store_;
+  Random& random_;
+  const Clock& clock_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+
+  // Only the loop's thread touches these.
+  std::map<SlotKey, Clock::MonoTime> restartAt_;              // delayed restarts
+  std::map<SlotKey, std::vector<Clock::MonoTime>> restarts_;  // restart times, for MaxAttempts
+  std::map<std::string, Clock::MonoTime> wakeAt_;             // per service
+  std::map<std::string, Clock::MonoTime> nextBatchAt_;        // rolling updates: per service
+};
+
+}  // namespace shoal::manager

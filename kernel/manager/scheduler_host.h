@@ -1,0 +1,48 @@
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "kernel/common/clock.h"
+#include "kernel/manager/replicated_store.h"
+#include "kernel/plugin/plugin_instance.h"
+
+namespace shoal::manager {
+
+// The kernel's side of scheduling (kernel/manager/README.md, "Scheduling"): on the leader, it
+// watches for PENDING tasks, waits a moment so a service's tasks arrive together, builds one
+// node snapshot per pass and one group per service spec, asks the scheduler plugin where they
+// go (scheduler.h) and commits the answer (ASSIGNED, with the node). A task that fits nowhere
+// stays PENDING with the plugin's explanation as its message, and is tried again when nodes or
+// tasks change.
+// THREAD: start() and stop() from one thread; passes run on the host's own thread.
+class SchedulerHost {
+ public:
+  SchedulerHost(ReplicatedStore& store, plugin::PluginInstance& plugin, const Clock& clock);
+  ~SchedulerHost();
+  SchedulerHost(const SchedulerHost&) = delete;
+  SchedulerHost& operator=(const SchedulerHost&) = delete;
+
+  void start();
+  void stop();
+
+  // One scheduling pass over every pending task as the store has it now. Returns the number
+  // of tasks assigned. Exposed for tests and benchmarks.
+  Result<std::size_t> schedulePass();
+
+ private:
+  void run();
+
+  ReplicatedStore& store_;
+  plugin::PluginInstance& plugin_;
+  const Clock& clock_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace shoal::manager

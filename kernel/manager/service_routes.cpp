@@ -1,0 +1,397 @@
+#include "kernel/manager/service_routes.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <chrono>
+#include <set>
+#include <sstream>
+
+#include "kernel/common/random.h"
+#include "kernel/manager/service_spec.h"
+#include "kernel/store/tx.h"
+
+namespace shoal::manager {
+namespace {
+
+using namespace std::chrono_literals;
+using api::Request;
+using api::Response;
+using store::Kind;
+using store::ObjectPtr;
+using store::TaskState;
+using JObject = Poco::JSON::Object;
+
+std::string stringify(const JObject& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+std::string param(const Request& r, const std::string& name) {
+  auto it = r.query.find(name);
+  return it == r.query.end() ? "" : it->second;
+}
+
+Result<JObject::Ptr> parseBody(const std::string& body, const std::string& what) {
+  try {
+    auto o = Poco::JSON::Parser().parse(body.empty() ? "{}" : body).extract<JObject::Ptr>();
+    if (o) return o;
+  } catch (const std::exception& e) {
+    return Status::invalidArgument("the " + what +
+                                   " request body is not a JSON object: " + e.what());
+  }
+  return Status::invalidArgument("the " + what + " request body is not a JSON object");
+}
+
+// Finds an object of `kind` by id, name, or unique id prefix.
+Result<ObjectPtr> resolve(const store::ReadView& v, Kind kind, const std::string& ref) {
+  const std::string what(store::kindName(kind));
+  if (ref.empty()) return Status::invalidArgument("no " + what + " named");
+  if (auto o = v.get(kind, ref)) return o;
+  if (auto o = v.findByName(kind, ref)) return o;
+  ObjectPtr found;
+  for (const auto& o : v.list(kind)) {
+    if (o->id.rfind(ref, 0) != 0) continue;
+    if (found)
+      return Status::invalidArgument(what + " " + ref + " is ambiguous (more than one match)");
+    found = o;
+  }
+  if (found) return found;
+  return Status::notFound(what + " " + ref + " not found");
+}
+
+// Splits a client's ServiceSpec into the object's name and labels and the stored spec.
+struct SplitSpec {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  std::string spec;
+};
+
+Result<SplitSpec> splitSpec(const JObject::Ptr& in) {
+  SplitSpec out;
+  JObject::Ptr spec = new JObject(*in);
+  out.name = spec->optValue<std::string>("Name", "");
+  if (Status s = validateServiceName(out.name); !s) return s;
+  if (spec->has("Labels")) {
+    auto labels = spec->getObject("Labels");
+    if (!labels)
+      return Status::invalidArgument("invalid service spec: Labels must be an object of strings");
+    for (const auto& k : labels->getNames()) {
+      if (!labels->get(k).isString()) {
+        return Status::invalidArgument("invalid service spec: Labels." + k + " must be a string");
+      }
+      out.labels[k] = labels->getValue<std::string>(k);
+    }
+  }
+  spec->remove("Name");
+  spec->remove("Labels");
+  if (Status s = validateServiceSpec(*spec); !s) return s;
+  // Stored with the defaults a reader needs made explicit.
+  if (!spec->has("Mode")) {
+    JObject::Ptr mode = new JObject;
+    JObject::Ptr replicated = new JObject;
+    replicated->set("Replicas", 1);
+    mode->set("Replicated", replicated);
+    spec->set("Mode", mode);
+  }
+  out.spec = stringify(*spec);
+  return out;
+}
+
+Response create(Swarm& swarm, const Request& r) {
+  auto body = parseBody(r.body, "service create");
+  if (!body) return Response::error(body.status());
+  auto split = splitSpec(*body);
+  if (!split) return Response::error(split.status());
+  const std::string id = newId(SystemRandom::instance());
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    return store.update(
+        [&](store::Tx& tx) {
+          if (tx.findByName(Kind::kService, split->name)) {
+            return Status::alreadyExists("name conflicts with an existing object: service " +
+                                         split->name + " already exists");
+          }
+          store::Object o;
+          o.kind = Kind::kService;
+          o.id = id;
+          o.name = split->name;
+          o.labels = split->labels;
+          o.spec = split->spec;
+          return tx.create(std::move(o));
+        },
+        10s);
+  });
+  if (!s) return Response::error(s);
+  JObject out;
+  out.set("ID", id);
+  return Response::json(stringify(out));
+}
+
+Response update(Swarm& swarm, const Request& r) {
+  auto body = parseBody(r.body, "service update");
+  if (!body) return Response::error(body.status());
+  const bool rollback = (*body)->optValue<bool>("rollback", false);
+  std::optional<SplitSpec> split;
+  if (!rollback) {
+    auto spec = (*body)->getObject("spec");
+    if (!spec)
+      return Response::error(
+          Status::invalidArgument("the service update request needs a \"spec\""));
+    auto sp = splitSpec(spec);
+    if (!sp) return Response::error(sp.status());
+    split = std::move(*sp);
+  }
+  const int64_t version = (*body)->optValue<int64_t>("version", 0);
+  std::string id;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    return store.update(
+        [&](store::Tx& tx) {
+          auto svc = resolve(tx, Kind::kService, param(r, "id"));
+          if (!svc) return svc.status();
+          id = (*svc)->id;
+          if (version > 0 && static_cast<uint64_t>(version) != (*svc)->version) {
+            return Status::conflict("update out of sequence: service " + (*svc)->name +
+                                    " is at version " + std::to_string((*svc)->version) +
+                                    ", the update was based on version " + std::to_string(version));
+          }
+          store::Object copy = **svc;
+          JObject::Ptr status;
+          try {
+            status = copy.status.empty()
+                         ? JObject::Ptr(new JObject)
+                         : Poco::JSON::Parser().parse(copy.status).extract<JObject::Ptr>();
+          } catch (const std::exception&) {
+            status = new JObject;
+          }
+          JObject::Ptr us = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+          const auto now = std::chrono::system_clock::now().time_since_epoch();
+          const int64_t nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
+          if (rollback) {
+            if (!status->has("PreviousSpec")) {
+              return Status::failedPrecondition("service " + copy.name +
+                                                " does not have a previous spec");
+            }
+            auto previous = status->getObject("PreviousSpec");
+            status->set("PreviousSpec", Poco::JSON::Parser().parse(copy.spec));
+            copy.spec = stringify(*previous);
+            us->set("State", std::string("rollback_started"));
+            us->set("StartedAtNs", nowNs);
+            us->set("Message", std::string("manually requested rollback"));
+            status->set("UpdateStatus", us);
+          } else {
+            if (split->name != copy.name) {
+              return Status::invalidArgument("renaming services is not supported");
+            }
+            auto oldSpec = parseServiceSpec(copy.spec);
+            auto newSpec = parseServiceSpec(split->spec);
+            if (!newSpec) return newSpec.status();
+            status->set("PreviousSpec", Poco::JSON::Parser().parse(copy.spec));
+            if (!oldSpec || oldSpec->taskTemplate != newSpec->taskTemplate) {
+              us->set("State", std::string("updating"));
+              us->set("StartedAtNs", nowNs);
+              us->set("Message", std::string("update in progress"));
+              status->set("UpdateStatus", us);
+            }
+            copy.spec = split->spec;
+            copy.labels = split->labels;
+          }
+          copy.status = stringify(*status);
+          return tx.update(std::move(copy));
+        },
+        10s);
+  });
+  if (!s) return Response::error(s);
+  JObject out;
+  out.set("ID", id);
+  return Response::json(stringify(out));
+}
+
+Response removeService(Swarm& swarm, const Request& r) {
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    return store.update(
+        [&](store::Tx& tx) {
+          auto svc = resolve(tx, Kind::kService, param(r, "id"));
+          if (!svc) return svc.status();
+          return tx.remove(Kind::kService, (*svc)->id, (*svc)->version);
+        },
+        10s);
+  });
+  return s ? Response::json("{}") : Response::error(s);
+}
+
+// Running / desired counts as `service ls` shows them.
+void addReplicas(const store::ReadView& v, const store::Object& svc, JObject& out) {
+  auto spec = parseServiceSpec(svc.spec);
+  uint64_t running = 0, completed = 0, active = 0;
+  std::set<std::string> nodes;
+  for (const auto& t : v.tasksByService(svc.id)) {
+    const TaskState obs = observedState(*t);
+    if (obs == TaskState::kComplete) ++completed;
+    if (t->desiredState <= TaskState::kRunning && !isTerminal(obs)) ++active;
+    if (t->desiredState <= TaskState::kRunning && obs == TaskState::kRunning) ++running;
+  }
+  uint64_t desired = 0;
+  if (spec) {
+    switch (spec->mode) {
+      case ServiceMode::kReplicated:
+        desired = spec->replicas;
+        break;
+      case ServiceMode::kReplicatedJob:
+        desired = spec->totalCompletions;
+        break;
+      case ServiceMode::kGlobal:
+      case ServiceMode::kGlobalJob:
+        desired = active;
+        break;
+    }
+  }
+  JObject::Ptr r = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  r->set("Running", running);
+  r->set("Desired", desired);
+  r->set("Completed", completed);
+  r->set("Mode", std::string(spec ? modeName(spec->mode) : "replicated"));
+  out.set("Replicas", r);
+}
+
+Response listServices(Swarm& swarm) {
+  std::string body;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    store.view([&](const store::ReadView& v) {
+      std::ostringstream out;
+      out << "{\"services\":[";
+      bool first = true;
+      for (const auto& svc : v.list(Kind::kService)) {
+        auto o = Poco::JSON::Parser().parse(store::toJson(*svc)).extract<JObject::Ptr>();
+        addReplicas(v, *svc, *o);
+        out << (first ? "" : ",");
+        o->stringify(out);
+        first = false;
+      }
+      out << "]}";
+      body = out.str();
+    });
+    return Status::ok();
+  });
+  return s ? Response::json(body) : Response::error(s);
+}
+
+Response inspectService(Swarm& swarm, const Request& r) {
+  std::string body;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    Status found = Status::ok();
+    store.view([&](const store::ReadView& v) {
+      auto svc = resolve(v, Kind::kService, param(r, "id"));
+      if (!svc) {
+        found = svc.status();
+        return;
+      }
+      auto o = Poco::JSON::Parser().parse(store::toJson(**svc)).extract<JObject::Ptr>();
+      addReplicas(v, **svc, *o);
+      body = stringify(*o);
+    });
+    return found;
+  });
+  return s ? Response::json(body) : Response::error(s);
+}
+
+Response listTasks(Swarm& swarm, const Request& r) {
+  std::string body;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string& self) {
+    Status result = Status::ok();
+    store.view([&](const store::ReadView& v) {
+      std::vector<ObjectPtr> tasks;
+      std::string serviceId, nodeId;
+      if (!param(r, "service").empty()) {
+        auto svc = resolve(v, Kind::kService, param(r, "service"));
+        if (!svc) {
+          result = svc.status();
+          return;
+        }
+        serviceId = (*svc)->id;
+      }
+      if (!param(r, "node").empty()) {
+        const std::string ref = param(r, "node") == "self" ? self : param(r, "node");
+        auto node = resolve(v, Kind::kNode, ref);
+        if (!node) {
+          // Nodes are named by hostname too.
+          for (const auto& n : v.list(Kind::kNode)) {
+            if (nodeFacts(*n).hostname == ref) node = n;
+          }
+        }
+        if (!node) {
+          result = node.status();
+          return;
+        }
+        nodeId = (*node)->id;
+      }
+      if (!serviceId.empty()) {
+        tasks = v.tasksByService(serviceId);
+      } else if (!nodeId.empty()) {
+        tasks = v.tasksByNode(nodeId);
+      } else {
+        tasks = v.list(Kind::kTask);
+      }
+      const std::string desired = param(r, "desired-state");
+      if (!desired.empty() && desired != "running" && desired != "shutdown" &&
+          desired != "accepted") {
+        result = Status::invalidArgument("invalid filter 'desired-state=" + desired +
+                                         "': want running, shutdown or accepted");
+        return;
+      }
+      std::ostringstream out;
+      out << "{\"tasks\":[";
+      bool first = true;
+      std::set<std::string> serviceIds, nodeIds;
+      for (const auto& t : tasks) {
+        if (!nodeId.empty() && t->nodeId != nodeId) continue;
+        if (!param(r, "id").empty() && t->id.rfind(param(r, "id"), 0) != 0) continue;
+        if (!param(r, "name").empty() && t->name != param(r, "name")) continue;
+        if (desired == "running" && t->desiredState > TaskState::kRunning) continue;
+        if (desired == "shutdown" && t->desiredState < TaskState::kShutdown) continue;
+        if (desired == "accepted" && t->desiredState != TaskState::kAccepted) continue;
+        out << (first ? "" : ",") << store::toJson(*t);
+        first = false;
+        serviceIds.insert(t->serviceId);
+        if (!t->nodeId.empty()) nodeIds.insert(t->nodeId);
+      }
+      out << "],\"services\":{";
+      first = true;
+      for (const auto& id : serviceIds) {
+        auto svc = v.get(Kind::kService, id);
+        out << (first ? "" : ",") << "\"" << id << "\":\"" << (svc ? svc->name : id) << "\"";
+        first = false;
+      }
+      out << "},\"nodes\":{";
+      first = true;
+      for (const auto& id : nodeIds) {
+        auto n = v.get(Kind::kNode, id);
+        JObject name;
+        name.set("n", n ? nodeFacts(*n).hostname : id);
+        std::string text = stringify(name);  // {"n":"..."}: escaped for JSON
+        out << (first ? "" : ",") << "\"" << id << "\":" << text.substr(5, text.size() - 6);
+        first = false;
+      }
+      out << "}}";
+      body = out.str();
+    });
+    return result;
+  });
+  return s ? Response::json(body) : Response::error(s);
+}
+
+}  // namespace
+
+void addServiceRoutes(api::Router& router, Swarm& swarm) {
+  router.add("POST", "/services/create", [&swarm](const Request& r) { return create(swarm, r); });
+  router.add("GET", "/services", [&swarm](const Request&) { return listServices(swarm); });
+  router.add("GET", "/services/inspect",
+             [&swarm](const Request& r) { return inspectService(swarm, r); });
+  router.add("POST", "/services/update", [&swarm](const Request& r) { return update(swarm, r); });
+  router.add("POST", "/services/remove",
+             [&swarm](const Request& r) { return removeService(swarm, r); });
+  router.add("GET", "/tasks", [&swarm](const Request& r) { return listTasks(swarm, r); });
+}
+
+}  // namespace shoal::manager
