@@ -337,6 +337,8 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
   std::vector<std::pair<SlotKey, ObjectPtr>> live;
   uint64_t completions = 0;
   std::vector<ObjectPtr> failedNew;  // tasks of the current spec that failed during an update
+  bool anyStopping = false;          // some task was told to stop and has not yet
+  uint64_t stoppingSlots = 0;
   for (auto& [key, slot] : slots) {
     ObjectPtr current;
     bool stopping = false;
@@ -384,6 +386,10 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
       }
     }
     if (current) live.emplace_back(key, current);
+    if (stopping) {
+      anyStopping = true;
+      ++stoppingSlots;
+    }
     auto delayed = restartAt_.find(key);
     const bool waiting = delayed != restartAt_.end() && delayed->second > now;
     if (delayed != restartAt_.end() && !waiting) restartAt_.erase(delayed);
@@ -480,15 +486,26 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
   if (!isJob(spec.mode)) {
     std::map<SlotKey, std::vector<ObjectPtr>> liveBySlot;
     for (const auto& [key, t] : live) liveBySlot[key].push_back(t);
-    uint64_t inFlight = 0;
+    // Slots being replaced: stopping (stop-first), refilled in this pass, or not running yet.
+    uint64_t inFlight = stoppingSlots + created;
     std::vector<SlotKey> outdated;
-    bool converged = true;
+    // Tasks created or still stopping in this pass: the update is not done with them yet.
+    bool converged = created == 0 && !anyStopping;
     for (const auto& [key, ts] : liveBySlot) {
       ObjectPtr fresh, old;
       for (const auto& t : ts) (t->spec == spec.taskTemplate ? fresh : old) = t;
       if (fresh && observedState(*fresh) < TaskState::kRunning) {
         ++inFlight;
         converged = false;
+      } else if (fresh && update && updateStarted > 0 && fresh->createdNs >= updateStarted) {
+        // Updated tasks are watched for the monitor period before the update counts as done.
+        auto st = parseTaskStatus(fresh->status);
+        const int64_t until = (st ? st->timestampNs : 0) + policy.monitorNs;
+        if (until > nowNs) {
+          converged = false;
+          wake = std::min(wake, now + std::chrono::duration_cast<Clock::MonoTime::duration>(
+                                          std::chrono::nanoseconds(until - nowNs)));
+        }
       }
       if (old && fresh) {
         // start-first: the old task goes once its replacement runs.

@@ -1,0 +1,404 @@
+// The agent and the dispatcher together, without TLS: the agent's leader calls go straight to
+// a Dispatcher on a single-manager replicated store, and the runtime is a fake that records
+// the controller ops. Pins: assigned tasks are driven to RUNNING and reported; exits become
+// COMPLETE/FAILED with the exit code; a stop request shuts the task down; a prepare failure
+// rejects it; a restarted agent re-attaches (wait) instead of starting again; a dispatcher that
+// lost its sessions resynchronises the agent without duplicating anything; the dispatcher
+// ignores states for other nodes' tasks and states that would go backwards.
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "kernel/agent/agent.h"
+#include "kernel/manager/dispatcher.h"
+#include "kernel/manager/service_spec.h"
+#include "tests/fakes/local_transport.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace std::chrono_literals;
+using shoal::Status;
+using shoal::agent::Agent;
+using shoal::agent::LeaderReply;
+using shoal::agent::Runtime;
+using shoal::manager::Dispatcher;
+using shoal::manager::observedState;
+using shoal::manager::ReplicatedStore;
+using shoal::manager::TaskStatus;
+using shoal::store::Kind;
+using shoal::store::Object;
+using shoal::store::ObjectPtr;
+using shoal::store::TaskState;
+using shoal::test::eventually;
+
+#define ASSERT_OK(expr)                               \
+  do {                                                \
+    const Status s_ = (expr);                         \
+    CPPUNIT_ASSERT_MESSAGE(s_.toString(), s_.isOk()); \
+  } while (0)
+
+namespace {
+
+// A runtime whose ops finish on its own thread; waits finish when the test says the task exits.
+class FakeRuntime final : public Runtime {
+ public:
+  FakeRuntime() : thread_([this] { loop(); }) {}
+  ~FakeRuntime() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  Status prepare(const std::string& id, const std::string& json, Done done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("prepare " + id);
+    lastDocument_ = json;
+    if (failPrepare_) {
+      queue_.emplace_back(std::move(done), Status::internal("image not found"),
+                          "{\"state\":\"failed\",\"message\":\"image not found\"}");
+    } else {
+      known_[id] = "ready";
+      queue_.emplace_back(std::move(done), Status::ok(), "{\"state\":\"ready\"}");
+    }
+    cv_.notify_all();
+    return Status::ok();
+  }
+  Status start(const std::string& id, Done done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("start " + id);
+    known_[id] = "running";
+    queue_.emplace_back(std::move(done), Status::ok(), "{\"state\":\"running\",\"pid\":42}");
+    cv_.notify_all();
+    return Status::ok();
+  }
+  Status wait(const std::string& id, Done done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("wait " + id);
+    if (!known_.count(id)) return Status::notFound("no task " + id);
+    waits_[id] = std::move(done);
+    return Status::ok();
+  }
+  Status shutdown(const std::string& id, int64_t, Done done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("shutdown " + id);
+    known_[id] = "shutdown";
+    queue_.emplace_back(std::move(done), Status::ok(), "{\"state\":\"shutdown\",\"exit_code\":0}");
+    if (auto w = waits_.find(id); w != waits_.end()) {
+      queue_.emplace_back(std::move(w->second), Status::ok(),
+                          "{\"state\":\"shutdown\",\"exit_code\":0}");
+      waits_.erase(w);
+    }
+    cv_.notify_all();
+    return Status::ok();
+  }
+  Status remove(const std::string& id, Done done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("remove " + id);
+    known_.erase(id);
+    queue_.emplace_back(std::move(done), Status::ok(), "");
+    cv_.notify_all();
+    return Status::ok();
+  }
+  shoal::Result<std::string> list() override { return std::string("[]"); }
+
+  void exit(const std::string& id, int code) {
+    std::lock_guard<std::mutex> lock(mu_);
+    known_[id] = "exited";
+    auto w = waits_.find(id);
+    if (w == waits_.end()) return;
+    queue_.emplace_back(std::move(w->second), Status::ok(),
+                        "{\"state\":\"" + std::string(code ? "failed" : "complete") +
+                            "\",\"exit_code\":" + std::to_string(code) + "}");
+    waits_.erase(w);
+    cv_.notify_all();
+  }
+  bool waiting(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waits_.count(id) != 0;
+  }
+  std::size_t count(const std::string& call) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<std::size_t>(std::count(calls_.begin(), calls_.end(), call));
+  }
+  void failPrepare() {
+    std::lock_guard<std::mutex> lock(mu_);
+    failPrepare_ = true;
+  }
+  std::string lastDocument() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lastDocument_;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      auto [done, status, json] = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      done(status, json);
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool failPrepare_ = false;
+  std::deque<std::tuple<Done, Status, std::string>> queue_;
+  std::map<std::string, Done> waits_;
+  std::map<std::string, std::string> known_;
+  std::vector<std::string> calls_;
+  std::string lastDocument_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+class AgentTest : public CppUnit::TestFixture {
+  CPPUNIT_TEST_SUITE(AgentTest);
+  CPPUNIT_TEST(testAssignedTaskRunsAndIsReported);
+  CPPUNIT_TEST(testExitsAreReportedWithTheirExitCode);
+  CPPUNIT_TEST(testTaskToldToStopIsShutDownAndRemoved);
+  CPPUNIT_TEST(testPrepareFailureRejectsTheTask);
+  CPPUNIT_TEST(testRestartedAgentReattachesInsteadOfStartingAgain);
+  CPPUNIT_TEST(testNewDispatcherResynchronisesWithoutDuplicates);
+  CPPUNIT_TEST(testDispatcherIgnoresOtherNodesAndBackwardStates);
+  CPPUNIT_TEST(testBadStatusRequestsAreRefused);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void setUp() override {
+    dir_ = std::make_unique<shoal::test::TempDir>();
+    auto storage = shoal::raft::RaftStorage::open(dir_->file("raft"));
+    CPPUNIT_ASSERT(storage.isOk());
+    shoal::manager::ReplicatedStoreOptions o;
+    o.raft.raft.id = 1;
+    o.raft.raft.voters = {1};
+    o.raft.tick = 10ms;
+    transport_ = std::make_unique<shoal::test::LocalTransport>(hub_, 1);
+    store_ = std::make_unique<ReplicatedStore>(o, std::move(storage.value()), *transport_, random_,
+                                               shoal::SystemClock::instance());
+    ASSERT_OK(store_->start());
+    CPPUNIT_ASSERT(eventually([&] { return store_->raft().isLeader(); }));
+    startDispatcher();
+    runtime_ = std::make_unique<FakeRuntime>();
+  }
+  void tearDown() override {
+    agent_.reset();
+    runtime_.reset();
+    dispatcher_.reset();
+    store_.reset();
+    transport_.reset();
+    dir_.reset();
+  }
+
+  void testAssignedTaskRunsAndIsReported() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("prepare t1"));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("start t1"));
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("t1"); }));
+    // The runtime got the container spec from the task.
+    CPPUNIT_ASSERT(runtime_->lastDocument().find("\"image\":\"busybox\"") != std::string::npos);
+    CPPUNIT_ASSERT(runtime_->lastDocument().find("\"schema\":\"shoal.task/v1\"") !=
+                   std::string::npos);
+  }
+
+  void testExitsAreReportedWithTheirExitCode() {
+    assign("ok", "n1");
+    assign("bad", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("ok") && runtime_->waiting("bad"); }));
+    runtime_->exit("ok", 0);
+    runtime_->exit("bad", 3);
+    CPPUNIT_ASSERT(eventually([&] { return state("ok") == TaskState::kComplete; }));
+    CPPUNIT_ASSERT(eventually([&] { return state("bad") == TaskState::kFailed; }));
+    auto st = shoal::manager::parseTaskStatus(task("bad")->status);
+    CPPUNIT_ASSERT(st.isOk());
+    CPPUNIT_ASSERT_EQUAL(int64_t{3}, st->exitCode);
+    CPPUNIT_ASSERT_EQUAL(std::string("task: non-zero exit (3)"), st->err);
+  }
+
+  void testTaskToldToStopIsShutDownAndRemoved() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("t1"); }));
+    edit("t1", [](Object& o) { o.desiredState = TaskState::kShutdown; });
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kShutdown; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("shutdown t1"));
+    // Ended and told to stop: out of the assignments, so removed from the runtime and the agent.
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("remove t1") == 1; }));
+    CPPUNIT_ASSERT(eventually([&] { return agent_->tasks().empty(); }));
+  }
+
+  void testPrepareFailureRejectsTheTask() {
+    runtime_->failPrepare();
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRejected; }));
+    auto st = shoal::manager::parseTaskStatus(task("t1")->status);
+    CPPUNIT_ASSERT(st->err.find("image not found") != std::string::npos);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{0}, runtime_->count("start t1"));
+  }
+
+  void testRestartedAgentReattachesInsteadOfStartingAgain() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("t1"); }));
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    agent_.reset();  // the daemon stops; the task keeps running in the runtime
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("wait t1") == 2; }));
+    std::this_thread::sleep_for(300ms);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("prepare t1"));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("start t1"));
+    runtime_->exit("t1", 0);
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kComplete; }));
+  }
+
+  void testNewDispatcherResynchronisesWithoutDuplicates() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    // A new leader: its dispatcher knows no session, and the store lost the last report.
+    std::shared_ptr<Dispatcher> old;
+    {
+      std::lock_guard<std::mutex> lock(dispatcherMu_);
+      old = std::move(dispatcher_);
+    }
+    old->stop();
+    old.reset();
+    edit("t1", [](Object& o) {
+      TaskStatus st;
+      st.state = TaskState::kStarting;
+      o.status = shoal::manager::taskStatusJson(st);
+    });
+    startDispatcher();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    assign("t2", "n1");
+    CPPUNIT_ASSERT(eventually([&] { return state("t2") == TaskState::kRunning; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("prepare t1"));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("start t1"));
+  }
+
+  void testDispatcherIgnoresOtherNodesAndBackwardStates() {
+    assign("t1", "n1");
+    auto post = [&](const std::string& node, const std::string& state) {
+      auto r =
+          dispatcher_->status(node, "{\"updates\":[{\"ID\":\"t1\",\"State\":\"" + state + "\"}]}");
+      CPPUNIT_ASSERT_EQUAL(200, r.status);
+      dispatcher_->flush();
+    };
+    post("n2", "running");
+    CPPUNIT_ASSERT(state("t1") == TaskState::kAssigned);
+    post("n1", "running");
+    CPPUNIT_ASSERT(state("t1") == TaskState::kRunning);
+    post("n1", "preparing");
+    CPPUNIT_ASSERT(state("t1") == TaskState::kRunning);
+  }
+
+  void testBadStatusRequestsAreRefused() {
+    CPPUNIT_ASSERT_EQUAL(400, dispatcher_->status("n1", "not json").status);
+    CPPUNIT_ASSERT_EQUAL(400, dispatcher_->status("n1", "{}").status);
+    CPPUNIT_ASSERT_EQUAL(
+        400,
+        dispatcher_->status("n1", "{\"updates\":[{\"ID\":\"t1\",\"State\":\"bogus\"}]}").status);
+    // An agent cannot claim a task back into the scheduler's states.
+    CPPUNIT_ASSERT_EQUAL(
+        400,
+        dispatcher_->status("n1", "{\"updates\":[{\"ID\":\"t1\",\"State\":\"pending\"}]}").status);
+    CPPUNIT_ASSERT_EQUAL(400, dispatcher_->assignments("n1", "[1]").status);
+  }
+
+ private:
+  void startDispatcher() {
+    std::lock_guard<std::mutex> lock(dispatcherMu_);
+    dispatcher_ = std::make_shared<Dispatcher>(*store_, random_, shoal::SystemClock::instance());
+    dispatcher_->start();
+  }
+  void startAgent() {
+    auto call = [this](const std::string& path,
+                       const std::string& body) -> shoal::Result<LeaderReply> {
+      std::unique_lock<std::mutex> lock(dispatcherMu_);
+      if (!dispatcher_) {
+        lock.unlock();
+        std::this_thread::sleep_for(50ms);
+        return Status::unavailable("no leader");
+      }
+      std::shared_ptr<Dispatcher> d = dispatcher_;
+      // Calls run without the lock held (long polls), as the node API would run them.
+      lock.unlock();
+      auto r =
+          path == "/dispatcher/assignments" ? d->assignments("n1", body) : d->status("n1", body);
+      return LeaderReply{r.status, r.body};
+    };
+    agent_ = std::make_unique<Agent>(dir_->file("agent"), *runtime_, call,
+                                     shoal::SystemClock::instance());
+    ASSERT_OK(agent_->start());
+  }
+  void assign(const std::string& id, const std::string& node) {
+    ASSERT_OK(store_->update(
+        [&](shoal::store::Tx& tx) {
+          Object o;
+          o.kind = Kind::kTask;
+          o.id = id;
+          o.serviceId = "svc";
+          o.slot = 1;
+          o.nodeId = node;
+          o.desiredState = TaskState::kRunning;
+          o.spec = "{\"ContainerSpec\":{\"Image\":\"busybox\"}}";
+          TaskStatus st;
+          st.state = TaskState::kAssigned;
+          o.status = shoal::manager::taskStatusJson(st);
+          return tx.create(std::move(o));
+        },
+        5s));
+  }
+  void edit(const std::string& id, const std::function<void(Object&)>& fn) {
+    ASSERT_OK(store_->update(
+        [&](shoal::store::Tx& tx) {
+          Object o = *tx.get(Kind::kTask, id);
+          fn(o);
+          return tx.update(std::move(o));
+        },
+        5s));
+  }
+  ObjectPtr task(const std::string& id) {
+    ObjectPtr o;
+    store_->view([&](const shoal::store::ReadView& v) { o = v.get(Kind::kTask, id); });
+    return o;
+  }
+  TaskState state(const std::string& id) {
+    auto t = task(id);
+    return t ? observedState(*t) : TaskState::kNew;
+  }
+
+  std::unique_ptr<shoal::test::TempDir> dir_;
+  shoal::test::LocalHub hub_;
+  std::unique_ptr<shoal::test::LocalTransport> transport_;
+  shoal::SeededRandom random_{3};
+  std::unique_ptr<ReplicatedStore> store_;
+  std::mutex dispatcherMu_;
+  std::shared_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<FakeRuntime> runtime_;
+  std::unique_ptr<Agent> agent_;
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(AgentTest);
