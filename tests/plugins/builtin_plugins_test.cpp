@@ -125,17 +125,6 @@ class BuiltinPluginsTest : public CppUnit::TestFixture {
                      },
                      true),
                  "runtime-runc", "prepare");
-    PluginInstance* sched = host_->find(Kind::kScheduler, "scheduler-spread");
-    shoal_sched_snapshot* snap = nullptr;
-    uint32_t nodes = 0;
-    assertNotYet(
-        sched->invoke(
-            "snapshot_open",
-            [&](void* st) {
-              return sched->ops<shoal_scheduler_ops>().snapshot_open(st, {"{}", 2}, &snap, &nodes);
-            }),
-        "scheduler-spread", "snapshot_open");
-    CPPUNIT_ASSERT(snap == nullptr);
     PluginInstance* net = host_->find(Kind::kNetwork, "network-overlay");
     assertNotYet(net->invoke(
                      "attach",

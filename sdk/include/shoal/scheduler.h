@@ -6,19 +6,86 @@
  * filters (filter + explain) plus Kubernetes-style scoring, and works on batches: one call
  * covers every node of the snapshot, never one call (and one parse) per node-task pair.
  *
- * Documents (JSON):
- *  - node snapshot, schema "shoal.nodes/v1": {"schema", "nodes": [{"id", "hostname", "role",
- *    "availability", "state", "platform": {"os", "arch"}, "labels": {...}, "engine_labels":
- *    {...}, "resources": {"nano_cpus", "memory_bytes"}, "reserved": {"nano_cpus",
- *    "memory_bytes"}, "tasks": int, "service_tasks": {"<service id>": int}, "host_ports":
- *    ["tcp/80", ...], "failures": {"<service id>": int}}], "cluster": {...}}
- *    Node indexes used below are positions in "nodes".
- *  - group, schema "shoal.task-group/v1": {"schema", "service_id", "service_name", "spec":
- *    {"placement": {"constraints": [...], "preferences": [...], "max_replicas": int,
- *    "platforms": [...], "policy": "name"}, "resources": {...}, "ports": [...]}, "tasks":
- *    ["<task id>", ...]}
+ * A scheduling pass: snapshot_open once; then per service with pending tasks group_open,
+ * assign(count), commit the answer, explain when some task got -1, group_close; finally
+ * snapshot_close. Placements made by assign() are counted into the snapshot, so the groups of
+ * the same pass that come later see them. filter, score and explain describe the group's next
+ * task as things stand; explain's text is empty while some node fits it.
  *
- * Handles (snapshot, group) are the plugin's; the kernel closes each one it opened.
+ * Documents (UTF-8 JSON). Keys are snake_case. Members marked "optional" may be absent or
+ * null and then default to empty / zero / false; members not listed here are ignored (newer
+ * kernels may add some). A member of the wrong type or value, or given twice, is refused with
+ * SHOAL_EINVAL and a message naming it ("snapshot: nodes[3].resources.memory_bytes must be a
+ * non-negative integer"). Integers are JSON integers (no fraction, no exponent); counts and
+ * resources are >= 0.
+ *
+ *  - Node snapshot, schema "shoal.nodes/v1":
+ *      {"schema": "shoal.nodes/v1",                                  required
+ *       "nodes": [                                                   required, may be empty
+ *         {"id": str,                                                required, non-empty
+ *          "hostname": str,                                          optional
+ *          "role": "worker" | "manager",                             optional
+ *          "availability": "active" | "pause" | "drain",             optional
+ *          "state": "ready" | "down" | "unknown" | "disconnected",   optional
+ *          "platform": {"os": str, "arch": str},                     optional ("linux", "amd64")
+ *          "labels": {str: str},                                     optional, node labels
+ *          "engine_labels": {str: str},                              optional, engine labels
+ *          "resources": {"nano_cpus": int, "memory_bytes": int},     optional, the node's total
+ *          "reserved": {"nano_cpus": int, "memory_bytes": int},      optional, already reserved
+ *                                                                    by the tasks on the node
+ *          "tasks": int,                                             optional, active tasks on
+ *                                                                    the node (all services)
+ *          "service_tasks": {"<service id>": int},                   optional, active tasks per
+ *                                                                    service on the node
+ *          "host_ports": ["tcp/80", "udp/53", ...],                  optional, host-mode
+ *                                                                    published ports in use
+ *                                                                    (tcp|udp|sctp / 1-65535)
+ *          "failures": {"<service id>": int}}]}                      optional, recent failures
+ *                                                                    of the service's tasks on
+ *                                                                    this node
+ *    A node takes new tasks only when its state is "ready" and its availability "active" (so a
+ *    node without them takes none). Node indexes used below are positions in "nodes".
+ *
+ *  - Task group, schema "shoal.task-group/v1":
+ *      {"schema": "shoal.task-group/v1",                             required
+ *       "service_id": str,                                           required, non-empty; the
+ *                                                                    key of service_tasks and
+ *                                                                    failures
+ *       "service_name": str,                                         optional
+ *       "spec": {                                                    optional
+ *         "placement": {                                             optional
+ *           "constraints": ["node.labels.zone==east", ...],          optional, all must hold
+ *           "preferences": ["node.labels.zone", ...],                optional, spread
+ *                                                                    descriptors, outermost
+ *                                                                    first
+ *           "max_replicas": int,                                     optional, tasks of the
+ *                                                                    service per node, 0 =
+ *                                                                    unlimited
+ *           "platforms": [{"os": str, "arch": str}]},                optional, empty = any; an
+ *                                                                    empty os or arch = any
+ *         "resources": {"nano_cpus": int, "memory_bytes": int},      optional, reservations
+ *                                                                    per task
+ *         "ports": [{"protocol": "tcp" | "udp" | "sctp",             optional, host-mode ports
+ *                    "published": int}]},                            only; protocol defaults to
+ *                                                                    "tcp"; published 0 (a
+ *                                                                    dynamic port) is not
+ *                                                                    checked
+ *       "tasks": ["<task id>", ...]}                                 optional, the pending tasks
+ *
+ *    Constraints use Docker's syntax, `key==value` or `key!=value` (spaces around the operator
+ *    allowed), with keys node.id, node.hostname, node.role, node.platform.os,
+ *    node.platform.arch, node.labels.<label> and engine.labels.<label>. As in SwarmKit, keys
+ *    and values compare case-insensitively (label names are case-sensitive), and an absent
+ *    label or attribute fails `==` and matches `!=`. An unparseable constraint (no operator,
+ *    empty or malformed key, unknown key, empty or malformed value) makes group_open fail with
+ *    SHOAL_EINVAL and a message quoting it: `invalid constraint "node.foo==1": unknown key
+ *    node.foo`. Preference descriptors are node.labels.<label> or engine.labels.<label>.
+ *    A placement with a "policy" or "lua_constraints" member (Lua placement policies) may be
+ *    refused with SHOAL_ENOTSUP by a plugin that cannot run them.
+ *
+ * Handles (snapshot, group) are the plugin's; the kernel closes each one it opened, every group
+ * before the snapshot it was opened on. OWNERSHIP: documents and arrays are borrowed for the
+ * call; out arrays are the caller's, with `nodes` (or `count`) entries.
  * THREAD: calls are serialised per instance (plugin.h).
  */
 #ifndef SHOAL_SCHEDULER_H
