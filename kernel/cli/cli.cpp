@@ -973,6 +973,23 @@ JObject::Ptr parseReference(const std::string& text, const std::string& kind) {
 
 // Applies the flags that create and update share to `spec` (Docker's ServiceSpec).
 Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
+  // Enumerations are checked here, as Docker's flag parsing does (a usage error), before
+  // the daemon would refuse them.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> kChoices = {
+      {"restart-condition", {"none", "on-failure", "any"}},
+      {"update-failure-action", {"pause", "continue", "rollback"}},
+      {"rollback-failure-action", {"pause", "continue"}},
+      {"update-order", {"stop-first", "start-first"}},
+      {"rollback-order", {"stop-first", "start-first"}},
+      {"endpoint-mode", {"vip", "dnsrr"}}};
+  for (const auto& [flag, allowed] : kChoices) {
+    if (!inv.has(flag)) continue;
+    if (std::find(allowed.begin(), allowed.end(), inv.flag(flag)) != allowed.end()) continue;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    return Status::invalidArgument("invalid argument \"" + inv.flag(flag) + "\" for \"--" + flag +
+                                   "\" flag: want one of " + list);
+  }
   auto task = at(spec, {"TaskTemplate"});
   auto container = at(spec, {"TaskTemplate", "ContainerSpec"});
   auto durationFlag = [&](const std::string& flag, JObject::Ptr o, const char* key) -> Status {

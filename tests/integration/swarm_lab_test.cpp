@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/lab.h"
 #include "tests/support/netns_lab.h"
 #include "tests/support/process.h"
 
@@ -28,62 +29,9 @@ using namespace std::chrono_literals;
 using shoal::test::eventually;
 using shoal::test::RunResult;
 
-namespace {
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-// scripts/lab, with a lab of this test's own (its own name, so it never meets another lab).
-class Lab {
- public:
-  explicit Lab(int nodes) : name_("shoalt" + std::to_string(getpid())) {
-    env_ = {"SHOAL_LAB=" + name_, "SHOAL_BIN=" + std::string(SHOAL_BIN_DIR),
-            "SHOAL_PLUGINS=" + std::string(SHOAL_PLUGIN_BUILD_DIR)};
-    RunResult up = lab({"up", std::to_string(nodes)}, 120s);
-    if (up.exitCode != 0) {
-      lab({"down"});
-      CPPUNIT_FAIL("lab up failed: " + up.err);
-    }
-  }
-  ~Lab() { lab({"down"}, 120s); }
-
-  RunResult lab(std::vector<std::string> args, std::chrono::seconds limit = 60s) const {
-    args.insert(args.begin(), std::string(SHOAL_SOURCE_DIR) + "/scripts/lab");
-    return shoal::test::runCommand(args, limit, env_);
-  }
-  // `shoal ARGS` on a node.
-  RunResult on(const std::string& node, std::vector<std::string> args) const {
-    args.insert(args.begin(), {"exec", node});
-    return lab(args);
-  }
-  std::string ip(const std::string& node) const { return trim(lab({"ip", node}).out); }
-  std::string log(const std::string& node) const { return lab({"log", node}).out; }
-
-  // The `node ls` row of the node with this hostname, as seen from `from` ("" if none).
-  std::string row(const std::string& from, const std::string& hostname) const {
-    std::istringstream in(on(from, {"node", "ls"}).out);
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream words(line);
-      std::string id, second, third;
-      words >> id >> second >> third;
-      if (second == hostname || (second == "*" && third == hostname)) return line;
-    }
-    return "";
-  }
-
- private:
-  std::string name_;
-  std::vector<std::string> env_;
-};
-
-}  // namespace
+using shoal::test::contains;
+using shoal::test::Lab;
+using shoal::test::trim;
 
 class SwarmLabTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(SwarmLabTest);

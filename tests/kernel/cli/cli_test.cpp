@@ -126,7 +126,8 @@ class CliTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(contains(r.out, "Usage:  shoal [OPTIONS] COMMAND"));
     CPPUNIT_ASSERT(contains(r.out,
                             "Management Commands:\n  node        Manage Swarm nodes\n"
-                            "  plugin      Manage plugins\n  swarm       Manage Swarm\n"));
+                            "  plugin      Manage plugins\n  service     Manage Swarm services\n"
+                            "  swarm       Manage Swarm\n"));
     CPPUNIT_ASSERT(contains(r.out, "  info        Display system-wide information"));
     CPPUNIT_ASSERT(
         contains(r.out, "Run 'shoal COMMAND --help' for more information on a command."));
