@@ -72,7 +72,7 @@ using shoal::sdk::Error;
 using shoal::sdk::view;
 
 constexpr char kName[] = "runtime-sim";
-constexpr char kVersion[] = "0.2.0";
+constexpr char kVersion[] = "0.1.0";
 constexpr char kDefaultRoot[] = "/var/lib/shoal/runtime-sim";
 constexpr char kStateSchema[] = "shoal.runtime-sim-state/v1";
 
