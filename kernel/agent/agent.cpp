@@ -2,15 +2,17 @@
 
 #include <Poco/File.h>
 #include <Poco/JSON/Array.h>
-#include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "kernel/agent/wire.h"
+#include "kernel/common/json_escape.h"
 #include "kernel/common/log.h"
 
 namespace shoal::agent {
@@ -19,21 +21,37 @@ namespace {
 using namespace std::chrono_literals;
 using Poco::JSON::Array;
 using store::TaskState;
-using JObject = Poco::JSON::Object;
 
-JObject::Ptr parse(const std::string& text) {
-  if (text.empty()) return nullptr;
-  try {
-    return Poco::JSON::Parser().parse(text).extract<JObject::Ptr>();
-  } catch (const std::exception&) {
-    return nullptr;
-  }
+// The task records are written at most this often (and at stop): every node rewrites its whole
+// record with an fsync, and a burst of transitions would otherwise write it once per step.
+constexpr auto kPersistEvery = 1s;
+
+void appendMember(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  appendJsonString(out, value);
 }
 
-std::string stringify(const JObject& o) {
-  std::ostringstream out;
-  o.stringify(out);
-  return out.str();
+void appendMember(std::string& out, std::string_view key, int64_t value) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  out += std::to_string(value);
+}
+
+// A raw JSON value copied as it is, or `fallback` when absent.
+void appendRaw(std::string& out, std::string_view key, std::optional<std::string_view> raw,
+               std::string_view fallback) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  out += raw ? *raw : fallback;
+}
+
+// A string member copied as it is when it is a string, else "".
+void appendStringRaw(std::string& out, std::string_view key, std::optional<std::string_view> raw) {
+  appendRaw(out, key, raw && !raw->empty() && raw->front() == '"' ? raw : std::nullopt, "\"\"");
 }
 
 TaskState stateNamed(const std::string& name, TaskState fallback) {
@@ -111,15 +129,14 @@ void Agent::pollLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
-    JObject req;
-    req.set("session", session_);
-    req.set("wait_ms", 2000);
-    auto reply = leader_("/dispatcher/assignments", stringify(req));
+    std::string req = "{\"session\":";
+    appendJsonString(req, session_);
+    req += ",\"wait_ms\":2000}";
+    auto reply = leader_("/dispatcher/assignments", req);
     if (reply && reply->status == 200) {
-      auto o = parse(reply->body);
-      if (o) {
-        const std::string session = o->optValue<std::string>("session", "");
-        if (session != session_) session_ = session;
+      auto session = wire::member(reply->body, "session");
+      if (session) {
+        if (auto id = wire::stringOf(*session)) session_ = *id;
         std::lock_guard<std::mutex> lock(mu_);
         assignments_.push_back(reply->body);
         cv_.notify_all();
@@ -158,35 +175,36 @@ void Agent::workLoop() {
       }
     }
     sendReports();
-    persist();
+    if (clock_.monotonic() - lastPersist_ >= kPersistEvery) {
+      persist();
+      lastPersist_ = clock_.monotonic();
+    }
   }
 }
 
 void Agent::applyAssignments(const std::string& body) {
-  auto o = parse(body);
-  if (!o) return;
-  if (o->optValue<bool>("full", false)) {
+  const std::string_view reply(body);
+  if (!wire::member(reply, "session")) return;  // not a reply at all
+  if (wire::boolMember(reply, "full", false)) {
     for (auto& [id, t] : tasks_) t.assigned = false;
   }
-  if (auto list = o->getArray("tasks")) {
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      auto obj = list->getObject(static_cast<unsigned>(i));
-      if (!obj) continue;
-      const std::string id = obj->optValue<std::string>("ID", "");
-      if (id.empty()) continue;
+  if (auto list = wire::member(reply, "tasks")) {
+    wire::forEach(*list, [&](std::string_view obj) {
+      const std::string id = wire::stringMember(obj, "ID");
+      if (id.empty()) return true;
       auto [it, fresh] = tasks_.try_emplace(id);
       Task& t = it->second;
       t.id = id;
-      t.json = stringify(*obj);
+      t.json = std::string(obj);
       t.assigned = true;
-      t.desired = stateNamed(obj->optValue<std::string>("DesiredState", "running"), t.desired);
-      if (auto st = obj->getObject("Status")) {
+      t.desired = stateNamed(wire::stringMember(obj, "DesiredState", "running"), t.desired);
+      if (auto st = wire::member(obj, "Status"); st && st->front() == '{') {
         t.storeState =
-            stateNamed(st->optValue<std::string>("State", "assigned"), TaskState::kAssigned);
+            stateNamed(wire::stringMember(*st, "State", "assigned"), TaskState::kAssigned);
       }
-      if (auto spec = obj->getObject("Spec")) {
-        if (auto c = spec->getObject("ContainerSpec")) {
-          t.graceNs = c->optValue<int64_t>("StopGracePeriod", t.graceNs);
+      if (auto spec = wire::member(obj, "Spec")) {
+        if (auto c = wire::member(*spec, "ContainerSpec")) {
+          t.graceNs = wire::intMember(*c, "StopGracePeriod", t.graceNs);
         }
       }
       if (fresh) {
@@ -199,13 +217,17 @@ void Agent::applyAssignments(const std::string& body) {
         transition(t, t.state, t.message);
       }
       dirty_ = true;
-    }
+      return true;
+    });
   }
-  if (auto removed = o->getArray("removed")) {
-    for (std::size_t i = 0; i < removed->size(); ++i) {
-      auto it = tasks_.find(removed->getElement<std::string>(static_cast<unsigned>(i)));
-      if (it != tasks_.end()) it->second.assigned = false;
-    }
+  if (auto removed = wire::member(reply, "removed")) {
+    wire::forEach(*removed, [&](std::string_view raw) {
+      if (auto id = wire::stringOf(raw)) {
+        auto it = tasks_.find(*id);
+        if (it != tasks_.end()) it->second.assigned = false;
+      }
+      return true;
+    });
   }
 }
 
@@ -222,52 +244,59 @@ void Agent::transition(Task& t, TaskState state, const std::string& message) {
   t.state = state;
   t.message = message;
   t.reported = state;
-  JObject u(Poco::JSON_PRESERVE_KEY_ORDER);
-  u.set("ID", t.id);
-  u.set("State", std::string(store::taskStateName(state)));
-  u.set("Message", message);
-  if (!t.err.empty()) u.set("Err", t.err);
-  if (t.exitCode >= 0) u.set("ExitCode", t.exitCode);
-  if (t.pid > 0) u.set("PID", t.pid);
-  u.set("Timestamp", clock_.nowNanos());
-  reports_.push_back(stringify(u));
+  std::string u = "{\"ID\":";
+  appendJsonString(u, t.id);
+  appendMember(u, "State", store::taskStateName(state));
+  appendMember(u, "Message", message);
+  if (!t.err.empty()) appendMember(u, "Err", t.err);
+  if (t.exitCode >= 0) appendMember(u, "ExitCode", t.exitCode);
+  if (t.pid > 0) appendMember(u, "PID", t.pid);
+  appendMember(u, "Timestamp", clock_.nowNanos());
+  u += '}';
+  reports_.push_back(std::move(u));
   dirty_ = true;
 }
 
 std::string Agent::runtimeDocument(const Task& t) const {
-  // The runtime's task document (runtime.h) from the assigned task object.
-  auto task = parse(t.json);
-  JObject doc(Poco::JSON_PRESERVE_KEY_ORDER);
-  doc.set("schema", std::string("shoal.task/v1"));
-  doc.set("id", t.id);
-  JObject::Ptr spec = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
-  if (task) {
-    doc.set("service_id", task->optValue<std::string>("ServiceID", ""));
-    doc.set("slot", task->optValue<int64_t>("Slot", 0));
-    doc.set("node_id", task->optValue<std::string>("NodeID", ""));
-    doc.set("name", task->optValue<std::string>("Name", ""));
-    auto tmpl = task->getObject("Spec");
-    auto c = tmpl ? tmpl->getObject("ContainerSpec") : nullptr;
-    if (c) {
-      spec->set("image", c->optValue<std::string>("Image", ""));
-      spec->set("command",
-                c->has("Command") ? c->get("Command") : Poco::Dynamic::Var(Array::Ptr(new Array)));
-      spec->set("args",
-                c->has("Args") ? c->get("Args") : Poco::Dynamic::Var(Array::Ptr(new Array)));
-      spec->set("env", c->has("Env") ? c->get("Env") : Poco::Dynamic::Var(Array::Ptr(new Array)));
-      spec->set("workdir", c->optValue<std::string>("Dir", ""));
-      spec->set("user", c->optValue<std::string>("User", ""));
-      spec->set("hostname", c->optValue<std::string>("Hostname", ""));
-      spec->set("stop_signal", c->optValue<std::string>("StopSignal", ""));
-      spec->set("stop_grace_ns", t.graceNs);
-      if (c->has("Healthcheck")) spec->set("healthcheck", c->get("Healthcheck"));
-      if (c->has("Mounts")) spec->set("mounts", c->get("Mounts"));
+  // The runtime's task document (runtime.h) from the assigned task object, its values copied
+  // as the task has them.
+  const std::string_view task(t.json);
+  const bool readable = wire::skipValue(task, 0) != std::string_view::npos &&
+                        wire::skipSpace(task, 0) < task.size() &&
+                        task[wire::skipSpace(task, 0)] == '{';
+  std::string doc = "{\"schema\":\"shoal.task/v1\",\"id\":";
+  appendJsonString(doc, t.id);
+  std::string spec = "{";
+  if (readable) {
+    appendStringRaw(doc, "service_id", wire::member(task, "ServiceID"));
+    appendMember(doc, "slot", wire::intMember(task, "Slot", 0));
+    appendStringRaw(doc, "node_id", wire::member(task, "NodeID"));
+    appendStringRaw(doc, "name", wire::member(task, "Name"));
+    auto tmpl = wire::member(task, "Spec");
+    auto c = tmpl ? wire::member(*tmpl, "ContainerSpec") : std::nullopt;
+    if (c && !c->empty() && c->front() == '{') {
+      appendStringRaw(spec, "image", wire::member(*c, "Image"));
+      appendRaw(spec, "command", wire::member(*c, "Command"), "[]");
+      appendRaw(spec, "args", wire::member(*c, "Args"), "[]");
+      appendRaw(spec, "env", wire::member(*c, "Env"), "[]");
+      appendStringRaw(spec, "workdir", wire::member(*c, "Dir"));
+      appendStringRaw(spec, "user", wire::member(*c, "User"));
+      appendStringRaw(spec, "hostname", wire::member(*c, "Hostname"));
+      appendStringRaw(spec, "stop_signal", wire::member(*c, "StopSignal"));
+      appendMember(spec, "stop_grace_ns", t.graceNs);
+      if (auto h = wire::member(*c, "Healthcheck")) appendRaw(spec, "healthcheck", h, "");
+      if (auto m = wire::member(*c, "Mounts")) appendRaw(spec, "mounts", m, "");
     }
-    if (tmpl && tmpl->has("Resources")) spec->set("resources", tmpl->get("Resources"));
+    if (tmpl) {
+      if (auto r = wire::member(*tmpl, "Resources")) appendRaw(spec, "resources", r, "");
+    }
   }
-  doc.set("spec", spec);
-  doc.set("networks", Array());
-  return stringify(doc);
+  if (spec.size() > 1) spec.erase(1, 1);  // the first member's comma
+  spec += '}';
+  doc += ",\"spec\":";
+  doc += spec;
+  doc += ",\"networks\":[]}";
+  return doc;
 }
 
 void Agent::step(Task& t) {
@@ -350,13 +379,9 @@ void Agent::finish(const Completion& c) {
   auto it = tasks_.find(c.taskId);
   if (it == tasks_.end()) return;
   Task& t = it->second;
-  auto doc = parse(c.result);
-  if (doc) {
-    t.pid = doc->optValue<int64_t>("pid", t.pid);
-    if (doc->has("exit_code") && !doc->get("exit_code").isEmpty()) {
-      t.exitCode = doc->optValue<int64_t>("exit_code", t.exitCode);
-    }
-  }
+  const std::string_view doc(c.result);
+  t.pid = wire::intMember(doc, "pid", t.pid);
+  t.exitCode = wire::intMember(doc, "exit_code", t.exitCode);
   if (c.op == "wait") {
     t.waiting = false;
     if (t.state >= TaskState::kComplete) return;
@@ -366,7 +391,7 @@ void Agent::finish(const Completion& c) {
       transition(t, TaskState::kFailed, c.status.message());
       return;
     }
-    const std::string state = doc ? doc->optValue<std::string>("state", "") : "";
+    const std::string state = wire::stringMember(doc, "state");
     if (t.desired >= TaskState::kShutdown || state == "shutdown") {
       transition(t, TaskState::kShutdown, "shutdown");
     } else if (t.exitCode == 0) {
@@ -421,29 +446,30 @@ void Agent::sendReports() {
 }
 
 void Agent::persist() {
-  Array list;
+  std::string out = "[";
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!dirty_) return;
     dirty_ = false;
+    out.reserve(tasks_.size() * 1024);
+    bool first = true;
     for (const auto& [id, t] : tasks_) {
-      JObject::Ptr o = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
-      o->set("id", id);
-      o->set("task", t.json);
-      o->set("state", std::string(store::taskStateName(t.state)));
-      o->set("desired", std::string(store::taskStateName(t.desired)));
-      o->set("message", t.message);
-      o->set("err", t.err);
-      o->set("exit_code", t.exitCode);
-      o->set("pid", t.pid);
-      o->set("grace_ns", t.graceNs);
-      o->set("assigned", t.assigned);
-      list.add(o);
+      out += first ? "{\"id\":" : ",{\"id\":";
+      first = false;
+      appendJsonString(out, id);
+      appendMember(out, "task", t.json);
+      appendMember(out, "state", store::taskStateName(t.state));
+      appendMember(out, "desired", store::taskStateName(t.desired));
+      appendMember(out, "message", t.message);
+      appendMember(out, "err", t.err);
+      appendMember(out, "exit_code", t.exitCode);
+      appendMember(out, "pid", t.pid);
+      appendMember(out, "grace_ns", t.graceNs);
+      out += t.assigned ? ",\"assigned\":true}" : ",\"assigned\":false}";
     }
   }
-  std::ostringstream out;
-  list.stringify(out);
-  if (Status s = writeFileAtomically(stateDir_ + "/tasks.json", out.str()); !s) {
+  out += ']';
+  if (Status s = writeFileAtomically(stateDir_ + "/tasks.json", out); !s) {
     log::warn("agent", "cannot record the tasks", {{"error", s.message()}});
     std::lock_guard<std::mutex> lock(mu_);
     dirty_ = true;

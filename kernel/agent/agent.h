@@ -29,7 +29,9 @@ using LeaderCall =
 // receives this node's task assignments, drives each task through the runtime with
 // SwarmKit's controller steps (prepare, start, wait, shutdown, remove), reports every state
 // transition in order and in batches, and keeps its tasks on disk so a restarted agent
-// re-attaches to what still runs.
+// re-attaches to what still runs (the record is rewritten at most once a second while tasks
+// change, and at stop; a crash loses at most that much, which the leader's full assignment set
+// and the runtime's own records make up for).
 // THREAD: start() and stop() from one thread; the agent runs a poller and a worker thread.
 class Agent {
  public:
@@ -95,6 +97,7 @@ class Agent {
   std::vector<std::string> reports_;      // JSON updates to send; guarded by mu_
   bool dirty_ = false;                    // guarded by mu_: tasks_ differs from the file
   std::string session_;                   // poller thread only
+  Clock::MonoTime lastPersist_{};         // worker thread only
   std::thread poller_;
   std::thread worker_;
 };

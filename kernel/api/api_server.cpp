@@ -22,6 +22,7 @@
 #include <Poco/ThreadPool.h>
 #include <Poco/URI.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -33,6 +34,8 @@ namespace {
 
 // Request bodies above this are refused (413) rather than read.
 constexpr std::streamsize kMaxBody = 16 << 20;
+// The stack of each thread of a TLS pool above 64 threads.
+constexpr int kLargePoolStack = 1 << 20;
 
 class Handler : public Poco::Net::HTTPRequestHandler {
  public:
@@ -154,9 +157,15 @@ Status ApiServer::startTls() {
     port_ = socket.address().port();
     auto params2 = new Poco::Net::HTTPServerParams();
     params2->setMaxThreads(options_.maxThreads);
+    // A kept connection holds its thread while it is open: as many may wait for one as the
+    // server can take at all, rather than Poco's 64 (beyond which it closes new connections).
+    params2->setMaxQueued(std::max(64, options_.maxThreads));
     params2->setKeepAlive(true);
     params2->setTimeout(Poco::Timespan(30, 0));
-    pool_ = std::make_unique<Poco::ThreadPool>(2, options_.maxThreads);
+    // Threads of a large pool mostly sit in a read; a smaller stack keeps their reservation
+    // modest (handlers do not recurse deeply).
+    const int stack = options_.maxThreads > 64 ? kLargePoolStack : 0;
+    pool_ = std::make_unique<Poco::ThreadPool>(2, options_.maxThreads, 60, stack);
     server_ =
         std::make_unique<Poco::Net::HTTPServer>(new Factory(router_), *pool_, socket, params2);
     server_->start();

@@ -26,6 +26,9 @@ class ApiServer {
   struct Options {
     std::string socketPath;
     unsigned mode = 0600;
+    // Requests served at once. Poco's server keeps a thread per open connection (keep-alive
+    // included), so in TLS mode, where every node keeps a connection or two to the leader,
+    // this bounds the nodes served at once (connections beyond it wait for a thread).
     int maxThreads = 16;
     // Instead of the unix socket: TLS 1.3 over TCP on "IPv4:port" (port 0: any free one, see
     // port()). Clients are asked for a certificate; one that is presented must chain to

@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -535,18 +538,15 @@ void printNodePretty(std::ostream& out, const Poco::JSON::Object::Ptr& n) {
   }
 }
 
-int cmdNodeInspect(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(*inv.err,
-                      "\"shoal node inspect\" requires at least 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
+// `shoal X inspect REF...`: each object from `path` + REF as a JSON array, or printed by
+// `pretty` with --pretty.
+int inspectEach(Invocation& inv, const std::string& path,
+                const std::function<void(std::ostream&, const Poco::JSON::Object::Ptr&)>& pretty) {
   Poco::JSON::Array all;
   int rc = kExitOk;
   bool first = true;
   for (const auto& ref : inv.args) {
-    auto body = getFromDaemon(inv, "/nodes/inspect?id=" + ref);
+    auto body = getFromDaemon(inv, path + ref);
     if (!body) {
       rc = daemonError(inv, body.status());
       continue;
@@ -555,7 +555,7 @@ int cmdNodeInspect(Invocation& inv) {
     if (!obj) return daemonError(inv, obj.status());
     if (inv.has("pretty")) {
       if (!first) *inv.out << '\n';
-      printNodePretty(*inv.out, *obj);
+      pretty(*inv.out, *obj);
       first = false;
     } else {
       all.add(*obj);
@@ -570,6 +570,72 @@ int cmdNodeInspect(Invocation& inv) {
     *inv.out << '\n';
   }
   return rc;
+}
+
+// A usage error unless the command got at least `min` arguments.
+std::optional<int> needArgs(Invocation& inv, std::size_t min, bool exactly = false) {
+  if (exactly ? inv.args.size() == min : inv.args.size() >= min) return std::nullopt;
+  const std::string count = std::to_string(min) + (min == 1 ? " argument" : " arguments");
+  return usageError(*inv.err,
+                    "\"shoal " + inv.command->path + "\" requires " +
+                        (exactly ? "exactly " : "at least ") + count + ".\n\nUsage:  shoal " +
+                        inv.command->usage,
+                    inv.command->path);
+}
+
+// `shoal X ls`: the array `key` of `path`'s reply, as JSON with --format json, else a table of
+// `header` and one `row` per object (only IDs with -q).
+int listObjects(
+    Invocation& inv, const std::string& path, const std::string& key,
+    const std::vector<std::string>& header,
+    const std::function<std::vector<std::string>(const Poco::JSON::Object::Ptr&)>& row) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, path);
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto list = (*obj)->getArray(key);
+  if (format == "json") {
+    if (list) list->stringify(*inv.out);
+    *inv.out << '\n';
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (!inv.has("quiet")) rows.push_back(header);
+  for (std::size_t i = 0; list && i < list->size(); ++i) {
+    auto o = list->getObject(static_cast<unsigned>(i));
+    if (inv.has("quiet")) {
+      rows.push_back({o->optValue<std::string>("ID", "")});
+    } else {
+      rows.push_back(row(o));
+    }
+  }
+  printTable(*inv.out, rows);
+  return kExitOk;
+}
+
+// `shoal X rm REF...`: POST `path` + REF for each, printing each one removed.
+int removeObjects(Invocation& inv, const std::string& path) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto reply = postToDaemon(inv, path + ref);
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    *inv.out << ref << '\n';
+  }
+  return rc;
+}
+
+int cmdNodeInspect(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  return inspectEach(inv, "/nodes/inspect?id=", printNodePretty);
 }
 
 int cmdNodeUpdate(Invocation& inv) {
@@ -1482,12 +1548,7 @@ int specError(Invocation& inv, const Status& s) {
 }
 
 int cmdServiceCreate(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(*inv.err,
-                      "\"shoal service create\" requires at least 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
+  if (auto usage = needArgs(inv, 1)) return *usage;
   JObject::Ptr spec = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
   std::string name = inv.flag("name");
   if (name.empty()) {
@@ -1623,12 +1684,7 @@ int sendUpdate(Invocation& inv, const std::string& ref, JObject::Ptr spec, int64
 }
 
 int cmdServiceUpdate(Invocation& inv) {
-  if (inv.args.size() != 1) {
-    return usageError(*inv.err,
-                      "\"shoal service update\" requires exactly 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
   const std::string ref = inv.args[0];
   if (inv.has("rollback")) {
     auto reply = postToDaemon(inv, "/services/update?id=" + ref, "{\"rollback\":true}");
@@ -1720,12 +1776,7 @@ int cmdServiceUpdate(Invocation& inv) {
 }
 
 int cmdServiceScale(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(*inv.err,
-                      "\"shoal service scale\" requires at least 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
+  if (auto usage = needArgs(inv, 1)) return *usage;
   int rc = kExitOk;
   for (const auto& arg : inv.args) {
     auto [ref, count] = splitKeyValue(arg);
@@ -1770,12 +1821,7 @@ int cmdServiceScale(Invocation& inv) {
 }
 
 int cmdServiceRollback(Invocation& inv) {
-  if (inv.args.size() != 1) {
-    return usageError(*inv.err,
-                      "\"shoal service rollback\" requires exactly 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
   auto reply = postToDaemon(inv, "/services/update?id=" + inv.args[0], "{\"rollback\":true}");
   if (!reply) return daemonError(inv, reply.status());
   *inv.out << inv.args[0] << '\n';
@@ -1787,24 +1833,7 @@ int cmdServiceRollback(Invocation& inv) {
   return rc;
 }
 
-int cmdServiceRm(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(
-        *inv.err,
-        "\"shoal service rm\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
-        inv.command->path);
-  }
-  int rc = kExitOk;
-  for (const auto& ref : inv.args) {
-    auto reply = postToDaemon(inv, "/services/remove?id=" + ref);
-    if (!reply) {
-      rc = daemonError(inv, reply.status());
-      continue;
-    }
-    *inv.out << ref << '\n';
-  }
-  return rc;
-}
+int cmdServiceRm(Invocation& inv) { return removeObjects(inv, "/services/remove?id="); }
 
 std::string replicasText(JObject::Ptr svc) {
   auto r = svc->getObject("Replicas");
@@ -1836,44 +1865,24 @@ std::string portsText(JObject::Ptr spec) {
 }
 
 int cmdServiceLs(Invocation& inv) {
-  const std::string format = inv.flag("format");
-  if (Status s = checkFormat(format); !s) {
-    *inv.err << s.message() << '\n';
-    return kExitUsage;
-  }
-  auto body = getFromDaemon(inv, "/services");
-  if (!body) return daemonError(inv, body.status());
-  auto obj = parseObject(*body);
-  if (!obj) return daemonError(inv, obj.status());
-  auto services = (*obj)->getArray("services");
-  if (format == "json") {
-    if (services) services->stringify(*inv.out);
-    *inv.out << '\n';
-    return kExitOk;
-  }
-  std::vector<std::vector<std::string>> rows;
-  if (!inv.has("quiet")) rows.push_back({"ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"});
-  for (std::size_t i = 0; services && i < services->size(); ++i) {
-    auto s = services->getObject(static_cast<unsigned>(i));
-    const std::string id = s->optValue<std::string>("ID", "");
-    if (inv.has("quiet")) {
-      rows.push_back({id});
-      continue;
-    }
-    auto spec = s->getObject("Spec");
-    std::string image;
-    if (spec) {
-      if (auto t = spec->getObject("TaskTemplate")) {
-        if (auto c = t->getObject("ContainerSpec")) image = c->optValue<std::string>("Image", "");
-      }
-    }
-    auto r = s->getObject("Replicas");
-    rows.push_back({shortId(id), s->optValue<std::string>("Name", ""),
-                    r ? r->optValue<std::string>("Mode", "") : "", replicasText(s), image,
-                    portsText(spec)});
-  }
-  printTable(*inv.out, rows);
-  return kExitOk;
+  return listObjects(inv, "/services", "services",
+                     {"ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"},
+                     [](const Poco::JSON::Object::Ptr& s) -> std::vector<std::string> {
+                       auto spec = s->getObject("Spec");
+                       std::string image;
+                       if (auto t = spec ? spec->getObject("TaskTemplate") : nullptr) {
+                         if (auto c = t->getObject("ContainerSpec")) {
+                           image = c->optValue<std::string>("Image", "");
+                         }
+                       }
+                       auto r = s->getObject("Replicas");
+                       return {shortId(s->optValue<std::string>("ID", "")),
+                               s->optValue<std::string>("Name", ""),
+                               r ? r->optValue<std::string>("Mode", "") : "",
+                               replicasText(s),
+                               image,
+                               portsText(spec)};
+                     });
 }
 
 std::string nanosText(int64_t ns) {
@@ -1974,37 +1983,8 @@ void printServicePretty(std::ostream& out, JObject::Ptr s) {
 }
 
 int cmdServiceInspect(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(*inv.err,
-                      "\"shoal service inspect\" requires at least 1 argument.\n\nUsage:  shoal " +
-                          inv.command->usage,
-                      inv.command->path);
-  }
-  Poco::JSON::Array all;
-  int rc = kExitOk;
-  for (const auto& ref : inv.args) {
-    auto body = getFromDaemon(inv, "/services/inspect?id=" + ref);
-    if (!body) {
-      rc = daemonError(inv, body.status());
-      continue;
-    }
-    auto obj = parseObject(*body);
-    if (!obj) return daemonError(inv, obj.status());
-    if (inv.has("pretty")) {
-      printServicePretty(*inv.out, *obj);
-    } else {
-      all.add(*obj);
-    }
-  }
-  if (!inv.has("pretty")) {
-    if (all.size() == 0) {
-      *inv.out << "[]";
-    } else {
-      all.stringify(*inv.out, 4);
-    }
-    *inv.out << '\n';
-  }
-  return rc;
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  return inspectEach(inv, "/services/inspect?id=", printServicePretty);
 }
 
 // The flags create and update share (applySpecFlags reads them).
@@ -2078,6 +2058,65 @@ const std::vector<Flag> kTaskListFlags = {
     {"format", 0, true, "Format output: \"table\" or \"json\"", "table"},
     {"no-trunc", 0, false, "Do not truncate output", ""},
     {"quiet", 'q', false, "Only display task IDs", ""}};
+
+// ---- policies -----------------------------------------------------------------------------
+
+int cmdPolicyCreate(Invocation& inv) {
+  if (auto usage = needArgs(inv, 2, true)) return *usage;
+  std::string source;
+  if (inv.args[1] == "-") {
+    std::stringstream text;
+    text << std::cin.rdbuf();
+    source = text.str();
+  } else {
+    std::ifstream in(inv.args[1]);
+    if (!in) {
+      *inv.err << "cannot read " << inv.args[1] << ": " << std::strerror(errno) << '\n';
+      return kExitError;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    source = text.str();
+  }
+  JObject req;
+  req.set("Name", inv.args[0]);
+  req.set("Source", source);
+  if (inv.has("description")) req.set("Description", inv.flag("description"));
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/policies/create", body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  *inv.out << (*obj)->optValue<std::string>("ID", "") << '\n';
+  return kExitOk;
+}
+
+int cmdPolicyLs(Invocation& inv) {
+  return listObjects(inv, "/policies", "policies", {"ID", "NAME", "DESCRIPTION"},
+                     [](const Poco::JSON::Object::Ptr& p) -> std::vector<std::string> {
+                       auto spec = p->getObject("Spec");
+                       return {shortId(p->optValue<std::string>("ID", "")),
+                               p->optValue<std::string>("Name", ""),
+                               spec ? spec->optValue<std::string>("Description", "") : ""};
+                     });
+}
+
+void printPolicyPretty(std::ostream& out, const Poco::JSON::Object::Ptr& p) {
+  auto spec = p->getObject("Spec");
+  out << "ID:          " << p->optValue<std::string>("ID", "") << '\n'
+      << "Name:        " << p->optValue<std::string>("Name", "") << '\n'
+      << "Description: " << (spec ? spec->optValue<std::string>("Description", "") : "")
+      << "\nSource:\n"
+      << (spec ? spec->optValue<std::string>("Source", "") : "") << '\n';
+}
+
+int cmdPolicyInspect(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  return inspectEach(inv, "/policies/inspect?id=", printPolicyPretty);
+}
+
+int cmdPolicyRm(Invocation& inv) { return removeObjects(inv, "/policies/remove?id="); }
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
@@ -2204,6 +2243,34 @@ const std::vector<Command>& commands() {
        0,
        cmdSwarmLeave,
        {}},
+      {"policy create",
+       "policy create [OPTIONS] NAME FILE|-",
+       "Create a Lua placement policy from a file (or standard input)",
+       {{"description", 0, true, "Description (default: the one the policy declares)", ""}},
+       2,
+       cmdPolicyCreate,
+       {}},
+      {"policy ls",
+       "policy ls [OPTIONS]",
+       "List placement policies",
+       {kFormatFlag, {"quiet", 'q', false, "Only display IDs", ""}},
+       0,
+       cmdPolicyLs,
+       {"list"}},
+      {"policy inspect",
+       "policy inspect [OPTIONS] POLICY [POLICY...]",
+       "Display detailed information on one or more placement policies",
+       {{"pretty", 0, false, "Print the information in a human friendly format", ""}},
+       64,
+       cmdPolicyInspect,
+       {}},
+      {"policy rm",
+       "policy rm POLICY [POLICY...]",
+       "Remove one or more placement policies",
+       {},
+       64,
+       cmdPolicyRm,
+       {"remove"}},
       {"service create",
        "service create [OPTIONS] IMAGE [COMMAND] [ARG...]",
        "Create a new service",
@@ -2319,6 +2386,7 @@ const std::vector<Command>& commands() {
 const std::map<std::string, std::string>& groups() {
   static const std::map<std::string, std::string> g = {{"node", "Manage Swarm nodes"},
                                                        {"plugin", "Manage plugins"},
+                                                       {"policy", "Manage Lua placement policies"},
                                                        {"service", "Manage Swarm services"},
                                                        {"swarm", "Manage Swarm"}};
   return g;

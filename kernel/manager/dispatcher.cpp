@@ -1,12 +1,14 @@
 #include "kernel/manager/dispatcher.h"
 
-#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 
+#include "kernel/agent/wire.h"
+#include "kernel/common/json_escape.h"
 #include "kernel/common/log.h"
 #include "kernel/manager/service_spec.h"
 
@@ -14,7 +16,6 @@ namespace shoal::manager {
 namespace {
 
 using namespace std::chrono_literals;
-using Poco::JSON::Array;
 using store::Kind;
 using store::ObjectPtr;
 using store::TaskState;
@@ -28,6 +29,23 @@ bool assigned(const store::Object& t) {
   const TaskState obs = observedState(t);
   if (obs < TaskState::kAssigned) return false;
   return !(isTerminal(obs) && t.desiredState > TaskState::kRunning);
+}
+
+// Whether `now` differs from `before` (the same task) in anything but its status: what an
+// agent acts on and has not told the leader itself.
+bool differsForAgent(const store::Object& before, const store::Object& now) {
+  return before.desiredState != now.desiredState || before.nodeId != now.nodeId ||
+         before.spec != now.spec || before.name != now.name || before.labels != now.labels ||
+         before.serviceId != now.serviceId || before.slot != now.slot ||
+         before.createdNs != now.createdNs;
+}
+
+// Whether a committed change to a task is one a session of its node would send.
+bool sendable(const store::Event& e) {
+  if (e.type != store::EventType::kUpdated || !e.previous) return true;
+  const bool was = assigned(*e.previous), is = assigned(*e.object);
+  if (was != is) return true;
+  return is && differsForAgent(*e.previous, *e.object);
 }
 
 api::Response badRequest(const std::string& message) {
@@ -53,11 +71,31 @@ void Dispatcher::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    wakeAll();
   }
-  changed_.notify_all();
   if (watcher_.joinable()) watcher_.join();
   if (flusher_.joinable()) flusher_.join();
   flush();
+}
+
+Dispatcher::NodeWake& Dispatcher::wakeFor(const std::string& nodeId) {
+  auto& w = nodes_[nodeId];
+  if (!w) w = std::make_unique<NodeWake>();
+  return *w;
+}
+
+void Dispatcher::bump(const std::string& nodeId) {
+  NodeWake& w = wakeFor(nodeId);
+  ++w.generation;
+  w.cv.notify_all();
+}
+
+void Dispatcher::wakeAll() {
+  for (auto& [node, w] : nodes_) {
+    ++w->generation;
+    w->cv.notify_all();
+  }
+  stopping_.notify_all();
 }
 
 void Dispatcher::watchLoop() {
@@ -76,8 +114,7 @@ void Dispatcher::watchLoop() {
       watch = std::move(*w);
       // Anything may have changed while there was no watch: wake every session.
       std::lock_guard<std::mutex> lock(mu_);
-      for (auto& [node, gen] : generation_) ++gen;
-      changed_.notify_all();
+      wakeAll();
     }
     auto batch = watch->nextBatch(200ms);
     if (!batch) {
@@ -86,12 +123,12 @@ void Dispatcher::watchLoop() {
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& e : batch->events) {
-      if (!e.object->nodeId.empty()) ++generation_[e.object->nodeId];
+      if (!sendable(e)) continue;
+      if (!e.object->nodeId.empty()) bump(e.object->nodeId);
       if (e.previous && !e.previous->nodeId.empty() && e.previous->nodeId != e.object->nodeId) {
-        ++generation_[e.previous->nodeId];
+        bump(e.previous->nodeId);
       }
     }
-    changed_.notify_all();
   }
 }
 
@@ -111,10 +148,14 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
   }
   const auto deadline = std::chrono::steady_clock::now() + wait;
   std::unique_lock<std::mutex> lock(mu_);
-  // Forget sessions nobody polled for a while (their agents reconnect with a new one).
+  // Forget sessions nobody polled for a while (their agents reconnect with a new one); looked
+  // for now and then, not on every poll of every agent.
   const auto now = clock_.monotonic();
-  for (auto it = sessions_.begin(); it != sessions_.end();) {
-    it = now - it->second.lastUsed > kSessionIdle ? sessions_.erase(it) : std::next(it);
+  if (now >= nextExpiry_) {
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      it = now - it->second.lastUsed > kSessionIdle ? sessions_.erase(it) : std::next(it);
+    }
+    nextExpiry_ = now + kSessionIdle / 6;
   }
   bool full = false;
   auto it = sessions_.find(sessionId);
@@ -123,8 +164,9 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
     it = sessions_.emplace(sessionId, Session{nodeId, {}, now}).first;
     full = true;
   }
+  NodeWake& wake = wakeFor(nodeId);  // stays: entries are never erased
   for (;;) {
-    const uint64_t gen = generation_[nodeId];
+    const uint64_t gen = wake.generation;
     lock.unlock();
     std::vector<ObjectPtr> tasks;
     store_.view([&](const store::ReadView& v) {
@@ -142,13 +184,22 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
     session.lastUsed = clock_.monotonic();
     std::vector<ObjectPtr> changed;
     std::vector<std::string> removed;
-    std::map<std::string, uint64_t> now_sent;
+    std::map<std::string, ObjectPtr> now_sent;
     for (const auto& t : tasks) {
-      now_sent[t->id] = t->version;
       auto s = session.sent.find(t->id);
-      if (s == session.sent.end() || s->second != t->version) changed.push_back(t);
+      if (s == session.sent.end() || full) {
+        changed.push_back(t);
+        now_sent.emplace(t->id, t);
+      } else if (s->second->version != t->version && differsForAgent(*s->second, *t)) {
+        changed.push_back(t);
+        now_sent.emplace(t->id, t);
+      } else {
+        // Only its status moved on (the agent's own reports): nothing to tell the agent. Its
+        // other fields are what the agent holds, so the newer copy stands for what was sent.
+        now_sent.emplace(t->id, t);
+      }
     }
-    for (const auto& [id, version] : session.sent) {
+    for (const auto& [id, task] : session.sent) {
       if (!now_sent.count(id)) removed.push_back(id);
     }
     if (full || !changed.empty() || !removed.empty() ||
@@ -168,44 +219,75 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
       out << "]}";
       return api::Response::json(out.str());
     }
-    changed_.wait_until(lock, deadline, [&] { return stop_ || generation_[nodeId] != gen; });
+    wake.cv.wait_until(lock, deadline, [&] { return stop_ || wake.generation != gen; });
   }
 }
 
 api::Response Dispatcher::status(const std::string& nodeId, const std::string& body) {
+  // Every state of every task passes here (five per task on its way to RUNNING): the reports
+  // are read in place (agent/wire.h) rather than through Poco's parser.
   std::vector<Update> updates;
-  try {
-    auto o = Poco::JSON::Parser().parse(body.empty() ? "{}" : body).extract<JObject::Ptr>();
-    if (!o) return badRequest("the status request body is not a JSON object");
-    auto list = o->getArray("updates");
-    if (!list) return badRequest("the status request has no \"updates\" array");
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      auto u = list->getObject(static_cast<unsigned>(i));
-      if (!u) return badRequest("status update " + std::to_string(i) + " is not an object");
-      TaskStatus st;
-      const auto name = u->optValue<std::string>("State", "");
-      auto state = store::parseTaskState(name);
-      if (!state)
-        return badRequest("status update " + std::to_string(i) + ": " + state.status().message());
-      if (*state < TaskState::kAccepted) {
-        return badRequest("status update " + std::to_string(i) + ": an agent cannot report state " +
-                          name);
-      }
-      st.state = *state;
-      st.timestampNs = u->optValue<int64_t>("Timestamp", clock_.nowNanos());
-      st.message = u->optValue<std::string>("Message", "");
-      st.err = u->optValue<std::string>("Err", "");
-      st.exitCode = u->optValue<int64_t>("ExitCode", -1);
-      st.pid = u->optValue<int64_t>("PID", 0);
-      const auto id = u->optValue<std::string>("ID", "");
-      if (Status s = store::validateId(Kind::kTask, id); !s) {
-        return badRequest("status update " + std::to_string(i) + ": " + s.message());
-      }
-      updates.push_back({nodeId, id, taskStatusJson(st), static_cast<int32_t>(st.state)});
-    }
-  } catch (const std::exception& e) {
-    return badRequest(std::string("the status request body cannot be read: ") + e.what());
+  const std::string_view text = body.empty() ? std::string_view("{}") : std::string_view(body);
+  const std::size_t end = agent::wire::skipValue(text, 0);
+  const std::size_t start = agent::wire::skipSpace(text, 0);
+  if (end == std::string_view::npos || agent::wire::skipSpace(text, end) != text.size() ||
+      text[start] != '{') {
+    return badRequest("the status request body is not a JSON object");
   }
+  auto list = agent::wire::member(text, "updates");
+  if (!list || list->front() != '[') {
+    return badRequest("the status request has no \"updates\" array");
+  }
+  std::size_t i = 0;
+  std::optional<api::Response> refused;
+  const bool read = agent::wire::forEach(*list, [&](std::string_view u) {
+    const std::string at = "status update " + std::to_string(i++);
+    if (u.front() != '{') {
+      refused = badRequest(at + " is not an object");
+      return false;
+    }
+    const auto name = agent::wire::stringMember(u, "State");
+    auto state = store::parseTaskState(name);
+    if (!state) {
+      refused = badRequest(at + ": " + state.status().message());
+      return false;
+    }
+    if (*state < TaskState::kAccepted) {
+      refused = badRequest(at + ": an agent cannot report state " + name);
+      return false;
+    }
+    const auto id = agent::wire::stringMember(u, "ID");
+    if (Status s = store::validateId(Kind::kTask, id); !s) {
+      refused = badRequest(at + ": " + s.message());
+      return false;
+    }
+    // taskStatusJson's document ("State" first), written here directly.
+    std::string st = "{\"State\":";
+    appendJsonString(st, store::taskStateName(*state));
+    st += ",\"Timestamp\":";
+    st += std::to_string(agent::wire::intMember(u, "Timestamp", clock_.nowNanos()));
+    st += ",\"Message\":";
+    appendJsonString(st, agent::wire::stringMember(u, "Message"));
+    const auto err = agent::wire::stringMember(u, "Err");
+    if (!err.empty()) {
+      st += ",\"Err\":";
+      appendJsonString(st, err);
+    }
+    const int64_t exitCode = agent::wire::intMember(u, "ExitCode", -1);
+    const int64_t pid = agent::wire::intMember(u, "PID", 0);
+    if (exitCode >= 0 || pid > 0) {
+      st += ",\"ContainerStatus\":{";
+      if (pid > 0) st += "\"PID\":" + std::to_string(pid);
+      if (exitCode >= 0)
+        st += std::string(pid > 0 ? "," : "") + "\"ExitCode\":" + std::to_string(exitCode);
+      st += '}';
+    }
+    st += '}';
+    updates.push_back({nodeId, id, std::move(st), static_cast<int32_t>(*state)});
+    return true;
+  });
+  if (refused) return *refused;
+  if (!read) return badRequest("the status request body cannot be read");
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return api::Response::error(Status::unavailable("the dispatcher is stopping"));
@@ -218,7 +300,7 @@ void Dispatcher::flushLoop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (changed_.wait_for(lock, 50ms, [this] { return stop_; })) return;
+      if (stopping_.wait_for(lock, 50ms, [this] { return stop_; })) return;
     }
     flush();
   }
@@ -257,9 +339,15 @@ void Dispatcher::flush() {
         },
         10s);
     if (!s) {
-      // The agent re-reports what the store does not show (it compares its assignments with
-      // its own states), so a lost flush delays a state; it never loses one.
+      // Kept for the next flush (a state is applied only if it moves the task forward, so one
+      // that did commit after all is not applied twice). The agent also re-reports what a
+      // full assignment set shows the store lacks.
       log::warn("dispatcher", "status flush failed", {{"error", s.message()}});
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!stop_) {
+        queue_.insert(queue_.begin(), std::make_move_iterator(todo.begin() + begin),
+                      std::make_move_iterator(todo.begin() + end));
+      }
     }
   }
 }

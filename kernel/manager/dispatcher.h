@@ -3,9 +3,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "kernel/api/router.h"
@@ -24,11 +26,21 @@ namespace shoal::manager {
 //    session was last sent, then sends only the difference. An unknown or empty session gets a
 //    new one and the full set ("full": true), so a reconnecting agent resynchronises without
 //    duplicating anything: it reconciles against the full set.
+//    "Differ" means what the agent acts on: a task joining or leaving the set, or any of its
+//    fields other than its status (desired state, spec, node, ...) changing. A change of status
+//    alone — the agent's own reports coming back — is not sent again: the agent already knows
+//    it, and sending it would echo every report as a whole task object. A full set carries
+//    each task's current status, which is how an agent notices a report the leader lacks.
 //  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
 //    "Timestamp"}]}
 //    Queues the states; a flusher commits everything queued, from every agent, in one
 //    transaction every 50 ms. A state is applied only to a task assigned to that node and only
-//    if it moves the task forward.
+//    if it moves the task forward. A flush the store refuses (no quorum, a timeout) keeps its
+//    states queued for the next one.
+//
+// Both calls are cheap when nothing changed: a waiting poll sleeps on its own node's wake-up
+// (not on one shared by every agent), and the watcher wakes a node only for changes that
+// would be sent.
 //
 // A node's assignments are its tasks that have reached ASSIGNED and are not both ended and
 // told to stop; when a task leaves the set the agent removes it from its runtime.
@@ -52,8 +64,13 @@ class Dispatcher {
  private:
   struct Session {
     std::string nodeId;
-    std::map<std::string, uint64_t> sent;  // task id -> version last sent
+    std::map<std::string, store::ObjectPtr> sent;  // task id -> the task as last sent
     Clock::MonoTime lastUsed;
+  };
+  // A node's change count and the wake-up its waiting polls sleep on.
+  struct NodeWake {
+    uint64_t generation = 0;
+    std::condition_variable cv;
   };
   struct Update {
     std::string nodeId;
@@ -64,18 +81,22 @@ class Dispatcher {
 
   void watchLoop();
   void flushLoop();
+  NodeWake& wakeFor(const std::string& nodeId);  // caller holds mu_
+  void bump(const std::string& nodeId);          // caller holds mu_
+  void wakeAll();                                // caller holds mu_
 
   ReplicatedStore& store_;
   Random& random_;
   const Clock& clock_;
 
   std::mutex mu_;
-  std::condition_variable changed_;             // a node's tasks changed, or stopping
-  std::map<std::string, Session> sessions_;     // guarded by mu_
-  std::map<std::string, uint64_t> generation_;  // node id -> change count; guarded by mu_
-  std::vector<Update> queue_;                   // guarded by mu_
-  bool stop_ = false;                           // guarded by mu_
-  std::mutex flushMu_;                          // one flush at a time
+  std::condition_variable stopping_;         // the flusher's sleep; woken by stop()
+  std::map<std::string, Session> sessions_;  // guarded by mu_
+  Clock::MonoTime nextExpiry_{};             // guarded by mu_: next look for idle sessions
+  std::unordered_map<std::string, std::unique_ptr<NodeWake>> nodes_;  // guarded by mu_
+  std::vector<Update> queue_;                                         // guarded by mu_
+  bool stop_ = false;                                                 // guarded by mu_
+  std::mutex flushMu_;                                                // one flush at a time
   std::thread watcher_;
   std::thread flusher_;
 };

@@ -28,6 +28,14 @@ struct NodeApiReply {
 
 // One request. A connection or TLS failure (including a server certificate that does not
 // verify) is kUnavailable naming the address; any HTTP status is a reply.
+//
+// Connections are kept: requests to the same target with the same credentials reuse an idle
+// TLS connection (HTTP/1.1 keep-alive) and one TLS context, read from the files once. The
+// context is made anew when any of the three files changes (a renewed certificate, a rotated
+// root), and idle connections made with the old one are dropped. A connection idle for more
+// than a few seconds is reconnected (well before the server closes it); a request that finds
+// its reused connection closed by the server before any answer is sent once more on a new
+// connection. THREAD: safe from any thread; concurrent requests use separate connections.
 Result<NodeApiReply> nodeApiRequest(const NodeApiTarget& target, const std::string& method,
                                     const std::string& path, const std::string& body = "");
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "kernel/agent/wire.h"
 #include "kernel/common/log.h"
 
 namespace shoal::manager {
@@ -64,10 +65,47 @@ std::map<std::string, NodeInfo> nodeInfos(const store::ReadView& view) {
     NodeInfo info;
     info.availability = n->availability;
     info.object = n;
-    if (auto st = parse(n->status)) info.state = st->optValue<std::string>("State", "");
+    // Read in place: this runs for every node on every pass over a service.
+    info.state = agent::wire::stringMember(n->status, "State");
     nodes.emplace(n->id, std::move(info));
   }
   return nodes;
+}
+
+// The classes of a task's observed state that a pass tells apart (reconcileService): not yet
+// on a node, on its way (ASSIGNED .. STARTING), RUNNING, and each end state on its own.
+int passClass(TaskState s) {
+  if (s < TaskState::kAssigned) return 0;
+  if (s < TaskState::kRunning) return 1;
+  if (s == TaskState::kRunning) return 2;
+  return 3 + static_cast<int>(s);
+}
+
+// What a task change means for its service's next pass: nothing (only its status moved within
+// a class, e.g. an agent's PREPARING report), only something while the service rolls an update
+// (a task reaching RUNNING: the update's progress), or a pass in any case.
+enum class TaskChange { kNone, kIfUpdating, kAlways };
+
+TaskChange taskChange(const store::Event& e) {
+  if (e.type != store::EventType::kUpdated || !e.previous) return TaskChange::kAlways;
+  const Object& a = *e.previous;
+  const Object& b = *e.object;
+  if (a.desiredState != b.desiredState || a.nodeId != b.nodeId || a.serviceId != b.serviceId ||
+      a.slot != b.slot || a.spec != b.spec || a.createdNs != b.createdNs) {
+    return TaskChange::kAlways;
+  }
+  const int from = passClass(observedState(a)), to = passClass(observedState(b));
+  if (from == to) return TaskChange::kNone;
+  if (from == 1 && to == 2) return TaskChange::kIfUpdating;
+  return TaskChange::kAlways;
+}
+
+// A service rolling an update or a rollback forward (its UpdateStatus says so).
+bool rollingUpdate(const Object& service) {
+  auto update = agent::wire::member(service.status, "UpdateStatus");
+  if (!update) return false;
+  const std::string state = agent::wire::stringMember(*update, "State");
+  return state == "updating" || state == "rollback_started";
 }
 
 bool nodeUp(const std::map<std::string, NodeInfo>& nodes, const std::string& id) {
@@ -150,13 +188,25 @@ void Orchestrator::run() {
         break;
       }
       bool allServices = false;
+      std::set<std::string> ifUpdating;
       for (const auto& e : batch->events) {
         switch (e.object->kind) {
           case Kind::kService:
             dirty.insert(e.object->id);
             break;
           case Kind::kTask:
-            dirty.insert(e.object->serviceId);
+            // Most task changes are agents' reports on the way to RUNNING, which change
+            // nothing a pass decides: a pass over a big service costs a read of all its tasks.
+            switch (taskChange(e)) {
+              case TaskChange::kNone:
+                break;
+              case TaskChange::kIfUpdating:
+                if (!dirty.count(e.object->serviceId)) ifUpdating.insert(e.object->serviceId);
+                break;
+              case TaskChange::kAlways:
+                dirty.insert(e.object->serviceId);
+                break;
+            }
             break;
           case Kind::kNode:
           case Kind::kCluster:
@@ -169,6 +219,13 @@ void Orchestrator::run() {
       if (allServices) {
         store_.view([&](const store::ReadView& v) {
           for (const auto& s : v.list(Kind::kService)) dirty.insert(s->id);
+        });
+      } else if (!ifUpdating.empty()) {
+        store_.view([&](const store::ReadView& v) {
+          for (const auto& id : ifUpdating) {
+            auto svc = v.get(Kind::kService, id);
+            if (!svc || rollingUpdate(*svc)) dirty.insert(id);
+          }
         });
       }
     }
@@ -231,19 +288,28 @@ void Orchestrator::removeOrphans(store::Tx& tx, const std::string& serviceId) {
 Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string& serviceId) {
   auto svc = tx.get(Kind::kService, serviceId);
   if (!svc) {
+    specs_.erase(serviceId);
     removeOrphans(tx, serviceId);
     for (auto it = restartAt_.begin(); it != restartAt_.end();) {
       it = it->first.service == serviceId ? restartAt_.erase(it) : std::next(it);
     }
     return Clock::MonoTime::max();
   }
-  auto parsed = parseServiceSpec(svc->spec);
-  if (!parsed) {
-    log::warn("orchestrator", "service spec does not read",
-              {{"service", serviceId}, {"error", parsed.status().message()}});
-    return Clock::MonoTime::max();
+  // Specs change rarely and a big service is passed over many times while its tasks are
+  // made: each spec is read once.
+  auto cached = specs_.find(serviceId);
+  if (cached == specs_.end() || cached->second.first != svc->spec) {
+    auto parsed = parseServiceSpec(svc->spec);
+    if (!parsed) {
+      log::warn("orchestrator", "service spec does not read",
+                {{"service", serviceId}, {"error", parsed.status().message()}});
+      specs_.erase(serviceId);
+      return Clock::MonoTime::max();
+    }
+    cached =
+        specs_.insert_or_assign(serviceId, std::make_pair(svc->spec, std::move(*parsed))).first;
   }
-  const ServiceSpec& spec = *parsed;
+  const ServiceSpec& spec = cached->second.second;
   const auto now = clock_.monotonic();
   const int64_t nowNs = clock_.nowNanos();
   Clock::MonoTime wake = Clock::MonoTime::max();

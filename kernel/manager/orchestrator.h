@@ -44,8 +44,9 @@ class Orchestrator {
     std::string service;
     uint64_t slot = 0;
     std::string node;  // global services: the node
+    // Slot first: a pass compares keys of one service only, whose ids are all equal.
     bool operator<(const SlotKey& o) const {
-      return std::tie(service, slot, node) < std::tie(o.service, o.slot, o.node);
+      return std::tie(slot, node, service) < std::tie(o.slot, o.node, o.service);
     }
   };
 
@@ -70,6 +71,7 @@ class Orchestrator {
   std::map<SlotKey, std::vector<Clock::MonoTime>> restarts_;  // restart times, for MaxAttempts
   std::map<std::string, Clock::MonoTime> wakeAt_;             // per service
   std::map<std::string, Clock::MonoTime> nextBatchAt_;        // rolling updates: per service
+  std::map<std::string, std::pair<std::string, ServiceSpec>> specs_;  // service -> spec read
 };
 
 }  // namespace shoal::manager

@@ -9,7 +9,9 @@
 #include <sstream>
 
 #include "kernel/common/random.h"
+#include "kernel/manager/route_util.h"
 #include "kernel/manager/service_spec.h"
+#include "kernel/policy/policy.h"
 #include "kernel/store/tx.h"
 
 namespace shoal::manager {
@@ -23,17 +25,6 @@ using store::ObjectPtr;
 using store::TaskState;
 using JObject = Poco::JSON::Object;
 
-std::string stringify(const JObject& o) {
-  std::ostringstream out;
-  o.stringify(out);
-  return out.str();
-}
-
-std::string param(const Request& r, const std::string& name) {
-  auto it = r.query.find(name);
-  return it == r.query.end() ? "" : it->second;
-}
-
 Result<JObject::Ptr> parseBody(const std::string& body, const std::string& what) {
   try {
     auto o = Poco::JSON::Parser().parse(body.empty() ? "{}" : body).extract<JObject::Ptr>();
@@ -45,25 +36,9 @@ Result<JObject::Ptr> parseBody(const std::string& body, const std::string& what)
   return Status::invalidArgument("the " + what + " request body is not a JSON object");
 }
 
-// Finds an object of `kind` by id, name, or unique id prefix.
-Result<ObjectPtr> resolve(const store::ReadView& v, Kind kind, const std::string& ref) {
-  const std::string what(store::kindName(kind));
-  if (ref.empty()) return Status::invalidArgument("no " + what + " named");
-  if (auto o = v.get(kind, ref)) return o;
-  if (auto o = v.findByName(kind, ref)) return o;
-  ObjectPtr found;
-  for (const auto& o : v.list(kind)) {
-    if (o->id.rfind(ref, 0) != 0) continue;
-    if (found)
-      return Status::invalidArgument(what + " " + ref + " is ambiguous (more than one match)");
-    found = o;
-  }
-  if (found) return found;
-  return Status::notFound(what + " " + ref + " not found");
-}
-
 // Splits a client's ServiceSpec into the object's name and labels and the stored spec.
 struct SplitSpec {
+  std::string policy;  // the placement policy it names, if any
   std::string name;
   std::map<std::string, std::string> labels;
   std::string spec;
@@ -88,6 +63,15 @@ Result<SplitSpec> splitSpec(const JObject::Ptr& in) {
   spec->remove("Name");
   spec->remove("Labels");
   if (Status s = validateServiceSpec(*spec); !s) return s;
+  auto parsed = parseServiceSpec(stringify(*spec));
+  if (!parsed) return parsed.status();
+  if (!parsed->luaConstraint.empty()) {
+    if (Status s = policy::Policy::validateExpression(parsed->luaConstraint); !s) {
+      return Status::invalidArgument(
+          "invalid service spec: TaskTemplate.Placement.LuaConstraint: " + s.message());
+    }
+  }
+  out.policy = parsed->policy;
   // Stored with the defaults a reader needs made explicit.
   if (!spec->has("Mode")) {
     JObject::Ptr mode = new JObject;
@@ -98,6 +82,13 @@ Result<SplitSpec> splitSpec(const JObject::Ptr& in) {
   }
   out.spec = stringify(*spec);
   return out;
+}
+
+// A spec's placement policy must exist when the service is created or updated.
+Status requirePolicy(const store::ReadView& v, const std::string& name) {
+  if (name.empty() || v.findByName(Kind::kPolicy, name)) return Status::ok();
+  return Status::notFound("placement policy " + name +
+                          " not found (create it with \"shoal policy create\")");
 }
 
 Response create(Swarm& swarm, const Request& r) {
@@ -113,6 +104,7 @@ Response create(Swarm& swarm, const Request& r) {
             return Status::alreadyExists("name conflicts with an existing object: service " +
                                          split->name + " already exists");
           }
+          if (Status s = requirePolicy(tx, split->policy); !s) return s;
           store::Object o;
           o.kind = Kind::kService;
           o.id = id;
@@ -148,7 +140,7 @@ Response update(Swarm& swarm, const Request& r) {
   Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
     return store.update(
         [&](store::Tx& tx) {
-          auto svc = resolve(tx, Kind::kService, param(r, "id"));
+          auto svc = resolveObject(tx, Kind::kService, param(r, "id"));
           if (!svc) return svc.status();
           id = (*svc)->id;
           if (version > 0 && static_cast<uint64_t>(version) != (*svc)->version) {
@@ -184,6 +176,7 @@ Response update(Swarm& swarm, const Request& r) {
             if (split->name != copy.name) {
               return Status::invalidArgument("renaming services is not supported");
             }
+            if (Status s = requirePolicy(tx, split->policy); !s) return s;
             auto oldSpec = parseServiceSpec(copy.spec);
             auto newSpec = parseServiceSpec(split->spec);
             if (!newSpec) return newSpec.status();
@@ -212,7 +205,7 @@ Response removeService(Swarm& swarm, const Request& r) {
   Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
     return store.update(
         [&](store::Tx& tx) {
-          auto svc = resolve(tx, Kind::kService, param(r, "id"));
+          auto svc = resolveObject(tx, Kind::kService, param(r, "id"));
           if (!svc) return svc.status();
           return tx.remove(Kind::kService, (*svc)->id, (*svc)->version);
         },
@@ -245,6 +238,16 @@ void addReplicas(const store::ReadView& v, const store::Object& svc, JObject& ou
       case ServiceMode::kGlobalJob:
         desired = active;
         break;
+    }
+  }
+  // UpdateStatus times as Docker shows them.
+  if (auto st = out.getObject("Status")) {
+    if (auto us = st->getObject("UpdateStatus")) {
+      if (us->has("StartedAtNs"))
+        us->set("StartedAt", store::formatTime(us->getValue<int64_t>("StartedAtNs")));
+      if (us->has("CompletedAtNs")) {
+        us->set("CompletedAt", store::formatTime(us->getValue<int64_t>("CompletedAtNs")));
+      }
     }
   }
   JObject::Ptr r = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
@@ -282,7 +285,7 @@ Response inspectService(Swarm& swarm, const Request& r) {
   Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
     Status found = Status::ok();
     store.view([&](const store::ReadView& v) {
-      auto svc = resolve(v, Kind::kService, param(r, "id"));
+      auto svc = resolveObject(v, Kind::kService, param(r, "id"));
       if (!svc) {
         found = svc.status();
         return;
@@ -304,7 +307,7 @@ Response listTasks(Swarm& swarm, const Request& r) {
       std::vector<ObjectPtr> tasks;
       std::string serviceId, nodeId;
       if (!param(r, "service").empty()) {
-        auto svc = resolve(v, Kind::kService, param(r, "service"));
+        auto svc = resolveObject(v, Kind::kService, param(r, "service"));
         if (!svc) {
           result = svc.status();
           return;
@@ -313,7 +316,7 @@ Response listTasks(Swarm& swarm, const Request& r) {
       }
       if (!param(r, "node").empty()) {
         const std::string ref = param(r, "node") == "self" ? self : param(r, "node");
-        auto node = resolve(v, Kind::kNode, ref);
+        auto node = resolveObject(v, Kind::kNode, ref);
         if (!node) {
           // Nodes are named by hostname too.
           for (const auto& n : v.list(Kind::kNode)) {

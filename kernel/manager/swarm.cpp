@@ -36,6 +36,7 @@
 #include "kernel/manager/dispatcher.h"
 #include "kernel/manager/node_api_client.h"
 #include "kernel/manager/orchestrator.h"
+#include "kernel/manager/policy_routes.h"
 #include "kernel/manager/scheduler_host.h"
 #include "kernel/store/object.h"
 
@@ -47,6 +48,8 @@ namespace {
 
 constexpr int kStateFormat = 1;
 constexpr int kDefaultPort = 2377;
+// Node API threads (Poco keeps one per open connection): two per node for 2,000 nodes.
+constexpr int kNodeApiThreads = 4096;
 constexpr const char* kNotManager =
     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to "
     "connect this node to swarm and try again.";
@@ -176,6 +179,8 @@ std::string desiredRole(const store::Object& node) {
 
 // A node's ManagerStatus, when it has one with a Raft id.
 std::optional<ManagerEntry> managerEntry(const store::Object& node) {
+  // Every heartbeat looks through all nodes: skip the parse for the workers, which have none.
+  if (node.status.find("\"ManagerStatus\"") == std::string::npos) return std::nullopt;
   auto status = parseObject(node.status);
   auto m = status ? status->getObject("ManagerStatus") : nullptr;
   if (!m) return std::nullopt;
@@ -794,6 +799,8 @@ Status Swarm::startManager(const Identity& id, const std::string& dir, bool serv
   ao.caFile = dir + "/certificates/swarm-root-ca.crt";
   ao.certFile = dir + "/certificates/swarm-node.crt";
   ao.keyFile = keyFile_;
+  // Every node's agent keeps a connection or two open to the leader (a long poll, reports).
+  ao.maxThreads = kNodeApiThreads;
   auto api = std::make_unique<api::ApiServer>(ao, nodeRouter_);
   if (Status s = api->start(); !s) {
     store_->stop();
@@ -2796,6 +2803,16 @@ void Swarm::setPlugins(plugin::PluginHost* host, const std::string& runtimeName)
   if (runtime) runtime_ = std::make_unique<agent::PluginRuntime>(*runtime);
   auto schedulers = host->ofKind(plugin::Kind::kScheduler);
   scheduler_ = schedulers.empty() ? nullptr : schedulers.front();
+  // Named placement policies are policy objects of this manager's store.
+  host->setPolicySource([this](const std::string& name) -> Result<std::string> {
+    Result<std::string> source = Status::unavailable(kNotManager);
+    Status s = withStore([&](ReplicatedStore& store, const std::string&) {
+      source = policySource(store, name);
+      return Status::ok();
+    });
+    if (!s) return s;
+    return source;
+  });
 }
 
 void Swarm::onPluginEvent(const plugin::PluginEvent& event) {

@@ -1,5 +1,7 @@
 #include "kernel/manager/swarm_routes.h"
 
+#include "kernel/manager/route_util.h"
+
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
@@ -14,17 +16,6 @@ namespace {
 
 using api::Request;
 using api::Response;
-
-std::string stringify(const Poco::JSON::Object& o) {
-  std::ostringstream out;
-  o.stringify(out);
-  return out.str();
-}
-
-std::string param(const Request& r, const std::string& name) {
-  auto it = r.query.find(name);
-  return it == r.query.end() ? "" : it->second;
-}
 
 // The body of `r` as a JSON object (an empty body is {}) whose fields are all in `allowed`;
 // otherwise an invalid-argument error naming the request (`what`) and the problem.

@@ -19,6 +19,7 @@
 #include <shoal/storage.h>
 
 #include "kernel/common/log.h"
+#include "kernel/plugin/host_policy.h"
 
 namespace shoal::plugin {
 namespace {
@@ -86,8 +87,24 @@ int64_t hostNowNs() { return g_clock.load()->nowNanos(); }
 int64_t hostMonotonicNs() { return g_clock.load()->monotonicNanos(); }
 
 const shoal_host kHostTable = {
-    sizeof(shoal_host), SHOAL_ABI_MAJOR, SHOAL_ABI_MINOR, hostAlloc,       hostFree, hostLog,
-    hostFail,           hostPost,        hostNowNs,       hostMonotonicNs,
+    sizeof(shoal_host),
+    SHOAL_ABI_MAJOR,
+    SHOAL_ABI_MINOR,
+    hostAlloc,
+    hostFree,
+    hostLog,
+    hostFail,
+    hostPost,
+    hostNowNs,
+    hostMonotonicNs,
+    // ABI 1.1
+    detail::hostPolicyOpen,
+    detail::hostPolicyClose,
+    detail::hostPolicyBind,
+    detail::hostPolicyUpdate,
+    detail::hostPolicyFilter,
+    detail::hostPolicyScore,
+    detail::hostPolicyExplain,
 };
 
 // ---- ops table checks -----------------------------------------------------------------------
@@ -167,6 +184,10 @@ PluginHost::PluginHost(const Clock& clock) { g_clock.store(&clock); }
 PluginHost::~PluginHost() { shutdown(); }
 
 const shoal_host* PluginHost::hostTable() { return &kHostTable; }
+
+void PluginHost::setPolicySource(PolicySource source) { policies_.setSource(std::move(source)); }
+
+void PluginHost::setPolicyLimits(const policy::Limits& limits) { policies_.setLimits(limits); }
 
 void PluginHost::setPluginConfig(std::map<std::string, std::string> config) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -351,6 +372,7 @@ Status PluginHost::loadFile(const std::string& path) {
 
   // The instance owns the handle from here on: its destructor dlcloses.
   auto inst = std::make_unique<PluginInstance>(info, handle, desc, &events_);
+  inst->setPolicyBroker(&policies_);
   if (Status s = inst->init(&kHostTable, config); !s) {
     inst.reset();
     return refuse(path, "init failed: " + s.message());

@@ -13,6 +13,7 @@
 #include "kernel/common/status.h"
 #include "kernel/plugin/event_queue.h"
 #include "kernel/plugin/plugin_instance.h"
+#include "kernel/plugin/policy_broker.h"
 
 namespace shoal::plugin {
 
@@ -59,6 +60,13 @@ class PluginHost {
   // Unload every plugin (fini, dlclose) in reverse load order, then stop the dispatcher.
   void shutdown();
 
+  // Lua placement policies for the host table's policy_* slots (ABI 1.1): where named
+  // policies come from (the manager installs a reader of the replicated store; without one
+  // every name is unknown), and the limits policies run under. THREAD: any.
+  void setPolicySource(PolicySource source);
+  void setPolicyLimits(const policy::Limits& limits);
+  PolicyBroker& policies() { return policies_; }
+
   // The host table handed to every plugin's init.
   static const shoal_host* hostTable();
 
@@ -67,6 +75,8 @@ class PluginHost {
   Status checkEntryPoint(void* handle, const std::string& path, void* entry) const;
 
   mutable std::mutex mu_;
+  // Declared before instances_, so it outlives them (instances close their handles in it).
+  PolicyBroker policies_;
   std::map<std::string, std::string> config_;               // guarded by mu_
   std::vector<std::string> disabled_;                       // guarded by mu_
   std::vector<std::unique_ptr<PluginInstance>> instances_;  // guarded by mu_

@@ -4,6 +4,7 @@
 
 #include "kernel/common/log.h"
 #include "kernel/plugin/event_queue.h"
+#include "kernel/plugin/policy_broker.h"
 
 namespace shoal::plugin {
 namespace {
@@ -37,6 +38,8 @@ PluginInstance::~PluginInstance() {
       state_ = nullptr;
     }
   }
+  // After fini (which may still close its handles), before the plugin's code is unmapped.
+  if (policies_ != nullptr) policies_->closeAllOf(this);
   if (dlHandle_ != nullptr) dlclose(dlHandle_);
 }
 
@@ -131,6 +134,36 @@ Status::Code statusCodeFor(shoal_status code) {
     default:
       return Status::Code::kInternal;
   }
+}
+
+shoal_status shoalStatusFor(Status::Code code) {
+  switch (code) {
+    case Status::Code::kOk:
+      return SHOAL_OK;
+    case Status::Code::kInvalidArgument:
+    case Status::Code::kFailedPrecondition:
+      return SHOAL_EINVAL;
+    case Status::Code::kNotFound:
+      return SHOAL_ENOENT;
+    case Status::Code::kAlreadyExists:
+      return SHOAL_EEXIST;
+    case Status::Code::kPermissionDenied:
+      return SHOAL_EPERM;
+    case Status::Code::kConflict:
+    case Status::Code::kUnavailable:
+      return SHOAL_EBUSY;
+    case Status::Code::kTimeout:
+      return SHOAL_ETIMEDOUT;
+    case Status::Code::kCancelled:
+      return SHOAL_ECANCELED;
+    case Status::Code::kResourceExhausted:
+      return SHOAL_ENOMEM;
+    case Status::Code::kNotSupported:
+      return SHOAL_ENOTSUP;
+    case Status::Code::kInternal:
+      return SHOAL_EIO;
+  }
+  return SHOAL_EIO;
 }
 
 std::string_view shoalStatusName(shoal_status code) {

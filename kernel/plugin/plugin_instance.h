@@ -24,6 +24,7 @@ struct shoal_instance {
 namespace shoal::plugin {
 
 class EventQueue;
+class PolicyBroker;
 
 // What the loader learned about a plugin, for listings.
 struct PluginInfo {
@@ -80,9 +81,13 @@ class PluginInstance {
   void close();
   bool closing() const { return closing_.load(); }
 
-  // Host-table plumbing (host_table.cpp).
+  // Host-table plumbing (plugin_host.cpp, host_policy.cpp).
   shoal_instance* handle() { return &handle_; }
   EventQueue* events() const { return events_; }
+  // The broker behind the host table's policy_* slots; set by the PluginHost before init.
+  // The instance closes the policy handles its plugin left open once fini has run.
+  void setPolicyBroker(PolicyBroker* broker) { policies_ = broker; }
+  PolicyBroker* policyBroker() const { return policies_; }
   // Attach a host->fail message to the call running on this thread, if it is one of ours.
   // Returns false when the calling thread is not inside a call of this instance.
   bool recordFailure(std::string message);
@@ -111,6 +116,7 @@ class PluginInstance {
   void* dlHandle_;
   const shoal_plugin_desc* desc_;
   EventQueue* events_;
+  PolicyBroker* policies_ = nullptr;  // set before init, then read-only
   shoal_instance handle_;
   std::mutex callMu_;         // serialises every call into the plugin, init and fini included
   void* state_ = nullptr;     // guarded by callMu_ (the plugin's own state)
@@ -118,8 +124,9 @@ class PluginInstance {
   std::atomic<bool> closing_{false};
 };
 
-// Map a plugin status to the kernel's Status codes.
+// Map a plugin status to the kernel's Status codes, and back (for the host's own errors).
 Status::Code statusCodeFor(shoal_status code);
+shoal_status shoalStatusFor(Status::Code code);
 std::string_view shoalStatusName(shoal_status code);
 
 }  // namespace shoal::plugin

@@ -55,6 +55,12 @@ void appendTime(std::string& out, int64_t ns) {
 
 }  // namespace
 
+std::string formatTime(int64_t ns) {
+  std::string quoted;
+  appendTime(quoted, ns);
+  return quoted.substr(1, quoted.size() - 2);
+}
+
 bool isKnownTaskState(int32_t raw) {
   for (const auto& s : kTaskStates) {
     if (static_cast<int32_t>(s.state) == raw) return true;

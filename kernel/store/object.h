@@ -96,5 +96,7 @@ Status validateId(Kind kind, std::string_view id);
 // CreatedAt, UpdatedAt, Name, Labels), the typed fields of its kind, and Spec / Status
 // embedded verbatim. Times are RFC 3339 UTC with nanoseconds.
 std::string toJson(const Object& object);
+// Unix nanoseconds as the API shows times: RFC 3339 UTC with nanoseconds, unquoted.
+std::string formatTime(int64_t ns);
 
 }  // namespace shoal::store

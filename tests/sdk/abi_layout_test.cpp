@@ -17,7 +17,7 @@ static_assert(sizeof(void*) == 8, "the pinned layout is LP64's");
 #define OFF(type, field, off) static_assert(offsetof(type, field) == (off), #type "." #field)
 
 static_assert(std::is_same_v<shoal_status, int32_t>);
-static_assert(SHOAL_ABI_MAJOR == 1 && SHOAL_ABI_MINOR == 0);
+static_assert(SHOAL_ABI_MAJOR == 1 && SHOAL_ABI_MINOR == 1);
 
 OFF(shoal_str, ptr, 0);
 OFF(shoal_str, len, 8);
@@ -45,7 +45,24 @@ OFF(shoal_host, fail, 32);
 OFF(shoal_host, post, 40);
 OFF(shoal_host, now_ns, 48);
 OFF(shoal_host, monotonic_ns, 56);
-static_assert(sizeof(shoal_host) == 64);
+// ABI 1.1
+OFF(shoal_host, policy_open, 64);
+OFF(shoal_host, policy_close, 72);
+OFF(shoal_host, policy_bind, 80);
+OFF(shoal_host, policy_update, 88);
+OFF(shoal_host, policy_filter, 96);
+OFF(shoal_host, policy_score, 104);
+OFF(shoal_host, policy_explain, 112);
+static_assert(sizeof(shoal_host) == 120);
+
+OFF(shoal_policy_usage, struct_size, 0);
+OFF(shoal_policy_usage, count, 4);
+OFF(shoal_policy_usage, nodes, 8);
+OFF(shoal_policy_usage, reserved_nano_cpus, 16);
+OFF(shoal_policy_usage, reserved_memory_bytes, 24);
+OFF(shoal_policy_usage, tasks, 32);
+OFF(shoal_policy_usage, service_tasks, 40);
+static_assert(sizeof(shoal_policy_usage) == 48);
 
 OFF(shoal_plugin_desc, struct_size, 0);
 OFF(shoal_plugin_desc, abi_major, 4);
@@ -124,6 +141,7 @@ static_assert(SHOAL_KIND_SCHEDULER == 1 && SHOAL_KIND_RUNTIME == 2 && SHOAL_KIND
               SHOAL_KIND_SECRETS == 4 && SHOAL_KIND_STORAGE == 5);
 static_assert(SHOAL_EVENT_OP_DONE == 1 && SHOAL_EVENT_TASK_STATUS == 2 &&
               SHOAL_EVENT_LOG_CHUNK == 3 && SHOAL_EVENT_NOTICE == 4);
+static_assert(SHOAL_POLICY_NAMED == 1 && SHOAL_POLICY_EXPRESSION == 2);
 
 class AbiLayoutTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(AbiLayoutTest);
@@ -139,6 +157,12 @@ class AbiLayoutTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(!SHOAL_HAS_FIELD(&host, shoal_host, post));
     host.struct_size = sizeof host;
     CPPUNIT_ASSERT(SHOAL_HAS_FIELD(&host, shoal_host, monotonic_ns));
+    // A 1.0 host ends at monotonic_ns: a 1.1 plugin sees no policy slots in it.
+    host.struct_size = offsetof(shoal_host, monotonic_ns) + sizeof(host.monotonic_ns);
+    CPPUNIT_ASSERT(SHOAL_HAS_FIELD(&host, shoal_host, monotonic_ns));
+    CPPUNIT_ASSERT(!SHOAL_HAS_FIELD(&host, shoal_host, policy_open));
+    host.struct_size = sizeof host;
+    CPPUNIT_ASSERT(SHOAL_HAS_FIELD(&host, shoal_host, policy_explain));
     const shoal_host* none = nullptr;
     CPPUNIT_ASSERT(!SHOAL_HAS_FIELD(none, shoal_host, alloc));
   }

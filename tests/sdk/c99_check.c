@@ -9,5 +9,7 @@
 int shoal_sdk_c99_check(void);
 int shoal_sdk_c99_check(void) {
   shoal_str s = shoal_str_from("x", 1);
-  return (int)s.len + SHOAL_ABI_MAJOR;
+  shoal_policy_usage usage = {sizeof(shoal_policy_usage), 0, NULL, NULL, NULL, NULL, NULL};
+  shoal_policy* policy = NULL;
+  return (int)s.len + SHOAL_ABI_MAJOR + (int)usage.count + (policy == NULL ? 0 : 1);
 }

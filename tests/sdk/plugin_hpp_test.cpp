@@ -46,16 +46,10 @@ struct FakeHost {
   static int64_t now() { return 42; }
 
   static const shoal_host* table() {
-    static const shoal_host h = {sizeof(shoal_host),
-                                 SHOAL_ABI_MAJOR,
-                                 SHOAL_ABI_MINOR,
-                                 alloc,
-                                 free,
-                                 log,
-                                 fail,
-                                 post,
-                                 now,
-                                 now};
+    static const shoal_host h = {sizeof(shoal_host), SHOAL_ABI_MAJOR, SHOAL_ABI_MINOR, alloc, free,
+                                 log, fail, post, now, now,
+                                 // ABI 1.1: no Lua policies in this fake host
+                                 nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
     return &h;
   }
 };

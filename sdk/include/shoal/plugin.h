@@ -1,5 +1,5 @@
 /*
- * Shoal plugin C ABI, version 1.
+ * Shoal plugin C ABI, version 1 (minor 1).
  *
  * A Shoal plugin is a shared object that exports exactly one function, made by the SHOAL_PLUGIN
  * macro, which returns a static descriptor (shoal_plugin_desc). The daemon (shoald) loads it with
@@ -45,7 +45,7 @@ extern "C" {
 /* ---- ABI version ----------------------------------------------------------------------- */
 
 #define SHOAL_ABI_MAJOR 1
-#define SHOAL_ABI_MINOR 0
+#define SHOAL_ABI_MINOR 1 /* 1.1: Lua placement policies in the host table (policy_*) */
 
 /* The single symbol every plugin exports (made by SHOAL_PLUGIN). */
 #define SHOAL_PLUGIN_ENTRY "shoal_plugin_describe"
@@ -132,6 +132,35 @@ typedef struct shoal_event {
  * fini() returns. */
 typedef struct shoal_instance shoal_instance;
 
+/* ---- Lua placement policies (ABI 1.1) ---------------------------------------------------------
+ * The kernel runs Lua placement policies for scheduler plugins, sandboxed and limited (an
+ * instruction budget, a deadline and a memory budget per policy): named policies, which are
+ * cluster objects (`shoal policy create NAME file.lua`, a placement's "policy" member), and Lua
+ * constraint expressions (`--constraint-lua 'node.labels.zone ~= "east"'`, a placement's
+ * "lua_constraints" member). A plugin reaches them through the host table's policy_* slots:
+ * open a handle, bind it to the pass's node snapshot and a task group, then filter and score
+ * whole batches of nodes. What policies see is documented in kernel/policy/README.md. */
+
+#define SHOAL_POLICY_NAMED 1      /* text is the name of a policy object */
+#define SHOAL_POLICY_EXPRESSION 2 /* text is a Lua constraint expression */
+
+/* An open policy: the host's, opaque to the plugin. */
+typedef struct shoal_policy shoal_policy;
+
+/* The current resource use of some nodes of the bound snapshot, for placements the plugin made
+ * after the snapshot was taken (so policies see them, as assign() counts them into the
+ * snapshot): `count` entries in each array. Values are absolute, not deltas. A NULL array
+ * leaves that value as it is. */
+typedef struct shoal_policy_usage {
+  uint32_t struct_size;                 /* sizeof(shoal_policy_usage) */
+  uint32_t count;                       /* entries in each array */
+  const uint32_t* nodes;                /* node indexes (positions in the snapshot's "nodes") */
+  const int64_t* reserved_nano_cpus;    /* reserved on the node by all its tasks */
+  const int64_t* reserved_memory_bytes; /* reserved on the node by all its tasks */
+  const int64_t* tasks;                 /* active tasks on the node, all services */
+  const int64_t* service_tasks;         /* active tasks of the bound group's service */
+} shoal_policy_usage;
+
 /* ---- The host table -------------------------------------------------------------------------
  * Handed to init(); valid until fini() returns. The kernel exports no symbols of its own: this
  * table is the only way into it (so a test can give a plugin a fake host). */
@@ -166,6 +195,56 @@ typedef struct shoal_host {
    * test). THREAD: any. */
   int64_t (*now_ns)(void);
   int64_t (*monotonic_ns)(void);
+
+  /* ---- ABI 1.1: Lua placement policies. Probe with SHOAL_HAS_FIELD(host, shoal_host,
+   * policy_open) before use: a 1.0 host has none of them. ----
+   * THREAD (every policy_* slot): only the thread the host called in on, during an op of
+   * `inst`; a handle belongs to the instance that opened it and is never used by another.
+   * ERRORS (every slot returning shoal_status): a negative code with the policy's message
+   * attached to the call in progress, as host->fail would (`policy "spin" line 3: instruction
+   * limit exceeded (10000000 instructions)`); the plugin may return the same code as is.
+   * SHOAL_EINVAL: bad arguments, a bad document, a policy that fails to load or raises an
+   * error; SHOAL_ETIMEDOUT: the instruction budget or the deadline ran out; SHOAL_ENOMEM: the
+   * memory budget ran out. A failed call changes none of its outputs, and the handle stays
+   * usable. */
+
+  /* Open a policy: kind SHOAL_POLICY_NAMED with `text` a policy object's name (unknown name:
+   * SHOAL_ENOENT "no policy named \"x\""), or SHOAL_POLICY_EXPRESSION with `text` a Lua
+   * expression, truthy for the nodes that fit (a syntax error: SHOAL_EINVAL naming it).
+   * Compiled policies are cached by the host, so opening one per group and pass is cheap.
+   * OWNERSHIP: `text` is borrowed for the call; *out is the host's until policy_close. */
+  shoal_status (*policy_open)(shoal_instance* inst, int32_t kind, shoal_str text,
+                              shoal_policy** out);
+  /* Close a handle from policy_open. NULL is a no-op. Handles still open at fini are closed by
+   * the host. */
+  void (*policy_close)(shoal_instance* inst, shoal_policy* p);
+  /* Bind the handle to the pass's node snapshot ("shoal.nodes/v1", scheduler.h) and to a task
+   * group ("shoal.task-group/v1"), for the filter/score calls that follow. The snapshot's
+   * tables are built once per pass: binding a byte-identical nodes_json again (the text
+   * snapshot_open got, kept by the plugin) reuses them, and an empty nodes_json keeps the
+   * handle's current snapshot. Either way, usage updates (policy_update) are reset.
+   * OWNERSHIP: both documents are borrowed for the call. */
+  shoal_status (*policy_bind)(shoal_instance* inst, shoal_policy* p, shoal_str nodes_json,
+                              shoal_str group_json);
+  /* Tell the policy the current resource use of some nodes (placements made since the
+   * snapshot was taken); it lasts until the next policy_bind. OWNERSHIP: borrowed. */
+  shoal_status (*policy_update)(shoal_instance* inst, shoal_policy* p,
+                                const shoal_policy_usage* usage);
+  /* Run the policy's filter over the bound snapshot: for every node with fit[i] != 0, set
+   * fit[i] = 0 if the policy rejects it. `nodes` must be the snapshot's node count. A policy
+   * without a filter keeps every node. OWNERSHIP: fit is the caller's, `nodes` entries. */
+  shoal_status (*policy_filter)(shoal_instance* inst, shoal_policy* p, uint8_t* fit,
+                                uint32_t nodes);
+  /* Run the policy's score over the nodes with fit[i] != 0: out_score[i] = its number x 1000,
+   * rounded and clamped to +-1e18 (higher is better); 0 for the other nodes, and for every
+   * node when the policy has no score function. OWNERSHIP: the arrays are the caller's. */
+  shoal_status (*policy_score)(shoal_instance* inst, shoal_policy* p, const uint8_t* fit,
+                               int64_t* out_score, uint32_t nodes);
+  /* Explain the last policy_filter's rejections, for the plugin's explain(): "3 nodes rejected
+   * by policy \"keep-off-maintenance\": node is in maintenance; 1 node rejected by ...";
+   * empty ({NULL, 0}) when it rejected none. OWNERSHIP: *out is allocated by the host; the
+   * plugin frees it with host->free (or hands it on as its own explain() result). */
+  shoal_status (*policy_explain)(shoal_instance* inst, shoal_policy* p, shoal_buf* out);
 } shoal_host;
 
 /* ---- The descriptor ------------------------------------------------------------------------- */
