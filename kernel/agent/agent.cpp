@@ -257,6 +257,46 @@ void Agent::transition(Task& t, TaskState state, const std::string& message) {
   dirty_ = true;
 }
 
+namespace {
+
+// Docker's service templates ({{.Service.Name}}, {{.Task.Slot}}, {{.Node.Hostname}}, ...) in
+// the hostname, environment and mounts, expanded as this node sees them. Works on the raw
+// JSON text: every value put in is made of [A-Za-z0-9_.-] (ids, names, numbers, hostnames),
+// so no escaping is needed, and an unknown placeholder stays as it was.
+std::string expandTemplates(std::string_view raw,
+                            const std::map<std::string, std::string>& values) {
+  std::string out;
+  out.reserve(raw.size());
+  std::size_t i = 0;
+  while (i < raw.size()) {
+    const std::size_t open = raw.find("{{", i);
+    if (open == std::string_view::npos) break;
+    const std::size_t close = raw.find("}}", open + 2);
+    if (close == std::string_view::npos) break;
+    std::string_view inner = raw.substr(open + 2, close - open - 2);
+    while (!inner.empty() && inner.front() == ' ') inner.remove_prefix(1);
+    while (!inner.empty() && inner.back() == ' ') inner.remove_suffix(1);
+    out.append(raw.substr(i, open - i));
+    auto it = values.find(std::string(inner));
+    if (it != values.end()) {
+      out += it->second;
+    } else {
+      out.append(raw.substr(open, close + 2 - open));
+    }
+    i = close + 2;
+  }
+  out.append(raw.substr(std::min(i, raw.size())));
+  return out;
+}
+
+std::string thisHostname() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "";
+  return name;
+}
+
+}  // namespace
+
 std::string Agent::runtimeDocument(const Task& t) const {
   // The runtime's task document (runtime.h) from the assigned task object, its values copied
   // as the task has them.
@@ -274,18 +314,43 @@ std::string Agent::runtimeDocument(const Task& t) const {
     appendStringRaw(doc, "name", wire::member(task, "Name"));
     auto tmpl = wire::member(task, "Spec");
     auto c = tmpl ? wire::member(*tmpl, "ContainerSpec") : std::nullopt;
+    auto text = [&](const char* key) {
+      auto v = wire::member(task, key);
+      return v && v->size() >= 2 && v->front() == '"' ? std::string(v->substr(1, v->size() - 2))
+                                                      : std::string();
+    };
+    const std::string taskName = text("Name");
+    const std::string slot = std::to_string(wire::intMember(task, "Slot", 0));
+    const auto dot = taskName.rfind('.');
+    const std::map<std::string, std::string> values = {
+        {".Service.ID", text("ServiceID")},
+        {".Service.Name", dot == std::string::npos ? taskName : taskName.substr(0, dot)},
+        {".Task.ID", t.id},
+        {".Task.Name", taskName + "." + t.id},
+        {".Task.Slot", slot},
+        {".Node.ID", text("NodeID")},
+        {".Node.Hostname", thisHostname()},
+    };
+    std::string hostname, env, mounts;
+    if (c && !c->empty() && c->front() == '{') {
+      if (auto h = wire::member(*c, "Hostname")) hostname = expandTemplates(*h, values);
+      if (auto e = wire::member(*c, "Env")) env = expandTemplates(*e, values);
+      if (auto m = wire::member(*c, "Mounts")) mounts = expandTemplates(*m, values);
+    }
     if (c && !c->empty() && c->front() == '{') {
       appendStringRaw(spec, "image", wire::member(*c, "Image"));
       appendRaw(spec, "command", wire::member(*c, "Command"), "[]");
       appendRaw(spec, "args", wire::member(*c, "Args"), "[]");
-      appendRaw(spec, "env", wire::member(*c, "Env"), "[]");
+      appendRaw(spec, "env", env.empty() ? std::nullopt : std::optional<std::string_view>(env),
+                "[]");
       appendStringRaw(spec, "workdir", wire::member(*c, "Dir"));
       appendStringRaw(spec, "user", wire::member(*c, "User"));
-      appendStringRaw(spec, "hostname", wire::member(*c, "Hostname"));
+      appendStringRaw(spec, "hostname",
+                      hostname.empty() ? std::nullopt : std::optional<std::string_view>(hostname));
       appendStringRaw(spec, "stop_signal", wire::member(*c, "StopSignal"));
       appendMember(spec, "stop_grace_ns", t.graceNs);
       if (auto h = wire::member(*c, "Healthcheck")) appendRaw(spec, "healthcheck", h, "");
-      if (auto m = wire::member(*c, "Mounts")) appendRaw(spec, "mounts", m, "");
+      if (!mounts.empty()) appendRaw(spec, "mounts", std::string_view(mounts), "");
     }
     if (tmpl) {
       if (auto r = wire::member(*tmpl, "Resources")) appendRaw(spec, "resources", r, "");

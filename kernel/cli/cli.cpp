@@ -2118,6 +2118,82 @@ int cmdPolicyInspect(Invocation& inv) {
 
 int cmdPolicyRm(Invocation& inv) { return removeObjects(inv, "/policies/remove?id="); }
 
+int cmdPolicyTest(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
+  if (!inv.has("service")) {
+    return usageError(*inv.err, "\"shoal policy test\" needs --service SERVICE|SPEC.json",
+                      inv.command->path);
+  }
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  JObject req;
+  const std::string target = inv.flag("service");
+  std::ifstream file(target);
+  if (target == "-" || file) {
+    // A spec file: Docker's ServiceSpec JSON (as `service inspect` shows under "Spec", with a
+    // "Name").
+    std::stringstream text;
+    if (target == "-") {
+      text << std::cin.rdbuf();
+    } else {
+      text << file.rdbuf();
+    }
+    auto spec = parseObject(text.str());
+    if (!spec) {
+      *inv.err << target << " is not a service spec: " << spec.status().message() << '\n';
+      return kExitUsage;
+    }
+    req.set("spec", *spec);
+  } else {
+    req.set("service", target);
+  }
+  if (inv.has("replicas")) {
+    auto n = parseCount(inv.flag("replicas"), "replicas");
+    if (!n) return specError(inv, n.status());
+    req.set("replicas", *n);
+  }
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/policies/test?id=" + inv.args[0], body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  if (format == "json") {
+    *inv.out << *reply << '\n';
+    return kExitOk;
+  }
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  auto placements = (*obj)->getArray("Placements");
+  std::map<std::string, std::size_t> perNode;
+  std::size_t pending = 0;
+  std::vector<std::vector<std::string>> rows = {{"TASK", "NODE"}};
+  for (std::size_t i = 0; placements && i < placements->size(); ++i) {
+    auto p = placements->getObject(static_cast<unsigned>(i));
+    std::string node = p->optValue<std::string>("Hostname", "");
+    if (node.empty()) node = p->optValue<std::string>("NodeID", "");
+    if (node.empty()) {
+      ++pending;
+      node = "(pending)";
+    } else {
+      ++perNode[node];
+    }
+    rows.push_back({std::to_string(p->optValue<uint64_t>("Task", i + 1)), node});
+  }
+  *inv.out << "Policy " << (*obj)->optValue<std::string>("Policy", "") << " on service "
+           << (*obj)->optValue<std::string>("Service", "") << " (nothing is started):\n";
+  printTable(*inv.out, rows);
+  *inv.out << "\nTasks per node:";
+  for (const auto& [node, n] : perNode) *inv.out << " " << node << "=" << n;
+  *inv.out << '\n';
+  if (pending > 0) {
+    *inv.out << pending << (pending == 1 ? " task" : " tasks")
+             << " would stay pending: " << (*obj)->optValue<std::string>("Explanation", "") << '\n';
+  }
+  return kExitOk;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> cmds = {
       {"info", "info [OPTIONS]", "Display system-wide information", {kFormatFlag}, 0, cmdInfo, {}},
@@ -2271,6 +2347,15 @@ const std::vector<Command>& commands() {
        64,
        cmdPolicyRm,
        {"remove"}},
+      {"policy test",
+       "policy test [OPTIONS] POLICY --service SERVICE|SPEC.json",
+       "Show where a service's tasks would go with a policy, against the live cluster",
+       {kFormatFlag,
+        {"replicas", 0, true, "Number of tasks to place (default: the service's)", ""},
+        {"service", 0, true, "A service, or a file with a service spec (JSON; - for stdin)", ""}},
+       1,
+       cmdPolicyTest,
+       {}},
       {"service create",
        "service create [OPTIONS] IMAGE [COMMAND] [ARG...]",
        "Create a new service",

@@ -3,11 +3,13 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
 #include "kernel/common/random.h"
 #include "kernel/manager/route_util.h"
+#include "kernel/manager/scheduler_host.h"
 #include "kernel/manager/service_spec.h"
 #include "kernel/policy/policy.h"
 #include "kernel/store/tx.h"
@@ -135,6 +137,95 @@ Response remove(Swarm& swarm, const Request& r) {
   return s ? Response::json("{}") : Response::error(s);
 }
 
+// POST /policies/test?id=NAME {"service": REF} or {"spec": ServiceSpec}, optional "replicas":
+// where the service's tasks would go with this policy, on the cluster as it is now.
+Response test(Swarm& swarm, const Request& r) {
+  JObject::Ptr body;
+  try {
+    body = Poco::JSON::Parser().parse(r.body.empty() ? "{}" : r.body).extract<JObject::Ptr>();
+  } catch (const std::exception& e) {
+    return Response::error(Status::invalidArgument(
+        std::string("the policy test request body is not a JSON object: ") + e.what()));
+  }
+  if (!body || (!body->has("service") && !body->has("spec"))) {
+    return Response::error(
+        Status::invalidArgument("the policy test request needs a \"service\" or a \"spec\""));
+  }
+  plugin::PluginInstance* scheduler = swarm.schedulerPlugin();
+  if (!scheduler) return Response::error(Status::unavailable("no scheduler plugin is loaded"));
+  std::string out;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    PreviewRequest req;
+    std::string policyName;
+    JObject::Ptr spec;
+    Status found = Status::ok();
+    store.view([&](const store::ReadView& v) {
+      auto p = resolvePolicy(v, param(r, "id"));
+      if (!p) {
+        found = p.status();
+        return;
+      }
+      policyName = (*p)->name;
+      if (body->has("service")) {
+        auto svc = resolveObject(v, Kind::kService, body->getValue<std::string>("service"));
+        if (!svc) {
+          found = svc.status();
+          return;
+        }
+        req.serviceId = (*svc)->id;
+        req.serviceName = (*svc)->name;
+        spec = Poco::JSON::Parser().parse((*svc)->spec).extract<JObject::Ptr>();
+      } else {
+        spec = body->getObject("spec");
+      }
+    });
+    if (!found) return found;
+    if (!spec) return Status::invalidArgument("the policy test \"spec\" is not an object");
+    spec = new JObject(*spec);
+    if (req.serviceName.empty()) req.serviceName = spec->optValue<std::string>("Name", "preview");
+    spec->remove("Name");
+    spec->remove("Labels");
+    if (Status v = validateServiceSpec(*spec); !v) return v;
+    // The spec as it would be with this policy.
+    JObject::Ptr task = spec->getObject("TaskTemplate");
+    JObject::Ptr placement = task->getObject("Placement");
+    if (!placement) {
+      placement = new JObject;
+      task->set("Placement", placement);
+    }
+    placement->set("Policy", policyName);
+    req.serviceSpec = stringify(*spec);
+    auto parsed = parseServiceSpec(req.serviceSpec);
+    if (!parsed) return parsed.status();
+    std::size_t nodes = 0;
+    store.view([&](const store::ReadView& v) { nodes = v.list(Kind::kNode).size(); });
+    req.count = isGlobal(parsed->mode)                        ? nodes
+                : parsed->mode == ServiceMode::kReplicatedJob ? parsed->maxConcurrent
+                                                              : parsed->replicas;
+    if (body->has("replicas")) req.count = body->getValue<std::size_t>("replicas");
+    req.count = std::min<std::size_t>(req.count, 100000);
+    SchedulerHost host(store, *scheduler, SystemClock::instance());
+    auto preview = host.preview(req);
+    if (!preview) return preview.status();
+    JObject result(Poco::JSON_PRESERVE_KEY_ORDER);
+    result.set("Policy", policyName);
+    result.set("Service", req.serviceName);
+    Poco::JSON::Array placements;
+    for (std::size_t k = 0; k < preview->nodes.size(); ++k) {
+      JObject::Ptr row = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+      row->set("Task", static_cast<uint64_t>(k + 1));
+      row->set("NodeID", preview->nodes[k].first);
+      row->set("Hostname", preview->nodes[k].second);
+      placements.add(row);
+    }
+    result.set("Placements", placements);
+    result.set("Explanation", preview->explanation);
+    out = stringify(result);
+    return Status::ok();
+  });
+  return s ? Response::json(out) : Response::error(s);
+}
+
 }  // namespace
 
 Result<std::string> policySource(ReplicatedStore& store, const std::string& name) {
@@ -159,6 +250,7 @@ void addPolicyRoutes(api::Router& router, Swarm& swarm) {
   router.add("GET", "/policies", [&swarm](const Request&) { return list(swarm); });
   router.add("GET", "/policies/inspect", [&swarm](const Request& r) { return inspect(swarm, r); });
   router.add("POST", "/policies/remove", [&swarm](const Request& r) { return remove(swarm, r); });
+  router.add("POST", "/policies/test", [&swarm](const Request& r) { return test(swarm, r); });
 }
 
 }  // namespace shoal::manager

@@ -142,7 +142,35 @@ void SchedulerHost::run() {
   }
 }
 
-Result<std::size_t> SchedulerHost::schedulePass() {
+namespace {
+thread_local ReplicatedStore* tlsStore = nullptr;
+
+// Marks this thread as running a pass over `store` (see currentStore).
+class PassScope {
+ public:
+  explicit PassScope(ReplicatedStore* store) : previous_(tlsStore) { tlsStore = store; }
+  ~PassScope() { tlsStore = previous_; }
+  PassScope(const PassScope&) = delete;
+  PassScope& operator=(const PassScope&) = delete;
+
+ private:
+  ReplicatedStore* previous_;
+};
+}  // namespace
+
+ReplicatedStore* SchedulerHost::currentStore() { return tlsStore; }
+
+Result<std::size_t> SchedulerHost::schedulePass() { return pass(nullptr, nullptr); }
+
+Result<PlacementPreview> SchedulerHost::preview(const PreviewRequest& request) {
+  PlacementPreview out;
+  auto done = pass(&request, &out);
+  if (!done) return done.status();
+  return out;
+}
+
+Result<std::size_t> SchedulerHost::pass(const PreviewRequest* preview, PlacementPreview* out) {
+  PassScope scope(&store_);
   const auto& ops = plugin_.ops<shoal_scheduler_ops>();
   const int64_t nowNs = clock_.nowNanos();
   // Read everything the pass needs in one view.
@@ -188,6 +216,7 @@ Result<std::size_t> SchedulerHost::schedulePass() {
     }
     for (const auto& t : v.list(Kind::kTask)) {
       const TaskState obs = observedState(*t);
+      if (pendingTask(*t) && preview) continue;  // a preview places only its own tasks
       if (pendingTask(*t)) {
         auto svc = services.find(t->serviceId);
         if (svc == services.end()) continue;
@@ -219,6 +248,29 @@ Result<std::size_t> SchedulerHost::schedulePass() {
         load.memory += p->spec.reserveMemory;
       }
       for (const auto& p : servicePorts[t->serviceId]) load.ports.push_back(p);
+    }
+    if (preview) {
+      // The tasks the service would have, as the orchestrator would create them.
+      auto spec = parseServiceSpec(preview->serviceSpec);
+      if (!spec) {
+        out->error = spec.status().message();
+        return;
+      }
+      Group g;
+      g.serviceId = preview->serviceId.empty() ? "preview" : preview->serviceId;
+      g.serviceName = preview->serviceName;
+      g.hostPorts = spec->hostPorts;
+      for (std::size_t k = 0; k < preview->count; ++k) {
+        auto t = std::make_shared<store::Object>();
+        t->kind = Kind::kTask;
+        t->id = "preview-" + std::to_string(k + 1);
+        t->serviceId = g.serviceId;
+        t->slot = k + 1;
+        t->spec = spec->taskTemplate;
+        if (k == 0) g.placement = placementFor(*t);
+        g.tasks.push_back(t);
+      }
+      if (!g.tasks.empty()) groups.push_back(std::move(g));
     }
     if (groups.empty()) return;
     JObject snap(Poco::JSON_PRESERVE_KEY_ORDER);
@@ -271,6 +323,7 @@ Result<std::size_t> SchedulerHost::schedulePass() {
     snap.set("nodes", list);
     snapshotJson = stringify(snap);
   });
+  if (preview && !out->error.empty()) return Status::invalidArgument(out->error);
   if (groups.empty()) return std::size_t{0};
 
   shoal_sched_snapshot* snap = nullptr;
@@ -393,6 +446,17 @@ Result<std::size_t> SchedulerHost::schedulePass() {
     return SHOAL_OK;
   });
 
+  if (preview) {
+    for (const auto& d : decisions) {
+      std::string hostname;
+      for (const auto& n : nodes) {
+        if (n->id == d.nodeId) hostname = nodeFacts(*n).hostname;
+      }
+      out->nodes.push_back({d.nodeId, hostname});
+      if (d.nodeId.empty() && out->explanation.empty()) out->explanation = d.message;
+    }
+    return out->nodes.size();
+  }
   // Commit in transactions of bounded size; a task that changed meanwhile is skipped (the
   // next pass sees it as it is now).
   std::size_t placed = 0;

@@ -2805,6 +2805,9 @@ void Swarm::setPlugins(plugin::PluginHost* host, const std::string& runtimeName)
   scheduler_ = schedulers.empty() ? nullptr : schedulers.front();
   // Named placement policies are policy objects of this manager's store.
   host->setPolicySource([this](const std::string& name) -> Result<std::string> {
+    // Asked from inside a scheduling pass (the usual case): its store, and no lock, since a
+    // preview runs under mu_ already.
+    if (ReplicatedStore* store = SchedulerHost::currentStore()) return policySource(*store, name);
     Result<std::string> source = Status::unavailable(kNotManager);
     Status s = withStore([&](ReplicatedStore& store, const std::string&) {
       source = policySource(store, name);

@@ -146,6 +146,8 @@ class Swarm {
   // Runs `fn` with this manager's replicated store and this node's id, under the swarm's lock;
   // the error of not being an active manager otherwise. For the service API.
   Status withStore(const std::function<Status(ReplicatedStore&, const std::string&)>& fn);
+  // The scheduler plugin the leader uses (null without one), for placement previews.
+  plugin::PluginInstance* schedulerPlugin() const { return scheduler_; }
   // The agent's tasks and their local states (tests).
   std::map<std::string, std::string> agentTasks();
 

@@ -173,6 +173,7 @@ class FakeRuntime final : public Runtime {
 class AgentTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(AgentTest);
   CPPUNIT_TEST(testAssignedTaskRunsAndIsReported);
+  CPPUNIT_TEST(testTemplatesInHostnameAndEnvAreExpanded);
   CPPUNIT_TEST(testExitsAreReportedWithTheirExitCode);
   CPPUNIT_TEST(testTaskToldToStopIsShutDownAndRemoved);
   CPPUNIT_TEST(testPrepareFailureRejectsTheTask);
@@ -219,6 +220,20 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(runtime_->lastDocument().find("\"image\":\"busybox\"") != std::string::npos);
     CPPUNIT_ASSERT(runtime_->lastDocument().find("\"schema\":\"shoal.task/v1\"") !=
                    std::string::npos);
+  }
+
+  void testTemplatesInHostnameAndEnvAreExpanded() {
+    assign("t9", "n1",
+           "{\"ContainerSpec\":{\"Image\":\"busybox\",\"Hostname\":\"{{.Service.Name}}-{{ "
+           ".Task.Slot }}\","
+           "\"Env\":[\"NODE={{.Node.ID}}\",\"KEEP={{.Unknown}}\"]}}",
+           "web.app.1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("prepare t9") == 1; }));
+    const std::string doc = runtime_->lastDocument();
+    CPPUNIT_ASSERT_MESSAGE(doc, doc.find("\"hostname\":\"web.app-1\"") != std::string::npos);
+    CPPUNIT_ASSERT_MESSAGE(doc, doc.find("\"NODE=n1\"") != std::string::npos);
+    CPPUNIT_ASSERT_MESSAGE(doc, doc.find("\"KEEP={{.Unknown}}\"") != std::string::npos);
   }
 
   void testExitsAreReportedWithTheirExitCode() {
@@ -353,7 +368,9 @@ class AgentTest : public CppUnit::TestFixture {
                                      shoal::SystemClock::instance());
     ASSERT_OK(agent_->start());
   }
-  void assign(const std::string& id, const std::string& node) {
+  void assign(const std::string& id, const std::string& node,
+              const std::string& spec = "{\"ContainerSpec\":{\"Image\":\"busybox\"}}",
+              const std::string& name = "svc.1") {
     ASSERT_OK(store_->update(
         [&](shoal::store::Tx& tx) {
           Object o;
@@ -363,7 +380,8 @@ class AgentTest : public CppUnit::TestFixture {
           o.slot = 1;
           o.nodeId = node;
           o.desiredState = TaskState::kRunning;
-          o.spec = "{\"ContainerSpec\":{\"Image\":\"busybox\"}}";
+          o.spec = spec;
+          o.name = name;
           TaskStatus st;
           st.state = TaskState::kAssigned;
           o.status = shoal::manager::taskStatusJson(st);
