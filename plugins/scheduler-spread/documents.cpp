@@ -299,16 +299,44 @@ void readSchema(JsonReader& r, const char* doc, const char* schema) {
 }
 
 // The placement object. Constraints and preferences are only parsed once the whole object is
-// read, so a Lua policy anywhere in it is reported as such (SHOAL_ENOTSUP) first.
-void readPlacement(JsonReader& r, const Where& at, GroupSpec& g) {
+// read, so on a host without Lua policies a Lua policy anywhere in it is reported as such
+// (SHOAL_ENOTSUP) first.
+void readPlacement(JsonReader& r, const Where& at, GroupSpec& g, bool luaAvailable) {
   bool lua = false;
   std::vector<std::string> constraints;
   std::vector<std::string> preferences;
   uint32_t seen = 0;
   readObject(r, at, [&](std::string_view key) {
-    if (key == "policy" || key == "lua_constraints") {
+    if (key == "policy") {
+      once(&seen, 16, at.with("policy"));
+      if (readNull(r)) return;
       lua = true;
-      r.skip();
+      if (!luaAvailable) {
+        r.skip();
+        return;
+      }
+      g.policy = std::string(readString(r, at.with("policy")));
+      if (g.policy.empty()) wrong(at.with("policy"), "must not be empty");
+    } else if (key == "lua_constraints") {
+      // One expression (what the kernel sends), or an array of them that must all hold.
+      once(&seen, 32, at.with("lua_constraints"));
+      if (readNull(r)) return;
+      lua = true;
+      if (!luaAvailable) {
+        r.skip();
+        return;
+      }
+      const Where w = at.with("lua_constraints");
+      if (r.peek() == Kind::kString) {
+        g.luaConstraints.emplace_back(r.readString());
+      } else if (r.peek() == Kind::kArray) {
+        g.luaConstraints = readStrings(r, w);
+      } else {
+        wrong(w, "must be a string or an array of strings");
+      }
+      for (const std::string& e : g.luaConstraints) {
+        if (e.empty()) wrong(w, "must not hold an empty expression");
+      }
     } else if (key == "constraints") {
       once(&seen, 1, at.with("constraints"));
       if (!readNull(r)) constraints = readStrings(r, at.with("constraints"));
@@ -343,10 +371,12 @@ void readPlacement(JsonReader& r, const Where& at, GroupSpec& g) {
       r.skip();
     }
   });
-  if (lua) {
-    throw sdk::Error(
-        SHOAL_ENOTSUP,
-        std::string(kName) + ": Lua placement policies are not available in this build yet");
+  if (lua && !luaAvailable) {
+    throw sdk::Error(SHOAL_ENOTSUP,
+                     std::string(kName) +
+                         ": this group's placement has a Lua placement policy (\"policy\" or "
+                         "\"lua_constraints\"), but this shoald cannot run them: its plugin host "
+                         "table has no policy_* slots (they came with plugin ABI 1.1)");
   }
   for (const std::string& text : constraints) g.constraints.push_back(parseConstraint(text));
   for (const std::string& text : preferences) g.preferences.push_back(parsePreference(text));
@@ -381,12 +411,12 @@ void readPorts(JsonReader& r, const Where& at, GroupSpec& g) {
   g.ports.erase(std::unique(g.ports.begin(), g.ports.end()), g.ports.end());
 }
 
-void readSpec(JsonReader& r, const Where& at, GroupSpec& g) {
+void readSpec(JsonReader& r, const Where& at, GroupSpec& g, bool luaAvailable) {
   uint32_t seen = 0;
   readObject(r, at, [&](std::string_view key) {
     if (key == "placement") {
       once(&seen, 1, at.with("placement"));
-      if (!readNull(r)) readPlacement(r, at.with("placement"), g);
+      if (!readNull(r)) readPlacement(r, at.with("placement"), g, luaAvailable);
     } else if (key == "resources") {
       once(&seen, 2, at.with("resources"));
       if (!readNull(r)) readResources(r, at.with("resources"), &g.nanoCpus, &g.memoryBytes);
@@ -446,7 +476,7 @@ std::unique_ptr<Snapshot> parseSnapshot(std::string_view json) {
   return snap;
 }
 
-GroupSpec parseGroup(std::string_view json) {
+GroupSpec parseGroup(std::string_view json, bool luaAvailable) {
   JsonReader r(json, "group");
   GroupSpec g;
   expectDocumentObject(r, "group");
@@ -464,7 +494,7 @@ GroupSpec parseGroup(std::string_view json) {
       g.serviceName = optionalString(r, root.with("service_name"));
     } else if (key == "spec") {
       once(&seen, 8, root.with("spec"));
-      if (!readNull(r)) readSpec(r, root.with("spec"), g);
+      if (!readNull(r)) readSpec(r, root.with("spec"), g, luaAvailable);
     } else if (key == "tasks") {
       once(&seen, 16, root.with("tasks"));
       if (!readNull(r)) g.tasks = readStrings(r, root.with("tasks"));

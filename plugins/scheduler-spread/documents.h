@@ -1,7 +1,8 @@
 // scheduler-spread: reading the two documents of scheduler.h ("shoal.nodes/v1" and
 // "shoal.task-group/v1") with Poco::JSON. Every refusal is an sdk::Error: SHOAL_EINVAL with a
 // message naming the member (e.g. "snapshot: nodes[3].resources.memory_bytes must be a
-// non-negative integer"), or SHOAL_ENOTSUP for Lua placement policies.
+// non-negative integer"), or SHOAL_ENOTSUP for Lua placement policies on a host that cannot
+// run them.
 #pragma once
 
 #include <cstdint>
@@ -35,9 +36,17 @@ struct GroupSpec {
   int64_t memoryBytes = 0;
   std::vector<PortKey> ports;  // host-mode published ports, sorted, unique, non-zero
   std::vector<std::string> tasks;
+  // Lua placement policies (run by the kernel, policy_set.h):
+  std::string policy;                       // spec.placement.policy: a policy object's name
+  std::vector<std::string> luaConstraints;  // spec.placement.lua_constraints: Lua expressions
+
+  bool usesLua() const { return !policy.empty() || !luaConstraints.empty(); }
 };
 
 std::unique_ptr<Snapshot> parseSnapshot(std::string_view json);
-GroupSpec parseGroup(std::string_view json);
+// `luaAvailable`: the host runs Lua placement policies. When it does not, a placement with a
+// "policy" or "lua_constraints" member is refused with SHOAL_ENOTSUP (before anything else in
+// the placement is checked).
+GroupSpec parseGroup(std::string_view json, bool luaAvailable);
 
 }  // namespace shoal::plugins::spread

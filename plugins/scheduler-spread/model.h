@@ -2,7 +2,8 @@
 //
 // A Snapshot is parsed once per scheduling pass and then mutated by assign(): every placement
 // adds to the node's reservations, task counts and host ports, so the groups placed later in
-// the same pass see the earlier placements. Nothing is ever freed within a pass.
+// the same pass see the earlier placements. Nothing is ever freed within a pass (but an assign()
+// that fails takes its own placements back).
 // THREAD: the host serialises calls into the instance (plugin.h); nothing here locks.
 #pragma once
 
@@ -71,6 +72,10 @@ struct Node {
     auto it = std::lower_bound(hostPorts.begin(), hostPorts.end(), p);
     if (it == hostPorts.end() || *it != p) hostPorts.insert(it, p);
   }
+  void removePort(PortKey p) {
+    auto it = std::lower_bound(hostPorts.begin(), hostPorts.end(), p);
+    if (it != hostPorts.end() && *it == p) hostPorts.erase(it);
+  }
 };
 
 // One service's per-node counters, dense (index = node index), shared by every group of the
@@ -95,6 +100,29 @@ struct Snapshot {
 
   uint32_t openGroups = 0;  // groups opened on this snapshot and not closed yet
   bool closed = false;      // snapshot_close came while groups were open
+
+  // For Lua placement policies (policy_set.h): the snapshot_open text, kept for policy_bind
+  // (the kernel parses it once per pass and reuses that for byte-identical text); the nodes
+  // whose usage placements changed since the text was parsed, each once, which a policy bound
+  // to the text must be told about (policy_update); and a version that every change of usage
+  // (a placement, or one taken back) bumps. All empty when the host runs no policies.
+  std::string json;
+  std::vector<uint32_t> touched;   // capacity for every node, so touch() never allocates
+  std::vector<uint8_t> isTouched;  // per node
+  uint64_t usageVersion = 0;
+
+  void trackUsage(std::string_view text) {
+    json.assign(text);
+    isTouched.assign(nodes.size(), 0);
+    touched.reserve(nodes.size());
+  }
+  void touch(uint32_t node) noexcept {
+    ++usageVersion;
+    if (!isTouched.empty() && isTouched[node] == 0) {
+      isTouched[node] = 1;
+      touched.push_back(node);
+    }
+  }
 
   ServiceCounts& countsFor(const std::string& serviceId) {
     Service& s = services[serviceId];

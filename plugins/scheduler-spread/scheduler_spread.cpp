@@ -4,7 +4,8 @@
 // preferences, and Swarm-style "no suitable node (...)" explanations. See README.md.
 //
 // This file is the ABI glue: handles, their lifetimes and argument checks. The documents are
-// read in documents.cpp, constraints in constraint.cpp, placement in placement.cpp.
+// read in documents.cpp, constraints in constraint.cpp, placement in placement.cpp, and the
+// Lua placement policies the kernel runs are reached through policy_set.cpp.
 #include <shoal/scheduler.h>
 #include <shoal/plugin.hpp>
 #include <shoal_plugins/config.hpp>
@@ -18,6 +19,7 @@
 #include "documents.h"
 #include "model.h"
 #include "placement.h"
+#include "policy_set.h"
 
 namespace {
 
@@ -27,17 +29,31 @@ using shoal::plugins::spread::invalid;
 using shoal::plugins::spread::kName;
 using shoal::plugins::spread::parseGroup;
 using shoal::plugins::spread::parseSnapshot;
+using shoal::plugins::spread::PolicyFailure;
+using shoal::plugins::spread::PolicySet;
 using shoal::plugins::spread::Snapshot;
 using shoal::sdk::view;
 
 constexpr char kVersion[] = "0.1.0";
+
+// Runs an op that may call a Lua policy. A policy slot that fails has attached the kernel's
+// message (naming the policy, its line and the problem) to the call already: return its code
+// as is, since plugin.hpp's guard would replace that message with its own.
+template <class F>
+shoal_status withPolicies(F&& body) {
+  try {
+    return body();
+  } catch (const PolicyFailure& e) {
+    return e.code();
+  }
+}
 
 // Handles are the plugin's objects; every op checks that it knows the handle, so a stale or
 // foreign pointer is refused (SHOAL_EINVAL) instead of being dereferenced.
 class SpreadScheduler : public shoal::sdk::Instance {
  public:
   SpreadScheduler(const shoal_host* host, shoal_instance* inst, std::string_view config_json)
-      : Instance(host, inst) {
+      : Instance(host, inst), lua_(PolicySet::hostSupports(host)) {
     parseConfig(kName, config_json, {});  // no keys: anything but an empty object is refused
   }
 
@@ -47,6 +63,9 @@ class SpreadScheduler : public shoal::sdk::Instance {
     *out_snap = nullptr;
     *out_nodes = 0;
     std::unique_ptr<Snapshot> snap = parseSnapshot(view(nodes_json));
+    // Kept for policy_bind: the kernel parses the snapshot once per pass for every policy bound
+    // to byte-identical text.
+    if (lua_) snap->trackUsage(view(nodes_json));
     auto* handle = reinterpret_cast<shoal_sched_snapshot*>(snap.get());
     const auto nodes = static_cast<uint32_t>(snap->nodes.size());
     snapshots_.emplace(handle, std::move(snap));
@@ -79,7 +98,16 @@ class SpreadScheduler : public shoal::sdk::Instance {
     if (out_group == nullptr) invalid("group_open: null out-parameter");
     *out_group = nullptr;
     Snapshot& snap = snapshotOf(snap_handle, "group_open");
-    auto group = std::make_unique<Group>(snap, parseGroup(view(group_json)));
+    auto group = std::make_unique<Group>(snap, parseGroup(view(group_json), lua_));
+    const auto& spec = group->spec();
+    if (spec.usesLua()) {
+      // Constraint expressions filter first, the named policy (filter and score) last. A
+      // failure closes what was opened (the PolicySet, or the group that owns it).
+      auto policies = std::make_unique<PolicySet>(host(), instance());
+      for (const std::string& e : spec.luaConstraints) policies->open(SHOAL_POLICY_EXPRESSION, e);
+      if (!spec.policy.empty()) policies->open(SHOAL_POLICY_NAMED, spec.policy);
+      group->attachPolicies(std::move(policies), view(group_json));
+    }
     auto* handle = reinterpret_cast<shoal_sched_group*>(group.get());
     groups_.emplace(handle, std::move(group));
     ++snap.openGroups;
@@ -131,6 +159,22 @@ class SpreadScheduler : public shoal::sdk::Instance {
     return reply(out, g.explain());
   }
 
+  // The ops that may run Lua policies.
+  shoal_status groupOpenOp(shoal_sched_snapshot* snap, shoal_str group_json,
+                           shoal_sched_group** out_group) {
+    return withPolicies([&] { return groupOpen(snap, group_json, out_group); });
+  }
+  shoal_status scoreOp(shoal_sched_group* handle, const uint8_t* fit, int64_t* out_score,
+                       uint32_t nodes) {
+    return withPolicies([&] { return score(handle, fit, out_score, nodes); });
+  }
+  shoal_status assignOp(shoal_sched_group* handle, uint32_t count, int32_t* out_node) {
+    return withPolicies([&] { return assign(handle, count, out_node); });
+  }
+  shoal_status explainOp(shoal_sched_group* handle, shoal_buf* out) {
+    return withPolicies([&] { return explain(handle, out); });
+  }
+
  private:
   Snapshot& snapshotOf(shoal_sched_snapshot* handle, const char* op) {
     auto it = snapshots_.find(handle);
@@ -161,6 +205,7 @@ class SpreadScheduler : public shoal::sdk::Instance {
   // instance is destroyed with handles still open.
   std::unordered_map<const shoal_sched_snapshot*, std::unique_ptr<Snapshot>> snapshots_;
   std::unordered_map<const shoal_sched_group*, std::unique_ptr<Group>> groups_;
+  const bool lua_;  // the host runs Lua placement policies (ABI 1.1 policy_* slots)
 };
 
 const shoal_scheduler_ops kOps = [] {
@@ -169,12 +214,12 @@ const shoal_scheduler_ops kOps = [] {
   o.struct_size = sizeof o;
   o.snapshot_open = op<&SpreadScheduler::snapshotOpen>;
   o.snapshot_close = op<&SpreadScheduler::snapshotClose>;
-  o.group_open = op<&SpreadScheduler::groupOpen>;
+  o.group_open = op<&SpreadScheduler::groupOpenOp>;
   o.group_close = op<&SpreadScheduler::groupClose>;
   o.filter = op<&SpreadScheduler::filter>;
-  o.score = op<&SpreadScheduler::score>;
-  o.assign = op<&SpreadScheduler::assign>;
-  o.explain = op<&SpreadScheduler::explain>;
+  o.score = op<&SpreadScheduler::scoreOp>;
+  o.assign = op<&SpreadScheduler::assignOp>;
+  o.explain = op<&SpreadScheduler::explainOp>;
   return o;
 }();
 

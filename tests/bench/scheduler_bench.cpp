@@ -4,10 +4,19 @@
 //   (a) 1 group x 100,000 tasks
 //   (b) 100 groups (services) x 1,000 tasks, one snapshot for the whole pass
 //   (c) as (a), plus the placement preferences zone then rack
-// For each: snapshot_open (parse), group_open (parse, static filters), assign, the whole pass,
-// and tasks/s; the median of --runs runs (default 5). Then the process's peak RSS.
+// and with Lua placement policies (conf/policies, run by the kernel through the host table):
+//   (d) as (a) with the policy binpack (a filter, and a score re-evaluated after every placement)
+//   (e) as (a) with the Lua constraint expression `node.labels.zone ~= "z0"` (a filter only)
+//   (f) as (a) with the policy keep-off-maintenance (a filter only; a policy object)
+//   (g) as (b) with binpack
+//   (h) 1 group x 1,000 tasks with zone-spread (a score whose prepare sums every node)
+// For each: snapshot_open (parse), group_open (parse, static filters, Lua filters), assign, the
+// whole pass, and tasks/s; the median of --runs runs (default 5). Then the process's peak RSS.
+// Every run hands the kernel a snapshot text other than the last run's (trailing whitespace),
+// so its parse of the snapshot for the policies (cached by identical text) is in every pass,
+// in group_open, as in a real pass.
 //
-// Usage: scheduler_bench [--runs N] [--nodes N]
+// Usage: scheduler_bench [--runs N] [--nodes N] [--policies DIR] [--only LETTERS]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -15,6 +24,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,6 +35,7 @@
 #include "kernel/common/log.h"
 #include "kernel/plugin/plugin_host.h"
 
+using shoal::Result;
 using shoal::Status;
 using shoal::plugin::Kind;
 using shoal::plugin::PluginHost;
@@ -83,7 +96,9 @@ std::string snapshotJson(int n) {
   return out + "]}";
 }
 
-std::string groupJson(const std::string& service, int variant, bool preferences) {
+// `lua`: extra placement members, e.g. "\"policy\":\"binpack\"".
+std::string groupJson(const std::string& service, int variant, bool preferences,
+                      const std::string& lua) {
   // Five constraints; about 1/3 of the nodes pass them (workers, ready, ssd, prod, not t6).
   const std::string constraints =
       "[\"node.role==worker\",\"node.platform.os==linux\",\"node.labels.disk==ssd\","
@@ -94,7 +109,9 @@ std::string groupJson(const std::string& service, int variant, bool preferences)
          "\",\"spec\":{\"placement\":{\"constraints\":" + constraints + ",\"preferences\":" +
          (preferences ? "[\"node.labels.zone\",\"node.labels.rack\"]" : "[]") +
          ",\"max_replicas\":0,\"platforms\":[{\"os\":\"linux\",\"arch\":\"amd64\"},"
-         "{\"os\":\"linux\",\"arch\":\"arm64\"}]},\"resources\":{\"nano_cpus\":10000000,"
+         "{\"os\":\"linux\",\"arch\":\"arm64\"}]" +
+         (lua.empty() ? "" : "," + lua) +
+         "},\"resources\":{\"nano_cpus\":10000000,"
          "\"memory_bytes\":16777216},\"ports\":[]},\"tasks\":[]}";
 }
 
@@ -114,7 +131,8 @@ class Bench {
  public:
   explicit Bench(PluginInstance* p) : p_(p), ops_(p->ops<shoal_scheduler_ops>()) {}
 
-  Figures run(const std::string& snapshot, int groups, uint32_t tasksPerGroup, bool preferences) {
+  Figures run(const std::string& snapshot, int groups, uint32_t tasksPerGroup, bool preferences,
+              const std::string& lua) {
     Figures f;
     const auto start = Clock::now();
     shoal_sched_snapshot* snap = nullptr;
@@ -130,7 +148,7 @@ class Bench {
     // The documents are built before the clock runs for each group: the kernel has them ready.
     std::vector<std::string> docs;
     for (int g = 0; g < groups; ++g) {
-      docs.push_back(groupJson("svc-" + std::to_string(g), g, preferences));
+      docs.push_back(groupJson("svc-" + std::to_string(g), g, preferences, lua));
     }
     for (int g = 0; g < groups; ++g) {
       const std::string& doc = docs[static_cast<size_t>(g)];
@@ -193,12 +211,18 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+std::string only;  // --only: the scenarios to run ("" = all)
+
 void scenario(Bench& bench, const char* name, const std::string& snapshot, int groups,
-              uint32_t tasks, bool preferences, int runs) {
+              uint32_t tasks, bool preferences, int runs, const std::string& lua = {}) {
+  if (!only.empty() && only.find(name[1]) == std::string::npos) return;
   std::vector<double> snap, group, assign, total;
   Figures f;
+  static int pass = 0;
   for (int r = 0; r < runs; ++r) {
-    f = bench.run(snapshot, groups, tasks, preferences);
+    // Not the text of the last pass: the kernel parses it again for the policies, as it would.
+    f = bench.run(snapshot + std::string(static_cast<size_t>(++pass % 2), ' '), groups, tasks,
+                  preferences, lua);
     snap.push_back(f.snapshotMs);
     group.push_back(f.groupMs);
     assign.push_back(f.assignMs);
@@ -224,18 +248,40 @@ void scenario(Bench& bench, const char* name, const std::string& snapshot, int g
 int main(int argc, char** argv) {
   int runs = 5;
   int nodes = 1000;
+  // conf/policies of the source tree this file is in.
+  std::string policyDir = __FILE__;
+  policyDir = policyDir.substr(0, policyDir.rfind("tests/bench/")) + "conf/policies";
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
     } else if (std::strcmp(argv[i], "--nodes") == 0 && i + 1 < argc) {
       nodes = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--policies") == 0 && i + 1 < argc) {
+      policyDir = argv[++i];
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: scheduler_bench [--runs N] [--nodes N]\n");
+      std::fprintf(stderr,
+                   "usage: scheduler_bench [--runs N] [--nodes N] [--policies DIR] "
+                   "[--only LETTERS]\n");
       return 2;
     }
   }
   shoal::log::setLevel(shoal::log::Level::kWarn);
+  std::map<std::string, std::string> policies;
+  for (const char* name : {"binpack", "keep-off-maintenance", "zone-spread"}) {
+    std::ifstream in(policyDir + "/" + name + ".lua");
+    std::stringstream text;
+    text << in.rdbuf();
+    if (text.str().empty()) die(policyDir + "/" + name + ".lua: missing (use --policies DIR)");
+    policies[name] = text.str();
+  }
   PluginHost host;
+  host.setPolicySource([&policies](const std::string& name) -> Result<std::string> {
+    auto it = policies.find(name);
+    if (it == policies.end()) return Status::notFound("no such object");
+    return it->second;
+  });
   check(host.loadFile(std::string(SHOAL_PLUGIN_BUILD_DIR) + "/scheduler-spread.so"), "load");
   PluginInstance* p = host.find(Kind::kScheduler, "scheduler-spread");
   if (p == nullptr) die("scheduler-spread did not load");
@@ -250,6 +296,16 @@ int main(int argc, char** argv) {
            runs);
   scenario(bench, "(c) 1 group x 100,000 tasks, 5 constraints, preferences zone then rack",
            snapshot, 1, 100000, true, runs);
+  scenario(bench, "(d) as (a), policy binpack", snapshot, 1, 100000, false, runs,
+           "\"policy\":\"binpack\"");
+  scenario(bench, "(e) as (a), lua_constraints node.labels.zone ~= \"z0\"", snapshot, 1, 100000,
+           false, runs, "\"lua_constraints\":\"node.labels.zone ~= \\\"z0\\\"\"");
+  scenario(bench, "(f) as (a), policy keep-off-maintenance", snapshot, 1, 100000, false, runs,
+           "\"policy\":\"keep-off-maintenance\"");
+  scenario(bench, "(g) as (b), policy binpack", snapshot, 100, 1000, false, runs,
+           "\"policy\":\"binpack\"");
+  scenario(bench, "(h) 1 group x 1,000 tasks, 5 constraints, policy zone-spread", snapshot, 1, 1000,
+           false, runs, "\"policy\":\"zone-spread\"");
 
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);

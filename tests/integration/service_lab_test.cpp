@@ -17,6 +17,7 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -51,6 +52,7 @@ class ServiceLabTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(ServiceLabTest);
   CPPUNIT_TEST(testServicesAcrossTheLab);
   CPPUNIT_TEST(testTasksOfANodeThatStopsHeartbeatingMove);
+  CPPUNIT_TEST(testLuaPoliciesPlaceTasksAndARunawayOneIsContained);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -227,6 +229,62 @@ class ServiceLabTest : public CppUnit::TestFixture {
           return live == 6;
         },
         30s));
+    lab_ = nullptr;
+  }
+
+  void testLuaPoliciesPlaceTasksAndARunawayOneIsContained() {
+    Lab lab(2);
+    lab_ = &lab;
+    init("5s");
+    join("node2");
+    waitReady(2);
+    must(on({"node", "update", "--label-add", "maintenance=true", nodeId("node2")}), "label");
+    const std::string policies = std::string(SHOAL_SOURCE_DIR) + "/conf/policies/";
+    must(on({"policy", "create", "keep-off", policies + "keep-off-maintenance.lua"}),
+         "create policy");
+    RunResult ls = on({"policy", "ls"});
+    CPPUNIT_ASSERT_MESSAGE(ls.out, contains(ls.out, "keep-off"));
+    must(on({"service", "create", "--name", "careful", "--replicas", "4", "--placement-policy",
+             "keep-off", "-q", "busybox"}),
+         "policy service");
+    for (const auto& t : running("careful")) CPPUNIT_ASSERT_EQUAL(nodeId("node1"), t.node);
+    // A dry run against the live cluster: where 6 tasks would go, nothing started.
+    RunResult preview =
+        on({"policy", "test", "keep-off", "--service", "careful", "--replicas", "6"});
+    must(preview, "policy test");
+    CPPUNIT_ASSERT_MESSAGE(preview.out, contains(preview.out, "Tasks per node: node1=6"));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{4}, tasks("careful").size());
+    must(on({"service", "create", "--name", "elsewhere", "--replicas", "2", "--constraint-lua",
+             "node.hostname ~= \"node1\"", "-q", "busybox"}),
+         "lua constraint service");
+    for (const auto& t : running("elsewhere")) CPPUNIT_ASSERT_EQUAL(nodeId("node2"), t.node);
+    // A policy in use cannot be removed.
+    RunResult rm = on({"policy", "rm", "keep-off"});
+    CPPUNIT_ASSERT(rm.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(rm.err, contains(rm.err, "in use by service careful"));
+
+    // A runaway policy fails its own service's scheduling, and only that.
+    const std::string spin = "/tmp/shoal-spin-" + std::to_string(getpid()) + ".lua";
+    {
+      std::FILE* f = std::fopen(spin.c_str(), "w");
+      CPPUNIT_ASSERT(f != nullptr);
+      std::fputs("return shoal.policy{ filter = function(task, node) while true do end end }\n", f);
+      std::fclose(f);
+    }
+    must(on({"policy", "create", "spin", spin}), "create spin");
+    std::remove(spin.c_str());
+    must(
+        on({"service", "create", "--name", "stuck", "--placement-policy", "spin", "-d", "busybox"}),
+        "stuck create");
+    RunResult fine = on({"service", "create", "--name", "fine", "--replicas", "2", "busybox"});
+    must(fine, "a service without the policy still converges");
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          auto ts = tasks("stuck");
+          return !ts.empty() && ts[0].state == "pending" &&
+                 contains(ts[0].err, "instruction limit");
+        },
+        20s));
     lab_ = nullptr;
   }
 

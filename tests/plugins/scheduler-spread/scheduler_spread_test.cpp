@@ -1,24 +1,33 @@
 // scheduler-spread as the kernel's scheduler host drives it, through the plugin ABI: Swarm's
 // filters and their "no suitable node (...)" explanations, Docker's constraint syntax, spread
-// over nodes and over placement preferences, accounting across the groups of one pass, and
-// refusal of malformed documents and of Lua placement policies.
+// over nodes and over placement preferences, accounting across the groups of one pass,
+// refusal of malformed documents, and Lua placement policies run by the kernel through the
+// host table (filters with their reasons, scores ranked before the spread, failures that fail
+// only their group, handles closed with their group, and refusal on a host without them).
 #include <cppunit/extensions/HelperMacros.h>
+#include <dlfcn.h>
 
 #include <shoal/scheduler.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "kernel/common/clock.h"
 #include "kernel/plugin/plugin_host.h"
 
+using shoal::Result;
 using shoal::Status;
 using shoal::plugin::Kind;
 using shoal::plugin::PluginHost;
@@ -167,6 +176,30 @@ std::string show(const std::vector<int>& v) {
   return s;
 }
 
+// A shipped policy file (conf/policies).
+std::string shipped(const std::string& file) {
+  std::ifstream in(std::string(SHOAL_SOURCE_DIR) + "/conf/policies/" + file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  CPPUNIT_ASSERT_MESSAGE("conf/policies/" + file, !ss.str().empty());
+  return ss.str();
+}
+
+// The placement members naming a policy object and/or a Lua constraint expression.
+std::string policyMember(const std::string& name) { return "\"policy\":" + q(name); }
+std::string luaMember(const std::string& expression) {
+  return "\"lua_constraints\":" + q(expression);
+}
+
+// A clock that does not move: only the instruction and memory budgets apply, so no result
+// depends on how loaded the machine (or the sanitizer build) is.
+class FrozenClock : public shoal::Clock {
+ public:
+  WallTime now() const override { return WallTime(); }
+  MonoTime monotonic() const override { return MonoTime(); }
+};
+const FrozenClock kFrozen;
+
 }  // namespace
 
 class SchedulerSpreadTest : public CppUnit::TestFixture {
@@ -193,13 +226,39 @@ class SchedulerSpreadTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testMalformedSnapshotsAreRefusedNamingTheMember);
   CPPUNIT_TEST(testMalformedGroupsAreRefusedNamingTheMember);
   CPPUNIT_TEST(testJsonIsReadStrictly);
-  CPPUNIT_TEST(testLuaPlacementPoliciesAreNotSupportedYet);
+  CPPUNIT_TEST(testNamedFilterPolicyKeepsNodesOffAndExplainsWhy);
+  CPPUNIT_TEST(testLuaConstraintExpressionFilters);
+  CPPUNIT_TEST(testExpressionAndPolicyTogetherCountEachNodeOnce);
+  CPPUNIT_TEST(testBinpackFillsTheFullestNodeThatFitsAndStopsAtCapacity);
+  CPPUNIT_TEST(testZoneSpreadSpreadsAcrossZones);
+  CPPUNIT_TEST(testPolicyScoresRankNodesWithinPreferenceBranches);
+  CPPUNIT_TEST(testOneAssignCallMatchesTaskByTaskCallsUnderScoringPolicies);
+  CPPUNIT_TEST(testPoliciesSeeEarlierPlacementsOfThePassAndShareOneParse);
+  CPPUNIT_TEST(testRunawayPolicyFailsOnlyItsGroupAndQuickly);
+  CPPUNIT_TEST(testPolicyErrorInAssignTakesBackItsPlacements);
+  CPPUNIT_TEST(testUnknownPolicyNameIsNotFound);
+  CPPUNIT_TEST(testBadPolicyMembersAndExpressionsAreRefused);
+  CPPUNIT_TEST(testHostWithoutPolicySlotsRefusesLuaGroups);
+  CPPUNIT_TEST(testPolicyHandlesAreClosedWithTheirGroup);
   CPPUNIT_TEST(testHandlesAreCheckedAndASnapshotClosedFirstIsSafe);
   CPPUNIT_TEST_SUITE_END();
 
  public:
   void setUp() override {
     host_ = std::make_unique<PluginHost>();
+    shoal::policy::Limits limits;
+    limits.clock = &kFrozen;
+    host_->setPolicyLimits(limits);
+    policies_ = std::make_shared<std::map<std::string, std::string>>();
+    for (const char* name : {"keep-off-maintenance", "binpack", "zone-spread"}) {
+      (*policies_)[name] = shipped(std::string(name) + ".lua");
+    }
+    auto sources = policies_;
+    host_->setPolicySource([sources](const std::string& name) -> Result<std::string> {
+      auto it = sources->find(name);
+      if (it == sources->end()) return Status::notFound("no such object");
+      return it->second;
+    });
     Status s = host_->loadFile(std::string(SHOAL_PLUGIN_BUILD_DIR) + "/scheduler-spread.so");
     CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
     sched_ = host_->find(Kind::kScheduler, "scheduler-spread");
@@ -994,23 +1053,495 @@ class SchedulerSpreadTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(std::vector<int32_t>({0}) == assign(g, 1));
   }
 
-  void testLuaPlacementPoliciesAreNotSupportedYet() {
+  // ---- Lua placement policies (run by the kernel through the host table) ----
+
+  void testNamedFilterPolicyKeepsNodesOffAndExplainsWhy() {
+    std::vector<NodeDoc> nodes = {node("a"), node("b"), node("c"), node("d")};
+    nodes[0].labels = {{"maintenance", "true"}};
+    nodes[1].availability = "drain";
+    nodes[2].labels = {{"maintenance", "TRUE"}};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.extraPlacement = policyMember("keep-off-maintenance");
+    auto* g = openGroupOk(snap, doc.json());
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 0, 0, 1}) == filter(g, 4));
+    CPPUNIT_ASSERT_EQUAL(std::string("3 3 3 "), show(assign(g, 3)));
+    CPPUNIT_ASSERT_EQUAL(std::string(), explain(g));
+
+    // Without d nothing fits. A node that also fails a Swarm filter is counted under that one
+    // (e is in maintenance and full), and the policy's reason is its own.
+    nodes.pop_back();
+    NodeDoc full = node("e");
+    full.labels = {{"maintenance", "true"}};
+    full.reservedMemoryBytes = 8 * kGiB;
+    nodes.push_back(full);
+    auto* snap2 = openSnapshotOk(snapshotJson(nodes));
+    doc.memoryBytes = kGiB;
+    auto* g2 = openGroupOk(snap2, doc.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("-1 -1 "), show(assign(g2, 2)));
+    CPPUNIT_ASSERT_EQUAL(std::string("no suitable node (1 node not available for new tasks; 1 node "
+                                     "had insufficient memory; 2 nodes rejected by policy "
+                                     "\"keep-off-maintenance\": node is in maintenance)"),
+                         explain(g2));
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 0, 0, 0}) == filter(g2, 4));
+  }
+
+  void testLuaConstraintExpressionFilters() {
+    std::vector<NodeDoc> nodes = {node("e1"), node("w1"), node("none"), node("e2")};
+    nodes[0].labels = {{"zone", "east"}};
+    nodes[1].labels = {{"zone", "west"}};
+    nodes[3].labels = {{"zone", "east"}};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.extraPlacement = luaMember("node.labels.zone ~= \"east\"");
+    auto* g = openGroupOk(snap, doc.json());
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 1, 1, 0}) == filter(g, 4));
+    CPPUNIT_ASSERT_EQUAL(std::string("0 2 2 0 "), show(histogram(assign(g, 4), 4)));
+
+    // Only east nodes: the expression names itself in the explanation. An array of
+    // expressions must all hold.
+    auto* east = openSnapshotOk(snapshotJson({nodes[0], nodes[3]}));
+    auto* ge = openGroupOk(east, doc.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("-1 "), show(assign(ge, 1)));
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("no suitable node (2 nodes rejected by lua constraint `node.labels.zone ~= "
+                    "\"east\"`)"),
+        explain(ge));
+    GroupDoc both;
+    both.extraPlacement =
+        "\"lua_constraints\":[\"node.labels.zone ~= 'east'\",\"node.hostname ~= 'w1-host'\"]";
+    auto* gb = openGroupOk(snap, both.json());
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 0, 1, 0}) == filter(gb, 4));
+  }
+
+  void testExpressionAndPolicyTogetherCountEachNodeOnce() {
+    std::vector<NodeDoc> nodes = {node("e1"), node("w1"), node("w2"), node("w3")};
+    nodes[0].labels = {{"zone", "east"}, {"maintenance", "true"}};  // the expression's
+    nodes[1].labels = {{"zone", "west"}, {"maintenance", "true"}};  // the policy's
+    nodes[2].labels = {{"zone", "west"}};
+    nodes[3].labels = {{"zone", "east"}};  // the expression's
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.extraPlacement =
+        policyMember("keep-off-maintenance") + "," + luaMember("node.labels.zone == 'west'");
+    auto* g = openGroupOk(snap, doc.json());
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 0, 1, 0}) == filter(g, 4));
+    CPPUNIT_ASSERT_EQUAL(std::string("2 2 "), show(assign(g, 2)));
+    // w2 is full for a group with max replicas 1: counted as such, and each other node once, under
+    // the first Lua filter that rejected it (the expression before the policy).
+    GroupDoc capped = doc;
+    capped.maxReplicas = 1;
+    auto* gc = openGroupOk(snap, capped.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("-1 "), show(assign(gc, 1)));
+    CPPUNIT_ASSERT_EQUAL(std::string("no suitable node (max replicas per node limit exceed on 1 "
+                                     "node; 2 nodes rejected by lua constraint "
+                                     "`node.labels.zone == 'west'`; 1 node rejected by policy "
+                                     "\"keep-off-maintenance\": node is in maintenance)"),
+                         explain(gc));
+  }
+
+  void testBinpackFillsTheFullestNodeThatFitsAndStopsAtCapacity() {
+    std::vector<NodeDoc> nodes = {node("a"), node("b"), node("c"), node("d"), node("e")};
+    nodes[0].reservedMemoryBytes = 2 * kGiB;  // takes 6 tasks of 1 GiB
+    nodes[1].reservedMemoryBytes = 5 * kGiB;  // 3
+    nodes[2].reservedMemoryBytes = 0;         // 8
+    nodes[3].reservedMemoryBytes = 7 * kGiB;  // 1
+    nodes[4].reservedMemoryBytes = 6 * kGiB;
+    nodes[4].availability = "drain";
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.memoryBytes = kGiB;
+    doc.extraPlacement = policyMember("binpack");
+    auto* g = openGroupOk(snap, doc.json());
+    // The fullest node first, until it is full, then the next fullest; the spread alone would
+    // have started on the empty c.
+    std::vector<int32_t> expected = {3, 1, 1, 1};
+    expected.insert(expected.end(), 6, 0);
+    expected.insert(expected.end(), 8, 2);
+    expected.insert(expected.end(), 2, -1);
+    CPPUNIT_ASSERT_EQUAL(show(expected), show(assign(g, 20)));
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("no suitable node (1 node not available for new tasks; 4 nodes had "
+                    "insufficient memory)"),
+        explain(g));
+
+    // Within one call and across calls alike: the same order, task by task.
+    auto* snap2 = openSnapshotOk(snapshotJson(nodes));
+    auto* g2 = openGroupOk(snap2, doc.json());
+    std::vector<int32_t> oneByOne;
+    for (int k = 0; k < 20; ++k) oneByOne.push_back(assign(g2, 1).at(0));
+    CPPUNIT_ASSERT_EQUAL(show(expected), show(oneByOne));
+
+    // The score op ranks by the policy's score too: d (the fullest) first, c last.
+    auto* snap3 = openSnapshotOk(snapshotJson(nodes));
+    auto* g3 = openGroupOk(snap3, doc.json());
+    CPPUNIT_ASSERT(std::vector<int64_t>({2, 3, 1, 4, 0}) == score(g3, filter(g3, 5)));
+  }
+
+  void testZoneSpreadSpreadsAcrossZones() {
+    std::vector<NodeDoc> nodes = {node("e1"), node("e2"), node("e3"), node("w1"), node("n1")};
+    for (int i = 0; i < 3; ++i) nodes[static_cast<size_t>(i)].labels = {{"zone", "east"}};
+    nodes[3].labels = {{"zone", "west"}};
+    nodes[4].labels = {{"zone", "north"}};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.extraPlacement = policyMember("zone-spread");
+    auto* g = openGroupOk(snap, doc.json());
+    // Two tasks per zone, where spreading over nodes alone would put four in the east. Each
+    // placement lowers the score of every node of its zone, not just its own.
+    const std::vector<int32_t> placed = assign(g, 6);
+    CPPUNIT_ASSERT_EQUAL(std::string("0 3 4 1 3 4 "), show(placed));
+    // Existing tasks count: east already has 3 of the service, so the next 4 go west and north.
+    nodes[0].serviceTasks = {{"svc-1", 2}};
+    nodes[1].serviceTasks = {{"svc-1", 1}};
+    auto* g2 = openGroupOk(openSnapshotOk(snapshotJson(nodes)), doc.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("3 4 3 4 "), show(assign(g2, 4)));
+  }
+
+  void testPolicyScoresRankNodesWithinPreferenceBranches() {
+    // Preferences keep their meaning (the zones even out), binpack fills nodes within a zone.
+    std::vector<NodeDoc> nodes = {node("e1"), node("e2"), node("w1"), node("w2")};
+    nodes[0].labels = {{"zone", "east"}};
+    nodes[1].labels = {{"zone", "east"}};
+    nodes[1].reservedMemoryBytes = 4 * kGiB;
+    nodes[2].labels = {{"zone", "west"}};
+    nodes[2].reservedMemoryBytes = 2 * kGiB;
+    nodes[3].labels = {{"zone", "west"}};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.memoryBytes = kGiB;
+    doc.preferences = {"node.labels.zone"};
+    doc.extraPlacement = policyMember("binpack");
+    auto* g = openGroupOk(snap, doc.json());
+    const std::vector<int32_t> placed = assign(g, 8);
+    CPPUNIT_ASSERT_EQUAL(std::string("1 2 1 2 1 2 1 2 "), show(placed));
+    // A node where the service keeps failing still ranks last, however full it is.
+    std::vector<NodeDoc> failing = {node("a"), node("b")};
+    failing[0].reservedMemoryBytes = 6 * kGiB;
+    failing[0].failures = {{"svc-1", 5}};
+    auto* fsnap = openSnapshotOk(snapshotJson(failing));
+    GroupDoc plain;
+    plain.memoryBytes = kGiB;
+    plain.extraPlacement = policyMember("binpack");
+    auto* fg = openGroupOk(fsnap, plain.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("1 1 "), show(assign(fg, 2)));
+  }
+
+  // One assign() call re-scores only the node it placed on and the candidates whose scores
+  // went stale; placing task by task (each call scores every node afresh) must agree, on
+  // random clusters, with binpack (a node's score is its own), zone-spread (a placement
+  // changes every node of its zone) and a score of the node alone that goes up and down, with
+  // and without preferences. The score op agrees too.
+  void testOneAssignCallMatchesTaskByTaskCallsUnderScoringPolicies() {
+    (*policies_)["wobble"] =
+        "return shoal.policy{ score = function(task, node)\n"
+        "  return (node.tasks * 7) % 5 - node.memory_free / 2^30 + node.service_tasks % 2\n"
+        "end }\n";
+    const char* const scoring[] = {"binpack", "zone-spread", "wobble"};
+    std::mt19937 rng(20261201);
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+    for (int round = 0; round < 60; ++round) {
+      const int n = 1 + pick(30);
+      std::vector<NodeDoc> nodes;
+      for (int i = 0; i < n; ++i) {
+        NodeDoc d = node("n" + std::to_string(i));
+        if (pick(5) > 0) d.labels["zone"] = "z" + std::to_string(pick(3));
+        d.labels["rack"] = "r" + std::to_string(pick(2));
+        if (pick(8) == 0) d.availability = "drain";
+        d.memoryBytes = (4 + pick(8)) * kGiB;
+        d.reservedMemoryBytes = pick(4) * kGiB;
+        d.nanoCpus = (2 + pick(6)) * kCpu;
+        d.reservedNanoCpus = pick(2) * kCpu;
+        d.tasks = pick(6);
+        if (pick(3) == 0) d.serviceTasks["svc-1"] = pick(4);
+        if (pick(10) == 0) d.failures["svc-1"] = 5 + pick(3);
+        nodes.push_back(d);
+      }
+      GroupDoc doc;
+      doc.memoryBytes = pick(3) * kGiB / 2;
+      doc.nanoCpus = pick(3) * kCpu / 2;
+      if (pick(3) == 0) doc.preferences = {"node.labels.zone"};
+      if (pick(4) == 0) doc.preferences.push_back("node.labels.rack");
+      doc.extraPlacement = policyMember(scoring[pick(3)]);
+      const std::string snapshot = snapshotJson(nodes);
+      const auto count = static_cast<uint32_t>(1 + pick(60));
+      const std::string context = "round " + std::to_string(round) + ": " + doc.json();
+
+      auto* a = openGroupOk(openSnapshotOk(snapshot), doc.json());
+      const std::vector<int32_t> together = assign(a, count);
+      auto* b = openGroupOk(openSnapshotOk(snapshot), doc.json());
+      std::vector<int32_t> oneByOne;
+      for (uint32_t k = 0; k < count; ++k) {
+        const std::vector<uint8_t> fit = filter(b, static_cast<uint32_t>(n));
+        const std::vector<int64_t> s = score(b, fit);
+        const int32_t placed = assign(b, 1).at(0);
+        if (placed >= 0) {
+          const auto best = static_cast<int32_t>(std::max_element(s.begin(), s.end()) - s.begin());
+          CPPUNIT_ASSERT_EQUAL_MESSAGE(context, best, placed);
+        }
+        oneByOne.push_back(placed);
+      }
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(context, show(oneByOne), show(together));
+      closeGroup(a);
+      closeGroup(b);
+    }
+  }
+
+  void testPoliciesSeeEarlierPlacementsOfThePassAndShareOneParse() {
+    std::vector<NodeDoc> nodes = {node("a"), node("b"), node("c")};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    // Another service fills a with 5 GiB: the next group's expression sees memory_free drop.
+    GroupDoc big;
+    big.service = "svc-big";
+    big.memoryBytes = 5 * kGiB;
+    big.constraints = {"node.id==a"};
+    auto* g1 = openGroupOk(snap, big.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("0 "), show(assign(g1, 1)));
+    GroupDoc roomy;
+    roomy.extraPlacement = luaMember("node.memory_free > 4 * 1024^3 and node.tasks < 2");
+    auto* g2 = openGroupOk(snap, roomy.json());
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 1, 1}) == filter(g2, 3));
+    // Binpack of a third group counts both earlier groups' placements (b took 2 tasks of 1 GiB).
+    GroupDoc small;
+    small.memoryBytes = kGiB;
+    small.constraints = {"node.id==b"};
+    small.service = "svc-small";
+    CPPUNIT_ASSERT_EQUAL(std::string("1 1 "), show(assign(openGroupOk(snap, small.json()), 2)));
+    GroupDoc packed;
+    packed.service = "svc-packed";
+    packed.memoryBytes = kGiB;
+    packed.extraPlacement = policyMember("binpack");
+    auto* g3 = openGroupOk(snap, packed.json());
+    // a (5 GiB used) first, until full, then b (2 GiB used).
+    CPPUNIT_ASSERT_EQUAL(std::string("0 0 0 1 "), show(assign(g3, 4)));
+    // Every policy of the pass was bound to the same text: the kernel parsed it once.
+    CPPUNIT_ASSERT_EQUAL(uint64_t(1), host_->policies().stats().snapshotParses);
+  }
+
+  void testRunawayPolicyFailsOnlyItsGroupAndQuickly() {
+    (*policies_)["spin"] =
+        "return shoal.policy{\n  filter = function(task, node)\n    while true do end\n  end,\n}\n";
+    (*policies_)["spin-score"] =
+        "return shoal.policy{\n  score = function(task, node)\n    while true do end\n  end,\n}\n";
+    shoal::policy::Limits limits;
+    limits.clock = &kFrozen;
+    limits.instructions = 2'000'000;
+    host_->setPolicyLimits(limits);
+    auto* snap = openSnapshotOk(snapshotJson({node("a"), node("b"), node("c")}));
+    GroupDoc doc;
+    doc.extraPlacement = policyMember("spin");
+    const auto start = std::chrono::steady_clock::now();
+    shoal_sched_group* g = nullptr;
+    Status s = openGroup(snap, doc.json(), &g);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kTimeout);
+    CPPUNIT_ASSERT_MESSAGE(s.message(),
+                           contains(s.message(),
+                                    "plugin scheduler-spread: group_open: policy \"spin\" "
+                                    "line 3: instruction limit exceeded (2000000 "
+                                    "instructions)"));
+    CPPUNIT_ASSERT(g == nullptr);
+
+    // A score that runs away fails assign instead (the filter passed at group_open).
+    GroupDoc scored;
+    scored.extraPlacement = policyMember("spin-score");
+    auto* gs = openGroupOk(snap, scored.json());
+    std::vector<int32_t> out(2, -2);
+    s = failing("assign", [&](void* st) { return ops().assign(st, gs, 2, out.data()); });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kTimeout);
+    CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(),
+                                                 "policy \"spin-score\" line 3: instruction limit "
+                                                 "exceeded"));
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CPPUNIT_ASSERT_MESSAGE(std::to_string(seconds) + " s", seconds < 10.0);
+
+    // The snapshot and a group without a policy are unaffected.
+    auto* plain = openGroupOk(snap, GroupDoc().json());
+    CPPUNIT_ASSERT_EQUAL(std::string("0 1 2 0 "), show(assign(plain, 4)));
+    closeGroup(gs);
+    CPPUNIT_ASSERT_EQUAL(size_t(0), host_->policies().stats().open);
+  }
+
+  void testPolicyErrorInAssignTakesBackItsPlacements() {
+    // Raises as soon as the service has a task anywhere: at the second task's re-scoring.
+    (*policies_)["boom"] =
+        "return shoal.policy{\n  prepare = function(task, nodes)\n"
+        "    for _, n in ipairs(nodes) do\n"
+        "      if n.service_tasks > 0 then error('boom after ' .. n.id) end\n"
+        "    end\n  end,\n  score = function(task, node) return 0 end,\n}\n";
+    std::vector<NodeDoc> nodes = {node("a"), node("b"), node("c")};
+    auto* snap = openSnapshotOk(snapshotJson(nodes));
+    GroupDoc doc;
+    doc.memoryBytes = kGiB;
+    doc.ports = {{"tcp", 8080}};
+    doc.extraPlacement = policyMember("boom");
+    auto* g = openGroupOk(snap, doc.json());
+    // The first task lands on a; re-scoring for the second raises.
+    std::vector<int32_t> out(3, -2);
+    Status s = failing("assign", [&](void* st) { return ops().assign(st, g, 3, out.data()); });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kInvalidArgument);
+    CPPUNIT_ASSERT_MESSAGE(s.message(),
+                           contains(s.message(), "policy \"boom\" line 4: boom after a"));
+    CPPUNIT_ASSERT_EQUAL(std::string("-1 -1 -1 "), show(out));
+    // Nothing of that call stayed in the snapshot: not the task, its memory, nor its port.
+    GroupDoc plain;
+    plain.memoryBytes = 8 * kGiB;
+    plain.ports = {{"tcp", 8080}};
+    auto* p = openGroupOk(snap, plain.json());
+    CPPUNIT_ASSERT_EQUAL(std::string("0 1 2 "), show(assign(p, 3)));
+    // The failed group itself stays usable: explain and filter still answer.
+    CPPUNIT_ASSERT(std::vector<uint8_t>({0, 0, 0}) == filter(g, 3));
+    CPPUNIT_ASSERT(contains(explain(g), "had insufficient memory"));
+  }
+
+  void testUnknownPolicyNameIsNotFound() {
     auto* snap = openSnapshotOk(snapshotJson({node("a")}));
-    // The last case: reported as such even next to a constraint this plugin would refuse.
-    for (const char* member : {"\"policy\":\"binpack\"", "\"lua_constraints\":[\"return true\"]",
-                               "\"policy\":null", "\"policy\":\"p\""}) {
+    GroupDoc doc;
+    doc.extraPlacement = policyMember("nope");
+    shoal_sched_group* g = nullptr;
+    Status s = openGroup(snap, doc.json(), &g);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotFound);
+    CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "no policy named \"nope\""));
+    CPPUNIT_ASSERT(g == nullptr);
+    // The expression opened before it is closed again.
+    doc.extraPlacement = luaMember("true") + "," + policyMember("nope");
+    s = openGroup(snap, doc.json(), &g);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotFound);
+    CPPUNIT_ASSERT_EQUAL(size_t(0), host_->policies().stats().open);
+    CPPUNIT_ASSERT(std::vector<int32_t>({0}) == assign(openGroupOk(snap, GroupDoc().json()), 1));
+  }
+
+  void testBadPolicyMembersAndExpressionsAreRefused() {
+    auto* snap = openSnapshotOk(snapshotJson({node("a")}));
+    const std::vector<std::tuple<std::string, Status::Code, std::string>> cases = {
+        {"\"policy\":\"\"", Status::Code::kInvalidArgument,
+         "group: spec.placement.policy must not be empty"},
+        {"\"policy\":3", Status::Code::kInvalidArgument,
+         "group: spec.placement.policy must be a string"},
+        {"\"lua_constraints\":5", Status::Code::kInvalidArgument,
+         "group: spec.placement.lua_constraints must be a string or an array of strings"},
+        {"\"lua_constraints\":[\"true\",\"\"]", Status::Code::kInvalidArgument,
+         "group: spec.placement.lua_constraints must not hold an empty expression"},
+        {"\"policy\":\"binpack\",\"policy\":\"binpack\"", Status::Code::kInvalidArgument,
+         "group: spec.placement.policy appears twice"},
+        {luaMember("node.labels.zone ~="), Status::Code::kInvalidArgument,
+         "lua constraint `node.labels.zone ~=`"},
+        {luaMember("node.nope.x == 1"), Status::Code::kInvalidArgument,
+         "lua constraint `node.nope.x == 1`"},
+    };
+    for (const auto& [member, code, message] : cases) {
       GroupDoc doc;
       doc.extraPlacement = member;
-      if (std::string(member) == "\"policy\":\"p\"") doc.constraints = {"node.foo==1"};
       shoal_sched_group* g = nullptr;
       Status s = openGroup(snap, doc.json(), &g);
-      CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotSupported);
-      CPPUNIT_ASSERT_MESSAGE(
-          s.message(),
-          contains(s.message(),
-                   "scheduler-spread: Lua placement policies are not available in this build yet"));
+      CPPUNIT_ASSERT_MESSAGE(member + ": " + s.toString(), s.code() == code);
+      CPPUNIT_ASSERT_MESSAGE(member + ": " + s.message(), contains(s.message(), message));
       CPPUNIT_ASSERT(g == nullptr);
     }
+    // null is absent, and a constraint the plugin refuses is still refused next to a policy.
+    GroupDoc doc;
+    doc.extraPlacement = "\"policy\":null,\"lua_constraints\":null";
+    CPPUNIT_ASSERT(std::vector<int32_t>({0}) == assign(openGroupOk(snap, doc.json()), 1));
+    doc.extraPlacement = policyMember("binpack");
+    doc.constraints = {"node.foo==1"};
+    shoal_sched_group* g = nullptr;
+    Status s = openGroup(snap, doc.json(), &g);
+    CPPUNIT_ASSERT_MESSAGE(s.message(),
+                           contains(s.message(), "invalid constraint \"node.foo==1\""));
+    CPPUNIT_ASSERT_EQUAL(size_t(0), host_->policies().stats().open);
+  }
+
+  // A 1.0 host table (no policy_* slots): the plugin, initialised with it, refuses a group with
+  // a Lua policy, before anything else in its placement, and still places the others.
+  void testHostWithoutPolicySlotsRefusesLuaGroups() {
+    const std::string path = std::string(SHOAL_PLUGIN_BUILD_DIR) + "/scheduler-spread.so";
+    void* so = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    CPPUNIT_ASSERT_MESSAGE(path, so != nullptr);
+    auto describe = reinterpret_cast<shoal_plugin_describe_fn>(dlsym(so, SHOAL_PLUGIN_ENTRY));
+    CPPUNIT_ASSERT(describe != nullptr);
+    const shoal_plugin_desc* desc = describe();
+    shoal_host old = *PluginHost::hostTable();
+    old.struct_size = static_cast<uint32_t>(offsetof(shoal_host, policy_open));
+    old.abi_minor = 0;
+    void* state = nullptr;
+    const std::string config = "{}";
+    Status s = sched_->invoke("init", [&](void*) {
+      return desc->init(&old, sched_->handle(), {config.data(), config.size()}, &state);
+    });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    const auto& o = *static_cast<const shoal_scheduler_ops*>(desc->ops);
+    const std::string nodes = snapshotJson({node("a")});
+    shoal_sched_snapshot* snap = nullptr;
+    uint32_t count = 0;
+    s = sched_->invoke("snapshot_open", [&](void*) {
+      return o.snapshot_open(state, {nodes.data(), nodes.size()}, &snap, &count);
+    });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    for (const std::string& member : {policyMember("binpack"), luaMember("true")}) {
+      GroupDoc doc;
+      doc.extraPlacement = member;
+      doc.constraints = {"node.foo==1"};  // refused too, but the policy is reported first
+      const std::string json = doc.json();
+      shoal_sched_group* g = nullptr;
+      s = sched_->invoke("group_open", [&](void*) {
+        return o.group_open(state, snap, {json.data(), json.size()}, &g);
+      });
+      CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotSupported);
+      CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(),
+                                                   "cannot run them: its plugin host table has "
+                                                   "no policy_* slots (they came with plugin ABI "
+                                                   "1.1)"));
+      CPPUNIT_ASSERT(g == nullptr);
+    }
+    const std::string plain = GroupDoc().json();
+    shoal_sched_group* g = nullptr;
+    s = sched_->invoke("group_open", [&](void*) {
+      return o.group_open(state, snap, {plain.data(), plain.size()}, &g);
+    });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    int32_t placed = -2;
+    s = sched_->invoke("assign", [&](void*) { return o.assign(state, g, 1, &placed); });
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    CPPUNIT_ASSERT_EQUAL(int32_t(0), placed);
+    sched_->invoke("close", [&](void*) {
+      o.group_close(state, g);
+      o.snapshot_close(state, snap);
+      return SHOAL_OK;
+    });
+    desc->fini(state);
+    dlclose(so);
+  }
+
+  void testPolicyHandlesAreClosedWithTheirGroup() {
+    auto* snap = openSnapshotOk(snapshotJson({node("a"), node("b")}));
+    GroupDoc doc;
+    doc.extraPlacement = policyMember("binpack") + "," + luaMember("node.id ~= 'b'");
+    auto* g = openGroupOk(snap, doc.json());
+    CPPUNIT_ASSERT_EQUAL(size_t(2), host_->policies().stats().open);
+    CPPUNIT_ASSERT_EQUAL(std::string("0 "), show(assign(g, 1)));
+    closeGroup(g);
+    CPPUNIT_ASSERT_EQUAL(size_t(0), host_->policies().stats().open);
+    // The snapshot closed first: its groups refuse ops, and closing them closes their handles.
+    auto* g2 = openGroupOk(snap, doc.json());
+    auto* g3 = openGroupOk(snap, doc.json());
+    CPPUNIT_ASSERT_EQUAL(size_t(4), host_->policies().stats().open);
+    closeSnapshot(snap);
+    int32_t out = 0;
+    Status s = failing("assign", [&](void* st) { return ops().assign(st, g2, 1, &out); });
+    CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "snapshot was closed"));
+    closeGroup(g2);
+    CPPUNIT_ASSERT_EQUAL(size_t(2), host_->policies().stats().open);
+    closeGroup(g3);
+    CPPUNIT_ASSERT_EQUAL(size_t(0), host_->policies().stats().open);
+    // Compiled policies were kept by the host: opening them again compiles nothing.
+    const uint64_t compiles = host_->policies().stats().compiles;
+    auto* snap2 = openSnapshotOk(snapshotJson({node("a"), node("b")}));
+    openGroupOk(snap2, doc.json());
+    CPPUNIT_ASSERT_EQUAL(compiles, host_->policies().stats().compiles);
+    // That group is left open when the plugin is unloaded: fini closes its handles (tearDown
+    // does not close it; ASan would report a leak).
+    groups_.clear();
+    snapshots_.clear();
   }
 
   void testHandlesAreCheckedAndASnapshotClosedFirstIsSafe() {
@@ -1141,6 +1672,15 @@ class SchedulerSpreadTest : public CppUnit::TestFixture {
     return out;
   }
 
+  // The failure of one op, which must fail.
+  template <class F>
+  Status failing(const char* op, F&& fn) {
+    Status s = sched_->invoke(op, [&](void* st) { return fn(st); });
+    CPPUNIT_ASSERT_MESSAGE(std::string(op) + " should have failed", !s.isOk());
+    return s;
+  }
+
+  std::shared_ptr<std::map<std::string, std::string>> policies_;  // the policy objects
   std::unique_ptr<PluginHost> host_;
   PluginInstance* sched_ = nullptr;
   std::vector<shoal_sched_snapshot*> snapshots_;  // opened and not closed yet
