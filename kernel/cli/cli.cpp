@@ -1278,12 +1278,19 @@ struct TaskRow {
   bool running = false;
 };
 
-Result<std::vector<TaskRow>> fetchTasks(Invocation& inv, const std::string& query) {
+// The tasks `query` selects, as rows; `tasksJson` (when given) gets their JSON array text.
+Result<std::vector<TaskRow>> fetchTasks(Invocation& inv, const std::string& query,
+                                        std::string* tasksJson = nullptr) {
   auto body = getFromDaemon(inv, "/tasks" + query);
   if (!body) return body.status();
   auto obj = parseObject(*body);
   if (!obj) return obj.status();
   auto tasks = (*obj)->getArray("tasks");
+  if (tasksJson) {
+    std::ostringstream text;
+    if (tasks) tasks->stringify(text);
+    *tasksJson = tasks ? text.str() : "[]";
+  }
   auto services = (*obj)->getObject("services");
   auto nodes = (*obj)->getObject("nodes");
   std::vector<TaskRow> rows;
@@ -1364,13 +1371,9 @@ Result<std::string> taskFilters(const Invocation& inv) {
   return q;
 }
 
-int cmdServicePs(Invocation& inv) {
-  if (inv.args.empty()) {
-    return usageError(
-        *inv.err,
-        "\"shoal service ps\" requires at least 1 argument.\n\nUsage:  shoal " + inv.command->usage,
-        inv.command->path);
-  }
+// `service ps` and `node ps`: the tasks of each ref (`key` = service or node), one request
+// each, printed together (a single JSON array with --format json).
+int listTasksOf(Invocation& inv, const std::string& key, const std::vector<std::string>& refs) {
   if (Status s = checkFormat(inv.flag("format")); !s) {
     *inv.err << s.message() << '\n';
     return kExitUsage;
@@ -1382,57 +1385,27 @@ int cmdServicePs(Invocation& inv) {
   }
   std::vector<TaskRow> all;
   std::string raw = "[";
-  for (const auto& ref : inv.args) {
-    const std::string query = "?service=" + ref + *filters;
-    auto body = getFromDaemon(inv, "/tasks" + query);
-    if (!body) return daemonError(inv, body.status());
-    auto rows = fetchTasks(inv, query);
+  for (const auto& ref : refs) {
+    std::string tasksJson;
+    auto rows = fetchTasks(inv, "?" + key + "=" + ref + *filters, &tasksJson);
     if (!rows) return daemonError(inv, rows.status());
     all.insert(all.end(), rows->begin(), rows->end());
-    auto obj = parseObject(*body);
-    if (obj) {
-      if (auto tasks = (*obj)->getArray("tasks")) {
-        std::ostringstream text;
-        tasks->stringify(text);
-        const std::string inner = text.str().substr(1, text.str().size() - 2);
-        if (!inner.empty()) raw += (raw.size() > 1 ? "," : "") + inner;
-      }
-    }
+    const std::string inner =
+        tasksJson.size() >= 2 ? tasksJson.substr(1, tasksJson.size() - 2) : "";
+    if (!inner.empty()) raw += (raw.size() > 1 ? "," : "") + inner;
   }
   return printTasks(inv, std::move(all), raw + "]");
 }
 
+int cmdServicePs(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  return listTasksOf(inv, "service", inv.args);
+}
+
 int cmdNodePs(Invocation& inv) {
-  if (Status s = checkFormat(inv.flag("format")); !s) {
-    *inv.err << s.message() << '\n';
-    return kExitUsage;
-  }
-  auto filters = taskFilters(inv);
-  if (!filters) {
-    *inv.err << filters.status().message() << '\n';
-    return kExitUsage;
-  }
   std::vector<std::string> refs = inv.args;
   if (refs.empty()) refs.push_back("self");
-  std::vector<TaskRow> all;
-  std::string raw = "[";
-  for (const auto& ref : refs) {
-    const std::string query = "?node=" + ref + *filters;
-    auto body = getFromDaemon(inv, "/tasks" + query);
-    if (!body) return daemonError(inv, body.status());
-    auto rows = fetchTasks(inv, query);
-    if (!rows) return daemonError(inv, rows.status());
-    all.insert(all.end(), rows->begin(), rows->end());
-    if (auto obj = parseObject(*body)) {
-      if (auto tasks = (*obj)->getArray("tasks")) {
-        std::ostringstream text;
-        tasks->stringify(text);
-        const std::string inner = text.str().substr(1, text.str().size() - 2);
-        if (!inner.empty()) raw += (raw.size() > 1 ? "," : "") + inner;
-      }
-    }
-  }
-  return printTasks(inv, std::move(all), raw + "]");
+  return listTasksOf(inv, "node", refs);
 }
 
 // Waits for a service to converge, printing Docker's progress lines (one line per change, as
