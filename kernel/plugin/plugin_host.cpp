@@ -109,18 +109,20 @@ const shoal_host kHostTable = {
 
 // ---- ops table checks -----------------------------------------------------------------------
 
-// The size of ABI 1.0's ops table for a kind, and whether all its ops are set.
+// Whether a kind's ops table is at least ABI 1.0's (`minSize`, all of it by default) and all of
+// those ops are set. Slots added by later minors may be absent (a smaller table) or null: the
+// caller probes them.
 template <class Ops>
-std::string checkOpsTable(const void* raw) {
+std::string checkOpsTable(const void* raw, std::size_t minSize = sizeof(Ops)) {
   const auto* ops = static_cast<const Ops*>(raw);
-  if (ops->struct_size < sizeof(Ops)) {
+  if (ops->struct_size < minSize) {
     return "ops table is too small (" + std::to_string(ops->struct_size) + " bytes; ABI " +
            std::to_string(SHOAL_ABI_MAJOR) + "." + std::to_string(SHOAL_ABI_MINOR) + " needs " +
-           std::to_string(sizeof(Ops)) + ")";
+           std::to_string(minSize) + ")";
   }
   // Every ABI 1.0 op after the header (struct_size, reserved) is a function pointer.
   const auto* slots = reinterpret_cast<void* const*>(reinterpret_cast<const char*>(ops) + 8);
-  const std::size_t count = (sizeof(Ops) - 8) / sizeof(void*);
+  const std::size_t count = (minSize - 8) / sizeof(void*);
   for (std::size_t i = 0; i < count; ++i) {
     if (slots[i] == nullptr) {
       return "ops table entry " + std::to_string(i) +
@@ -136,7 +138,7 @@ std::string checkOps(int32_t kind, const void* ops) {
     case SHOAL_KIND_SCHEDULER:
       return checkOpsTable<shoal_scheduler_ops>(ops);
     case SHOAL_KIND_RUNTIME:
-      return checkOpsTable<shoal_runtime_ops>(ops);
+      return checkOpsTable<shoal_runtime_ops>(ops, SHOAL_RUNTIME_OPS_MIN_SIZE);
     case SHOAL_KIND_NETWORK:
       return checkOpsTable<shoal_network_ops>(ops);
     case SHOAL_KIND_SECRETS:

@@ -91,14 +91,14 @@ class DaemonTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(std::size_t(6), arr->size());
     for (std::size_t i = 0; i < arr->size(); ++i) {
       auto o = arr->getObject(static_cast<unsigned>(i));
-      CPPUNIT_ASSERT_EQUAL(std::string("1.1"), o->getValue<std::string>("abi"));
+      CPPUNIT_ASSERT_EQUAL(std::string("1.2"), o->getValue<std::string>("abi"));
       CPPUNIT_ASSERT_EQUAL(std::string("0.1.0"), o->getValue<std::string>("version"));
     }
     RunResult table = d.shoal({"plugin", "ls"});
     CPPUNIT_ASSERT_MESSAGE(table.out,
                            contains(table.out, "KIND        NAME               VERSION   ABI\n"));
     CPPUNIT_ASSERT_MESSAGE(table.out,
-                           contains(table.out, "runtime     runtime-runc       0.1.0     1.1\n"));
+                           contains(table.out, "runtime     runtime-runc       0.1.0     1.2\n"));
     CPPUNIT_ASSERT(table.err.empty());
 
     struct stat st {};
@@ -138,7 +138,7 @@ class DaemonTest : public CppUnit::TestFixture {
     RunResult ls = d.shoal({"plugin", "ls"});
     CPPUNIT_ASSERT_EQUAL(0, ls.exitCode);
     CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "fixture-bad-major.so was refused"));
-    CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "ABI 2.1"));
+    CPPUNIT_ASSERT_MESSAGE(ls.err, contains(ls.err, "built for Shoal plugin ABI 2."));
     CPPUNIT_ASSERT_MESSAGE(d.process().log(), contains(d.process().log(), "plugin refused"));
   }
 
@@ -183,7 +183,7 @@ class DaemonTest : public CppUnit::TestFixture {
   void testVersionAndHelp() {
     RunResult r = shoal::test::runCommand({shoald(), "--version"});
     CPPUNIT_ASSERT_EQUAL(0, r.exitCode);
-    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "shoald version 0.1.0 (plugin ABI 1.1)"));
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "shoald version 0.1.0 (plugin ABI 1.2)"));
     r = shoal::test::runCommand({shoald(), "--help"});
     CPPUNIT_ASSERT_EQUAL(0, r.exitCode);
     for (const char* opt :

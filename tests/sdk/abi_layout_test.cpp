@@ -17,7 +17,7 @@ static_assert(sizeof(void*) == 8, "the pinned layout is LP64's");
 #define OFF(type, field, off) static_assert(offsetof(type, field) == (off), #type "." #field)
 
 static_assert(std::is_same_v<shoal_status, int32_t>);
-static_assert(SHOAL_ABI_MAJOR == 1 && SHOAL_ABI_MINOR == 1);
+static_assert(SHOAL_ABI_MAJOR == 1 && SHOAL_ABI_MINOR == 2);
 
 OFF(shoal_str, ptr, 0);
 OFF(shoal_str, len, 8);
@@ -89,7 +89,14 @@ OFF(shoal_runtime_ops, inspect, 64);
 OFF(shoal_runtime_ops, list, 72);
 OFF(shoal_runtime_ops, logs, 80);
 OFF(shoal_runtime_ops, cancel, 88);
-static_assert(sizeof(shoal_runtime_ops) == 96);
+// ABI 1.2
+OFF(shoal_runtime_ops, image_pull, 96);
+OFF(shoal_runtime_ops, image_resolve, 104);
+OFF(shoal_runtime_ops, image_load, 112);
+OFF(shoal_runtime_ops, image_list, 120);
+OFF(shoal_runtime_ops, image_remove, 128);
+static_assert(sizeof(shoal_runtime_ops) == 136);
+static_assert(SHOAL_RUNTIME_OPS_MIN_SIZE == 96);
 
 OFF(shoal_scheduler_ops, struct_size, 0);
 OFF(shoal_scheduler_ops, reserved, 4);

@@ -45,7 +45,9 @@ extern "C" {
 /* ---- ABI version ----------------------------------------------------------------------- */
 
 #define SHOAL_ABI_MAJOR 1
-#define SHOAL_ABI_MINOR 1 /* 1.1: Lua placement policies in the host table (policy_*) */
+#define SHOAL_ABI_MINOR                                          \
+  2 /* 1.1: Lua placement policies in the host table (policy_*); \
+     * 1.2: node images in the runtime ops (image_*) */
 
 /* The single symbol every plugin exports (made by SHOAL_PLUGIN). */
 #define SHOAL_PLUGIN_ENTRY "shoal_plugin_describe"

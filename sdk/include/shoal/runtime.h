@@ -19,6 +19,10 @@
  *    "cpus", "memory_bytes", "kernel", "engine_labels": {...}}
  *  - log records, schema "shoal.log-chunk/v1": {"schema", "task_id", "records": [{"stream":
  *    "stdout"|"stderr", "timestamp_ns", "line"}], "eof": bool}
+ *  - image document (ABI 1.2), schema "shoal.image/v1": {"schema", "id" (config digest),
+ *    "repo_tags": [...], "repo_digests": [...], "size", "created_ns", "os", "architecture",
+ *    "layers": [diff ids], "config": {"env", "entrypoint", "cmd", "workdir", "user",
+ *    "stop_signal", "healthcheck", "labels"}, "in_use": int}
  *
  * Task ids are the store's task ids; a runtime keys all its state by them. Ops that take `op`
  * are asynchronous (plugin.h): SHOAL_EAGAIN now, SHOAL_EVENT_OP_DONE for that op id later.
@@ -78,7 +82,35 @@ typedef struct shoal_runtime_ops {
   /* Cancel an outstanding asynchronous op (a wait or a following logs stream). Its
    * SHOAL_EVENT_OP_DONE is still posted, with SHOAL_ECANCELED. SHOAL_ENOENT if not pending. */
   shoal_status (*cancel)(void* state, uint64_t op);
+
+  /* ---- ABI 1.2: the node's images. A reader probes them with
+   * SHOAL_HAS_FIELD(ops, shoal_runtime_ops, image_remove); a runtime without images (an older
+   * struct_size) simply has none. References are Docker's ("busybox", "host:5000/app:v1",
+   * "app@sha256:..."); the plugin normalises them. */
+
+  /* Download `ref` and make it ready to run. Completion result: its image document. */
+  shoal_status (*image_pull)(void* state, uint64_t op, shoal_str ref);
+
+  /* The digest the registry serves for `ref` now, without downloading layers. Completion
+   * result: {"schema": "shoal.image-resolve/v1", "ref", "pinned": "name:tag@sha256:..."}. */
+  shoal_status (*image_resolve)(void* state, uint64_t op, shoal_str ref);
+
+  /* Import every image of the tarball at `path` on this node (an OCI image layout or a
+   * `docker save` archive). Completion result: JSON array of image documents. */
+  shoal_status (*image_load)(void* state, uint64_t op, shoal_str path);
+
+  /* Every image on this node (JSON array of image documents), synchronously. *out as in
+   * describe. */
+  shoal_status (*image_list)(void* state, shoal_buf* out);
+
+  /* Untag `ref`, and delete the image when no tag is left. An image a task uses is refused
+   * (SHOAL_EBUSY) unless force != 0. Completion result: {"untagged": [...], "deleted": [...]}.
+   */
+  shoal_status (*image_remove)(void* state, uint64_t op, shoal_str ref, int32_t force);
 } shoal_runtime_ops;
+
+/* The size of ABI 1.0's (and 1.1's) runtime ops table: the host accepts a table this big. */
+#define SHOAL_RUNTIME_OPS_MIN_SIZE 96
 
 #ifdef __cplusplus
 } /* extern "C" */

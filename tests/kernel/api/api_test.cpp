@@ -108,7 +108,7 @@ class ApiTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_MESSAGE(body.status().toString(), body.isOk());
     auto obj = parse(*body);
     CPPUNIT_ASSERT_EQUAL(std::string("9.9.9"), obj->getValue<std::string>("version"));
-    CPPUNIT_ASSERT_EQUAL(std::string("1.1"), obj->getValue<std::string>("plugin_abi"));
+    CPPUNIT_ASSERT_EQUAL(std::string("1.2"), obj->getValue<std::string>("plugin_abi"));
     CPPUNIT_ASSERT_EQUAL(std::string("/var/lib/shoal-test"),
                          obj->getValue<std::string>("data_root"));
     CPPUNIT_ASSERT_EQUAL(std::string("inactive"),
@@ -130,10 +130,11 @@ class ApiTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(std::string("runtime"), p->getValue<std::string>("kind"));
     CPPUNIT_ASSERT_EQUAL(std::string("fixture-good"), p->getValue<std::string>("name"));
     CPPUNIT_ASSERT_EQUAL(std::string("0.0.1"), p->getValue<std::string>("version"));
-    CPPUNIT_ASSERT_EQUAL(std::string("1.1"), p->getValue<std::string>("abi"));
+    CPPUNIT_ASSERT_EQUAL(std::string("1.2"), p->getValue<std::string>("abi"));
     auto refused = obj->getArray("refused");
     CPPUNIT_ASSERT_EQUAL(std::size_t(1), refused->size());
-    CPPUNIT_ASSERT(contains(refused->getObject(0)->getValue<std::string>("message"), "ABI 2.1"));
+    CPPUNIT_ASSERT(contains(refused->getObject(0)->getValue<std::string>("message"),
+                            "ABI 2." + std::to_string(SHOAL_ABI_MINOR)));
   }
 
   void testUnknownPathIs404Json() {

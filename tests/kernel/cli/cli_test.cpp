@@ -72,7 +72,7 @@ class CliTest : public CppUnit::TestFixture {
     Run r = run({"info"});
     CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.code);
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "Server:\n Server Version: 0.1.0\n"));
-    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, " Plugin ABI: 1.1\n"));
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, " Plugin ABI: 1.2\n"));
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "  Runtime: fixture-good\n"));
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "  Storage: older-ok\n"));
     CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "  Scheduler: (none)\n"));
@@ -95,7 +95,7 @@ class CliTest : public CppUnit::TestFixture {
     Run r = run({"plugin", "ls"});
     CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.code);
     CPPUNIT_ASSERT_EQUAL(std::string("KIND      NAME           VERSION   ABI\n"
-                                     "runtime   fixture-good   0.0.1     1.1\n"
+                                     "runtime   fixture-good   0.0.1     1.2\n"
                                      "storage   older-ok       1.2.3     1.0\n"),
                          r.out);
     // The refused plugin is reported on stderr with its reason.

@@ -13,6 +13,7 @@
 using shoal::Status;
 using shoal::plugin::Kind;
 using shoal::plugin::PluginHost;
+using shoal::plugin::PluginInstance;
 
 namespace {
 
@@ -35,6 +36,7 @@ class LoaderTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testLoadsGoodPluginWithItsConfig);
   CPPUNIT_TEST(testRefusesOtherAbiMajorNamingBothVersions);
   CPPUNIT_TEST(testRefusesNewerMinorAcceptsSameMinor);
+  CPPUNIT_TEST(testLoadsRuntimeOpsTableOfAnOlderMinor);
   CPPUNIT_TEST(testRefusesMissingEntryPoint);
   CPPUNIT_TEST(testRefusesEntryPointOfADependency);
   CPPUNIT_TEST(testRefusesDuplicateEntryPoint);
@@ -87,6 +89,18 @@ class LoaderTest : public CppUnit::TestFixture {
     host.loadDirectories({fixture("older-minor")});
     CPPUNIT_ASSERT(host.refusals().empty());
     CPPUNIT_ASSERT(host.find(Kind::kStorage, "older-ok") != nullptr);
+  }
+
+  void testLoadsRuntimeOpsTableOfAnOlderMinor() {
+    // ABI 1.1's runtime table ends before the image_* slots; a reader probes for them.
+    PluginHost host;
+    host.loadDirectories({fixture("older-runtime")});
+    CPPUNIT_ASSERT(host.refusals().empty());
+    PluginInstance* p = host.find(Kind::kRuntime, "older-runtime");
+    CPPUNIT_ASSERT(p != nullptr);
+    const auto& ops = p->ops<shoal_runtime_ops>();
+    CPPUNIT_ASSERT_EQUAL(uint32_t(SHOAL_RUNTIME_OPS_MIN_SIZE), ops.struct_size);
+    CPPUNIT_ASSERT(!SHOAL_HAS_FIELD(&ops, shoal_runtime_ops, image_pull));
   }
 
   void testRefusesMissingEntryPoint() {

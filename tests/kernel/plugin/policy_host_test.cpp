@@ -156,7 +156,7 @@ class PolicyHostTest : public CppUnit::TestFixture {
 
   void testHostTableHasThePolicySlots() {
     CPPUNIT_ASSERT_EQUAL(uint32_t(sizeof(shoal_host)), table_->struct_size);
-    CPPUNIT_ASSERT_EQUAL(uint16_t(1), table_->abi_minor);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(SHOAL_ABI_MINOR), table_->abi_minor);
     CPPUNIT_ASSERT(SHOAL_HAS_FIELD(table_, shoal_host, policy_open));
     CPPUNIT_ASSERT(SHOAL_HAS_FIELD(table_, shoal_host, policy_explain));
     CPPUNIT_ASSERT(table_->policy_open && table_->policy_close && table_->policy_bind &&
