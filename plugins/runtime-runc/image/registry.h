@@ -1,0 +1,66 @@
+// A client of the distribution API v2 (Docker Registry HTTP API): manifests and blobs, over
+// HTTPS with the system CAs or, for insecure registries, plain HTTP; anonymous, bearer-token
+// and basic auth. See README.md ("Registry client").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "image_store.h"
+#include "reference.h"
+
+namespace shoal::runc {
+
+class RegistryClient {
+ public:
+  explicit RegistryClient(RegistryOptions options);
+
+  struct Fetched {
+    std::string body;         // the manifest's bytes, exactly as served
+    std::string contentType;  // the response's Content-Type
+    std::string digest;       // sha256 of body (checked against a requested digest)
+  };
+  // The manifest or index `ref` names by `tagOrDigest` (a tag, or "sha256:..." which the
+  // bytes are checked against). `what` names the image in errors. SHOAL_ENOENT when the
+  // registry has no such manifest, SHOAL_EIO for everything else that goes wrong.
+  Fetched manifest(const Reference& ref, const std::string& tagOrDigest, const std::string& what);
+
+  // Blob `digest` of `ref`'s repository streamed into a new file `path` and checked against
+  // `digest` (and `size` when >= 0) while it arrives; redirects are followed. On any error the
+  // file is removed and SHOAL_EIO ("blob sha256:...: digest mismatch (got sha256:...)") or
+  // SHOAL_ENOENT (the registry has no such blob) is thrown. Returns the bytes written.
+  uint64_t blobToFile(const Reference& ref, const std::string& digest, int64_t size,
+                      const std::string& path);
+  // A small blob (an image config) in memory, checked the same way; at most `limit` bytes.
+  std::string blob(const Reference& ref, const std::string& digest, int64_t size,
+                   std::size_t limit = 16 << 20);
+
+  // THREAD: every method may be called from several threads at once.
+
+ private:
+  struct Endpoint {
+    std::string scheme, host;  // host without brackets
+    uint16_t port = 0;
+  };
+  struct Response;
+  using Sink = void (*)(void* ctx, std::istream& in);
+
+  Endpoint endpoint(const std::string& domain) const;
+  Response get(const Reference& ref, const std::string& target, const std::string& accept,
+               Sink sink, void* ctx, const std::string& what);
+  std::string authorize(const Reference& ref, const Response& challenge, const std::string& what);
+  std::string credentials(const std::string& domain) const;  // "Basic ..." or ""
+
+  const RegistryOptions options_;
+  mutable std::mutex mutex_;
+  struct Token {
+    std::string header;  // the Authorization value
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::map<std::string, Token> tokens_;  // GUARDED_BY(mutex_): "domain|scope" -> auth
+};
+
+}  // namespace shoal::runc
