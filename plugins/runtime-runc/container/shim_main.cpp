@@ -1,0 +1,355 @@
+// shoal-shim: one small process per container (README.md, "The shim").
+//
+//   shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR
+//              [--log-max-bytes N] [--log-max-files N] [--ready-fd FD]
+//
+// Detaches (setsid, fork: the process that started it exits at once), becomes the subreaper of
+// the container's init, runs `runc create` with pipes as the container's stdout/stderr and
+// `runc start`, reports "OK <pid>" or "ERR <message>" on the ready fd, then copies the
+// container's output into rotated log files until the container exits, records the exit in
+// exit.json and exits itself. It never deletes the container.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+#include "process.h"
+#include "runc.h"
+#include "state_files.h"
+
+namespace {
+
+using namespace shoal::runc;
+
+constexpr std::size_t kMaxLine = 16 * 1024;  // Docker's: longer lines become several records
+constexpr int64_t kDrainNs = int64_t{2} * 1000 * 1000 * 1000;
+
+struct Args {
+  std::string runtime, root, id, bundle, stateDir;
+  uint64_t logMaxBytes = 10 << 20;
+  int logMaxFiles = 3;
+  int readyFd = -1;
+};
+
+void say(const char* fmt, const std::string& a) {
+  std::fprintf(stderr, fmt, a.c_str());
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+bool parseArgs(int argc, char** argv, Args& a, std::string& error) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    if (i + 1 >= argc) {
+      error = "missing value for " + key;
+      return false;
+    }
+    const std::string value = argv[++i];
+    if (key == "--runtime") {
+      a.runtime = value;
+    } else if (key == "--root") {
+      a.root = value;
+    } else if (key == "--id") {
+      a.id = value;
+    } else if (key == "--bundle") {
+      a.bundle = value;
+    } else if (key == "--state-dir") {
+      a.stateDir = value;
+    } else if (key == "--log-max-bytes") {
+      a.logMaxBytes = std::strtoull(value.c_str(), nullptr, 10);
+    } else if (key == "--log-max-files") {
+      a.logMaxFiles = std::atoi(value.c_str());
+    } else if (key == "--ready-fd") {
+      a.readyFd = std::atoi(value.c_str());
+    } else {
+      error = "unknown option " + key;
+      return false;
+    }
+  }
+  if (a.runtime.empty() || a.root.empty() || a.id.empty() || a.bundle.empty() ||
+      a.stateDir.empty()) {
+    error =
+        "usage: shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR "
+        "[--log-max-bytes N] [--log-max-files N] [--ready-fd FD]";
+    return false;
+  }
+  return true;
+}
+
+void report(int& readyFd, const std::string& text) {
+  if (readyFd < 0) return;
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = write(readyFd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  close(readyFd);
+  readyFd = -1;
+}
+
+// One of the container's output streams: a pipe, split into lines.
+struct Stream {
+  const char* name;
+  int fd = -1;
+  std::string partial;
+
+  void flush(LogWriter& log, bool all) {
+    std::size_t begin = 0;
+    while (true) {
+      const auto nl = partial.find('\n', begin);
+      if (nl == std::string::npos) break;
+      emit(log, partial.substr(begin, nl - begin));
+      begin = nl + 1;
+    }
+    partial.erase(0, begin);
+    while (partial.size() >= kMaxLine) {
+      emit(log, partial.substr(0, kMaxLine));
+      partial.erase(0, kMaxLine);
+    }
+    if (all && !partial.empty()) {
+      emit(log, partial);
+      partial.clear();
+    }
+  }
+
+  void emit(LogWriter& log, std::string line) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    LogRecord record{name, nowNs(), std::move(line)};
+    if (!log.write(record)) say("shoal-shim: cannot write the log: %s", std::strerror(errno));
+  }
+
+  // Reads what is there; false at EOF (the fd is then closed).
+  bool read(LogWriter& log) {
+    char buf[16384];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) {
+      close(fd);
+      fd = -1;
+      flush(log, true);
+      return false;
+    }
+    partial.append(buf, static_cast<std::size_t>(n));
+    flush(log, false);
+    return true;
+  }
+};
+
+// Where the kernel counts the container's OOM kills: its memory cgroup's memory.oom_control
+// (cgroup v1, "oom_kill N") or memory.events (v2), found from /proc/PID/cgroup while it runs.
+std::string oomCounterFile(pid_t pid) {
+  const std::string text = readWholeFile("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string v2;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    auto end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    const auto c1 = line.find(':');
+    const auto c2 = c1 == std::string::npos ? c1 : line.find(':', c1 + 1);
+    if (c2 == std::string::npos) continue;
+    const std::string controllers = "," + line.substr(c1 + 1, c2 - c1 - 1) + ",";
+    const std::string path = line.substr(c2 + 1);
+    if (controllers.find(",memory,") != std::string::npos) {
+      return "/sys/fs/cgroup/memory" + path + "/memory.oom_control";
+    }
+    if (controllers == ",," && access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
+      v2 = "/sys/fs/cgroup" + path + "/memory.events";
+    }
+  }
+  return v2;
+}
+
+int64_t oomKills(const std::string& file) {
+  if (file.empty()) return 0;
+  const std::string text = readWholeFile(file);
+  const auto pos = text.find("oom_kill ");
+  return pos == std::string::npos ? 0 : std::strtoll(text.c_str() + pos + 9, nullptr, 10);
+}
+
+// Docker's exit codes for a container that never started.
+int startFailureCode(const std::string& message) {
+  if (message.find("executable file not found") != std::string::npos ||
+      message.find("no such file or directory") != std::string::npos) {
+    return 127;
+  }
+  if (message.find("permission denied") != std::string::npos) return 126;
+  return 128;
+}
+
+void recordExit(const Args& a, const ExitInfo& exit) {
+  if (!writeFileAtomic(a.stateDir + "/" + kExitFile, encodeExit(exit))) {
+    say("shoal-shim: cannot write exit.json: %s", std::strerror(errno));
+  }
+}
+
+int runShim(const Args& a, int readyFd) {
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    report(readyFd, std::string("ERR cannot become a subreaper: ") + std::strerror(errno));
+    return 1;
+  }
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, nullptr);
+  const int sigfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  const pid_t self = getpid();
+  if (sigfd < 0 || !writeFileAtomic(a.stateDir + "/" + kShimPidFile,
+                                    std::to_string(self) + " " +
+                                        std::to_string(processStartTime(self)) + "\n")) {
+    report(readyFd, std::string("ERR shim setup: ") + std::strerror(errno));
+    return 1;
+  }
+
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    report(readyFd, std::string("ERR pipe: ") + std::strerror(errno));
+    return 1;
+  }
+  Runc runc(a.runtime, a.root);
+  const std::string pidFile = a.stateDir + "/" + kContainerPidFile;
+  try {
+    CreateStdio stdio;
+    stdio.stdoutFd = out[1];
+    stdio.stderrFd = err[1];
+    stdio.logFile = a.stateDir + "/" + kRuncLogFile;
+    runc.create(a.id, a.bundle, pidFile, stdio);
+  } catch (const std::exception& e) {
+    ExitInfo exit;
+    exit.exitCode = startFailureCode(e.what());
+    exit.finishedNs = nowNs();
+    exit.message = e.what();
+    recordExit(a, exit);
+    report(readyFd, std::string("ERR ") + e.what());
+    return 1;
+  }
+  close(out[1]);
+  close(err[1]);
+  const pid_t pid = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
+  const std::string oomFile = pid > 0 ? oomCounterFile(pid) : "";
+  const int64_t oomBefore = oomKills(oomFile);
+  std::string startError;
+  try {
+    if (pid <= 0) throw std::runtime_error("runc create " + a.id + " wrote no pid file");
+    runc.start(a.id);
+  } catch (const std::exception& e) {
+    startError = e.what();
+    // The init waits for a start that will not come: end it, so its exit is recorded below.
+    if (pid > 0) kill(pid, SIGKILL);
+    report(readyFd, "ERR " + startError);
+  }
+  if (startError.empty()) {
+    writeFileAtomic(a.stateDir + "/" + kStartedFile, std::to_string(nowNs()) + "\n");
+    report(readyFd, "OK " + std::to_string(pid) + "\n");
+  }
+
+  LogWriter log(a.stateDir + "/" + kLogFile, a.logMaxBytes, a.logMaxFiles);
+  Stream streams[2] = {{"stdout", out[0], {}}, {"stderr", err[0], {}}};
+  for (Stream& s : streams) fcntl(s.fd, F_SETFL, fcntl(s.fd, F_GETFL) | O_NONBLOCK);
+  bool exited = pid <= 0;
+  int status = -1;
+  int64_t drainUntil = 0;
+  while (true) {
+    const bool open = streams[0].fd >= 0 || streams[1].fd >= 0;
+    if (exited && (!open || monotonicNs() >= drainUntil)) break;
+    int timeout = -1;
+    if (exited) timeout = static_cast<int>((drainUntil - monotonicNs()) / 1000000) + 1;
+    pollfd fds[3] = {{streams[0].fd, POLLIN, 0}, {streams[1].fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+    if (poll(fds, 3, timeout) < 0 && errno != EINTR) {
+      say("shoal-shim: poll: %s", std::strerror(errno));
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents != 0) streams[i].read(log);
+    }
+    if (fds[2].revents != 0) {
+      signalfd_siginfo info;
+      while (read(sigfd, &info, sizeof info) > 0) {
+      }
+      // Reap everything: runc's helpers and whatever else re-parents to us, and the init.
+      int st = 0;
+      pid_t reaped;
+      while ((reaped = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (reaped == pid && !exited) {
+          exited = true;
+          status = st;
+          // The container's processes die with its init (pid namespace), closing the pipes;
+          // something holding them longer is not waited for beyond this.
+          drainUntil = monotonicNs() + kDrainNs;
+        }
+      }
+    }
+  }
+  for (Stream& s : streams) {
+    s.flush(log, true);
+    if (s.fd >= 0) close(s.fd);
+  }
+
+  ExitInfo exit;
+  exit.finishedNs = nowNs();
+  exit.exitCode = pid > 0 ? exitCode(status) : 255;
+  exit.signal = status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  exit.oomKilled = oomKills(oomFile) > oomBefore;
+  exit.message = describeStatus(status);
+  if (exit.oomKilled) exit.message += " (out of memory)";
+  if (!startError.empty()) {
+    exit.exitCode = startFailureCode(startError);
+    exit.message = startError;
+  }
+  recordExit(a, exit);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  std::string error;
+  const bool ok = parseArgs(argc, argv, a, error);
+  int readyFd = a.readyFd;
+  if (readyFd >= 0 && fcntl(readyFd, F_SETFD, FD_CLOEXEC) != 0) readyFd = -1;
+  if (!ok) {
+    std::fprintf(stderr, "shoal-shim: %s\n", error.c_str());
+    report(readyFd, "ERR shoal-shim: " + error);
+    return 2;
+  }
+  // Detach: a new session, and a child that the caller never has to wait for (the caller reaps
+  // this first process at once; the shim is re-parented to init or the nearest subreaper).
+  setsid();
+  const pid_t child = fork();
+  if (child < 0) {
+    report(readyFd, std::string("ERR shoal-shim: fork: ") + std::strerror(errno));
+    return 1;
+  }
+  if (child > 0) _exit(0);
+  if (chdir("/") != 0) return 1;
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  umask(022);
+  // stdin/stdout to /dev/null, stderr to the shim's own log; nothing else inherited.
+  const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  const int shimLog = open((a.stateDir + "/" + kShimLogFile).c_str(),
+                           O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(shimLog >= 0 ? shimLog : null, 2);
+  }
+  closeFdsFrom(3, readyFd);
+  return runShim(a, readyFd);
+}
