@@ -161,8 +161,13 @@ void Agent::workLoop() {
     std::deque<Completion> done;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, 500ms,
-                   [this] { return stop_ || !assignments_.empty() || !completions_.empty(); });
+      cv_.wait_for(lock, 500ms, [this] {
+        if (stop_ || !assignments_.empty() || !completions_.empty()) return true;
+        for (const auto& [sub, job] : logJobs_) {
+          if (!job.records.empty() || job.ops.empty()) return true;
+        }
+        return false;
+      });
       if (stop_) return;
       replies.swap(assignments_);
       done.swap(completions_);
@@ -175,6 +180,7 @@ void Agent::workLoop() {
       }
     }
     sendReports();
+    sendLogs();
     if (clock_.monotonic() - lastPersist_ >= kPersistEvery) {
       persist();
       lastPersist_ = clock_.monotonic();
@@ -228,6 +234,120 @@ void Agent::applyAssignments(const std::string& body) {
       }
       return true;
     });
+  }
+  applyLogRequests(reply);
+}
+
+void Agent::applyLogRequests(std::string_view reply) {
+  if (auto ended = wire::member(reply, "logs_cancelled")) {
+    wire::forEach(*ended, [&](std::string_view raw) {
+      auto id = wire::stringOf(raw);
+      auto it = id ? logJobs_.find(*id) : logJobs_.end();
+      if (it == logJobs_.end()) return true;
+      it->second.cancelled = true;
+      for (const auto& [task, op] : it->second.ops) runtime_.cancel(op);
+      return true;
+    });
+  }
+  auto requests = wire::member(reply, "logs");
+  if (!requests) return;
+  wire::forEach(*requests, [&](std::string_view req) {
+    const std::string sub = wire::stringMember(req, "sub");
+    if (sub.empty() || logJobs_.count(sub)) return true;
+    LogJob& job = logJobs_[sub];
+    auto opts = wire::member(req, "options");
+    const std::string options = opts ? std::string(*opts) : "{}";
+    auto tasks = wire::member(req, "tasks");
+    if (!tasks) return true;
+    wire::forEach(*tasks, [&](std::string_view raw) {
+      auto task = wire::stringOf(raw);
+      if (!task || !tasks_.count(*task)) return true;  // not here (any more): nothing to read
+      const std::string taskId = *task;
+      uint64_t op = 0;
+      // Each chunk becomes publish records; the op's end finishes this task's share.
+      auto chunk = [this, sub, taskId](const std::string& chunkJson) {
+        std::string out;
+        if (auto records = wire::member(chunkJson, "records")) {
+          wire::forEach(*records, [&](std::string_view r) {
+            out += ",{\"task\":";
+            appendJsonString(out, taskId);
+            appendMember(out, "stream", wire::stringMember(r, "stream", "stdout"));
+            appendMember(out, "ts", wire::intMember(r, "timestamp_ns", 0));
+            appendMember(out, "line", wire::stringMember(r, "line"));
+            out += '}';
+            return true;
+          });
+        }
+        if (out.empty()) return;
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = logJobs_.find(sub);
+        if (it == logJobs_.end()) return;
+        it->second.records += out;
+        cv_.notify_all();
+      };
+      auto done = [this, sub, taskId](Status st, const std::string&) {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = logJobs_.find(sub);
+        if (it == logJobs_.end()) return;
+        it->second.ops.erase(taskId);
+        if (!st && st.code() != Status::Code::kCancelled && it->second.error.empty()) {
+          it->second.error = "task " + taskId + ": " + st.message();
+        }
+        cv_.notify_all();
+      };
+      Status s = runtime_.logs(taskId, options, chunk, done, &op);
+      if (s) {
+        job.ops[taskId] = op;
+      } else if (job.error.empty()) {
+        job.error = "task " + taskId + ": " + s.message();
+      }
+      return true;
+    });
+    return true;
+  });
+}
+
+void Agent::sendLogs() {
+  struct Out {
+    std::string sub, body;
+    bool done;
+  };
+  std::vector<Out> outs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = logJobs_.begin(); it != logJobs_.end();) {
+      LogJob& job = it->second;
+      const bool done = job.ops.empty();
+      if (job.records.empty() && !done) {
+        ++it;
+        continue;
+      }
+      std::string body = "{\"sub\":";
+      appendJsonString(body, it->first);
+      body += ",\"records\":[";
+      if (!job.records.empty()) body.append(job.records, 1, std::string::npos);
+      body += ']';
+      appendMember(body, "error", job.error);
+      body += done ? ",\"done\":true}" : ",\"done\":false}";
+      job.records.clear();
+      outs.push_back({it->first, std::move(body), done});
+      it = done ? logJobs_.erase(it) : std::next(it);
+    }
+  }
+  for (const auto& o : outs) {
+    auto reply = leader_("/dispatcher/logs", o.body);
+    const bool stopSending = reply && reply->status == 200
+                                 ? wire::boolMember(reply->body, "cancelled", false)
+                                 : reply && reply->status >= 400 && reply->status < 500;
+    if (stopSending && !o.done) {
+      // The subscription ended (the reader went away): stop streaming.
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = logJobs_.find(o.sub);
+      if (it != logJobs_.end() && !it->second.cancelled) {
+        it->second.cancelled = true;
+        for (const auto& [task, op] : it->second.ops) runtime_.cancel(op);
+      }
+    }
   }
 }
 
@@ -459,10 +579,16 @@ void Agent::finish(const Completion& c) {
     const std::string state = wire::stringMember(doc, "state");
     if (t.desired >= TaskState::kShutdown || state == "shutdown") {
       transition(t, TaskState::kShutdown, "shutdown");
-    } else if (t.exitCode == 0) {
+    } else if (t.exitCode == 0 && state != "failed") {
       transition(t, TaskState::kComplete, "finished");
     } else {
       t.err = "task: non-zero exit (" + std::to_string(t.exitCode) + ")";
+      // Docker adds why the runtime ended it: an unhealthy container, an OOM kill.
+      if (wire::stringMember(doc, "health") == "unhealthy" ||
+          wire::boolMember(doc, "oom_killed", false)) {
+        const std::string why = wire::stringMember(doc, "message");
+        if (!why.empty()) t.err += ": " + why;
+      }
       transition(t, TaskState::kFailed, "started");
     }
     return;

@@ -69,6 +69,14 @@ class Agent {
     Status status;
     std::string result;
   };
+  // A `service logs` subscription's share on this node: the runtime's logs ops for its tasks
+  // here, and the records not yet published.
+  struct LogJob {
+    std::map<std::string, uint64_t> ops;  // task id -> logs op still streaming
+    std::string records;                  // ",{...}" publish records, in order
+    std::string error;
+    bool cancelled = false;
+  };
 
   void pollLoop();
   void workLoop();
@@ -77,6 +85,8 @@ class Agent {
   void finish(const Completion& c);
   void transition(Task& t, store::TaskState state, const std::string& message);
   void sendReports();
+  void applyLogRequests(std::string_view reply);  // caller holds mu_
+  void sendLogs();
   void persist();
   void load();
   Runtime::Done completion(const std::string& taskId, const std::string& op);
@@ -89,15 +99,16 @@ class Agent {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                     // guarded by mu_
-  std::map<std::string, Task> tasks_;     // guarded by mu_
-  std::deque<Completion> completions_;    // guarded by mu_
-  std::vector<std::string> assignments_;  // replies waiting for the worker; guarded by mu_
-  bool resync_ = false;                   // guarded by mu_: the next reply is a full set
-  std::vector<std::string> reports_;      // JSON updates to send; guarded by mu_
-  bool dirty_ = false;                    // guarded by mu_: tasks_ differs from the file
-  std::string session_;                   // poller thread only
-  Clock::MonoTime lastPersist_{};         // worker thread only
+  bool stop_ = false;                      // guarded by mu_
+  std::map<std::string, Task> tasks_;      // guarded by mu_
+  std::deque<Completion> completions_;     // guarded by mu_
+  std::vector<std::string> assignments_;   // replies waiting for the worker; guarded by mu_
+  bool resync_ = false;                    // guarded by mu_: the next reply is a full set
+  std::vector<std::string> reports_;       // JSON updates to send; guarded by mu_
+  std::map<std::string, LogJob> logJobs_;  // by subscription; guarded by mu_
+  bool dirty_ = false;                     // guarded by mu_: tasks_ differs from the file
+  std::string session_;                    // poller thread only
+  Clock::MonoTime lastPersist_{};          // worker thread only
   std::thread poller_;
   std::thread worker_;
 };

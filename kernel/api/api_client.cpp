@@ -34,7 +34,7 @@ Result<ApiClient::Reply> ApiClient::request(const std::string& method, const std
     Poco::Net::StreamSocket socket(
         Poco::Net::SocketAddress(Poco::Net::SocketAddress::UNIX_LOCAL, socketPath_));
     Poco::Net::HTTPClientSession session(socket);
-    session.setTimeout(Poco::Timespan(60, 0));
+    session.setTimeout(Poco::Timespan(timeoutSeconds_, 0));
     Poco::Net::HTTPRequest req(method, path, Poco::Net::HTTPMessage::HTTP_1_1);
     req.setHost("shoald");
     req.setKeepAlive(false);

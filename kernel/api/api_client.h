@@ -30,6 +30,8 @@ class ApiClient {
                            const std::string& body = "") const;
 
   const std::string& host() const { return host_; }
+  // How long a request may wait for its reply (60 s by default; an image pull takes longer).
+  void setTimeoutSeconds(int seconds) { timeoutSeconds_ = seconds; }
 
  private:
   ApiClient(std::string host, std::string socketPath)
@@ -37,6 +39,7 @@ class ApiClient {
 
   std::string host_;
   std::string socketPath_;
+  int timeoutSeconds_ = 60;
 };
 
 // The Status code for an HTTP error status (the inverse of httpStatusFor).

@@ -6,9 +6,11 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -17,8 +19,11 @@
 #include <map>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <sstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "kernel/api/api_client.h"
 
@@ -136,11 +141,15 @@ Result<std::string> getFromDaemon(Invocation& inv, const std::string& path) {
 }
 
 Result<std::string> postToDaemon(Invocation& inv, const std::string& path,
-                                 const std::string& body = "") {
+                                 const std::string& body = "", int timeoutSeconds = 60) {
   auto client = api::ApiClient::create(inv.host);
   if (!client) return client.status();
+  client->setTimeoutSeconds(timeoutSeconds);
   return client->call("POST", path, body);
 }
+
+// Image pulls and loads wait as long as the daemon lets them (image_routes.cpp: 30 min).
+constexpr int kImageOpSeconds = 1830;
 
 // Durations as Docker's flags take them ("2160h", "30m", "1h30m0s"; no days). Returns seconds.
 Result<int64_t> parseDuration(const std::string& text) {
@@ -1244,6 +1253,25 @@ Status setMode(const Invocation& inv, JObject::Ptr spec) {
 
 std::string shortId(const std::string& id) { return id.substr(0, 12); }
 
+// An image as `service ls|ps` show it: the tag the user gave, without the pinned digest.
+std::string withoutDigest(const std::string& image) {
+  const auto at = image.find('@');
+  return at == std::string::npos || at == 0 ? image : image.substr(0, at);
+}
+
+// The daemon's warnings (an image it could not pin), on stderr as Docker prints them.
+void printWarnings(Invocation& inv, const Poco::JSON::Object::Ptr& reply) {
+  auto w = reply->getArray("Warnings");
+  for (std::size_t i = 0; w && i < w->size(); ++i) {
+    *inv.err << w->getElement<std::string>(i) << '\n';
+  }
+}
+
+// The query string for --no-resolve-image.
+std::string resolveQuery(Invocation& inv, char sep) {
+  return inv.has("no-resolve-image") ? std::string(1, sep) + "resolve-image=never" : "";
+}
+
 // "2 minutes ago", as Docker's units.HumanDuration.
 std::string humanSince(int64_t thenNs) {
   const auto nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -1308,7 +1336,7 @@ Result<std::vector<TaskRow>> fetchTasks(Invocation& inv, const std::string& quer
     r.desired = capitalise(t->optValue<std::string>("DesiredState", ""));
     if (auto spec = t->getObject("Spec")) {
       if (auto c = spec->getObject("ContainerSpec"))
-        r.image = c->optValue<std::string>("Image", "");
+        r.image = withoutDigest(c->optValue<std::string>("Image", ""));
     }
     if (auto st = t->getObject("Status")) {
       const std::string state = st->optValue<std::string>("State", "new");
@@ -1595,10 +1623,11 @@ int cmdServiceCreate(Invocation& inv) {
     spec->remove("EndpointSpec");
   std::ostringstream text;
   spec->stringify(text);
-  auto reply = postToDaemon(inv, "/services/create", text.str());
+  auto reply = postToDaemon(inv, "/services/create" + resolveQuery(inv, '?'), text.str());
   if (!reply) return daemonError(inv, reply.status());
   auto obj = parseObject(*reply);
   if (!obj) return daemonError(inv, obj.status());
+  printWarnings(inv, *obj);
   const std::string id = (*obj)->optValue<std::string>("ID", "");
   *inv.out << id << '\n';
   if (inv.has("detach")) return kExitOk;
@@ -1646,10 +1675,11 @@ int sendUpdate(Invocation& inv, const std::string& ref, JObject::Ptr spec, int64
   req.set("version", version);
   std::ostringstream text;
   req.stringify(text);
-  auto reply = postToDaemon(inv, "/services/update?id=" + ref, text.str());
+  auto reply = postToDaemon(inv, "/services/update?id=" + ref + resolveQuery(inv, '&'), text.str());
   if (!reply) return specError(inv, reply.status());
   auto obj = parseObject(*reply);
   if (!obj) return daemonError(inv, obj.status());
+  printWarnings(inv, *obj);
   const std::string id = (*obj)->optValue<std::string>("ID", "");
   *inv.out << ref << '\n';
   if (inv.has("detach")) return kExitOk;
@@ -1808,6 +1838,119 @@ int cmdServiceRollback(Invocation& inv) {
 
 int cmdServiceRm(Invocation& inv) { return removeObjects(inv, "/services/remove?id="); }
 
+std::atomic<bool> gLogsInterrupted{false};
+
+// `service logs SERVICE|TASK`: subscribes through the leader's log broker, then reads the
+// records as the nodes send them (all of them, sorted by time, without --follow).
+int cmdServiceLogs(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
+  JObject req;
+  const bool follow = inv.has("follow");
+  req.set("follow", follow);
+  req.set("timestamps", inv.has("timestamps"));
+  const std::string tail = inv.flag("tail");
+  if (!tail.empty() && tail != "all") {
+    auto n = parseCount(tail, "tail");
+    if (!n) return specError(inv, n.status());
+    req.set("tail", *n);
+  }
+  if (inv.has("since")) {
+    // A duration back from now ("10m", "1h30m") or a Unix time in seconds.
+    const std::string since = inv.flag("since");
+    const auto nowNs = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+    int64_t sinceNs = 0;
+    if (!since.empty() && std::all_of(since.begin(), since.end(), ::isdigit)) {
+      sinceNs = std::stoll(since) * 1'000'000'000;
+    } else {
+      auto d = parseDuration(since);
+      if (!d)
+        return usageError(*inv.err, "invalid --since: " + d.status().message(), inv.command->path);
+      sinceNs = nowNs - *d * 1'000'000'000;
+    }
+    req.set("since_ns", sinceNs);
+  }
+  Result<std::string> reply = Status::notFound("");
+  for (const char* key : {"service", "task"}) {
+    JObject r(req);
+    r.set(key, inv.args[0]);
+    std::ostringstream body;
+    r.stringify(body);
+    reply = postToDaemon(inv, "/services/logs", body.str());
+    if (reply || reply.status().code() != Status::Code::kNotFound) break;
+  }
+  if (!reply) {
+    if (reply.status().code() == Status::Code::kNotFound) {
+      *inv.err << "Error response from daemon: no such service or task: " << inv.args[0] << '\n';
+      return kExitError;
+    }
+    return daemonError(inv, reply.status());
+  }
+  auto sub = parseObject(*reply);
+  if (!sub) return daemonError(inv, sub.status());
+  const std::string id = (*sub)->optValue<std::string>("Sub", "");
+  auto names = (*sub)->getObject("Tasks");
+  auto prefix = [&](const std::string& task) -> std::string {
+    if (inv.has("raw")) return "";
+    auto info = names ? names->getObject(task) : nullptr;
+    const std::string name = info ? info->optValue<std::string>("Name", "") : "";
+    const std::string node = info ? info->optValue<std::string>("Node", "") : "";
+    std::string shown = name;
+    if (!inv.has("no-task-ids")) {
+      shown += "." + (inv.has("no-trunc") ? task : task.substr(0, 12));
+    }
+    return shown + "@" + node + "    | ";
+  };
+  struct Line {
+    int64_t ts;
+    std::string text;
+  };
+  std::vector<Line> lines;
+  std::vector<std::string> errors;
+  uint64_t after = 0;
+  gLogsInterrupted = false;
+  auto previous = std::signal(SIGINT, [](int) { gLogsInterrupted = true; });
+  for (;;) {
+    if (gLogsInterrupted) break;
+    auto page = getFromDaemon(
+        inv, "/logs/read?sub=" + id + "&after=" + std::to_string(after) + "&wait_ms=1000");
+    if (!page) {
+      std::signal(SIGINT, previous);
+      return daemonError(inv, page.status());
+    }
+    auto o = parseObject(*page);
+    if (!o) break;
+    auto records = (*o)->getArray("Records");
+    for (std::size_t i = 0; records && i < records->size(); ++i) {
+      auto r = records->getObject(static_cast<unsigned>(i));
+      if (!r) continue;
+      Line l{r->optValue<int64_t>("Timestamp", 0),
+             prefix(r->optValue<std::string>("Task", "")) + r->optValue<std::string>("Line", "")};
+      if (follow) {
+        *inv.out << l.text << '\n';
+      } else {
+        lines.push_back(std::move(l));
+      }
+    }
+    if (follow) inv.out->flush();
+    after = (*o)->optValue<uint64_t>("Next", after);
+    if ((*o)->optValue<bool>("Done", false)) {
+      if (auto e = (*o)->getArray("Errors")) {
+        for (std::size_t i = 0; i < e->size(); ++i) errors.push_back(e->getElement<std::string>(i));
+      }
+      break;
+    }
+  }
+  std::signal(SIGINT, previous);
+  if (gLogsInterrupted) postToDaemon(inv, "/logs/cancel?sub=" + id);
+  std::stable_sort(lines.begin(), lines.end(),
+                   [](const Line& a, const Line& b) { return a.ts < b.ts; });
+  for (const auto& l : lines) *inv.out << l.text << '\n';
+  for (const auto& e : errors) *inv.err << "error from daemon in stream: " << e << '\n';
+  return errors.empty() ? kExitOk : kExitError;
+}
+
 std::string replicasText(JObject::Ptr svc) {
   auto r = svc->getObject("Replicas");
   if (!r) return "";
@@ -1845,7 +1988,7 @@ int cmdServiceLs(Invocation& inv) {
                        std::string image;
                        if (auto t = spec ? spec->getObject("TaskTemplate") : nullptr) {
                          if (auto c = t->getObject("ContainerSpec")) {
-                           image = c->optValue<std::string>("Image", "");
+                           image = withoutDigest(c->optValue<std::string>("Image", ""));
                          }
                        }
                        auto r = s->getObject("Replicas");
@@ -1979,6 +2122,8 @@ std::vector<Flag> specFlags() {
       {"limit-memory", 0, true, "Limit Memory", ""},
       {"limit-pids", 0, true, "Limit maximum number of processes (default 0 = unlimited)", ""},
       {"no-healthcheck", 0, false, "Disable any container-specified HEALTHCHECK", ""},
+      {"no-resolve-image", 0, false,
+       "Do not query the registry to resolve image digest and supported platforms", ""},
       {"placement-policy", 0, true, "Lua placement policy (see \"shoal policy\")", ""},
       {"quiet", 'q', false, "Suppress progress output", ""},
       {"replicas", 0, true, "Number of tasks", ""},
@@ -2090,6 +2235,249 @@ int cmdPolicyInspect(Invocation& inv) {
 }
 
 int cmdPolicyRm(Invocation& inv) { return removeObjects(inv, "/policies/remove?id="); }
+
+// ---- images (node-local, as Docker's) ---------------------------------------------------
+
+// Sizes as Docker prints them (units.HumanSize: decimal, three significant digits).
+std::string humanSizeDecimal(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes >= 1000 && u < 4) {
+    bytes /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g%s", bytes, units[u]);
+  return buf;
+}
+
+// "docker.io/library/busybox:v1" as Docker shows it: ("busybox", "v1").
+std::pair<std::string, std::string> familiarRepoTag(const std::string& ref) {
+  std::string name = ref;
+  std::string tag = "<none>";
+  const auto slash = name.rfind('/');
+  const auto colon = name.rfind(':');
+  if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
+    tag = name.substr(colon + 1);
+    name = name.substr(0, colon);
+  }
+  if (name.rfind("docker.io/library/", 0) == 0) {
+    name = name.substr(18);
+  } else if (name.rfind("docker.io/", 0) == 0) {
+    name = name.substr(10);
+  }
+  return {name, tag};
+}
+
+std::string stringOr(const Poco::JSON::Object::Ptr& o, const std::string& key) {
+  return o->optValue<std::string>(key, "");
+}
+
+int cmdImageLs(Invocation& inv) {
+  const std::string format = inv.flag("format");
+  if (Status s = checkFormat(format); !s) {
+    *inv.err << s.message() << '\n';
+    return kExitUsage;
+  }
+  auto body = getFromDaemon(inv, "/images");
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto list = (*obj)->getArray("images");
+  if (format == "json") {
+    if (list) list->stringify(*inv.out);
+    *inv.out << '\n';
+    return kExitOk;
+  }
+  const bool digests = inv.has("digests");
+  std::vector<std::vector<std::string>> rows;
+  if (!inv.has("quiet")) {
+    if (digests) {
+      rows.push_back({"REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"});
+    } else {
+      rows.push_back({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});
+    }
+  }
+  for (std::size_t i = 0; list && i < list->size(); ++i) {
+    auto img = list->getObject(static_cast<unsigned>(i));
+    if (!img) continue;
+    std::string id = stringOr(img, "id");
+    if (id.rfind("sha256:", 0) == 0) id = id.substr(7);
+    if (inv.has("quiet")) {
+      rows.push_back({shortId(id)});
+      continue;
+    }
+    std::vector<std::string> tags;
+    if (auto t = img->getArray("repo_tags")) {
+      for (std::size_t k = 0; k < t->size(); ++k) tags.push_back(t->getElement<std::string>(k));
+    }
+    std::string digest = "<none>";
+    if (auto d = img->getArray("repo_digests"); d && d->size() > 0) {
+      const std::string rd = d->getElement<std::string>(0);
+      const auto at = rd.find('@');
+      if (at != std::string::npos) digest = rd.substr(at + 1);
+    }
+    const std::string created = humanSince(img->optValue<int64_t>("created_ns", 0));
+    const std::string size = humanSizeDecimal(img->optValue<double>("size", 0));
+    if (tags.empty()) tags.push_back("<none>:<none>");
+    for (const auto& t : tags) {
+      auto [repo, tag] = t == "<none>:<none>"
+                             ? std::pair<std::string, std::string>{"<none>", "<none>"}
+                             : familiarRepoTag(t);
+      if (digests) {
+        rows.push_back({repo, tag, digest, shortId(id), created, size});
+      } else {
+        rows.push_back({repo, tag, shortId(id), created, size});
+      }
+    }
+  }
+  printTable(*inv.out, rows);
+  return kExitOk;
+}
+
+std::string jsonBody(std::initializer_list<std::pair<const char*, Poco::Dynamic::Var>> fields) {
+  JObject o;
+  for (const auto& [k, v] : fields) o.set(k, v);
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+int cmdImagePull(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
+  const std::string& ref = inv.args[0];
+  if (!inv.has("quiet")) {
+    *inv.out << "Pulling " << ref << " ...\n";
+    inv.out->flush();
+  }
+  auto reply = postToDaemon(inv, "/images/pull", jsonBody({{"Ref", ref}}), kImageOpSeconds);
+  if (!reply) return daemonError(inv, reply.status());
+  auto img = parseObject(*reply);
+  if (!img) return daemonError(inv, img.status());
+  std::string pinned;
+  if (auto d = (*img)->getArray("repo_digests"); d && d->size() > 0) {
+    pinned = d->getElement<std::string>(0);
+  }
+  std::string name;
+  if (auto t = (*img)->getArray("repo_tags"); t && t->size() > 0) {
+    name = t->getElement<std::string>(0);
+  }
+  if (!inv.has("quiet")) {
+    const auto at = pinned.find('@');
+    if (at != std::string::npos) *inv.out << "Digest: " << pinned.substr(at + 1) << '\n';
+    *inv.out << "Status: "
+             << ((*img)->optValue<bool>("downloaded", false) ? "Downloaded newer image for "
+                                                             : "Image is up to date for ")
+             << (name.empty() ? ref : name) << '\n';
+  }
+  *inv.out << (name.empty() ? pinned : name) << '\n';
+  return kExitOk;
+}
+
+int cmdImageLoad(Invocation& inv) {
+  if (auto usage = needArgs(inv, 0, true)) return *usage;
+  if (!inv.has("input")) {
+    return usageError(*inv.err,
+                      "\"shoal image load\" needs --input FILE (a tarball on this node: an OCI "
+                      "image layout or a \"docker save\" archive)",
+                      inv.command->path);
+  }
+  std::string path = inv.flag("input");
+  if (!path.empty() && path[0] != '/') {
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd) != nullptr) path = std::string(cwd) + "/" + path;
+  }
+  if (access(path.c_str(), R_OK) != 0) {
+    *inv.err << "open " << inv.flag("input") << ": " << std::strerror(errno) << '\n';
+    return kExitError;
+  }
+  auto reply = postToDaemon(inv, "/images/load", jsonBody({{"Path", path}}), kImageOpSeconds);
+  if (!reply) return daemonError(inv, reply.status());
+  Poco::JSON::Array::Ptr list;
+  try {
+    list = Poco::JSON::Parser().parse(*reply).extract<Poco::JSON::Array::Ptr>();
+  } catch (const std::exception&) {
+  }
+  if (!list) return daemonError(inv, Status::internal("cannot parse the daemon's reply"));
+  std::set<std::string> shown;  // an image the archive lists twice is loaded once
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    auto img = list->getObject(static_cast<unsigned>(i));
+    if (!img) continue;
+    auto tags = img->getArray("repo_tags");
+    if (tags && tags->size() > 0) {
+      for (std::size_t k = 0; k < tags->size(); ++k) {
+        auto [repo, tag] = familiarRepoTag(tags->getElement<std::string>(k));
+        if (!shown.insert(repo + ":" + tag).second) continue;
+        if (!inv.has("quiet")) *inv.out << "Loaded image: " << repo << ':' << tag << '\n';
+      }
+    } else if (!inv.has("quiet")) {
+      *inv.out << "Loaded image ID: " << stringOr(img, "id") << '\n';
+    }
+  }
+  return kExitOk;
+}
+
+int cmdImageRm(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    auto reply =
+        postToDaemon(inv, "/images/remove", jsonBody({{"Ref", ref}, {"Force", inv.has("force")}}));
+    if (!reply) {
+      rc = daemonError(inv, reply.status());
+      continue;
+    }
+    auto obj = parseObject(*reply);
+    if (!obj) return daemonError(inv, obj.status());
+    for (const char* key : {"untagged", "deleted"}) {
+      auto a = (*obj)->getArray(key);
+      for (std::size_t k = 0; a && k < a->size(); ++k) {
+        *inv.out << (std::string(key) == "untagged" ? "Untagged: " : "Deleted: ")
+                 << a->getElement<std::string>(k) << '\n';
+      }
+    }
+  }
+  return rc;
+}
+
+int cmdImageInspect(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  auto body = getFromDaemon(inv, "/images");
+  if (!body) return daemonError(inv, body.status());
+  auto obj = parseObject(*body);
+  if (!obj) return daemonError(inv, obj.status());
+  auto list = (*obj)->getArray("images");
+  Poco::JSON::Array found;
+  int rc = kExitOk;
+  for (const auto& ref : inv.args) {
+    Poco::JSON::Object::Ptr match;
+    for (std::size_t i = 0; list && i < list->size() && !match; ++i) {
+      auto img = list->getObject(static_cast<unsigned>(i));
+      if (!img) continue;
+      std::string id = stringOr(img, "id");
+      const std::string hex = id.rfind("sha256:", 0) == 0 ? id.substr(7) : id;
+      bool hit = ref == id || (ref.size() >= 4 && hex.rfind(ref, 0) == 0);
+      for (const char* key : {"repo_tags", "repo_digests"}) {
+        auto a = img->getArray(key);
+        for (std::size_t k = 0; a && k < a->size() && !hit; ++k) {
+          const std::string t = a->getElement<std::string>(k);
+          auto [repo, tag] = familiarRepoTag(t);
+          hit = t == ref || repo + ":" + tag == ref || (tag == "latest" && repo == ref);
+        }
+      }
+      if (hit) match = img;
+    }
+    if (match) {
+      found.add(match);
+    } else {
+      *inv.err << "Error: No such image: " << ref << '\n';
+      rc = kExitError;
+    }
+  }
+  found.stringify(*inv.out, 4);
+  *inv.out << '\n';
+  return rc;
+}
 
 int cmdPolicyTest(Invocation& inv) {
   if (auto usage = needArgs(inv, 1, true)) return *usage;
@@ -2292,6 +2680,44 @@ const std::vector<Command>& commands() {
        0,
        cmdSwarmLeave,
        {}},
+      {"image ls",
+       "image ls [OPTIONS]",
+       "List this node's images",
+       {kFormatFlag,
+        {"digests", 0, false, "Show digests", ""},
+        {"quiet", 'q', false, "Only show image IDs", ""}},
+       0,
+       cmdImageLs,
+       {"list"}},
+      {"image pull",
+       "image pull [OPTIONS] NAME[:TAG|@DIGEST]",
+       "Download an image from a registry to this node",
+       {{"quiet", 'q', false, "Suppress verbose output", ""}},
+       1,
+       cmdImagePull,
+       {}},
+      {"image load",
+       "image load [OPTIONS]",
+       "Load images from a tarball on this node (an OCI image layout or \"docker save\" archive)",
+       {{"input", 'i', true, "Read from tar archive file", ""},
+        {"quiet", 'q', false, "Suppress the load output", ""}},
+       0,
+       cmdImageLoad,
+       {}},
+      {"image rm",
+       "image rm [OPTIONS] IMAGE [IMAGE...]",
+       "Remove one or more images from this node",
+       {{"force", 'f', false, "Force removal of an image that tasks use", ""}},
+       64,
+       cmdImageRm,
+       {"remove"}},
+      {"image inspect",
+       "image inspect IMAGE [IMAGE...]",
+       "Display detailed information on one or more images",
+       {},
+       64,
+       cmdImageInspect,
+       {}},
       {"policy create",
        "policy create [OPTIONS] NAME FILE|-",
        "Create a Lua placement policy from a file (or standard input)",
@@ -2415,6 +2841,20 @@ const std::vector<Command>& commands() {
        1,
        cmdServiceRollback,
        {}},
+      {"service logs",
+       "service logs [OPTIONS] SERVICE|TASK",
+       "Fetch the logs of a service or task",
+       {{"follow", 'f', false, "Follow log output", ""},
+        {"no-task-ids", 0, false, "Do not include task IDs in output", ""},
+        {"no-trunc", 0, false, "Do not truncate output", ""},
+        {"raw", 0, false, "Do not neatly format logs", ""},
+        {"since", 0, true,
+         "Show logs since timestamp (Unix seconds) or relative (e.g. 42m for 42 minutes)", ""},
+        {"tail", 'n', true, "Number of lines to show from the end of the logs", "all"},
+        {"timestamps", 't', false, "Show timestamps", ""}},
+       1,
+       cmdServiceLogs,
+       {}},
       {"service rm",
        "service rm SERVICE [SERVICE...]",
        "Remove one or more services",
@@ -2442,11 +2882,10 @@ const std::vector<Command>& commands() {
 
 // Management commands: a first word with subcommands.
 const std::map<std::string, std::string>& groups() {
-  static const std::map<std::string, std::string> g = {{"node", "Manage Swarm nodes"},
-                                                       {"plugin", "Manage plugins"},
-                                                       {"policy", "Manage Lua placement policies"},
-                                                       {"service", "Manage Swarm services"},
-                                                       {"swarm", "Manage Swarm"}};
+  static const std::map<std::string, std::string> g = {
+      {"image", "Manage images"},           {"node", "Manage Swarm nodes"},
+      {"plugin", "Manage plugins"},         {"policy", "Manage Lua placement policies"},
+      {"service", "Manage Swarm services"}, {"swarm", "Manage Swarm"}};
   return g;
 }
 

@@ -55,7 +55,10 @@ api::Response badRequest(const std::string& message) {
 }  // namespace
 
 Dispatcher::Dispatcher(ReplicatedStore& store, Random& random, const Clock& clock)
-    : store_(store), random_(random), clock_(clock) {}
+    : store_(store), random_(random), clock_(clock), logs_(random, [this](const std::string& node) {
+        std::lock_guard<std::mutex> lock(mu_);
+        bump(node);
+      }) {}
 
 Dispatcher::~Dispatcher() { stop(); }
 
@@ -68,6 +71,7 @@ void Dispatcher::start() {
 }
 
 void Dispatcher::stop() {
+  logs_.shutdown();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -202,10 +206,11 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
     for (const auto& [id, task] : session.sent) {
       if (!now_sent.count(id)) removed.push_back(id);
     }
-    if (full || !changed.empty() || !removed.empty() ||
+    if (full || !changed.empty() || !removed.empty() || logs_.hasNewFor(nodeId) ||
         std::chrono::steady_clock::now() >= deadline) {
       session.sent = std::move(now_sent);
       lock.unlock();
+      const std::string logs = logs_.takeFor(nodeId);
       std::ostringstream out;
       out << "{\"session\":\"" << sessionId << "\",\"full\":" << (full ? "true" : "false")
           << ",\"tasks\":[";
@@ -216,7 +221,7 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
       for (std::size_t i = 0; i < removed.size(); ++i) {
         out << (i ? "," : "") << "\"" << removed[i] << "\"";
       }
-      out << "]}";
+      out << "]" << logs << "}";
       return api::Response::json(out.str());
     }
     wake.cv.wait_until(lock, deadline, [&] { return stop_ || wake.generation != gen; });
@@ -294,6 +299,12 @@ api::Response Dispatcher::status(const std::string& nodeId, const std::string& b
     for (auto& u : updates) queue_.push_back(std::move(u));
   }
   return api::Response::json("{\"accepted\":" + std::to_string(updates.size()) + "}");
+}
+
+api::Response Dispatcher::logs(const std::string& nodeId, const std::string& body) {
+  auto reply = logs_.publish(nodeId, body);
+  if (!reply) return api::Response::error(reply.status());
+  return api::Response::json(*reply);
 }
 
 void Dispatcher::flushLoop() {

@@ -13,6 +13,7 @@
 #include "kernel/api/router.h"
 #include "kernel/common/clock.h"
 #include "kernel/common/random.h"
+#include "kernel/manager/log_broker.h"
 #include "kernel/manager/replicated_store.h"
 
 namespace shoal::manager {
@@ -31,6 +32,11 @@ namespace shoal::manager {
 //    alone — the agent's own reports coming back — is not sent again: the agent already knows
 //    it, and sending it would echo every report as a whole task object. A full set carries
 //    each task's current status, which is how an agent notices a report the leader lacks.
+//    With `service logs` subscriptions for this node's tasks (LogBroker), the reply also
+//    carries them: "logs": [{"sub", "tasks", "options"}], "logs_cancelled": [ids]; a new one
+//    ends the wait at once.
+//  POST /dispatcher/logs {"sub", "records", "done", "error"} -> {"cancelled": bool}
+//    An agent's log records for a subscription (LogBroker::publish).
 //  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
 //    "Timestamp"}]}
 //    Queues the states; a flusher commits everything queued, from every agent, in one
@@ -57,6 +63,10 @@ class Dispatcher {
 
   api::Response assignments(const std::string& nodeId, const std::string& body);
   api::Response status(const std::string& nodeId, const std::string& body);
+  api::Response logs(const std::string& nodeId, const std::string& body);
+
+  // The log broker the service API subscribes through.
+  LogBroker& logBroker() { return logs_; }
 
   // Commits the queued status updates now (the flusher does this every 50 ms).
   void flush();
@@ -99,6 +109,7 @@ class Dispatcher {
   std::mutex flushMu_;                                                // one flush at a time
   std::thread watcher_;
   std::thread flusher_;
+  LogBroker logs_;  // wakes nodes through bump(): constructed last, after mu_ and nodes_
 };
 
 }  // namespace shoal::manager

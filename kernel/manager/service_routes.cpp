@@ -4,11 +4,16 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <sstream>
 
+#include <future>
+
+#include "kernel/agent/runtime.h"
 #include "kernel/common/random.h"
+#include "kernel/manager/dispatcher.h"
 #include "kernel/manager/route_util.h"
 #include "kernel/manager/service_spec.h"
 #include "kernel/policy/policy.h"
@@ -84,6 +89,61 @@ Result<SplitSpec> splitSpec(const JObject::Ptr& in) {
   return out;
 }
 
+// Pins the spec's image tag to the digest its registry serves now, as Swarm does, so every
+// replica runs the same bytes: "busybox:v1" becomes "busybox:v1@sha256:...". This node's
+// runtime asks the registry. An image that already names a digest, `resolve-image=never`
+// (the CLI's --no-resolve-image), or a runtime that keeps no images (runtime-sim) leaves it
+// as it is; a registry that cannot be asked leaves it too, with Docker's warning.
+void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
+              std::vector<std::string>& warnings) {
+  if (param(r, "resolve-image") == "never") return;
+  auto tmpl = spec->getObject("TaskTemplate");
+  auto c = tmpl ? tmpl->getObject("ContainerSpec") : nullptr;
+  if (!c || !c->has("Image") || !c->get("Image").isString()) return;
+  const std::string image = c->getValue<std::string>("Image");
+  if (image.empty() || image.find('@') != std::string::npos) return;
+  agent::PluginRuntime* rt = swarm.runtime();
+  if (!rt || !rt->hasImages()) return;
+  auto promise = std::make_shared<std::promise<std::pair<Status, std::string>>>();
+  auto future = promise->get_future();
+  Status s = rt->imageResolve(image, [promise](Status st, const std::string& json) {
+    promise->set_value({std::move(st), json});
+  });
+  std::string pinned;
+  if (s) {
+    if (future.wait_for(30s) != std::future_status::ready) {
+      s = Status::timeout("the registry did not answer in 30 s");
+    } else {
+      auto [st, json] = future.get();
+      s = st;
+      if (s) {
+        try {
+          auto o = Poco::JSON::Parser().parse(json).extract<JObject::Ptr>();
+          if (o) pinned = o->optValue<std::string>("pinned", "");
+        } catch (const std::exception&) {
+        }
+      }
+    }
+  }
+  if (!s || pinned.empty()) {
+    warnings.push_back("image " + image +
+                       " could not be accessed on a registry to record\nits digest. Each node "
+                       "will access " +
+                       image +
+                       " independently,\npossibly leading to different nodes running\n"
+                       "different versions of the image." +
+                       (s ? "" : " (" + s.message() + ")"));
+    return;
+  }
+  c->set("Image", pinned);
+}
+
+Poco::JSON::Array::Ptr warningArray(const std::vector<std::string>& warnings) {
+  Poco::JSON::Array::Ptr a = new Poco::JSON::Array;
+  for (const auto& w : warnings) a->add(w);
+  return a;
+}
+
 // A spec's placement policy must exist when the service is created or updated.
 Status requirePolicy(const store::ReadView& v, const std::string& name) {
   if (name.empty() || v.findByName(Kind::kPolicy, name)) return Status::ok();
@@ -94,6 +154,9 @@ Status requirePolicy(const store::ReadView& v, const std::string& name) {
 Response create(Swarm& swarm, const Request& r) {
   auto body = parseBody(r.body, "service create");
   if (!body) return Response::error(body.status());
+  std::vector<std::string> warnings;
+  if (auto v = splitSpec(*body); !v) return Response::error(v.status());  // refused before asking
+  pinImage(swarm, r, *body, warnings);
   auto split = splitSpec(*body);
   if (!split) return Response::error(split.status());
   const std::string id = newId(SystemRandom::instance());
@@ -118,6 +181,7 @@ Response create(Swarm& swarm, const Request& r) {
   if (!s) return Response::error(s);
   JObject out;
   out.set("ID", id);
+  if (!warnings.empty()) out.set("Warnings", warningArray(warnings));
   return Response::json(stringify(out));
 }
 
@@ -125,12 +189,15 @@ Response update(Swarm& swarm, const Request& r) {
   auto body = parseBody(r.body, "service update");
   if (!body) return Response::error(body.status());
   const bool rollback = (*body)->optValue<bool>("rollback", false);
+  std::vector<std::string> warnings;
   std::optional<SplitSpec> split;
   if (!rollback) {
     auto spec = (*body)->getObject("spec");
     if (!spec)
       return Response::error(
           Status::invalidArgument("the service update request needs a \"spec\""));
+    if (auto v = splitSpec(spec); !v) return Response::error(v.status());
+    pinImage(swarm, r, spec, warnings);
     auto sp = splitSpec(spec);
     if (!sp) return Response::error(sp.status());
     split = std::move(*sp);
@@ -198,6 +265,7 @@ Response update(Swarm& swarm, const Request& r) {
   if (!s) return Response::error(s);
   JObject out;
   out.set("ID", id);
+  if (!warnings.empty()) out.set("Warnings", warningArray(warnings));
   return Response::json(stringify(out));
 }
 
@@ -384,9 +452,127 @@ Response listTasks(Swarm& swarm, const Request& r) {
   return s ? Response::json(body) : Response::error(s);
 }
 
+// `service logs`: a subscription to the logs of a service's tasks (or of one task) on the
+// nodes that have them (LogBroker). Served by the leader, where the agents' sessions are.
+Response subscribeLogs(Swarm& swarm, const Request& r) {
+  auto body = parseBody(r.body, "logs");
+  if (!body) return Response::error(body.status());
+  for (const auto& k : (*body)->getNames()) {
+    if (k != "service" && k != "task" && k != "follow" && k != "tail" && k != "since_ns" &&
+        k != "timestamps") {
+      return Response::error(
+          Status::invalidArgument("unknown field \"" + k + "\" in the logs request"));
+    }
+  }
+  LogBroker::Options options;
+  try {
+    options.follow = (*body)->optValue<bool>("follow", false);
+    options.tail = (*body)->optValue<int64_t>("tail", -1);
+    options.sinceNs = (*body)->optValue<int64_t>("since_ns", 0);
+    options.timestamps = (*body)->optValue<bool>("timestamps", false);
+  } catch (const std::exception&) {
+    return Response::error(Status::invalidArgument(
+        "the logs request has a field of the wrong type (follow and timestamps are booleans, "
+        "tail and since_ns integers)"));
+  }
+  const std::string serviceRef = (*body)->optValue<std::string>("service", "");
+  const std::string taskRef = (*body)->optValue<std::string>("task", "");
+  if (serviceRef.empty() == taskRef.empty()) {
+    return Response::error(
+        Status::invalidArgument("the logs request names one \"service\" or one \"task\""));
+  }
+  std::map<std::string, std::vector<std::string>> byNode;
+  JObject::Ptr names = new JObject;
+  Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+    Status result = Status::ok();
+    store.view([&](const store::ReadView& v) {
+      std::vector<ObjectPtr> tasks;
+      std::string serviceName;
+      if (!serviceRef.empty()) {
+        auto svc = resolveObject(v, Kind::kService, serviceRef);
+        if (!svc) {
+          result = svc.status();
+          return;
+        }
+        serviceName = (*svc)->name;
+        tasks = v.tasksByService((*svc)->id);
+      } else {
+        auto t = resolveObject(v, Kind::kTask, taskRef);
+        if (!t) {
+          result = t.status();
+          return;
+        }
+        tasks.push_back(*t);
+      }
+      for (const auto& t : tasks) {
+        if (t->nodeId.empty()) continue;  // never placed: no logs anywhere
+        byNode[t->nodeId].push_back(t->id);
+        auto n = v.get(Kind::kNode, t->nodeId);
+        JObject::Ptr info = new JObject;
+        info->set("Name", t->name);
+        info->set("Node", n ? nodeFacts(*n).hostname : t->nodeId);
+        names->set(t->id, info);
+      }
+    });
+    return result;
+  });
+  if (!s) return Response::error(s);
+  auto d = swarm.dispatcher();
+  if (!d) {
+    return Response::error(Status::unavailable(
+        "service logs are served by the swarm's leader; this manager is not it (run the "
+        "command on the leader's node)"));
+  }
+  JObject out;
+  out.set("Sub", d->logBroker().subscribe(byNode, options));
+  out.set("Tasks", names);
+  return Response::json(stringify(out));
+}
+
+Response readLogs(Swarm& swarm, const Request& r) {
+  auto d = swarm.dispatcher();
+  if (!d) return Response::error(Status::unavailable("this manager is no longer the leader"));
+  uint64_t after = 0;
+  int64_t waitMs = 1000;
+  try {
+    if (!param(r, "after").empty()) after = std::stoull(param(r, "after"));
+    if (!param(r, "wait_ms").empty()) waitMs = std::stoll(param(r, "wait_ms"));
+  } catch (const std::exception&) {
+    return Response::error(Status::invalidArgument("after and wait_ms must be integers"));
+  }
+  waitMs = std::clamp<int64_t>(waitMs, 0, 5000);
+  auto batch = d->logBroker().read(param(r, "sub"), after, std::chrono::milliseconds(waitMs));
+  if (!batch) return Response::error(batch.status());
+  std::ostringstream out;
+  out << "{\"Records\":[";
+  for (std::size_t i = 0; i < batch->records.size(); ++i) {
+    const auto& rec = batch->records[i];
+    JObject o(Poco::JSON_PRESERVE_KEY_ORDER);
+    o.set("Task", rec.taskId);
+    o.set("Stream", rec.stream);
+    o.set("Timestamp", rec.timestampNs);
+    o.set("Line", rec.line);
+    out << (i ? "," : "") << stringify(o);
+  }
+  Poco::JSON::Array errors;
+  for (const auto& e : batch->errors) errors.add(e);
+  std::ostringstream errs;
+  errors.stringify(errs);
+  out << "],\"Next\":" << batch->next << ",\"Dropped\":" << batch->dropped
+      << ",\"Done\":" << (batch->done ? "true" : "false") << ",\"Errors\":" << errs.str() << "}";
+  return Response::json(out.str());
+}
+
 }  // namespace
 
 void addServiceRoutes(api::Router& router, Swarm& swarm) {
+  router.add("POST", "/services/logs",
+             [&swarm](const Request& r) { return subscribeLogs(swarm, r); });
+  router.add("GET", "/logs/read", [&swarm](const Request& r) { return readLogs(swarm, r); });
+  router.add("POST", "/logs/cancel", [&swarm](const Request& r) {
+    if (auto d = swarm.dispatcher()) d->logBroker().cancel(param(r, "sub"));
+    return Response::json("{}");
+  });
   router.add("POST", "/services/create", [&swarm](const Request& r) { return create(swarm, r); });
   router.add("GET", "/services", [&swarm](const Request&) { return listServices(swarm); });
   router.add("GET", "/services/inspect",

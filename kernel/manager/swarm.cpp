@@ -642,10 +642,14 @@ Swarm::Swarm(std::string dataRoot, std::string engineVersion, Random& random, co
                   [this](const api::Request& r) { return handleCertificate(r); });
   nodeRouter_.add("POST", "/raft/join",
                   [this](const api::Request& r) { return handleRaftJoin(r); });
-  nodeRouter_.add("POST", "/dispatcher/assignments",
-                  [this](const api::Request& r) { return handleDispatcher(r, true); });
-  nodeRouter_.add("POST", "/dispatcher/status",
-                  [this](const api::Request& r) { return handleDispatcher(r, false); });
+  nodeRouter_.add("POST", "/dispatcher/assignments", [this](const api::Request& r) {
+    return handleDispatcher(r, &Dispatcher::assignments);
+  });
+  nodeRouter_.add("POST", "/dispatcher/status", [this](const api::Request& r) {
+    return handleDispatcher(r, &Dispatcher::status);
+  });
+  nodeRouter_.add("POST", "/dispatcher/logs",
+                  [this](const api::Request& r) { return handleDispatcher(r, &Dispatcher::logs); });
 }
 
 void Swarm::setPluginLister(PluginLister lister) { plugins_ = std::move(lister); }
@@ -2887,7 +2891,7 @@ void Swarm::syncLeaderServices(ReplicatedStore& store, bool leader) {
   }
 }
 
-api::Response Swarm::handleDispatcher(const api::Request& r, bool assignments) {
+api::Response Swarm::handleDispatcher(const api::Request& r, DispatcherCall call_) {
   LeaderCall call;
   if (auto refused = admitLeaderCall(r, "an agent session", false, call)) return *refused;
   std::shared_ptr<Dispatcher> d;
@@ -2896,7 +2900,12 @@ api::Response Swarm::handleDispatcher(const api::Request& r, bool assignments) {
     d = dispatcher_;
   }
   if (!d) return api::Response::error(Status::unavailable("the leader's dispatcher is starting"));
-  return assignments ? d->assignments(r.peerNodeId, r.body) : d->status(r.peerNodeId, r.body);
+  return ((*d).*call_)(r.peerNodeId, r.body);
+}
+
+std::shared_ptr<Dispatcher> Swarm::dispatcher() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dispatcher_;
 }
 
 }  // namespace shoal::manager

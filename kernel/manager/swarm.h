@@ -148,6 +148,10 @@ class Swarm {
   Status withStore(const std::function<Status(ReplicatedStore&, const std::string&)>& fn);
   // The scheduler plugin the leader uses (null without one), for placement previews.
   plugin::PluginInstance* schedulerPlugin() const { return scheduler_; }
+  // The leader's dispatcher (null on other nodes), for `service logs`.
+  std::shared_ptr<Dispatcher> dispatcher();
+  // This node's runtime, for its images (null without one). Set by setPlugins.
+  agent::PluginRuntime* runtime() const { return runtime_.get(); }
   // The agent's tasks and their local states (tests).
   std::map<std::string, std::string> agentTasks();
 
@@ -309,7 +313,9 @@ class Swarm {
   void startAgent();
   // Starts or stops the leader's orchestrator, scheduler and dispatcher to match `leader`.
   void syncLeaderServices(ReplicatedStore& store, bool leader);
-  api::Response handleDispatcher(const api::Request& r, bool assignments);
+  using DispatcherCall = api::Response (Dispatcher::*)(const std::string& nodeId,
+                                                       const std::string& body);
+  api::Response handleDispatcher(const api::Request& r, DispatcherCall call);
   std::vector<ManagerEntry> agentManagers();
 
   PluginLister plugins_;                           // set before any thread starts

@@ -23,6 +23,7 @@
 #include <shoal_plugins/config.hpp>
 #include <shoal_plugins/json.hpp>
 #include <shoal_plugins/node_info.hpp>
+#include <shoal_plugins/time.hpp>
 
 #include <Poco/Dynamic/Var.h>
 #include <Poco/Exception.h>
@@ -66,6 +67,7 @@ namespace {
 using shoal::plugins::addNodeFacts;
 using shoal::plugins::configError;
 using shoal::plugins::parseConfig;
+using shoal::plugins::rfc3339;
 using shoal::plugins::rootValue;
 using shoal::plugins::toJson;
 using shoal::sdk::Error;
@@ -170,24 +172,6 @@ void appendJsonString(std::string& out, std::string_view s) {
     }
   }
   out += '"';
-}
-
-// RFC 3339 with nanoseconds, as Docker prefixes log lines with --timestamps.
-std::string rfc3339(int64_t ns) {
-  int64_t secs = ns / 1000000000;
-  int64_t frac = ns % 1000000000;
-  if (frac < 0) {
-    frac += 1000000000;
-    --secs;
-  }
-  const std::time_t t = static_cast<std::time_t>(secs);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(frac));
-  return buf;
 }
 
 // FNV-1a: stable across builds and runs, since it names the file a task is kept in.

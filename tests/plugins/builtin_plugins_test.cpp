@@ -46,6 +46,7 @@ class BuiltinPluginsTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testRuntimesDescribeThisNode);
   CPPUNIT_TEST(testNetworkDescribesItsCapabilities);
   CPPUNIT_TEST(testSecretsAndStorageDescribeTheirRoots);
+  CPPUNIT_TEST(testRuncRefusesBadDocumentsAndUnknownTasks);
   CPPUNIT_TEST(testUnimplementedOpsSayNotSupportedYet);
   CPPUNIT_TEST(testUnknownConfigKeysAreRefused);
   CPPUNIT_TEST(testBadConfigValuesAreRefused);
@@ -116,15 +117,36 @@ class BuiltinPluginsTest : public CppUnit::TestFixture {
         std::string("{\"drivers\":[\"local\"],\"root\":\"/var/lib/shoal/volumes\"}"), take(out));
   }
 
-  void testUnimplementedOpsSayNotSupportedYet() {
+  void testRuncRefusesBadDocumentsAndUnknownTasks() {
+    // Nothing here touches the node: a refused document and unknown tasks write no state.
     PluginInstance* runc = host_->find(Kind::kRuntime, "runtime-runc");
-    assertNotYet(runc->invoke(
-                     "prepare",
-                     [&](void* st) {
-                       return runc->ops<shoal_runtime_ops>().prepare(st, 1, {"t", 1}, {"{}", 2});
-                     },
-                     true),
-                 "runtime-runc", "prepare");
+    const auto& ops = runc->ops<shoal_runtime_ops>();
+    Status s = runc->invoke(
+        "prepare",
+        [&](void* st) {
+          return ops.prepare(st, 1, {"t", 1}, {"{}", 2});
+        },
+        true);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kInvalidArgument);
+    CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "\"id\" is required"));
+    s = runc->invoke(
+        "wait",
+        [&](void* st) {
+          return ops.wait(st, 2, {"t", 1});
+        },
+        true);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.code() == Status::Code::kNotFound);
+    s = runc->invoke(
+        "start",
+        [&](void* st) {
+          return ops.start(st, 3, {"t", 1});
+        },
+        true);
+    CPPUNIT_ASSERT_MESSAGE(s.message(), contains(s.message(), "task t is not prepared"));
+    CPPUNIT_ASSERT(SHOAL_HAS_FIELD(&ops, shoal_runtime_ops, image_remove) && ops.image_pull);
+  }
+
+  void testUnimplementedOpsSayNotSupportedYet() {
     PluginInstance* net = host_->find(Kind::kNetwork, "network-overlay");
     assertNotYet(net->invoke(
                      "attach",

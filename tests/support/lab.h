@@ -51,6 +51,16 @@ class Lab {
     return lab(args, std::chrono::seconds(150));
   }
   std::string ip(const std::string& node) const { return trim(lab({"ip", node}).out); }
+  // The lab's names for a node: its network namespace, and its state directory.
+  std::string name() const { return name_; }
+  std::string netns(const std::string& node) const { return name_ + "-" + node; }
+  std::string dir(const std::string& node) const { return "/run/" + name_ + "/" + node; }
+  // ARGV run inside a node's network namespace (only that one: see PLATFORM.md).
+  RunResult inNode(const std::string& node, std::vector<std::string> argv,
+                   std::chrono::seconds limit = std::chrono::seconds(60)) const {
+    argv.insert(argv.begin(), {"nsenter", "--net=/run/netns/" + netns(node)});
+    return runCommand(argv, limit);
+  }
   std::string log(const std::string& node) const { return lab({"log", node}).out; }
 
   // The `node ls` row of the node with this hostname, as seen from `from` ("" if none).

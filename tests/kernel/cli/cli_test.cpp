@@ -125,7 +125,8 @@ class CliTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(0, r.code);
     CPPUNIT_ASSERT(contains(r.out, "Usage:  shoal [OPTIONS] COMMAND"));
     CPPUNIT_ASSERT(contains(r.out,
-                            "Management Commands:\n  node        Manage Swarm nodes\n"
+                            "Management Commands:\n  image       Manage images\n"
+                            "  node        Manage Swarm nodes\n"
                             "  plugin      Manage plugins\n"
                             "  policy      Manage Lua placement policies\n"
                             "  service     Manage Swarm services\n"

@@ -1,0 +1,110 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kernel/common/random.h"
+#include "kernel/common/status.h"
+
+namespace shoal::manager {
+
+// The leader's log broker (kernel/manager/README.md, "Logs"), as SwarmKit's: `service logs`
+// subscribes to the tasks it names; the dispatcher hands each node the subscriptions that
+// concern it in its agent's next assignments poll; agents read the logs from their runtime and
+// publish the records back; the client reads them from the subscription as they arrive.
+//
+// A subscription without `follow` is done once every node it names has published its last
+// record, or, for a node that never answers (down, partitioned), after kNodeSilence. One with
+// `follow` lasts until the client cancels it or stops reading for kReaderIdle; either way the
+// nodes are told in their next poll and stop streaming. Records wait in memory, at most
+// kMaxBuffered per subscription (the oldest go first: a reader that falls that far behind
+// loses lines, and is told how many).
+// THREAD: every method may be called from any thread.
+class LogBroker {
+ public:
+  static constexpr std::chrono::seconds kNodeSilence{15};
+  static constexpr std::chrono::seconds kReaderIdle{30};
+  static constexpr std::size_t kMaxBuffered = 100'000;
+
+  struct Options {
+    bool follow = false;
+    int64_t tail = -1;  // -1: all
+    int64_t sinceNs = 0;
+    bool timestamps = false;
+  };
+  struct Record {
+    std::string taskId, stream, line;
+    int64_t timestampNs = 0;
+  };
+  struct Batch {
+    std::vector<Record> records;
+    uint64_t next = 0;     // read from here next time
+    uint64_t dropped = 0;  // records lost before `after` could see them
+    bool done = false;
+    std::vector<std::string> errors;  // nodes that failed or never answered
+  };
+
+  // Called with a node id when that node has something new to be told (its poll wakes).
+  using Wake = std::function<void(const std::string& nodeId)>;
+  LogBroker(Random& random, Wake wake);
+
+  // A new subscription to the tasks each node runs; returns its id.
+  std::string subscribe(const std::map<std::string, std::vector<std::string>>& tasksByNode,
+                        const Options& options);
+  // Records from `after` on, waiting up to `wait` for some; notFound for an unknown (or
+  // expired) subscription.
+  Result<Batch> read(const std::string& id, uint64_t after, std::chrono::milliseconds wait);
+  void cancel(const std::string& id);
+
+  // Agent side. The JSON members to add to a node's assignments reply (leading comma
+  // included): `,"logs":[{"sub","tasks","options"}],"logs_cancelled":[ids]`, or "" when there is
+  // nothing new for it. Each request and cancellation is handed out once.
+  std::string takeFor(const std::string& nodeId);
+  bool hasNewFor(const std::string& nodeId);
+  // A node's publish: {"sub", "records": [{"task", "stream", "ts", "line"}], "done": bool,
+  // "error": "..."}. Answers {"cancelled": bool} (true: stop sending for this subscription).
+  Result<std::string> publish(const std::string& nodeId, const std::string& body);
+
+  // Wakes every waiting reader (the dispatcher is stopping).
+  void shutdown();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct NodePart {
+    std::vector<std::string> tasks;
+    bool delivered = false;   // handed to the node's agent
+    bool done = false;        // the node said it has sent everything
+    bool cancelTold = false;  // the node was told the subscription ended
+    std::string error;
+  };
+  struct Sub {
+    Options options;
+    std::map<std::string, NodePart> nodes;
+    std::deque<Record> records;  // records[i] is number base + i
+    uint64_t base = 0;
+    bool cancelled = false;
+    Clock::time_point created, lastRead;
+  };
+
+  bool doneLocked(Sub& s, Clock::time_point now);
+  // Ends subscriptions nobody reads; `wake` gets the nodes to tell (woken without mu_ held:
+  // the dispatcher's lock is taken before this one).
+  void expireLocked(Clock::time_point now, std::vector<std::string>& wake);
+
+  Random& random_;
+  Wake wake_;
+  std::mutex mu_;
+  std::condition_variable cv_;       // records arrived, a node finished, or shutdown
+  std::map<std::string, Sub> subs_;  // guarded by mu_
+  bool shutdown_ = false;            // guarded by mu_
+};
+
+}  // namespace shoal::manager
