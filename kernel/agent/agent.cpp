@@ -86,9 +86,17 @@ Agent::Agent(std::string stateDir, Runtime& runtime, LeaderCall leader, const Cl
     : stateDir_(std::move(stateDir)),
       runtime_(runtime),
       leader_(std::move(leader)),
-      clock_(clock) {}
+      clock_(clock),
+      life_(std::make_shared<Life>()) {
+  life_->agent = this;
+}
 
-Agent::~Agent() { stop(); }
+Agent::~Agent() {
+  stop();
+  // Completions the runtime still holds (a wait, a following logs op) find no agent.
+  std::lock_guard<std::mutex> lock(life_->mu);
+  life_->agent = nullptr;
+}
 
 Status Agent::start() {
   try {
@@ -108,6 +116,11 @@ void Agent::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    // Followed logs would stream on for nobody.
+    for (auto& [sub, job] : logJobs_) {
+      for (const auto& [task, op] : job.ops) runtime_.cancel(op);
+    }
+    logJobs_.clear();
   }
   cv_.notify_all();
   if (poller_.joinable()) poller_.join();
@@ -265,7 +278,7 @@ void Agent::applyLogRequests(std::string_view reply) {
       const std::string taskId = *task;
       uint64_t op = 0;
       // Each chunk becomes publish records; the op's end finishes this task's share.
-      auto chunk = [this, sub, taskId](const std::string& chunkJson) {
+      auto chunk = [life = life_, sub, taskId](const std::string& chunkJson) {
         std::string out;
         if (auto records = wire::member(chunkJson, "records")) {
           wire::forEach(*records, [&](std::string_view r) {
@@ -279,21 +292,27 @@ void Agent::applyLogRequests(std::string_view reply) {
           });
         }
         if (out.empty()) return;
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = logJobs_.find(sub);
-        if (it == logJobs_.end()) return;
+        std::lock_guard<std::mutex> alive(life->mu);
+        Agent* self = life->agent;
+        if (!self) return;
+        std::lock_guard<std::mutex> lock(self->mu_);
+        auto it = self->logJobs_.find(sub);
+        if (it == self->logJobs_.end()) return;
         it->second.records += out;
-        cv_.notify_all();
+        self->cv_.notify_all();
       };
-      auto done = [this, sub, taskId](Status st, const std::string&) {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = logJobs_.find(sub);
-        if (it == logJobs_.end()) return;
+      auto done = [life = life_, sub, taskId](Status st, const std::string&) {
+        std::lock_guard<std::mutex> alive(life->mu);
+        Agent* self = life->agent;
+        if (!self) return;
+        std::lock_guard<std::mutex> lock(self->mu_);
+        auto it = self->logJobs_.find(sub);
+        if (it == self->logJobs_.end()) return;
         it->second.ops.erase(taskId);
         if (!st && st.code() != Status::Code::kCancelled && it->second.error.empty()) {
           it->second.error = "task " + taskId + ": " + st.message();
         }
-        cv_.notify_all();
+        self->cv_.notify_all();
       };
       Status s = runtime_.logs(taskId, options, chunk, done, &op);
       if (s) {
@@ -309,7 +328,7 @@ void Agent::applyLogRequests(std::string_view reply) {
 
 void Agent::sendLogs() {
   struct Out {
-    std::string sub, body;
+    std::string sub, body, records, error;
     bool done;
   };
   std::vector<Out> outs;
@@ -329,16 +348,24 @@ void Agent::sendLogs() {
       body += ']';
       appendMember(body, "error", job.error);
       body += done ? ",\"done\":true}" : ",\"done\":false}";
+      outs.push_back({it->first, std::move(body), std::move(job.records), job.error, done});
       job.records.clear();
-      outs.push_back({it->first, std::move(body), done});
       it = done ? logJobs_.erase(it) : std::next(it);
     }
   }
   for (const auto& o : outs) {
     auto reply = leader_("/dispatcher/logs", o.body);
-    const bool stopSending = reply && reply->status == 200
+    if (!reply || reply->status >= 500) {
+      // Not delivered (no leader just now): sent again next round, ahead of newer records.
+      std::lock_guard<std::mutex> lock(mu_);
+      LogJob& job = logJobs_[o.sub];
+      job.records.insert(0, o.records);
+      if (o.done && job.ops.empty() && job.error.empty()) job.error = o.error;
+      continue;
+    }
+    const bool stopSending = reply->status == 200
                                  ? wire::boolMember(reply->body, "cancelled", false)
-                                 : reply && reply->status >= 400 && reply->status < 500;
+                                 : reply->status >= 400;
     if (stopSending && !o.done) {
       // The subscription ended (the reader went away): stop streaming.
       std::lock_guard<std::mutex> lock(mu_);
@@ -352,10 +379,13 @@ void Agent::sendLogs() {
 }
 
 Runtime::Done Agent::completion(const std::string& taskId, const std::string& op) {
-  return [this, taskId, op](Status s, const std::string& result) {
-    std::lock_guard<std::mutex> lock(mu_);
-    completions_.push_back({taskId, op, std::move(s), result});
-    cv_.notify_all();
+  return [life = life_, taskId, op](Status s, const std::string& result) {
+    std::lock_guard<std::mutex> alive(life->mu);
+    Agent* self = life->agent;
+    if (!self) return;
+    std::lock_guard<std::mutex> lock(self->mu_);
+    self->completions_.push_back({taskId, op, std::move(s), result});
+    self->cv_.notify_all();
   };
 }
 
@@ -470,6 +500,24 @@ std::string Agent::runtimeDocument(const Task& t) const {
       appendStringRaw(spec, "stop_signal", wire::member(*c, "StopSignal"));
       appendMember(spec, "stop_grace_ns", t.graceNs);
       if (auto h = wire::member(*c, "Healthcheck")) appendRaw(spec, "healthcheck", h, "");
+      // Docker's names for what the runtime's document spells its own way.
+      if (auto v = wire::member(*c, "ReadOnly")) appendRaw(spec, "read_only", v, "");
+      if (auto v = wire::member(*c, "CapabilityAdd")) appendRaw(spec, "cap_add", v, "");
+      if (auto v = wire::member(*c, "CapabilityDrop")) appendRaw(spec, "cap_drop", v, "");
+      if (auto v = wire::member(*c, "Sysctls")) appendRaw(spec, "sysctls", v, "");
+      if (auto v = wire::member(*c, "Ulimits")) {
+        std::string ulimits = "[";
+        wire::forEach(*v, [&](std::string_view u) {
+          ulimits += ulimits.size() > 1 ? ",{\"name\":" : "{\"name\":";
+          appendJsonString(ulimits, wire::stringMember(u, "Name"));
+          appendMember(ulimits, "soft", wire::intMember(u, "Soft", 0));
+          appendMember(ulimits, "hard", wire::intMember(u, "Hard", 0));
+          ulimits += '}';
+          return true;
+        });
+        ulimits += ']';
+        appendRaw(spec, "ulimits", std::string_view(ulimits), "");
+      }
       if (!mounts.empty()) appendRaw(spec, "mounts", std::string_view(mounts), "");
     }
     if (tmpl) {
@@ -485,14 +533,20 @@ std::string Agent::runtimeDocument(const Task& t) const {
 }
 
 void Agent::step(Task& t) {
-  if (t.busy) return;
   const bool stopWanted = !t.assigned || t.desired >= TaskState::kShutdown;
+  // A start still in flight (one waiting for its health check) does not hold up a stop: the
+  // runtime takes a shutdown during a start.
+  const bool stopDuringStart = t.busy && t.starting && !t.stopSent && stopWanted;
+  if (t.busy && !stopDuringStart) return;
   if (stopWanted) {
     if (t.state == TaskState::kStarting || t.state == TaskState::kRunning) {
+      if (t.stopSent) return;  // its completion moves the task on
+      t.stopSent = true;
       t.busy = true;
       Status s = runtime_.shutdown(t.id, t.graceNs, completion(t.id, "shutdown"));
       if (!s) {
-        t.busy = false;
+        t.busy = t.starting;
+        t.stopSent = false;
         t.err = s.message();
         transition(t, TaskState::kShutdown, "shutdown failed: " + s.message());
       }
@@ -534,9 +588,11 @@ void Agent::step(Task& t) {
       if (t.desired < TaskState::kRunning) return;  // prepared, and held until wanted
       transition(t, TaskState::kStarting, "starting");
       t.busy = true;
+      t.starting = true;
       Status s = runtime_.start(t.id, completion(t.id, "start"));
       if (!s) {
         t.busy = false;
+        t.starting = false;
         t.err = s.message();
         transition(t, TaskState::kFailed, "starting failed: " + s.message());
       }
@@ -582,12 +638,16 @@ void Agent::finish(const Completion& c) {
     } else if (t.exitCode == 0 && state != "failed") {
       transition(t, TaskState::kComplete, "finished");
     } else {
-      t.err = "task: non-zero exit (" + std::to_string(t.exitCode) + ")";
-      // Docker adds why the runtime ended it: an unhealthy container, an OOM kill.
-      if (wire::stringMember(doc, "health") == "unhealthy" ||
-          wire::boolMember(doc, "oom_killed", false)) {
-        const std::string why = wire::stringMember(doc, "message");
-        if (!why.empty()) t.err += ": " + why;
+      // Docker adds why the runtime ended it: an unhealthy container, an OOM kill. A task that
+      // failed with exit 0 (an unhealthy one that stopped cleanly) is named by that reason.
+      const std::string why = wire::stringMember(doc, "message");
+      const bool ended = wire::stringMember(doc, "health") == "unhealthy" ||
+                         wire::boolMember(doc, "oom_killed", false);
+      if (t.exitCode == 0 && !why.empty()) {
+        t.err = why;
+      } else {
+        t.err = "task: non-zero exit (" + std::to_string(t.exitCode) + ")";
+        if (ended && !why.empty()) t.err += ": " + why;
       }
       transition(t, TaskState::kFailed, "started");
     }
@@ -602,13 +662,22 @@ void Agent::finish(const Completion& c) {
       transition(t, TaskState::kRejected, c.status.message());
     }
   } else if (c.op == "start") {
-    if (c.status) {
+    t.starting = false;
+    if (t.stopSent) {
+      // Told to stop while starting: the shutdown's completion says how it ended.
+      if (c.status) transition(t, TaskState::kRunning, "started");
+      t.busy = true;  // the shutdown is still in flight
+    } else if (t.state >= TaskState::kComplete) {
+      // Already ended (the shutdown it was interrupted by completed first).
+    } else if (c.status) {
       transition(t, TaskState::kRunning, "started");
     } else {
       t.err = c.status.message();
       transition(t, TaskState::kFailed, "starting failed: " + c.status.message());
     }
   } else if (c.op == "shutdown") {
+    t.stopSent = false;
+    t.busy = t.starting;  // a start it interrupted has yet to complete
     if (!c.status) t.err = c.status.message();
     transition(t, TaskState::kShutdown, "shutdown");
   } else if (c.op == "remove") {

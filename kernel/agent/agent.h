@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -58,9 +59,11 @@ class Agent {
     int64_t exitCode = -1;
     int64_t pid = 0;
     int64_t graceNs = 10'000'000'000;
-    bool busy = false;     // a runtime op is in flight
-    bool waiting = false;  // a wait op is in flight
-    bool assigned = true;  // still in the leader's assignment set
+    bool busy = false;      // a runtime op is in flight
+    bool starting = false;  // a start is in flight
+    bool stopSent = false;  // a shutdown is in flight
+    bool waiting = false;   // a wait op is in flight
+    bool assigned = true;   // still in the leader's assignment set
     bool removing = false;
   };
   struct Completion {
@@ -92,6 +95,13 @@ class Agent {
   Runtime::Done completion(const std::string& taskId, const std::string& op);
   std::string runtimeDocument(const Task& t) const;
 
+  // What the runtime's callbacks hold instead of the agent: they outlive it (a wait or a
+  // following logs op in flight when the agent stops), and find `agent` null then.
+  struct Life {
+    std::mutex mu;
+    Agent* agent = nullptr;  // guarded by mu
+  };
+
   const std::string stateDir_;
   Runtime& runtime_;
   LeaderCall leader_;
@@ -111,6 +121,7 @@ class Agent {
   Clock::MonoTime lastPersist_{};          // worker thread only
   std::thread poller_;
   std::thread worker_;
+  std::shared_ptr<Life> life_;
 };
 
 }  // namespace shoal::agent

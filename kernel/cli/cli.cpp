@@ -1090,6 +1090,7 @@ Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
   stringFlag("workdir", container, "Dir");
   stringFlag("user", container, "User");
   stringFlag("stop-signal", container, "StopSignal");
+  if (inv.has("read-only")) container->set("ReadOnly", true);
   if (Status s = durationFlag("stop-grace-period", container, "StopGracePeriod"); !s) return s;
   // Resources.
   auto resource = [&](const std::string& flag, const char* group, const char* key,
@@ -1184,6 +1185,26 @@ Status appendEach(const Invocation& inv, const std::string& flag, JObject::Ptr o
 }
 
 Result<Poco::Dynamic::Var> asString(const std::string& v) { return Poco::Dynamic::Var(v); }
+
+// Docker's --ulimit NAME=SOFT[:HARD] ("nofile=1024:2048"; one number sets both).
+Result<Poco::Dynamic::Var> parseUlimit(const std::string& v) {
+  auto [name, limits] = splitKeyValue(v);
+  const auto colon = limits.find(':');
+  const std::string soft = limits.substr(0, colon);
+  const std::string hard = colon == std::string::npos ? soft : limits.substr(colon + 1);
+  auto digits = [](const std::string& x) {
+    return !x.empty() && std::all_of(x.begin(), x.end(), ::isdigit) && x.size() < 19;
+  };
+  if (name.empty() || !digits(soft) || !digits(hard) || std::stoll(soft) > std::stoll(hard)) {
+    return Status::invalidArgument("invalid ulimit \"" + v +
+                                   "\": want name=soft[:hard], with soft <= hard");
+  }
+  JObject::Ptr u = new JObject;
+  u->set("Name", name);
+  u->set("Soft", std::stoll(soft));
+  u->set("Hard", std::stoll(hard));
+  return Poco::Dynamic::Var(u);
+}
 
 Result<Poco::Dynamic::Var> asPreference(const std::string& v) {
   auto [strategy, descriptor] = splitKeyValue(v);
@@ -1588,6 +1609,15 @@ int cmdServiceCreate(Invocation& inv) {
   if (clabels->size()) container->set("Labels", clabels);
   if (Status s = appendEach(inv, "mount", container, "Mounts", parseMount); !s)
     return specError(inv, s);
+  if (Status s = appendEach(inv, "cap-add", container, "CapabilityAdd", asString); !s)
+    return specError(inv, s);
+  if (Status s = appendEach(inv, "cap-drop", container, "CapabilityDrop", asString); !s)
+    return specError(inv, s);
+  JObject::Ptr sysctls = new JObject;
+  if (Status s = setLabels(inv, "sysctl", sysctls); !s) return specError(inv, s);
+  if (sysctls->size()) container->set("Sysctls", sysctls);
+  if (Status s = appendEach(inv, "ulimit", container, "Ulimits", parseUlimit); !s)
+    return specError(inv, s);
   if (Status s = appendEach(
           inv, "secret", container, "Secrets",
           [](const std::string& v) -> Result<JObject::Ptr> { return parseReference(v, "Secret"); });
@@ -1862,6 +1892,10 @@ int cmdServiceLogs(Invocation& inv) {
                            .count();
     int64_t sinceNs = 0;
     if (!since.empty() && std::all_of(since.begin(), since.end(), ::isdigit)) {
+      if (since.size() > 11) {
+        return usageError(*inv.err, "invalid --since: " + since + " is not a Unix time",
+                          inv.command->path);
+      }
       sinceNs = std::stoll(since) * 1'000'000'000;
     } else {
       auto d = parseDuration(since);
@@ -1909,14 +1943,22 @@ int cmdServiceLogs(Invocation& inv) {
   std::vector<Line> lines;
   std::vector<std::string> errors;
   uint64_t after = 0;
+  // Ctrl-C, a closed terminal, a kill or a reader that went away (`| head`) end the read, and
+  // the subscription is cancelled so the nodes stop streaming.
   gLogsInterrupted = false;
-  auto previous = std::signal(SIGINT, [](int) { gLogsInterrupted = true; });
+  const int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+  std::map<int, void (*)(int)> previous;
+  for (int sig : kSignals) previous[sig] = std::signal(sig, [](int) { gLogsInterrupted = true; });
+  auto restore = [&] {
+    for (const auto& [sig, handler] : previous) std::signal(sig, handler);
+  };
+  uint64_t dropped = 0;
   for (;;) {
-    if (gLogsInterrupted) break;
+    if (gLogsInterrupted || !*inv.out) break;
     auto page = getFromDaemon(
         inv, "/logs/read?sub=" + id + "&after=" + std::to_string(after) + "&wait_ms=1000");
     if (!page) {
-      std::signal(SIGINT, previous);
+      restore();
       return daemonError(inv, page.status());
     }
     auto o = parseObject(*page);
@@ -1935,6 +1977,7 @@ int cmdServiceLogs(Invocation& inv) {
     }
     if (follow) inv.out->flush();
     after = (*o)->optValue<uint64_t>("Next", after);
+    dropped += (*o)->optValue<uint64_t>("Dropped", 0);
     if ((*o)->optValue<bool>("Done", false)) {
       if (auto e = (*o)->getArray("Errors")) {
         for (std::size_t i = 0; i < e->size(); ++i) errors.push_back(e->getElement<std::string>(i));
@@ -1942,11 +1985,14 @@ int cmdServiceLogs(Invocation& inv) {
       break;
     }
   }
-  std::signal(SIGINT, previous);
-  if (gLogsInterrupted) postToDaemon(inv, "/logs/cancel?sub=" + id);
+  restore();
+  if (gLogsInterrupted || !*inv.out) postToDaemon(inv, "/logs/cancel?sub=" + id);
   std::stable_sort(lines.begin(), lines.end(),
                    [](const Line& a, const Line& b) { return a.ts < b.ts; });
   for (const auto& l : lines) *inv.out << l.text << '\n';
+  if (dropped > 0) {
+    *inv.err << "warning: " << dropped << " log lines were dropped (the reader fell behind)\n";
+  }
   for (const auto& e : errors) *inv.err << "error from daemon in stream: " << e << '\n';
   return errors.empty() ? kExitOk : kExitError;
 }
@@ -2122,6 +2168,7 @@ std::vector<Flag> specFlags() {
       {"limit-memory", 0, true, "Limit Memory", ""},
       {"limit-pids", 0, true, "Limit maximum number of processes (default 0 = unlimited)", ""},
       {"no-healthcheck", 0, false, "Disable any container-specified HEALTHCHECK", ""},
+      {"read-only", 0, false, "Mount the container's root filesystem as read only", ""},
       {"no-resolve-image", 0, false,
        "Do not query the registry to resolve image digest and supported platforms", ""},
       {"placement-policy", 0, true, "Lua placement policy (see \"shoal policy\")", ""},
@@ -2761,6 +2808,8 @@ const std::vector<Command>& commands() {
        withSpecFlags(
            {{"config", 0, true, "Specify configurations to expose to the service", ""},
             {"constraint", 0, true, "Placement constraints", ""},
+            {"cap-add", 0, true, "Add Linux capabilities", ""},
+            {"cap-drop", 0, true, "Drop Linux capabilities", ""},
             {"container-label", 0, true, "Container labels", ""},
             {"entrypoint", 0, true, "Overwrite the default ENTRYPOINT of the image", ""},
             {"env", 'e', true, "Set environment variables", ""},
@@ -2775,7 +2824,9 @@ const std::vector<Command>& commands() {
             {"network", 0, true, "Network attachments", ""},
             {"placement-pref", 0, true, "Add a placement preference", ""},
             {"publish", 'p', true, "Publish a port as a node port", ""},
-            {"secret", 0, true, "Specify secrets to expose to the service", ""}}),
+            {"secret", 0, true, "Specify secrets to expose to the service", ""},
+            {"sysctl", 0, true, "Sysctl options (name=value)", ""},
+            {"ulimit", 0, true, "Ulimit options (name=soft[:hard])", ""}}),
        1 << 20,
        cmdServiceCreate,
        {},

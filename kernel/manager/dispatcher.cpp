@@ -298,6 +298,7 @@ api::Response Dispatcher::status(const std::string& nodeId, const std::string& b
     if (stop_) return api::Response::error(Status::unavailable("the dispatcher is stopping"));
     for (auto& u : updates) queue_.push_back(std::move(u));
   }
+  stopping_.notify_all();  // the flusher commits them now
   return api::Response::json("{\"accepted\":" + std::to_string(updates.size()) + "}");
 }
 
@@ -308,23 +309,39 @@ api::Response Dispatcher::logs(const std::string& nodeId, const std::string& bod
 }
 
 void Dispatcher::flushLoop() {
+  // A flush starts as soon as a state is queued: an idle cluster reports with no delay, and a
+  // busy one batches by itself (what arrives during a commit goes in the next one).
+  auto lastExpiry = std::chrono::steady_clock::now();
   for (;;) {
+    bool idle;
     {
+      std::unique_lock<std::mutex> lock(mu_);
+      stopping_.wait_for(lock, 1s, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      idle = queue_.empty();
+    }
+    if (std::chrono::steady_clock::now() - lastExpiry >= 1s) {
+      logs_.expire();  // log readers that went away without cancelling
+      lastExpiry = std::chrono::steady_clock::now();
+    }
+    if (idle) continue;
+    if (!flush()) {
+      // The store refused (no quorum, a timeout): try again a little later, not in a spin.
       std::unique_lock<std::mutex> lock(mu_);
       if (stopping_.wait_for(lock, 50ms, [this] { return stop_; })) return;
     }
-    flush();
   }
 }
 
-void Dispatcher::flush() {
+bool Dispatcher::flush() {
   std::lock_guard<std::mutex> one(flushMu_);
   std::vector<Update> updates;
   {
     std::lock_guard<std::mutex> lock(mu_);
     updates.swap(queue_);
   }
-  if (updates.empty()) return;
+  if (updates.empty()) return true;
+  bool committed = true;
   // The last word per task wins within a flush (states only move forward anyway).
   std::map<std::string, Update> latest;
   for (auto& u : updates) {
@@ -354,6 +371,7 @@ void Dispatcher::flush() {
       // that did commit after all is not applied twice). The agent also re-reports what a
       // full assignment set shows the store lacks.
       log::warn("dispatcher", "status flush failed", {{"error", s.message()}});
+      committed = false;
       std::lock_guard<std::mutex> lock(mu_);
       if (!stop_) {
         queue_.insert(queue_.begin(), std::make_move_iterator(todo.begin() + begin),
@@ -361,6 +379,7 @@ void Dispatcher::flush() {
       }
     }
   }
+  return committed;
 }
 
 }  // namespace shoal::manager

@@ -40,9 +40,10 @@ namespace shoal::manager {
 //  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
 //    "Timestamp"}]}
 //    Queues the states; a flusher commits everything queued, from every agent, in one
-//    transaction every 50 ms. A state is applied only to a task assigned to that node and only
-//    if it moves the task forward. A flush the store refuses (no quorum, a timeout) keeps its
-//    states queued for the next one.
+//    transaction as soon as something is queued (what arrives during a commit waits for the
+//    next one, so a busy cluster batches by itself). A state is applied only to a task
+//    assigned to that node and only if it moves the task forward. A flush the store refuses (no
+//    quorum, a timeout) keeps its states queued for the next one, tried 50 ms later.
 //
 // Both calls are cheap when nothing changed: a waiting poll sleeps on its own node's wake-up
 // (not on one shared by every agent), and the watcher wakes a node only for changes that
@@ -68,8 +69,9 @@ class Dispatcher {
   // The log broker the service API subscribes through.
   LogBroker& logBroker() { return logs_; }
 
-  // Commits the queued status updates now (the flusher does this every 50 ms).
-  void flush();
+  // Commits the queued status updates now (the flusher does this as soon as some are
+  // queued). False when the store refused some (they stay queued).
+  bool flush();
 
  private:
   struct Session {
@@ -100,7 +102,7 @@ class Dispatcher {
   const Clock& clock_;
 
   std::mutex mu_;
-  std::condition_variable stopping_;         // the flusher's sleep; woken by stop()
+  std::condition_variable stopping_;         // the flusher's sleep; woken by stop() and status()
   std::map<std::string, Session> sessions_;  // guarded by mu_
   Clock::MonoTime nextExpiry_{};             // guarded by mu_: next look for idle sessions
   std::unordered_map<std::string, std::unique_ptr<NodeWake>> nodes_;  // guarded by mu_

@@ -53,7 +53,7 @@ bool LogBroker::doneLocked(Sub& s, Clock::time_point now) {
   bool all = true;
   for (auto& [node, part] : s.nodes) {
     if (part.done) continue;
-    if (now - s.created >= kNodeSilence) {
+    if (now - (part.delivered ? part.lastHeard : s.created) >= kNodeSilence) {
       part.done = true;
       part.error = "node " + node + " did not send its tasks' logs within " +
                    std::to_string(kNodeSilence.count()) + " s";
@@ -129,7 +129,7 @@ Result<LogBroker::Batch> LogBroker::read(const std::string& id, uint64_t after,
       return b;
     }
     auto until = deadline;
-    if (!s.options.follow) until = std::min(until, s.created + kNodeSilence);  // the silent ones
+    if (!s.options.follow) until = std::min(until, now + std::chrono::seconds(1));  // silent ones
     cv_.wait_until(lock, until);
   }
 }
@@ -171,6 +171,7 @@ std::string LogBroker::takeFor(const std::string& nodeId) {
     NodePart& part = p->second;
     if (!s.cancelled && !part.delivered) {
       part.delivered = true;
+      part.lastHeard = Clock::now();
       JObject::Ptr r = new JObject;
       r->set("sub", id);
       JArray::Ptr tasks = new JArray;
@@ -218,6 +219,7 @@ Result<std::string> LogBroker::publish(const std::string& nodeId, const std::str
       return str(reply);
     }
     Sub& s = it->second;
+    part->lastHeard = Clock::now();
     const std::set<std::string> mine(part->tasks.begin(), part->tasks.end());
     if (auto records = o->getArray("records")) {
       for (std::size_t i = 0; i < records->size(); ++i) {
@@ -243,6 +245,15 @@ Result<std::string> LogBroker::publish(const std::string& nodeId, const std::str
   }
   cv_.notify_all();
   return str(reply);
+}
+
+void LogBroker::expire() {
+  std::vector<std::string> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    expireLocked(Clock::now(), wake);
+  }
+  for (const auto& n : wake) wake_(n);
 }
 
 void LogBroker::shutdown() {

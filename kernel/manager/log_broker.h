@@ -22,7 +22,8 @@ namespace shoal::manager {
 // publish the records back; the client reads them from the subscription as they arrive.
 //
 // A subscription without `follow` is done once every node it names has published its last
-// record, or, for a node that never answers (down, partitioned), after kNodeSilence. One with
+// record, or, for a node that goes quiet (down, partitioned), kNodeSilence after it was last
+// heard from (or after the subscription began, if it never was). One with
 // `follow` lasts until the client cancels it or stops reading for kReaderIdle; either way the
 // nodes are told in their next poll and stop streaming. Records wait in memory, at most
 // kMaxBuffered per subscription (the oldest go first: a reader that falls that far behind
@@ -73,6 +74,9 @@ class LogBroker {
   // "error": "..."}. Answers {"cancelled": bool} (true: stop sending for this subscription).
   Result<std::string> publish(const std::string& nodeId, const std::string& body);
 
+  // Ends the subscriptions nobody reads any more (the dispatcher calls it every second, so a
+  // reader that vanished without cancelling does not keep nodes streaming).
+  void expire();
   // Wakes every waiting reader (the dispatcher is stopping).
   void shutdown();
 
@@ -84,6 +88,7 @@ class LogBroker {
     bool done = false;        // the node said it has sent everything
     bool cancelTold = false;  // the node was told the subscription ended
     std::string error;
+    Clock::time_point lastHeard;  // handed out, or its last publish
   };
   struct Sub {
     Options options;

@@ -25,8 +25,10 @@ using store::TaskState;
 using JObject = Poco::JSON::Object;
 
 // How long a burst of pending tasks may keep arriving before the pass runs: long enough that a
-// service's tasks, created over a few transactions, are placed together.
-constexpr auto kDebounce = 20ms;
+// service's tasks, created over a few transactions, are placed together. A store that is never
+// quiet (status reports streaming in) still gets a pass kMaxDelay after the first change.
+constexpr auto kDebounce = 10ms;
+constexpr auto kMaxDelay = 100ms;
 // Failures of one service on one node within this window rank the node last for it.
 constexpr int64_t kFailureWindowNs = 5LL * 60 * 1'000'000'000;
 constexpr std::size_t kTxBudget = 2000;
@@ -100,6 +102,7 @@ void SchedulerHost::stop() {
 void SchedulerHost::run() {
   std::unique_ptr<store::Watch> watch;
   bool due = true;  // a pass at start-up picks up what a previous leader left pending
+  auto dueSince = std::chrono::steady_clock::now();
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -114,6 +117,7 @@ void SchedulerHost::run() {
       }
       watch = std::move(*w);
       due = true;
+      dueSince = std::chrono::steady_clock::now();
     }
     auto batch = watch->nextBatch(due ? kDebounce : 250ms);
     if (!batch) {
@@ -127,11 +131,13 @@ void SchedulerHost::run() {
         // A new pending task, a task that freed its node, or a node that changed.
         if (e.object->kind == Kind::kNode || e.type == store::EventType::kDeleted ||
             pendingTask(*e.object) || isTerminal(observedState(*e.object))) {
+          if (!due) dueSince = std::chrono::steady_clock::now();
           due = true;
         }
       }
-      // Let the burst finish: the pass runs once the store is quiet for kDebounce.
-      if (due) continue;
+      // Let the burst finish: the pass runs once the store is quiet for kDebounce, or once the
+      // first change waited kMaxDelay.
+      if (due && std::chrono::steady_clock::now() - dueSince < kMaxDelay) continue;
     }
     if (!due) continue;
     due = false;

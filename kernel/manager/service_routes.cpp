@@ -138,6 +138,18 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
   c->set("Image", pinned);
 }
 
+// The image a stored or client spec names ("" when none).
+std::string imageOf(const std::string& specJson) {
+  try {
+    auto o = Poco::JSON::Parser().parse(specJson).extract<JObject::Ptr>();
+    auto t = o ? o->getObject("TaskTemplate") : nullptr;
+    auto c = t ? t->getObject("ContainerSpec") : nullptr;
+    return c ? c->optValue<std::string>("Image", "") : "";
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 Poco::JSON::Array::Ptr warningArray(const std::vector<std::string>& warnings) {
   Poco::JSON::Array::Ptr a = new Poco::JSON::Array;
   for (const auto& w : warnings) a->add(w);
@@ -197,7 +209,18 @@ Response update(Swarm& swarm, const Request& r) {
       return Response::error(
           Status::invalidArgument("the service update request needs a \"spec\""));
     if (auto v = splitSpec(spec); !v) return Response::error(v.status());
-    pinImage(swarm, r, spec, warnings);
+    // Docker's --resolve-image=changed for updates: only an image that differs from the
+    // service's is pinned again (a scale or an --env-add keeps the digest it runs).
+    std::string current;
+    swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+      store.view([&](const store::ReadView& v) {
+        auto svc = resolveObject(v, Kind::kService, param(r, "id"));
+        if (!svc) return;
+        current = imageOf((*svc)->spec);
+      });
+      return Status::ok();
+    });
+    if (imageOf(stringify(*spec)) != current) pinImage(swarm, r, spec, warnings);
     auto sp = splitSpec(spec);
     if (!sp) return Response::error(sp.status());
     split = std::move(*sp);

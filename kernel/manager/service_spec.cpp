@@ -163,6 +163,9 @@ FieldCheck updateConfig(bool rollback) {
 
 const std::map<std::string, FieldCheck>& specFields() {
   static const std::map<std::string, FieldCheck> fields = [] {
+    const FieldCheck boolean = [](const Var& v, const std::string& p) {
+      return v.isBoolean() ? Status::ok() : bad(p, "must be true or false");
+    };
     const FieldCheck secretRef = object({{"SecretName", isString},
                                          {"SecretID", isString},
                                          {"File", object({{"Name", isString},
@@ -187,20 +190,26 @@ const std::map<std::string, FieldCheck>& specFields() {
                                       {"Timeout", kDuration},
                                       {"Retries", kCount},
                                       {"StartPeriod", kDuration}});
-    const FieldCheck container = object({{"Image", imageRef},
-                                         {"Command", arrayOf(isString)},
-                                         {"Args", arrayOf(isString)},
-                                         {"Env", arrayOf(envEntry)},
-                                         {"Labels", stringMap},
-                                         {"Hostname", isString},
-                                         {"Dir", isString},
-                                         {"User", isString},
-                                         {"StopGracePeriod", kDuration},
-                                         {"StopSignal", isString},
-                                         {"Healthcheck", health},
-                                         {"Mounts", arrayOf(mount)},
-                                         {"Secrets", arrayOf(secretRef)},
-                                         {"Configs", arrayOf(configRef)}});
+    const FieldCheck container = object(
+        {{"Image", imageRef},
+         {"Command", arrayOf(isString)},
+         {"Args", arrayOf(isString)},
+         {"Env", arrayOf(envEntry)},
+         {"Labels", stringMap},
+         {"Hostname", isString},
+         {"Dir", isString},
+         {"User", isString},
+         {"StopGracePeriod", kDuration},
+         {"StopSignal", isString},
+         {"Healthcheck", health},
+         {"ReadOnly", boolean},
+         {"CapabilityAdd", arrayOf(isString)},
+         {"CapabilityDrop", arrayOf(isString)},
+         {"Sysctls", stringMap},
+         {"Ulimits", arrayOf(object({{"Name", isString}, {"Soft", kCount}, {"Hard", kCount}}))},
+         {"Mounts", arrayOf(mount)},
+         {"Secrets", arrayOf(secretRef)},
+         {"Configs", arrayOf(configRef)}});
     const FieldCheck resources = object({{"NanoCPUs", kCount}, {"MemoryBytes", kCount}});
     const FieldCheck limits =
         object({{"NanoCPUs", kCount}, {"MemoryBytes", kCount}, {"Pids", kCount}});

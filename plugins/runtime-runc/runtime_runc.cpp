@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -70,7 +71,8 @@ using JArray = Poco::JSON::Array;
 
 constexpr char kName[] = "runtime-runc";
 constexpr char kVersion[] = "0.1.0";
-constexpr int kWorkers = 4;
+// Threads for prepare, start, remove and image ops: mostly waiting on runc and the kernel.
+constexpr int kWorkers = 8;
 
 bool isExecutableFile(const std::string& path) {
   struct stat st {};
@@ -255,6 +257,64 @@ std::optional<Health> resolveHealth(const std::string& taskJson, const std::stri
   return h;
 }
 
+// A few threads running queued jobs: signals and health checks each get their own, so that
+// slow work (pulls, runc create) never delays a stop or a probe. THREAD: post from any thread.
+class JobPool {
+ public:
+  using Log = std::function<void(const std::string&)>;
+  JobPool(int threads, Log log) : log_(std::move(log)) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  ~JobPool() { stop(); }
+  JobPool(const JobPool&) = delete;
+  JobPool& operator=(const JobPool&) = delete;
+
+  void post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+  // Drops what is still queued and joins the threads (a running job finishes first).
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopped_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopped_ || !jobs_.empty(); });
+      if (stopped_) return;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      try {
+        job();
+      } catch (const std::exception& e) {
+        log_(e.what());
+      }
+      lock.lock();
+    }
+  }
+
+  Log log_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;  // guarded by mu_
+  bool stopped_ = false;                    // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
 // A status document's "state" values (runtime.h).
 enum class State { kPreparing, kReady, kStarting, kRunning, kComplete, kFailed, kShutdown };
 
@@ -370,6 +430,11 @@ class RuncRuntime : public shoal::sdk::Instance {
         watcher_->watch(id, stateDir(id));
       }
     }
+    auto logError = [this](const std::string& what) {
+      log(SHOAL_LOG_ERROR, std::string(kName) + ": " + what);
+    };
+    signals_ = std::make_unique<JobPool>(1, logError);
+    probes_ = std::make_unique<JobPool>(2, logError);
     for (int i = 0; i < kWorkers; ++i) workers_.emplace_back([this] { workLoop(); });
     timer_ = std::thread([this] { timerLoop(); });
   }
@@ -381,6 +446,14 @@ class RuncRuntime : public shoal::sdk::Instance {
     }
     cv_.notify_all();
     timerCv_.notify_all();
+    std::vector<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> follows;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      follows.swap(followThreads_);
+    }
+    for (auto& f : follows) f.first.join();  // each sees stopping_ within 200 ms
+    if (signals_) signals_->stop();
+    if (probes_) probes_->stop();
     for (auto& w : workers_) w.join();
     if (timer_.joinable()) timer_.join();
     watcher_.reset();
@@ -427,6 +500,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     }
     if (spec.stopGraceNs > 0) t.graceNs = spec.stopGraceNs;
     transition(t, State::kPreparing, "preparing image " + spec.image);
+    t.busy = true;  // remove waits for the prepare to end
     enqueue([this, op, id, spec = std::move(spec)] { doPrepare(op, id, spec); });
     return SHOAL_EAGAIN;
   }
@@ -531,7 +605,25 @@ class RuncRuntime : public shoal::sdk::Instance {
     std::lock_guard<std::mutex> lock(mu_);
     if (tasks_.count(id) == 0) return unknown(id);
     follows_[op] = false;
-    enqueue([this, req] { doLogs(req); });
+    if (!req.follow) {
+      enqueue([this, req] { doLogs(req); });
+      return SHOAL_EAGAIN;
+    }
+    // A follow lasts as long as its task: a thread of its own, so it never holds a worker.
+    for (auto it = followThreads_.begin(); it != followThreads_.end();) {
+      if (*it->second) {
+        it->first.join();  // ended: its last act was setting the flag
+        it = followThreads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    auto ended = std::make_shared<std::atomic<bool>>(false);
+    followThreads_.emplace_back(std::thread([this, req, ended] {
+                                  doLogs(req);
+                                  *ended = true;
+                                }),
+                                ended);
     return SHOAL_EAGAIN;
   }
 
@@ -579,7 +671,8 @@ class RuncRuntime : public shoal::sdk::Instance {
         JObject doc(Poco::JSON_PRESERVE_KEY_ORDER);
         doc.set("schema", std::string("shoal.image-resolve/v1"));
         doc.set("ref", r);
-        doc.set("pinned", images().resolve(r));
+        // As Docker pins it: "busybox:v1@sha256:...", the name as the user spells it.
+        doc.set("pinned", shoal::runc::parseReference(images().resolve(r)).familiar());
         return toJson(doc);
       });
     });
@@ -756,7 +849,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     try {
       mkdirs(taskDir(t.id), 0700);
       writeFileAtomic(taskDir(t.id) + "/task.json", toJson(doc));
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       log(SHOAL_LOG_ERROR, e.what());
     }
   }
@@ -789,10 +882,23 @@ class RuncRuntime : public shoal::sdk::Instance {
                              std::string(subject) + " was dropped");
   }
 
+  // Finishes every wait and stop on `t`, which has just ended. mu_ held.
+  void finishWaiters(Task& t) {
+    const std::string doc = statusDoc(t);
+    for (uint64_t w : t.waits) {
+      pendingWaits_.erase(w);
+      complete(w, SHOAL_OK, doc);
+    }
+    t.waits.clear();
+    for (uint64_t op : t.stops) complete(op, SHOAL_OK, doc);
+    t.stops.clear();
+  }
+
   void failPrepare(uint64_t op, Task& t, const std::string& why) {
     t.busy = false;
     transition(t, State::kFailed, why);
     complete(op, SHOAL_EIO, statusDoc(t));
+    finishWaiters(t);
   }
 
   // Records the container's exit (from the watcher, or found at reload) and finishes whatever
@@ -805,7 +911,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     State s;
     if (t.healthState == "unhealthy") {
       s = State::kFailed;
-      message = "unhealthy container";
+      message = t.message.rfind("unhealthy container", 0) == 0 ? t.message : "unhealthy container";
     } else if (t.stopRequested) {
       s = State::kShutdown;
       message = exit.signal == SIGKILL ? "killed by SIGKILL after the grace period"
@@ -829,13 +935,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       t.startOp = 0;
       t.busy = false;
     }
-    for (uint64_t op : t.waits) {
-      pendingWaits_.erase(op);
-      complete(op, SHOAL_OK, doc);
-    }
-    t.waits.clear();
-    for (uint64_t op : t.stops) complete(op, SHOAL_OK, doc);
-    t.stops.clear();
+    finishWaiters(t);
   }
 
   void onExit(const std::string& id, const shoal::runc::ExitInfo& exit) {
@@ -860,6 +960,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       if (t.state == State::kReady) {
         transition(t, State::kShutdown, "shut down before it started");
         complete(op, SHOAL_OK, statusDoc(t));
+        finishWaiters(t);
       } else {
         t.stops.push_back(op);
       }
@@ -867,25 +968,31 @@ class RuncRuntime : public shoal::sdk::Instance {
     }
     t.stopRequested = true;
     t.stops.push_back(op);
-    const int signal = now ? SIGKILL : t.stopSignal;
-    const uint64_t token = ++t.killToken;
     if (t.pid == 0 && t.busy) {
       // Still inside runc create/start: the start job sees stopRequested and kills it.
+      ++t.killToken;
       return SHOAL_EAGAIN;
     }
-    enqueue([this, id, signal] { signalTask(id, signal); });
-    if (!now) {
-      const int64_t grace = graceNs >= 0 ? graceNs : t.graceNs;
-      schedule(monoNs() + grace, [this, id, token] {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = tasks_.find(id);
-        if (it == tasks_.end() || it->second.killToken != token || exited(it->second.state)) {
-          return;
-        }
-        enqueue([this, id] { signalTask(id, SIGKILL); });
-      });
-    }
+    signalThenKill(t, now ? 0 : (graceNs >= 0 ? graceNs : t.graceNs), now);
     return SHOAL_EAGAIN;
+  }
+
+  // Sends the stop signal now (SIGKILL with `now`) and SIGKILL once `graceNs` passed, unless
+  // the container exited by then. mu_ held.
+  void signalThenKill(Task& t, int64_t graceNs, bool now) {
+    const std::string id = t.id;
+    const int signal = now ? SIGKILL : t.stopSignal;
+    const uint64_t token = ++t.killToken;
+    signals_->post([this, id, signal] { signalTask(id, signal, signal == SIGKILL); });
+    if (now) return;
+    schedule(monoNs() + graceNs, [this, id, token] {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end() || it->second.killToken != token || exited(it->second.state)) {
+        return;
+      }
+      signals_->post([this, id] { signalTask(id, SIGKILL, true); });
+    });
   }
 
   // ---- workers -----------------------------------------------------------------------------
@@ -942,9 +1049,10 @@ class RuncRuntime : public shoal::sdk::Instance {
     }
   }
 
-  void signalTask(const std::string& id, int signal) {
+  // The stop signal goes to the container's init, as Docker sends it; SIGKILL to every process.
+  void signalTask(const std::string& id, int signal, bool all) {
     try {
-      runc_->kill(id, signal, true);
+      runc_->kill(id, signal, all);
     } catch (const Error& e) {
       // Already gone is fine: the exit is recorded by the shim either way.
       log(SHOAL_LOG_INFO, e.what());
@@ -955,21 +1063,23 @@ class RuncRuntime : public shoal::sdk::Instance {
     shoal::runc::Image img;
     try {
       img = images().ensure(spec.image);
+      {
+        // Recorded before the hold is taken: a crash in between leaves a record whose remove
+        // releases a hold that may not exist (harmless), never a hold nobody releases.
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = tasks_.find(id);
+        if (it != tasks_.end()) {
+          it->second.imageId = img.id;
+          persist(it->second);
+        }
+      }
       images().acquire(img.id, id);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = tasks_.find(id);
       if (it == tasks_.end()) return;
       failPrepare(op, it->second, e.what());
       return;
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = tasks_.find(id);
-      if (it != tasks_.end()) {
-        it->second.imageId = img.id;
-        persist(it->second);
-      }
     }
     std::string error;
     try {
@@ -1002,14 +1112,26 @@ class RuncRuntime : public shoal::sdk::Instance {
       defaults.stopSignal = img.config.stopSignal;
       writeFileAtomic(taskDir(id) + "/config.json",
                       shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id)));
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       error = e.what();
+    }
+    if (!error.empty()) {
+      // Nothing of a failed prepare stays: a task in a restart loop must not pile up mounts
+      // or keep its image from being removed.
+      ::umount2(rootfsDir(id).c_str(), MNT_DETACH);
+      try {
+        images().release(img.id, id);
+      } catch (const std::exception& e) {
+        log(SHOAL_LOG_WARN, e.what());
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
     auto it = tasks_.find(id);
     if (it == tasks_.end()) return;
     Task& t = it->second;
     if (!error.empty()) {
+      t.mounted = false;
+      t.imageId.clear();
       failPrepare(op, t, error);
       return;
     }
@@ -1017,11 +1139,11 @@ class RuncRuntime : public shoal::sdk::Instance {
       if (int sig = shoal::runc::parseSignal(img.config.stopSignal); sig != 0) t.stopSignal = sig;
     }
     t.health = resolveHealth(spec.healthcheckJson, img.config.healthcheckJson);
+    t.busy = false;
     if (t.stopRequested) {
       transition(t, State::kShutdown, "shut down before it started");
-      for (uint64_t s : t.stops) complete(s, SHOAL_OK, statusDoc(t));
-      t.stops.clear();
       complete(op, SHOAL_OK, statusDoc(t));
+      finishWaiters(t);
       return;
     }
     transition(t, State::kReady, "prepared");
@@ -1045,7 +1167,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     } else {
       try {
         pid = shoal::runc::launchShim(o);
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {
         error = e.what();
       }
     }
@@ -1063,23 +1185,17 @@ class RuncRuntime : public shoal::sdk::Instance {
       t.exitCode = 128;
       transition(t, State::kFailed, error);
       complete(op, SHOAL_EIO, statusDoc(t));
-      for (uint64_t w : t.waits) {
-        pendingWaits_.erase(w);
-        complete(w, SHOAL_OK, statusDoc(t));
-      }
-      t.waits.clear();
-      for (uint64_t s : t.stops) complete(s, SHOAL_OK, statusDoc(t));
-      t.stops.clear();
+      finishWaiters(t);
       return;
     }
     t.pid = pid;
     t.startedMono = monoNs();
     if (t.stopRequested) {
-      // A stop came while runc was starting it.
+      // A stop came while runc was starting it: stopped as any running task is.
       t.busy = false;
       transition(t, State::kRunning, "started");
       complete(op, SHOAL_OK, statusDoc(t));
-      enqueue([this, id] { signalTask(id, SIGKILL); });
+      signalThenKill(t, t.graceNs, false);
       return;
     }
     if (t.health) {
@@ -1087,7 +1203,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       t.healthState = "starting";
       t.startOp = op;
       persist(t);
-      scheduleHealth(t, monoNs());
+      scheduleHealth(t, monoNs() + t.health->intervalNs);  // Docker's first probe: one interval in
       return;
     }
     t.busy = false;
@@ -1105,7 +1221,7 @@ class RuncRuntime : public shoal::sdk::Instance {
           exited(it->second.state) || it->second.stopRequested) {
         return;
       }
-      enqueue([this, id, started] { runHealthCheck(id, started); });
+      probes_->post([this, id, started] { runHealthCheck(id, started); });
     });
   }
 
@@ -1124,7 +1240,7 @@ class RuncRuntime : public shoal::sdk::Instance {
           runc_->exec(id, h.test, static_cast<int>(h.timeoutNs / 1'000'000));
       ok = !r.timedOut && r.exitCode == 0;
       output = r.timedOut ? "health check timed out" : r.output;
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       output = e.what();
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -1154,8 +1270,9 @@ class RuncRuntime : public shoal::sdk::Instance {
         t.message = "unhealthy container: " + output.substr(0, 200);
         persist(t);
         postRetrying(SHOAL_EVENT_TASK_STATUS, 0, SHOAL_OK, t.id, statusDoc(t));
-        // Swarm replaces an unhealthy task: it ends as failed (recordExit says why).
-        enqueue([this, id] { signalTask(id, SIGKILL); });
+        // Swarm replaces an unhealthy task: stopped as any task is, it ends as failed
+        // (recordExit says why).
+        signalThenKill(t, t.graceNs, false);
         return;
       }
     }
@@ -1173,10 +1290,9 @@ class RuncRuntime : public shoal::sdk::Instance {
     watcher_->unwatch(id);
     std::string error;
     try {
-      runc_->remove(id, true);
-    } catch (const Error& e) {
-      // A container runc never created (prepared only) has nothing to delete.
-      (void)e;
+      runc_->remove(id, true);  // forced: a container runc never created is not an error
+    } catch (const std::exception& e) {
+      error = e.what();
     }
     // Unmounted whatever the record says: a crash between mount and record leaves a mount.
     if (::umount2(rootfsDir(id).c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
@@ -1187,10 +1303,11 @@ class RuncRuntime : public shoal::sdk::Instance {
     if (error.empty() && !imageId.empty()) {
       try {
         images().release(imageId, id);
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {
         log(SHOAL_LOG_WARN, e.what());
       }
     }
+    if (!error.empty()) watcher_->watch(id, stateDir(id));  // it may still run: keep watching
     std::lock_guard<std::mutex> lock(mu_);
     auto it = tasks_.find(id);
     if (it == tasks_.end()) return;
@@ -1254,7 +1371,7 @@ class RuncRuntime : public shoal::sdk::Instance {
           if (!more.empty()) emit(more, false);
         }
       }
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(mu_);
       follows_.erase(req.op);
       JObject doc;
@@ -1369,7 +1486,8 @@ class RuncRuntime : public shoal::sdk::Instance {
         if (!health.test.empty()) t.health = health;
       }
       if (t.state == State::kPreparing) {
-        // A prepare cut short: the agent prepares again, from nothing.
+        // A prepare cut short: failed (the agent reports it rejected and the orchestrator
+        // gives the slot a new task; removing this one frees what it got so far).
         t.state = State::kFailed;
         t.message = "preparation was interrupted by a restart";
       }
@@ -1425,6 +1543,11 @@ class RuncRuntime : public shoal::sdk::Instance {
   uint64_t nextTimer_ = 0;                        // guarded by mu_
   std::vector<std::thread> workers_;
   std::thread timer_;
+  // Follows (`logs --follow`) last as long as their task: a thread each, reaped as they end.
+  std::vector<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>>
+      followThreads_;                 // guarded by mu_
+  std::unique_ptr<JobPool> signals_;  // runc kill
+  std::unique_ptr<JobPool> probes_;   // health checks
 };
 
 const shoal_runtime_ops kOps = [] {

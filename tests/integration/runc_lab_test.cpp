@@ -4,8 +4,9 @@
 //    node's loopback): 3 replicas are 3 runc containers, the image is pinned to a digest, a
 //    killed container is replaced, `service update --image :v2` rolls, a restarted shoald keeps
 //    the same containers running and managed, `service logs` brings their output back through
-//    the leader, a memory limit OOM-kills, a failing health check
-//    has its task replaced, and `service rm` leaves no container, mount, cgroup or shim;
+//    the leader, --read-only/--sysctl/--ulimit reach the container, a memory limit OOM-kills,
+//    a failing health check has its task replaced, and `service rm` leaves no container,
+//    mount, cgroup or shim;
 //  - three nodes loading the image from a tarball (air-gapped): replicas spread and run.
 // Needs root (namespaces, runc), like every test in this label.
 #include <cppunit/extensions/HelperMacros.h>
@@ -192,6 +193,28 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     CPPUNIT_ASSERT(running1 == containers(lab));
     must(on({"service", "scale", "web=1"}), "scale down after the restart");
     CPPUNIT_ASSERT(eventually([&] { return containers(lab).size() == 1; }, 30s));
+
+    // Docker's container options reach the container: a read-only root, sysctls, ulimits.
+    must(on({"service", "create", "--name", "opts", "--read-only", "--sysctl",
+             "net.ipv4.ip_forward=1", "--ulimit", "nofile=100:200", "--cap-drop", "NET_RAW",
+             image + ":v1"}),
+         "create opts");
+    auto opts = running("opts");
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, opts.size());
+    const std::string runc = lab.dir("node1") + "/runc";
+    RunResult touched = runCommand({"runc", "--root", runc, "exec", opts[0].id, "touch", "/x"});
+    CPPUNIT_ASSERT_MESSAGE(touched.err, touched.exitCode != 0);
+    RunResult sysctl = runCommand(
+        {"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/sys/net/ipv4/ip_forward"});
+    CPPUNIT_ASSERT_EQUAL(std::string("1"), trim(sysctl.out));
+    // The container's init, as the spec set it up (an exec'd process may differ).
+    RunResult limits = runCommand(
+        {"runc", "--root", runc, "exec", opts[0].id, "grep", "open files", "/proc/1/limits"});
+    std::istringstream words(limits.out);
+    std::string max, open, files, soft, hard;  // "Max open files  100  200  files"
+    words >> max >> open >> files >> soft >> hard;
+    CPPUNIT_ASSERT_MESSAGE(limits.out + limits.err, soft == "100" && hard == "200");
+    must(on({"service", "rm", "opts"}), "rm opts");
 
     // A memory limit is enforced: the task is OOM-killed and fails saying so.
     must(on({"service", "create", "--name", "hog", "--detach", "--limit-memory", "32M",

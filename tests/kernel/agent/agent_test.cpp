@@ -80,6 +80,11 @@ class FakeRuntime final : public Runtime {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.push_back("start " + id);
     known_[id] = "running";
+    if (holdStarts_) {
+      // A start that waits (for a health check, say) until the task runs or is stopped.
+      starts_[id] = std::move(done);
+      return Status::ok();
+    }
     queue_.emplace_back(std::move(done), Status::ok(), "{\"state\":\"running\",\"pid\":42}");
     cv_.notify_all();
     return Status::ok();
@@ -95,6 +100,12 @@ class FakeRuntime final : public Runtime {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.push_back("shutdown " + id);
     known_[id] = "shutdown";
+    if (auto st = starts_.find(id); st != starts_.end()) {
+      // Stopped before it ever ran: its start fails first, as runtime-runc's does.
+      queue_.emplace_back(std::move(st->second), Status::internal("stopped while starting"),
+                          "{\"state\":\"shutdown\",\"exit_code\":0}");
+      starts_.erase(st);
+    }
     queue_.emplace_back(std::move(done), Status::ok(), "{\"state\":\"shutdown\",\"exit_code\":0}");
     if (auto w = waits_.find(id); w != waits_.end()) {
       queue_.emplace_back(std::move(w->second), Status::ok(),
@@ -137,6 +148,10 @@ class FakeRuntime final : public Runtime {
     std::lock_guard<std::mutex> lock(mu_);
     failPrepare_ = true;
   }
+  void holdStarts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    holdStarts_ = true;
+  }
   std::string lastDocument() {
     std::lock_guard<std::mutex> lock(mu_);
     return lastDocument_;
@@ -160,6 +175,8 @@ class FakeRuntime final : public Runtime {
   std::condition_variable cv_;
   bool stop_ = false;
   bool failPrepare_ = false;
+  bool holdStarts_ = false;
+  std::map<std::string, Done> starts_;
   std::deque<std::tuple<Done, Status, std::string>> queue_;
   std::map<std::string, Done> waits_;
   std::map<std::string, std::string> known_;
@@ -176,6 +193,7 @@ class AgentTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testTemplatesInHostnameAndEnvAreExpanded);
   CPPUNIT_TEST(testExitsAreReportedWithTheirExitCode);
   CPPUNIT_TEST(testTaskToldToStopIsShutDownAndRemoved);
+  CPPUNIT_TEST(testStopDuringAStartThatWaitsIsNotHeldUp);
   CPPUNIT_TEST(testPrepareFailureRejectsTheTask);
   CPPUNIT_TEST(testRestartedAgentReattachesInsteadOfStartingAgain);
   CPPUNIT_TEST(testNewDispatcherResynchronisesWithoutDuplicates);
@@ -259,6 +277,20 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kShutdown; }));
     CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("shutdown t1"));
     // Ended and told to stop: out of the assignments, so removed from the runtime and the agent.
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("remove t1") == 1; }));
+    CPPUNIT_ASSERT(eventually([&] { return agent_->tasks().empty(); }));
+  }
+
+  void testStopDuringAStartThatWaitsIsNotHeldUp() {
+    runtime_->holdStarts();
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("start t1") == 1; }));
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kStarting; }));
+    edit("t1", [](Object& o) { o.desiredState = TaskState::kShutdown; });
+    // Shut down (not failed) without waiting for the start, then removed.
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kShutdown; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("shutdown t1"));
     CPPUNIT_ASSERT(eventually([&] { return runtime_->count("remove t1") == 1; }));
     CPPUNIT_ASSERT(eventually([&] { return agent_->tasks().empty(); }));
   }
