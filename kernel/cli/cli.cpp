@@ -1091,6 +1091,7 @@ Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
   stringFlag("user", container, "User");
   stringFlag("stop-signal", container, "StopSignal");
   if (inv.has("read-only")) container->set("ReadOnly", true);
+  if (inv.has("init")) container->set("Init", true);
   if (Status s = durationFlag("stop-grace-period", container, "StopGracePeriod"); !s) return s;
   // Resources.
   auto resource = [&](const std::string& flag, const char* group, const char* key,
@@ -2167,6 +2168,8 @@ std::vector<Flag> specFlags() {
       {"limit-cpu", 0, true, "Limit CPUs", ""},
       {"limit-memory", 0, true, "Limit Memory", ""},
       {"limit-pids", 0, true, "Limit maximum number of processes (default 0 = unlimited)", ""},
+      {"init", 0, false,
+       "Use an init inside each service container to forward signals and reap processes", ""},
       {"no-healthcheck", 0, false, "Disable any container-specified HEALTHCHECK", ""},
       {"read-only", 0, false, "Mount the container's root filesystem as read only", ""},
       {"no-resolve-image", 0, false,
@@ -2422,20 +2425,21 @@ int cmdImagePull(Invocation& inv) {
 }
 
 int cmdImageLoad(Invocation& inv) {
-  if (auto usage = needArgs(inv, 0, true)) return *usage;
-  if (!inv.has("input")) {
+  // The tarball: --input FILE as Docker's, or FILE.
+  if (inv.has("input") == (inv.args.size() == 1) || inv.args.size() > 1) {
     return usageError(*inv.err,
-                      "\"shoal image load\" needs --input FILE (a tarball on this node: an OCI "
-                      "image layout or a \"docker save\" archive)",
+                      "\"shoal image load\" needs one tarball on this node, as FILE or --input "
+                      "FILE (an OCI image layout or a \"docker save\" archive)",
                       inv.command->path);
   }
-  std::string path = inv.flag("input");
+  const std::string given = inv.has("input") ? inv.flag("input") : inv.args[0];
+  std::string path = given;
   if (!path.empty() && path[0] != '/') {
     char cwd[4096];
     if (getcwd(cwd, sizeof cwd) != nullptr) path = std::string(cwd) + "/" + path;
   }
   if (access(path.c_str(), R_OK) != 0) {
-    *inv.err << "open " << inv.flag("input") << ": " << std::strerror(errno) << '\n';
+    *inv.err << "open " << given << ": " << std::strerror(errno) << '\n';
     return kExitError;
   }
   auto reply = postToDaemon(inv, "/images/load", jsonBody({{"Path", path}}), kImageOpSeconds);
@@ -2744,11 +2748,11 @@ const std::vector<Command>& commands() {
        cmdImagePull,
        {}},
       {"image load",
-       "image load [OPTIONS]",
+       "image load [OPTIONS] [FILE]",
        "Load images from a tarball on this node (an OCI image layout or \"docker save\" archive)",
        {{"input", 'i', true, "Read from tar archive file", ""},
         {"quiet", 'q', false, "Suppress the load output", ""}},
-       0,
+       1,
        cmdImageLoad,
        {}},
       {"image rm",

@@ -203,6 +203,7 @@ const std::map<std::string, FieldCheck>& specFields() {
          {"StopSignal", isString},
          {"Healthcheck", health},
          {"ReadOnly", boolean},
+         {"Init", boolean},
          {"CapabilityAdd", arrayOf(isString)},
          {"CapabilityDrop", arrayOf(isString)},
          {"Sysctls", stringMap},

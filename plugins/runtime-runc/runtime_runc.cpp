@@ -391,6 +391,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     root_ = shoal::plugins::rootValue(kName, *config, root_);
     runtimeRoot_ = absoluteKey(*config, "runtime_root", runtimeRoot_);
     shim_ = absoluteKey(*config, "shim", shim_);
+    init_ = absoluteKey(*config, "init", init_);
     cgroupParent_ = stringKey(*config, "cgroup_parent", cgroupParent_);
     if (cgroupParent_.empty() || cgroupParent_.find("..") != std::string::npos ||
         cgroupParent_[0] == '/') {
@@ -1111,7 +1112,8 @@ class RuncRuntime : public shoal::sdk::Instance {
       defaults.user = img.config.user;
       defaults.stopSignal = img.config.stopSignal;
       writeFileAtomic(taskDir(id) + "/config.json",
-                      shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id)));
+                      shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id),
+                                                  isExecutableFile(init_) ? init_ : ""));
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -1522,6 +1524,7 @@ class RuncRuntime : public shoal::sdk::Instance {
   std::string runtimeRoot_ = "/run/shoal/runc";
   std::string shim_ = SHOAL_SHIM_PATH;
   std::string cgroupParent_ = "shoal";
+  std::string init_ = "/usr/bin/tini-static";  // Docker's --init (Debian's tini package)
   uint64_t logMaxBytes_ = 10 << 20;
   int logMaxFiles_ = 3;
 

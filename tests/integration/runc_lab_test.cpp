@@ -4,8 +4,8 @@
 //    node's loopback): 3 replicas are 3 runc containers, the image is pinned to a digest, a
 //    killed container is replaced, `service update --image :v2` rolls, a restarted shoald keeps
 //    the same containers running and managed, `service logs` brings their output back through
-//    the leader, --read-only/--sysctl/--ulimit reach the container, a memory limit OOM-kills,
-//    a failing health check has its task replaced, and `service rm` leaves no container,
+//    the leader, --init/--read-only/--sysctl/--ulimit reach the container, a memory limit
+//    OOM-kills, a failing health check has its task replaced, and `service rm` leaves no container,
 //    mount, cgroup or shim;
 //  - three nodes loading the image from a tarball (air-gapped): replicas spread and run.
 // Needs root (namespaces, runc), like every test in this label.
@@ -194,8 +194,9 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     must(on({"service", "scale", "web=1"}), "scale down after the restart");
     CPPUNIT_ASSERT(eventually([&] { return containers(lab).size() == 1; }, 30s));
 
-    // Docker's container options reach the container: a read-only root, sysctls, ulimits.
-    must(on({"service", "create", "--name", "opts", "--read-only", "--sysctl",
+    // Docker's container options reach the container: an init, a read-only root, sysctls,
+    // ulimits.
+    must(on({"service", "create", "--name", "opts", "--init", "--read-only", "--sysctl",
              "net.ipv4.ip_forward=1", "--ulimit", "nofile=100:200", "--cap-drop", "NET_RAW",
              image + ":v1"}),
          "create opts");
@@ -214,6 +215,9 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     std::string max, open, files, soft, hard;  // "Max open files  100  200  files"
     words >> max >> open >> files >> soft >> hard;
     CPPUNIT_ASSERT_MESSAGE(limits.out + limits.err, soft == "100" && hard == "200");
+    RunResult init =
+        runCommand({"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/1/cmdline"});
+    CPPUNIT_ASSERT_MESSAGE(init.out, contains(init.out, "/sbin/docker-init"));
     must(on({"service", "rm", "opts"}), "rm opts");
 
     // A memory limit is enforced: the task is OOM-killed and fails saying so.
@@ -265,7 +269,10 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     join("node3");
     waitReady(3);
     for (const char* node : {"node1", "node2", "node3"}) {
-      RunResult loaded = lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")});
+      // `image load FILE` on node2, Docker's `image load -i FILE` on the others.
+      std::vector<std::string> load = {"image", "load", images_.file("shoal-test-oci.tar")};
+      if (std::string(node) != "node2") load.insert(load.begin() + 2, "-i");
+      RunResult loaded = lab.on(node, load);
       must(loaded, std::string("load on ") + node);
       CPPUNIT_ASSERT_MESSAGE(loaded.out,
                              contains(loaded.out, "Loaded image: localhost/shoal-test:v1"));

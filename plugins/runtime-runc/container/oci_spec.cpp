@@ -20,6 +20,9 @@
 
 namespace shoal::runc {
 
+// Where Docker puts its init (docker-init) in a container started with --init.
+constexpr char kInitPath[] = "/sbin/docker-init";
+
 const std::vector<std::string> kDefaultCapabilities = {
     "CHOWN",   "DAC_OVERRIDE", "FSETID",           "FOWNER",
     "MKNOD",   "NET_RAW",      "SETGID",           "SETUID",
@@ -547,11 +550,16 @@ int stopSignal(const TaskSpec& task, const ImageDefaults& image) {
 }
 
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
-                           const std::string& rootfsPath, const std::string& cgroupsPath) {
+                           const std::string& rootfsPath, const std::string& cgroupsPath,
+                           const std::string& initBinary) {
   if (rootfsPath.empty() || rootfsPath[0] != '/') {
     invalid(task, "the rootfs path must be absolute (\"" + rootfsPath + "\")");
   }
-  if (task.init) invalid(task, "\"init\" is not supported by this runtime yet");
+  if (task.init && (initBinary.empty() || initBinary[0] != '/')) {
+    invalid(task,
+            "\"init\" needs an init binary on this node (Debian's tini: "
+            "/usr/bin/tini-static), and there is none");
+  }
   const std::string hostname = !task.hostname.empty() ? task.hostname : task.id.substr(0, 12);
 
   ResolvedUser user;
@@ -572,7 +580,12 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
     u->set("additionalGids", gids);
   }
   process->set("user", u);
-  process->set("args", stringArray(processArgs(task, image)));
+  std::vector<std::string> args = processArgs(task, image);
+  if (task.init) {
+    // Docker's --init: a small init as PID 1 reaps zombies and forwards signals to the command.
+    args.insert(args.begin(), {kInitPath, "--"});
+  }
+  process->set("args", stringArray(args));
   process->set("env", stringArray(processEnv(task, image, hostname, user.home)));
   std::string cwd = !task.workdir.empty() ? task.workdir : image.workingDir;
   if (cwd.empty()) cwd = "/";
@@ -614,6 +627,9 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   for (const UserMount& m : own) replaced.insert(m.destination);
   Array::Ptr mounts = defaultMounts(replaced);
   for (const UserMount& m : own) mounts->add(m.json);
+  if (task.init) {
+    mounts->add(mountObject(kInitPath, "bind", initBinary, {"bind", "ro", "nosuid", "nodev"}));
+  }
 
   Object::Ptr linux = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   if (!task.sysctls.empty()) {

@@ -72,9 +72,13 @@ int stopSignal(const TaskSpec& task, const ImageDefaults& image);
 
 // config.json text for `task` with `image`'s defaults, the root filesystem at rootfsPath
 // (absolute; users are resolved from it) and the container's cgroup at cgroupsPath (runc's
-// cgroupsPath, e.g. "/shoal/<task id>"). Throws SHOAL_EINVAL naming what is wrong (no command,
-// unknown user or capability, a volume mount no plugin provided, init requested, ...).
+// cgroupsPath, e.g. "/shoal/<task id>"). With `task.init`, initBinary (an absolute path on the
+// node; a static binary such as tini-static) is bound read-only at /sbin/docker-init and runs
+// the command as PID 1's child, as Docker's --init does. Throws SHOAL_EINVAL naming what is
+// wrong (no command, unknown user or capability, a volume mount no plugin provided, init
+// without an init binary, ...).
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
-                           const std::string& rootfsPath, const std::string& cgroupsPath);
+                           const std::string& rootfsPath, const std::string& cgroupsPath,
+                           const std::string& initBinary = "");
 
 }  // namespace shoal::runc

@@ -615,8 +615,24 @@ class OciSpecTest : public CppUnit::TestFixture {
     t.ulimits = {{"fly", 1, 1}};
     CPPUNIT_ASSERT(contains(errorOf([&] { config(t); }), "unknown ulimit \"fly\""));
     t.ulimits.clear();
+    // --init: refused without an init binary; with one, it runs the command as PID 1.
     t.init = true;
-    CPPUNIT_ASSERT(contains(errorOf([&] { config(t); }), "\"init\" is not supported"));
+    CPPUNIT_ASSERT(contains(errorOf([&] { config(t); }), "\"init\" needs an init binary"));
+    Poco::JSON::Parser parser;
+    Object::Ptr withInit = parser
+                               .parse(buildOciConfig(t, {}, "/nonexistent-rootfs", "/shoal/" + t.id,
+                                                     "/usr/bin/tini-static"))
+                               .extract<Object::Ptr>();
+    Strings args = strings(withInit->getObject("process")->getArray("args"));
+    CPPUNIT_ASSERT(args.size() >= 3 && args[0] == "/sbin/docker-init" && args[1] == "--");
+    bool bound = false;
+    Array::Ptr mounts = withInit->getArray("mounts");
+    for (std::size_t i = 0; i < mounts->size(); ++i) {
+      auto m = mounts->getObject(static_cast<unsigned>(i));
+      bound |= m->getValue<std::string>("destination") == "/sbin/docker-init" &&
+               m->getValue<std::string>("source") == "/usr/bin/tini-static";
+    }
+    CPPUNIT_ASSERT(bound);
   }
 
   void testStopSignals() {
