@@ -91,6 +91,11 @@ Agent::Agent(std::string stateDir, Runtime& runtime, LeaderCall leader, const Cl
   life_->agent = this;
 }
 
+void Agent::setNetwork(PluginNetwork* network, std::string nodeAddr) {
+  network_ = network;
+  nodeAddr_ = std::move(nodeAddr);
+}
+
 Agent::~Agent() {
   stop();
   // Completions the runtime still holds (a wait, a following logs op) find no agent.
@@ -249,6 +254,41 @@ void Agent::applyAssignments(const std::string& body) {
     });
   }
   applyLogRequests(reply);
+  applyPeers(reply);
+}
+
+// The dispatcher's "peers": [{"network_id", "peers": [...]}] — the full set of remote
+// endpoints of each network this node's tasks use — handed to the network plugin when it
+// changed.
+void Agent::applyPeers(std::string_view reply) {
+  if (!network_) return;
+  if (auto services = wire::member(reply, "services")) {
+    std::string doc(*services);
+    if (doc != servicesSent_) {
+      if (Status s = network_->updateServices(doc); !s) {
+        log::warn("agent", "the network plugin refused a service update", {{"error", s.message()}});
+      } else {
+        servicesSent_ = std::move(doc);
+      }
+    }
+  }
+  auto peers = wire::member(reply, "peers");
+  if (!peers) return;
+  wire::forEach(*peers, [&](std::string_view entry) {
+    const std::string id = wire::stringMember(entry, "network_id");
+    if (id.empty()) return true;
+    std::string doc(entry);
+    if (peersSent_[id] == doc) return true;
+    std::string withSchema = "{\"schema\":\"shoal.peers/v1\",";
+    withSchema.append(doc, 1, std::string::npos);
+    if (Status s = network_->updatePeers(withSchema); !s) {
+      log::warn("agent", "the network plugin refused a peer update",
+                {{"network", id}, {"error", s.message()}});
+      return true;
+    }
+    peersSent_[id] = std::move(doc);
+    return true;
+  });
 }
 
 void Agent::applyLogRequests(std::string_view reply) {
@@ -529,8 +569,82 @@ std::string Agent::runtimeDocument(const Task& t) const {
   spec += '}';
   doc += ",\"spec\":";
   doc += spec;
+  if (!t.netns.empty()) {
+    doc += ",\"netns\":";
+    appendJsonString(doc, t.netns);
+    // Names resolve through the network plugin's embedded DNS in the task's namespace, as
+    // Docker's 127.0.0.11; the task's own addresses go in its /etc/hosts.
+    doc += ",\"dns\":{\"nameservers\":[\"127.0.0.11\"],\"search\":[],\"options\":[\"ndots:0\"]}";
+    std::string addresses;
+    if (auto spec = wire::member(t.json, "Spec")) {
+      if (auto list = wire::member(*spec, "NetworksAttachments")) {
+        wire::forEach(*list, [&](std::string_view a) {
+          std::string address = wire::stringMember(a, "Address");
+          address = address.substr(0, address.find('/'));
+          if (address.empty()) return true;
+          addresses += addresses.empty() ? "" : ",";
+          appendJsonString(addresses, address);
+          return true;
+        });
+      }
+    }
+    doc += ",\"addresses\":[" + addresses + "]";
+  }
   doc += ",\"networks\":[]}";
   return doc;
+}
+
+// The network plugin's attach document for a task on networks (network.h, shoal.attach/v1),
+// or "" for a task on none.
+std::string Agent::attachDocument(const Task& t) const {
+  auto spec = wire::member(t.json, "Spec");
+  auto attachments = spec ? wire::member(*spec, "NetworksAttachments") : std::nullopt;
+  if (!attachments || attachments->size() < 3) return "";
+  std::string endpoints, networks;
+  wire::forEach(*attachments, [&](std::string_view a) {
+    endpoints += endpoints.empty() ? "{" : ",{";
+    endpoints += "\"network_id\":";
+    appendJsonString(endpoints, wire::stringMember(a, "NetworkID"));
+    endpoints += ",\"address\":";
+    appendJsonString(endpoints, wire::stringMember(a, "Address"));
+    endpoints += ",\"mac\":";
+    appendJsonString(endpoints, wire::stringMember(a, "MAC"));
+    auto aliases = wire::member(a, "Aliases");
+    endpoints += ",\"aliases\":";
+    endpoints += aliases ? std::string(*aliases) : std::string("[]");
+    endpoints += '}';
+    networks += networks.empty() ? "{" : ",{";
+    networks += "\"id\":";
+    appendJsonString(networks, wire::stringMember(a, "NetworkID"));
+    networks += ",\"name\":";
+    appendJsonString(networks, wire::stringMember(a, "Name"));
+    networks += ",\"subnet\":";
+    appendJsonString(networks, wire::stringMember(a, "Subnet"));
+    networks += ",\"gateway\":";
+    appendJsonString(networks, wire::stringMember(a, "Gateway"));
+    networks += ",\"vni\":" + std::to_string(wire::intMember(a, "VNI", 0));
+    auto options = wire::member(a, "Options");
+    networks += ",\"options\":";
+    networks += options ? std::string(*options) : std::string("{}");
+    networks += '}';
+    return true;
+  });
+  if (endpoints.empty()) return "";
+  std::string doc = "{\"schema\":\"shoal.attach/v1\",\"task_id\":";
+  appendJsonString(doc, t.id);
+  doc += ",\"node_addr\":";
+  appendJsonString(doc, nodeAddr_);
+  doc += ",\"endpoints\":[" + endpoints + "],\"networks\":[" + networks + "]}";
+  return doc;
+}
+
+// Tears down a removed task's network namespace (idempotent in the plugin).
+void Agent::detach(const Task& t) {
+  if (!network_ || attachDocument(t).empty()) return;
+  Status s = network_->detach(t.id, completion(t.id, "detach"));
+  if (!s) {
+    log::warn("agent", "network detach failed", {{"task", t.id}, {"error", s.message()}});
+  }
 }
 
 void Agent::step(Task& t) {
@@ -563,6 +677,7 @@ void Agent::step(Task& t) {
       Status s = runtime_.remove(t.id, completion(t.id, "remove"));
       if (!s) {
         // Nothing to remove (the runtime never had it, or already forgot it).
+        detach(t);
         tasks_.erase(t.id);
         dirty_ = true;
       }
@@ -576,6 +691,25 @@ void Agent::step(Task& t) {
     case TaskState::kAccepted:
     case TaskState::kPreparing: {
       transition(t, TaskState::kPreparing, "preparing");
+      if (!t.attached) {
+        const std::string doc = attachDocument(t);
+        if (!doc.empty()) {
+          if (!network_) {
+            t.err = "this node has no network plugin for the task's networks";
+            transition(t, TaskState::kRejected, t.err);
+            return;
+          }
+          t.busy = true;
+          Status s = network_->attach(t.id, doc, completion(t.id, "attach"));
+          if (!s) {
+            t.busy = false;
+            t.err = "network attach failed: " + s.message();
+            transition(t, TaskState::kRejected, t.err);
+          }
+          return;
+        }
+        t.attached = true;
+      }
       t.busy = true;
       Status s = runtime_.prepare(t.id, runtimeDocument(t), completion(t.id, "prepare"));
       if (!s) {
@@ -655,7 +789,15 @@ void Agent::finish(const Completion& c) {
     return;
   }
   t.busy = false;
-  if (c.op == "prepare") {
+  if (c.op == "attach") {
+    if (c.status) {
+      t.attached = true;
+      t.netns = wire::stringMember(doc, "netns");
+    } else {
+      t.err = "network attach failed: " + c.status.message();
+      transition(t, TaskState::kRejected, t.err);
+    }
+  } else if (c.op == "prepare") {
     if (c.status) {
       transition(t, TaskState::kReady, "prepared");
     } else {
@@ -682,6 +824,7 @@ void Agent::finish(const Completion& c) {
     if (!c.status) t.err = c.status.message();
     transition(t, TaskState::kShutdown, "shutdown");
   } else if (c.op == "remove") {
+    detach(t);
     tasks_.erase(it);
     dirty_ = true;
   }

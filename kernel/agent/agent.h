@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernel/agent/network.h"
 #include "kernel/agent/runtime.h"
 #include "kernel/common/clock.h"
 #include "kernel/common/status.h"
@@ -41,6 +42,10 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
+  // The node's network plugin (null: none) and this node's underlay address (the VXLAN
+  // local address). Set before start(); without a plugin, tasks on networks are rejected.
+  void setNetwork(PluginNetwork* network, std::string nodeAddr);
+
   Status start();
   void stop();
 
@@ -65,6 +70,8 @@ class Agent {
     bool waiting = false;   // a wait op is in flight
     bool assigned = true;   // still in the leader's assignment set
     bool removing = false;
+    bool attached = false;  // its network namespace is built (or it needs none)
+    std::string netns;      // the namespace the network plugin made for it
   };
   struct Completion {
     std::string taskId;
@@ -94,6 +101,10 @@ class Agent {
   void load();
   Runtime::Done completion(const std::string& taskId, const std::string& op);
   std::string runtimeDocument(const Task& t) const;
+  std::string attachDocument(const Task& t) const;
+  void detach(const Task& t);
+  // The dispatcher's "peers" and "services" for the network plugin; caller holds mu_.
+  void applyPeers(std::string_view reply);
 
   // What the runtime's callbacks hold instead of the agent: they outlive it (a wait or a
   // following logs op in flight when the agent stops), and find `agent` null then.
@@ -104,21 +115,25 @@ class Agent {
 
   const std::string stateDir_;
   Runtime& runtime_;
+  PluginNetwork* network_ = nullptr;  // set before start
+  std::string nodeAddr_;              // set before start
   LeaderCall leader_;
   const Clock& clock_;
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                      // guarded by mu_
-  std::map<std::string, Task> tasks_;      // guarded by mu_
-  std::deque<Completion> completions_;     // guarded by mu_
-  std::vector<std::string> assignments_;   // replies waiting for the worker; guarded by mu_
-  bool resync_ = false;                    // guarded by mu_: the next reply is a full set
-  std::vector<std::string> reports_;       // JSON updates to send; guarded by mu_
-  std::map<std::string, LogJob> logJobs_;  // by subscription; guarded by mu_
-  bool dirty_ = false;                     // guarded by mu_: tasks_ differs from the file
-  std::string session_;                    // poller thread only
-  Clock::MonoTime lastPersist_{};          // worker thread only
+  bool stop_ = false;                             // guarded by mu_
+  std::map<std::string, Task> tasks_;             // guarded by mu_
+  std::deque<Completion> completions_;            // guarded by mu_
+  std::vector<std::string> assignments_;          // replies waiting for the worker; guarded by mu_
+  bool resync_ = false;                           // guarded by mu_: the next reply is a full set
+  std::vector<std::string> reports_;              // JSON updates to send; guarded by mu_
+  std::map<std::string, LogJob> logJobs_;         // by subscription; guarded by mu_
+  std::map<std::string, std::string> peersSent_;  // network id -> peers last applied; mu_
+  std::string servicesSent_;       // the services document last applied; guarded by mu_
+  bool dirty_ = false;             // guarded by mu_: tasks_ differs from the file
+  std::string session_;            // poller thread only
+  Clock::MonoTime lastPersist_{};  // worker thread only
   std::thread poller_;
   std::thread worker_;
   std::shared_ptr<Life> life_;

@@ -1046,6 +1046,36 @@ JObject::Ptr parseReference(const std::string& text, const std::string& kind) {
   return r;
 }
 
+// --network NAME, or Docker's long form name=NAME[,alias=A]... .
+Result<JObject::Ptr> parseNetworkFlag(const std::string& v) {
+  JObject::Ptr n = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  if (v.find('=') == std::string::npos) {
+    if (v.empty()) return Status::invalidArgument("--network needs a network name");
+    n->set("Target", v);
+    return n;
+  }
+  Poco::JSON::Array::Ptr aliases = new Poco::JSON::Array;
+  std::string target;
+  std::stringstream fields(v);
+  std::string field;
+  while (std::getline(fields, field, ',')) {
+    auto [key, value] = splitKeyValue(field);
+    if (key == "name" || key == "target") {
+      target = value;
+    } else if (key == "alias") {
+      if (value.empty()) return Status::invalidArgument("--network " + v + ": empty alias");
+      aliases->add(value);
+    } else {
+      return Status::invalidArgument("--network " + v + ": unknown field \"" + key +
+                                     "\" (want name and alias)");
+    }
+  }
+  if (target.empty()) return Status::invalidArgument("--network " + v + ": no name=");
+  n->set("Target", target);
+  if (aliases->size() > 0) n->set("Aliases", aliases);
+  return n;
+}
+
 // Applies the flags that create and update share to `spec` (Docker's ServiceSpec).
 Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
   // Enumerations are checked here, as Docker's flag parsing does (a usage error), before
@@ -1638,13 +1668,7 @@ int cmdServiceCreate(Invocation& inv) {
           appendEach(inv, "placement-pref", at(task, {"Placement"}), "Preferences", asPreference);
       !s)
     return specError(inv, s);
-  if (Status s = appendEach(inv, "network", task, "Networks",
-                            [](const std::string& v) -> Result<JObject::Ptr> {
-                              JObject::Ptr n = new JObject;
-                              n->set("Target", v);
-                              return n;
-                            });
-      !s) {
+  if (Status s = appendEach(inv, "network", task, "Networks", parseNetworkFlag); !s) {
     return specError(inv, s);
   }
   if (Status s = appendEach(inv, "publish", at(spec, {"EndpointSpec"}), "Ports", parsePort); !s)
@@ -2286,6 +2310,106 @@ int cmdPolicyInspect(Invocation& inv) {
 
 int cmdPolicyRm(Invocation& inv) { return removeObjects(inv, "/policies/remove?id="); }
 
+// ---- networks ---------------------------------------------------------------------------
+
+int cmdNetworkCreate(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1, true)) return *usage;
+  JObject req(Poco::JSON_PRESERVE_KEY_ORDER);
+  req.set("Name", inv.args[0]);
+  const std::string driver = inv.has("driver") ? inv.flag("driver") : "overlay";
+  req.set("Driver", driver);
+  if (inv.has("attachable")) req.set("Attachable", true);
+  if (inv.has("internal")) req.set("Internal", true);
+  if (inv.has("subnet") || inv.has("gateway")) {
+    JObject::Ptr config = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    if (inv.has("subnet")) config->set("Subnet", inv.flag("subnet"));
+    if (inv.has("gateway")) config->set("Gateway", inv.flag("gateway"));
+    Poco::JSON::Array::Ptr configs = new Poco::JSON::Array;
+    configs->add(config);
+    JObject::Ptr ipam = new JObject;
+    ipam->set("Configs", configs);
+    req.set("IPAM", ipam);
+  }
+  JObject::Ptr options = new JObject;
+  for (const auto& o : inv.values["opt"]) {
+    auto [k, v] = splitKeyValue(o);
+    if (k.empty()) return usageError(*inv.err, "invalid --opt \"" + o + "\"", inv.command->path);
+    options->set(k, v);
+  }
+  if (options->size() > 0) req.set("Options", options);
+  JObject::Ptr labels = new JObject;
+  for (const auto& l : inv.values["label"]) {
+    auto [k, v] = splitKeyValue(l);
+    if (k.empty()) return usageError(*inv.err, "invalid --label \"" + l + "\"", inv.command->path);
+    labels->set(k, v);
+  }
+  if (labels->size() > 0) req.set("Labels", labels);
+  std::ostringstream body;
+  req.stringify(body);
+  auto reply = postToDaemon(inv, "/networks/create", body.str());
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  *inv.out << (*obj)->optValue<std::string>("ID", "") << '\n';
+  return kExitOk;
+}
+
+int cmdNetworkLs(Invocation& inv) {
+  return listObjects(
+      inv, "/networks", "networks", {"NETWORK ID", "NAME", "DRIVER", "SCOPE"},
+      [](const Poco::JSON::Object::Ptr& n) -> std::vector<std::string> {
+        auto spec = n->getObject("Spec");
+        return {shortId(n->optValue<std::string>("ID", "")), n->optValue<std::string>("Name", ""),
+                spec ? spec->optValue<std::string>("Driver", "overlay") : "overlay", "swarm"};
+      });
+}
+
+void printNetworkPretty(std::ostream& out, const Poco::JSON::Object::Ptr& n) {
+  auto spec = n->getObject("Spec");
+  auto status = n->getObject("Status");
+  auto alloc = status ? status->getObject("Allocation") : nullptr;
+  out << "ID:          " << n->optValue<std::string>("ID", "") << '\n'
+      << "Name:        " << n->optValue<std::string>("Name", "") << '\n'
+      << "Driver:      " << (spec ? spec->optValue<std::string>("Driver", "overlay") : "") << '\n'
+      << "Scope:       swarm\n"
+      << "Ingress:     " << (spec && spec->optValue<bool>("Ingress", false) ? "true" : "false")
+      << '\n'
+      << "Attachable:  " << (spec && spec->optValue<bool>("Attachable", false) ? "true" : "false")
+      << '\n'
+      << "Subnet:      " << (alloc ? alloc->optValue<std::string>("subnet", "") : "") << '\n'
+      << "Gateway:     " << (alloc ? alloc->optValue<std::string>("gateway", "") : "") << '\n'
+      << "VXLAN ID:    " << (alloc ? std::to_string(alloc->optValue<int64_t>("vni", 0)) : "")
+      << '\n';
+  if (auto services = n->getObject("Services")) {
+    out << "Services:\n";
+    for (const auto& id : services->getNames()) {
+      out << "  " << services->getValue<std::string>(id) << " (" << shortId(id) << ")\n";
+    }
+  }
+}
+
+int cmdNetworkInspect(Invocation& inv) {
+  if (auto usage = needArgs(inv, 1)) return *usage;
+  return inspectEach(inv, "/networks/inspect?id=", printNetworkPretty);
+}
+
+int cmdNetworkRm(Invocation& inv) { return removeObjects(inv, "/networks/remove?id="); }
+
+int cmdNetworkPrune(Invocation& inv) {
+  auto reply = postToDaemon(inv, "/networks/prune", "{}");
+  if (!reply) return daemonError(inv, reply.status());
+  auto obj = parseObject(*reply);
+  if (!obj) return daemonError(inv, obj.status());
+  auto deleted = (*obj)->getArray("NetworksDeleted");
+  if (deleted && deleted->size() > 0) {
+    *inv.out << "Deleted Networks:\n";
+    for (std::size_t i = 0; i < deleted->size(); ++i) {
+      *inv.out << deleted->getElement<std::string>(static_cast<unsigned>(i)) << '\n';
+    }
+  }
+  return kExitOk;
+}
+
 // ---- images (node-local, as Docker's) ---------------------------------------------------
 
 // Sizes as Docker prints them (units.HumanSize: decimal, three significant digits).
@@ -2769,6 +2893,47 @@ const std::vector<Command>& commands() {
        64,
        cmdImageInspect,
        {}},
+      {"network create",
+       "network create [OPTIONS] NETWORK",
+       "Create a network",
+       {{"attachable", 0, false, "Enable manual container attachment", ""},
+        {"driver", 'd', true, "Driver to manage the Network", "overlay"},
+        {"gateway", 0, true, "IPv4 Gateway for the master subnet", ""},
+        {"internal", 0, false, "Restrict external access to the network", ""},
+        {"label", 0, true, "Set metadata on a network", ""},
+        {"opt", 'o', true, "Set driver specific options", ""},
+        {"subnet", 0, true, "Subnet in CIDR format that represents a network segment", ""}},
+       1,
+       cmdNetworkCreate,
+       {}},
+      {"network ls",
+       "network ls [OPTIONS]",
+       "List networks",
+       {kFormatFlag, {"quiet", 'q', false, "Only display network IDs", ""}},
+       0,
+       cmdNetworkLs,
+       {"list"}},
+      {"network inspect",
+       "network inspect [OPTIONS] NETWORK [NETWORK...]",
+       "Display detailed information on one or more networks",
+       {{"pretty", 0, false, "Print the information in a human friendly format", ""}},
+       64,
+       cmdNetworkInspect,
+       {}},
+      {"network rm",
+       "network rm NETWORK [NETWORK...]",
+       "Remove one or more networks",
+       {},
+       64,
+       cmdNetworkRm,
+       {"remove"}},
+      {"network prune",
+       "network prune [OPTIONS]",
+       "Remove all unused networks",
+       {{"force", 'f', false, "Do not prompt for confirmation", ""}},
+       0,
+       cmdNetworkPrune,
+       {}},
       {"policy create",
        "policy create [OPTIONS] NAME FILE|-",
        "Create a Lua placement policy from a file (or standard input)",
@@ -2937,10 +3102,13 @@ const std::vector<Command>& commands() {
 
 // Management commands: a first word with subcommands.
 const std::map<std::string, std::string>& groups() {
-  static const std::map<std::string, std::string> g = {
-      {"image", "Manage images"},           {"node", "Manage Swarm nodes"},
-      {"plugin", "Manage plugins"},         {"policy", "Manage Lua placement policies"},
-      {"service", "Manage Swarm services"}, {"swarm", "Manage Swarm"}};
+  static const std::map<std::string, std::string> g = {{"image", "Manage images"},
+                                                       {"network", "Manage networks"},
+                                                       {"node", "Manage Swarm nodes"},
+                                                       {"plugin", "Manage plugins"},
+                                                       {"policy", "Manage Lua placement policies"},
+                                                       {"service", "Manage Swarm services"},
+                                                       {"swarm", "Manage Swarm"}};
   return g;
 }
 

@@ -23,6 +23,7 @@
 #include "kernel/main/pid_file.h"
 #include "kernel/main/subsystems.h"
 #include "kernel/manager/image_routes.h"
+#include "kernel/manager/network_routes.h"
 #include "kernel/manager/policy_routes.h"
 #include "kernel/manager/service_routes.h"
 #include "kernel/manager/swarm_routes.h"
@@ -155,6 +156,7 @@ class ShoalDaemon : public Poco::Util::ServerApplication {
     manager::addServiceRoutes(router_, *swarm_);
     manager::addPolicyRoutes(router_, *swarm_);
     manager::addImageRoutes(router_, *swarm_);
+    manager::addNetworkRoutes(router_, *swarm_);
 
     // Initialised in this order, uninitialised in reverse: the API stops first, then the
     // swarm's Raft, then the plugins.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "kernel/agent/wire.h"
@@ -46,6 +47,139 @@ bool sendable(const store::Event& e) {
   const bool was = assigned(*e.previous), is = assigned(*e.object);
   if (was != is) return true;
   return is && differsForAgent(*e.previous, *e.object);
+}
+
+// A task other nodes' overlays must reach: on a node, on networks, and neither ended nor told
+// to stop.
+bool isPeer(const store::Object& t) {
+  if (t.nodeId.empty() || t.desiredState > TaskState::kRunning) return false;
+  if (t.spec.find("\"NetworksAttachments\"") == std::string::npos) return false;
+  const TaskState obs = observedState(t);
+  return obs >= TaskState::kAssigned && !isTerminal(obs);
+}
+
+// A task a service's name resolves to and its VIP balances over: on networks and RUNNING.
+bool isBackend(const store::Object& t) {
+  return isPeer(t) && observedState(t) == TaskState::kRunning;
+}
+
+// The "services" member of a node's reply: network.h's shoal.services/v1 for the services on
+// `networks` (their VIPs there and their running tasks' addresses there, with aliases and
+// task names for the embedded DNS).
+std::string servicesFor(const store::ReadView& v, const std::set<std::string>& networks) {
+  struct Svc {
+    std::string backends;  // ",{...}"
+  };
+  std::map<std::string, Svc> found;
+  for (const auto& t : v.list(Kind::kTask)) {
+    if (!isBackend(*t)) continue;
+    auto list = agent::wire::member(t->spec, "NetworksAttachments");
+    if (!list) continue;
+    agent::wire::forEach(*list, [&](std::string_view a) {
+      const std::string net = agent::wire::stringMember(a, "NetworkID");
+      if (!networks.count(net)) return true;
+      std::string address = agent::wire::stringMember(a, "Address");
+      address = address.substr(0, address.find('/'));
+      auto aliases = agent::wire::member(a, "Aliases");
+      std::string& b = found[t->serviceId].backends;
+      b += ",{\"network_id\":\"" + net + "\",\"address\":\"" + address + "\",\"task_id\":\"" +
+           t->id + "\",\"task_name\":";
+      appendJsonString(b, t->name + "." + t->id);
+      b += ",\"aliases\":" + (aliases ? std::string(*aliases) : std::string("[]")) + "}";
+      return true;
+    });
+  }
+  std::string out = ",\"services\":{\"schema\":\"shoal.services/v1\",\"services\":[";
+  bool first = true;
+  for (const auto& svc : v.list(Kind::kService)) {
+    std::string vips;
+    if (auto ep = agent::wire::member(svc->status, "Endpoint")) {
+      if (auto list = agent::wire::member(*ep, "VirtualIPs")) {
+        agent::wire::forEach(*list, [&](std::string_view vip) {
+          const std::string net = agent::wire::stringMember(vip, "NetworkID");
+          if (!networks.count(net)) return true;
+          std::string address = agent::wire::stringMember(vip, "Addr");
+          address = address.substr(0, address.find('/'));
+          vips += ",{\"network_id\":\"" + net + "\",\"address\":\"" + address + "\"}";
+          return true;
+        });
+      }
+    }
+    auto it = found.find(svc->id);
+    if (vips.empty() && it == found.end()) continue;
+    std::string mode = "vip";
+    if (auto ep = agent::wire::member(svc->spec, "EndpointSpec")) {
+      mode = agent::wire::stringMember(*ep, "Mode", "vip");
+    }
+    out += first ? "{\"id\":" : ",{\"id\":";
+    first = false;
+    appendJsonString(out, svc->id);
+    out += ",\"name\":";
+    appendJsonString(out, svc->name);
+    out += ",\"endpoint_mode\":";
+    appendJsonString(out, mode);
+    out += ",\"vips\":[" + (vips.empty() ? std::string() : vips.substr(1)) + "]";
+    out += ",\"ports\":[]";
+    const std::string backends = it == found.end() ? std::string() : it->second.backends;
+    out += ",\"backends\":[" + (backends.empty() ? std::string() : backends.substr(1)) + "]}";
+  }
+  out += "]}";
+  return out;
+}
+
+// The "peers" member of a node's reply (network.h shoal.peers/v1 without the schema): for
+// each network its assigned tasks use, every peer task's address, MAC and node address. ""
+// when its tasks use no network. Built from one view.
+std::string peersFor(const store::ReadView& v, const std::vector<ObjectPtr>& mine) {
+  std::set<std::string> networks;
+  for (const auto& t : mine) {
+    if (t->spec.find("\"NetworksAttachments\"") == std::string::npos) continue;
+    auto spec = agent::wire::member(t->spec, "NetworksAttachments");
+    if (!spec) continue;
+    agent::wire::forEach(*spec, [&](std::string_view a) {
+      networks.insert(agent::wire::stringMember(a, "NetworkID"));
+      return true;
+    });
+  }
+  if (networks.empty()) return "";
+  std::map<std::string, std::string> entries;  // network id -> ",{peer}..."
+  std::map<std::string, std::string> nodeAddrs;
+  for (const auto& t : v.list(Kind::kTask)) {
+    if (!isPeer(*t)) continue;
+    auto list = agent::wire::member(t->spec, "NetworksAttachments");
+    if (!list) continue;
+    auto addr = nodeAddrs.find(t->nodeId);
+    if (addr == nodeAddrs.end()) {
+      auto n = v.get(Kind::kNode, t->nodeId);
+      addr =
+          nodeAddrs.emplace(t->nodeId, n ? agent::wire::stringMember(n->status, "Addr") : "").first;
+    }
+    if (addr->second.empty()) continue;
+    agent::wire::forEach(*list, [&](std::string_view a) {
+      const std::string net = agent::wire::stringMember(a, "NetworkID");
+      if (!networks.count(net)) return true;
+      std::string address = agent::wire::stringMember(a, "Address");
+      address = address.substr(0, address.find('/'));
+      std::string& e = entries[net];
+      e += ",{\"address\":\"" + address + "\",\"mac\":\"" + agent::wire::stringMember(a, "MAC") +
+           "\",\"node_addr\":\"" + addr->second + "\",\"task_id\":\"" + t->id + "\"}";
+      return true;
+    });
+  }
+  std::string out = ",\"peers\":[";
+  bool first = true;
+  const std::string services = servicesFor(v, networks);
+  for (const auto& net : networks) {
+    out += first ? "{" : ",{";
+    first = false;
+    out += "\"network_id\":\"" + net + "\",\"peers\":[";
+    const std::string& e = entries[net];
+    if (!e.empty()) out.append(e, 1, std::string::npos);
+    out += "]}";
+  }
+  out += ']';
+  out += services;
+  return out;
 }
 
 api::Response badRequest(const std::string& message) {
@@ -126,13 +260,24 @@ void Dispatcher::watchLoop() {
       continue;
     }
     std::lock_guard<std::mutex> lock(mu_);
+    bool peersMoved = false;
     for (const auto& e : batch->events) {
+      // A task joining or leaving an overlay changes other nodes' peers (rare enough to wake
+      // every session: only tasks on networks count).
+      const bool was = e.previous && isPeer(*e.previous);
+      const bool is = e.type != store::EventType::kDeleted && isPeer(*e.object);
+      if (was != is || (is && was && e.previous->nodeId != e.object->nodeId)) peersMoved = true;
+      if ((e.previous && isBackend(*e.previous)) !=
+          (e.type != store::EventType::kDeleted && isBackend(*e.object))) {
+        peersMoved = true;
+      }
       if (!sendable(e)) continue;
       if (!e.object->nodeId.empty()) bump(e.object->nodeId);
       if (e.previous && !e.previous->nodeId.empty() && e.previous->nodeId != e.object->nodeId) {
         bump(e.previous->nodeId);
       }
     }
+    if (peersMoved) wakeAll();
   }
 }
 
@@ -165,7 +310,7 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
   auto it = sessions_.find(sessionId);
   if (it == sessions_.end() || it->second.nodeId != nodeId) {
     sessionId = newId(random_);
-    it = sessions_.emplace(sessionId, Session{nodeId, {}, now}).first;
+    it = sessions_.emplace(sessionId, Session{nodeId, {}, now, {}}).first;
     full = true;
   }
   NodeWake& wake = wakeFor(nodeId);  // stays: entries are never erased
@@ -173,10 +318,12 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
     const uint64_t gen = wake.generation;
     lock.unlock();
     std::vector<ObjectPtr> tasks;
+    std::string peers;
     store_.view([&](const store::ReadView& v) {
       for (const auto& t : v.tasksByNode(nodeId)) {
         if (assigned(*t)) tasks.push_back(t);
       }
+      peers = peersFor(v, tasks);
     });
     lock.lock();
     if (stop_) return api::Response::error(Status::unavailable("the dispatcher is stopping"));
@@ -206,9 +353,11 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
     for (const auto& [id, task] : session.sent) {
       if (!now_sent.count(id)) removed.push_back(id);
     }
-    if (full || !changed.empty() || !removed.empty() || logs_.hasNewFor(nodeId) ||
+    const bool peersChanged = peers != session.peers;
+    if (full || !changed.empty() || !removed.empty() || peersChanged || logs_.hasNewFor(nodeId) ||
         std::chrono::steady_clock::now() >= deadline) {
       session.sent = std::move(now_sent);
+      session.peers = peers;
       lock.unlock();
       const std::string logs = logs_.takeFor(nodeId);
       std::ostringstream out;
@@ -221,7 +370,7 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
       for (std::size_t i = 0; i < removed.size(); ++i) {
         out << (i ? "," : "") << "\"" << removed[i] << "\"";
       }
-      out << "]" << logs << "}";
+      out << "]" << logs << ((full || peersChanged) ? peers : std::string()) << "}";
       return api::Response::json(out.str());
     }
     wake.cv.wait_until(lock, deadline, [&] { return stop_ || wake.generation != gen; });

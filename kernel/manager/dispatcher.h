@@ -34,7 +34,10 @@ namespace shoal::manager {
 //    each task's current status, which is how an agent notices a report the leader lacks.
 //    With `service logs` subscriptions for this node's tasks (LogBroker), the reply also
 //    carries them: "logs": [{"sub", "tasks", "options"}], "logs_cancelled": [ids]; a new one
-//    ends the wait at once.
+//    ends the wait at once. When this node's tasks are on overlay networks, "peers":
+//    [{"network_id", "peers": [{"address", "mac", "node_addr", "task_id"}]}] lists every task
+//    of those networks that is on a node and not ended (sent when it changed, and with every
+//    full set); a task joining or leaving a network wakes every session.
 //  POST /dispatcher/logs {"sub", "records", "done", "error"} -> {"cancelled": bool}
 //    An agent's log records for a subscription (LogBroker::publish).
 //  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
@@ -78,6 +81,7 @@ class Dispatcher {
     std::string nodeId;
     std::map<std::string, store::ObjectPtr> sent;  // task id -> the task as last sent
     Clock::MonoTime lastUsed;
+    std::string peers;  // the "peers" member as last sent ("" for none)
   };
   // A node's change count and the wake-up its waiting polls sleep on.
   struct NodeWake {

@@ -346,9 +346,10 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
     t.desiredState = TaskState::kRunning;
     t.spec = spec.taskTemplate;
     TaskStatus st;
-    st.state = TaskState::kPending;
+    // Tasks on networks wait NEW for their addresses (the allocator moves them on).
+    st.state = spec.attachesNetworks ? TaskState::kNew : TaskState::kPending;
     st.timestampNs = nowNs;
-    st.message = "pending task scheduling";
+    st.message = spec.attachesNetworks ? "allocating network addresses" : "pending task scheduling";
     t.status = taskStatusJson(st);
     t.labels = svc->labels;
     ++created;
@@ -423,8 +424,8 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
           continue;
         }
         if (isTerminal(obs)) {
-          if (t->spec == spec.taskTemplate && updateStarted > 0 && t->createdNs >= updateStarted &&
-              failedState(obs)) {
+          if (runsTemplate(t->spec, spec.taskTemplate) && updateStarted > 0 &&
+              t->createdNs >= updateStarted && failedState(obs)) {
             failedNew.push_back(t);
           }
           const bool jobDone = isJob(spec.mode) && obs == TaskState::kComplete;
@@ -559,7 +560,7 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
     bool converged = created == 0 && !anyStopping;
     for (const auto& [key, ts] : liveBySlot) {
       ObjectPtr fresh, old;
-      for (const auto& t : ts) (t->spec == spec.taskTemplate ? fresh : old) = t;
+      for (const auto& t : ts) (runsTemplate(t->spec, spec.taskTemplate) ? fresh : old) = t;
       if (fresh && observedState(*fresh) < TaskState::kRunning) {
         ++inFlight;
         converged = false;

@@ -14,6 +14,7 @@
 #include "kernel/agent/runtime.h"
 #include "kernel/common/random.h"
 #include "kernel/manager/dispatcher.h"
+#include "kernel/manager/network_routes.h"
 #include "kernel/manager/route_util.h"
 #include "kernel/manager/service_spec.h"
 #include "kernel/policy/policy.h"
@@ -180,12 +181,14 @@ Response create(Swarm& swarm, const Request& r) {
                                          split->name + " already exists");
           }
           if (Status s = requirePolicy(tx, split->policy); !s) return s;
+          std::string spec = split->spec;
+          if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
           store::Object o;
           o.kind = Kind::kService;
           o.id = id;
           o.name = split->name;
           o.labels = split->labels;
-          o.spec = split->spec;
+          o.spec = spec;
           return tx.create(std::move(o));
         },
         10s);
@@ -267,8 +270,10 @@ Response update(Swarm& swarm, const Request& r) {
               return Status::invalidArgument("renaming services is not supported");
             }
             if (Status s = requirePolicy(tx, split->policy); !s) return s;
+            std::string spec = split->spec;
+            if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
             auto oldSpec = parseServiceSpec(copy.spec);
-            auto newSpec = parseServiceSpec(split->spec);
+            auto newSpec = parseServiceSpec(spec);
             if (!newSpec) return newSpec.status();
             status->set("PreviousSpec", Poco::JSON::Parser().parse(copy.spec));
             if (!oldSpec || oldSpec->taskTemplate != newSpec->taskTemplate) {
@@ -277,7 +282,7 @@ Response update(Swarm& swarm, const Request& r) {
               us->set("Message", std::string("update in progress"));
               status->set("UpdateStatus", us);
             }
-            copy.spec = split->spec;
+            copy.spec = spec;
             copy.labels = split->labels;
           }
           copy.status = stringify(*status);

@@ -442,13 +442,19 @@ Result<ServiceSpec> parseServiceSpec(const std::string& specJson) {
       s.reserveNanoCpus = intOr(r, "NanoCPUs", 0);
       s.reserveMemory = intOr(r, "MemoryBytes", 0);
     }
+    if (task && task->getArray("Networks") && task->getArray("Networks")->size() > 0) {
+      s.attachesNetworks = true;
+    }
     if (auto c = child(task, "ContainerSpec"))
       s.stopGraceNs = intOr(c, "StopGracePeriod", s.stopGraceNs);
     if (auto ep = child(o, "EndpointSpec")) {
       if (auto ports = ep->getArray("Ports")) {
         for (std::size_t i = 0; i < ports->size(); ++i) {
           auto p = ports->getObject(static_cast<unsigned>(i));
-          if (p->optValue<std::string>("PublishMode", "ingress") != "host") continue;
+          if (p->optValue<std::string>("PublishMode", "ingress") != "host") {
+            s.attachesNetworks = true;
+            continue;
+          }
           const auto published = intOr(p, "PublishedPort", 0);
           if (published > 0) {
             s.hostPorts.emplace_back(p->optValue<std::string>("Protocol", "tcp"),
@@ -558,6 +564,36 @@ bool matchesAll(const std::vector<std::string>& constraints, const NodeFacts& no
     if (!c || !matches(*c, node)) return false;
   }
   return true;
+}
+
+namespace {
+constexpr std::string_view kAttachments = "\"NetworksAttachments\":";
+}  // namespace
+
+bool runsTemplate(const std::string& taskSpec, const std::string& taskTemplate) {
+  if (taskSpec == taskTemplate) return true;
+  // taskTemplate is "{...}"; the task's is "{..." + [","] + "\"NetworksAttachments\":[...]}".
+  if (taskTemplate.size() < 2 || taskSpec.size() <= taskTemplate.size()) return false;
+  const std::size_t body = taskTemplate.size() - 1;  // without the closing brace
+  if (taskSpec.compare(0, body, taskTemplate, 0, body) != 0) return false;
+  std::size_t at = body;
+  if (body > 1) {
+    if (taskSpec[at] != ',') return false;
+    ++at;
+  }
+  return taskSpec.compare(at, kAttachments.size(), kAttachments) == 0;
+}
+
+std::string withAttachments(const std::string& taskSpec, const std::string& attachmentsJson) {
+  std::string out = taskSpec;
+  while (!out.empty() && out.back() != '}') out.pop_back();
+  if (out.empty()) out = "{}";
+  out.pop_back();
+  if (out.size() > 1) out += ',';
+  out += kAttachments;
+  out += attachmentsJson;
+  out += '}';
+  return out;
 }
 
 store::TaskState observedState(const store::Object& task) {

@@ -54,6 +54,9 @@ struct ServiceSpec {
   int64_t stopGraceNs = 10'000'000'000;                // Docker's default: 10 s
   std::vector<std::pair<std::string, int>> hostPorts;  // (protocol, published) in host mode
   std::string taskTemplate;                            // the TaskTemplate as JSON text
+  // Its tasks attach to networks (TaskTemplate.Networks, or ingress-published ports), so they
+  // start NEW and wait for the allocator's addresses.
+  bool attachesNetworks = false;
 };
 
 bool isJob(ServiceMode mode);
@@ -88,6 +91,13 @@ struct NodeFacts {
 NodeFacts nodeFacts(const store::Object& node);
 bool matches(const Constraint& c, const NodeFacts& node);
 bool matchesAll(const std::vector<std::string>& constraints, const NodeFacts& node);
+
+// Whether a task's spec is `taskTemplate` (the service's TaskTemplate text): equal, or equal
+// but for the NetworksAttachments the allocator appended (withAttachments).
+bool runsTemplate(const std::string& taskSpec, const std::string& taskTemplate);
+// `taskSpec` (a JSON object's text) with "NetworksAttachments": `attachmentsJson` appended as
+// its last member, so runsTemplate still recognises the template it came from.
+std::string withAttachments(const std::string& taskSpec, const std::string& attachmentsJson);
 
 // A task's observed state (its status's "State"); kNew when it has none.
 store::TaskState observedState(const store::Object& task);

@@ -33,7 +33,9 @@
 #include "kernel/common/aead.h"
 #include "kernel/common/assert.h"
 #include "kernel/common/log.h"
+#include "kernel/manager/allocator.h"
 #include "kernel/manager/dispatcher.h"
+#include "kernel/manager/network_routes.h"
 #include "kernel/manager/node_api_client.h"
 #include "kernel/manager/orchestrator.h"
 #include "kernel/manager/policy_routes.h"
@@ -695,8 +697,10 @@ void Swarm::stopRunning(std::unique_lock<std::mutex>& lock) {
   auto dispatcher = std::move(dispatcher_);
   auto orchestrator = std::move(orchestrator_);
   auto scheduler = std::move(schedulerHost_);
+  auto allocator = std::move(allocator_);
   lock.unlock();
   if (orchestrator) orchestrator->stop();
+  if (allocator) allocator->stop();
   if (scheduler) scheduler->stop();
   if (dispatcher) dispatcher->stop();
   {
@@ -931,6 +935,15 @@ Status Swarm::commitInitialState(const Identity& id, const SwarmInitOptions& opt
         if (!id.kek.empty()) status.set("UnlockKey", formatUnlockKey(id.kek));
         cluster.status = stringify(status);
         if (Status s = tx.create(std::move(cluster)); !s) return s;
+        // Docker's routing-mesh network, made with the swarm; the allocator gives it its
+        // subnet like any other.
+        store::Object ingress;
+        ingress.kind = store::Kind::kNetwork;
+        ingress.id = newId(random_);
+        ingress.name = "ingress";
+        ingress.spec = ingressNetworkSpec();
+        ingress.status = "{\"State\":\"pending\"}";
+        if (Status s = tx.create(std::move(ingress)); !s) return s;
 
         store::Object node;
         node.kind = store::Kind::kNode;
@@ -2805,6 +2818,8 @@ void Swarm::setPlugins(plugin::PluginHost* host, const std::string& runtimeName)
     if (!runtime && !all.empty()) runtime = all.front();
   }
   if (runtime) runtime_ = std::make_unique<agent::PluginRuntime>(*runtime);
+  auto networks = host->ofKind(plugin::Kind::kNetwork);
+  if (!networks.empty()) network_ = std::make_unique<agent::PluginNetwork>(*networks.front());
   auto schedulers = host->ofKind(plugin::Kind::kScheduler);
   scheduler_ = schedulers.empty() ? nullptr : schedulers.front();
   // Named placement policies are policy objects of this manager's store.
@@ -2824,6 +2839,7 @@ void Swarm::setPlugins(plugin::PluginHost* host, const std::string& runtimeName)
 
 void Swarm::onPluginEvent(const plugin::PluginEvent& event) {
   if (runtime_) runtime_->onEvent(event);
+  if (network_) network_->onEvent(event);
 }
 
 Status Swarm::withStore(const std::function<Status(ReplicatedStore&, const std::string&)>& fn) {
@@ -2857,6 +2873,9 @@ void Swarm::startAgent() {
     return agent::LeaderReply{reply->status, reply->body};
   };
   agent_ = std::make_unique<agent::Agent>(dataRoot_ + "/agent", *runtime_, call, clock_);
+  // Overlay tunnels start from the address this node advertises to the swarm.
+  const std::string& advertise = identity_->advertiseAddr;
+  agent_->setNetwork(network_.get(), advertise.substr(0, advertise.rfind(':')));
   if (Status s = agent_->start(); !s) {
     log::error("swarm", "the agent did not start", {{"error", s.message()}});
     agent_.reset();
@@ -2870,6 +2889,8 @@ void Swarm::syncLeaderServices(ReplicatedStore& store, bool leader) {
     dispatcher_->start();
     orchestrator_ = std::make_unique<Orchestrator>(store, random_, clock_);
     orchestrator_->start();
+    allocator_ = std::make_unique<Allocator>(store, network_.get(), clock_);
+    allocator_->start();
     if (scheduler_) {
       schedulerHost_ = std::make_unique<SchedulerHost>(store, *scheduler_, clock_);
       schedulerHost_->start();
@@ -2883,8 +2904,10 @@ void Swarm::syncLeaderServices(ReplicatedStore& store, bool leader) {
     auto d = std::move(dispatcher_);
     auto o = std::move(orchestrator_);
     auto sh = std::move(schedulerHost_);
+    auto al = std::move(allocator_);
     lock.unlock();
     if (o) o->stop();
+    if (al) al->stop();
     if (sh) sh->stop();
     d->stop();
     log::info("swarm", "no longer leading: orchestrator, scheduler and dispatcher stopped");

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernel/agent/agent.h"
+#include "kernel/agent/network.h"
 #include "kernel/agent/runtime.h"
 #include "kernel/api/api_server.h"
 #include "kernel/api/router.h"
@@ -31,6 +32,7 @@ namespace shoal::manager {
 class Dispatcher;
 class Orchestrator;
 class SchedulerHost;
+class Allocator;
 
 // `swarm init`'s options (Docker's flags).
 struct SwarmInitOptions {
@@ -152,6 +154,8 @@ class Swarm {
   std::shared_ptr<Dispatcher> dispatcher();
   // This node's runtime, for its images (null without one). Set by setPlugins.
   agent::PluginRuntime* runtime() const { return runtime_.get(); }
+  // This node's network plugin (null without one). Set by setPlugins.
+  agent::PluginNetwork* network() const { return network_.get(); }
   // The agent's tasks and their local states (tests).
   std::map<std::string, std::string> agentTasks();
 
@@ -321,6 +325,7 @@ class Swarm {
   PluginLister plugins_;                           // set before any thread starts
   plugin::PluginHost* pluginHost_ = nullptr;       // set before any thread starts
   std::unique_ptr<agent::PluginRuntime> runtime_;  // set before any thread starts
+  std::unique_ptr<agent::PluginNetwork> network_;  // set before any thread starts; may be null
   plugin::PluginInstance* scheduler_ = nullptr;    // set before any thread starts
   const std::string dataRoot_;
   const std::string engineVersion_;
@@ -343,6 +348,7 @@ class Swarm {
   std::shared_ptr<Dispatcher> dispatcher_;        // guarded by mu_
   std::unique_ptr<Orchestrator> orchestrator_;    // guarded by mu_
   std::unique_ptr<SchedulerHost> schedulerHost_;  // guarded by mu_
+  std::unique_ptr<Allocator> allocator_;          // guarded by mu_
 
   // Heartbeats: the monitor (managers) or the sender (workers) runs until hbStop_.
   std::mutex hbMu_;

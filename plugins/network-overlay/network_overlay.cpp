@@ -2,111 +2,45 @@
 // entries from cluster state), service VIPs load-balanced with nftables, the routing mesh and
 // the embedded DNS.
 //
-// This is the plugin's shell: it loads, checks its configuration and describes this node's
-// networking truthfully. Every other operation answers SHOAL_ENOTSUP until the networking work
-// lands (issue #7).
+// The manager side (allocation) is ipam.hpp; the node side (attach, detach, update_peers) is
+// the dataplane (dataplane/). update_services answers SHOAL_ENOTSUP until the embedded DNS
+// and the nftables VIPs are wired in (issue #7).
 #include <shoal/network.h>
+
 #include <shoal/plugin.hpp>
 #include <shoal_plugins/config.hpp>
 #include <shoal_plugins/json.hpp>
+#include "ipam.hpp"
+
+#include "dataplane/dataplane.hpp"
+#include "dataplane/documents.hpp"
 
 #include <Poco/Dynamic/Var.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 
-#include <cctype>
-#include <cerrno>
+#include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
-#include <limits>
-#include <sstream>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace {
 
 using shoal::plugins::configError;
 using shoal::plugins::parseConfig;
 using shoal::plugins::toJson;
-using shoal::sdk::Error;
 
 constexpr char kName[] = "network-overlay";
 constexpr char kVersion[] = "0.1.0";
-
-// VXLAN over an IPv4 underlay adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8).
-constexpr int kVxlanOverhead = 50;
-// The underlay MTU assumed when this node has no default route (an isolated node or lab).
-constexpr int kFallbackUnderlayMtu = 1500;
-constexpr unsigned long kRouteUp = 0x0001;  // RTF_UP in /proc/net/route's Flags
-
-// Parses `text` as a whole unsigned number in `base`; false when it is not one.
-bool parseUnsigned(const std::string& text, int base, unsigned long* out) {
-  if (text.empty() || !std::isxdigit(static_cast<unsigned char>(text[0]))) return false;
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long value = std::strtoul(text.c_str(), &end, base);
-  if (errno != 0 || end == nullptr || *end != '\0') return false;
-  *out = value;
-  return true;
-}
-
-// The interface of the IPv4 default route with the lowest metric, or "" when there is none.
-std::string defaultRouteInterface() {
-  std::ifstream routes("/proc/net/route");
-  if (!routes) throw Error(SHOAL_EIO, std::string(kName) + ": cannot read /proc/net/route");
-  std::string line;
-  std::getline(routes, line);  // the header
-  std::string best;
-  unsigned long best_metric = std::numeric_limits<unsigned long>::max();
-  while (std::getline(routes, line)) {
-    // Iface Destination Gateway Flags RefCnt Use Metric Mask MTU Window IRTT
-    std::istringstream fields(line);
-    std::string iface, destination, gateway, flags, refcnt, use, metric, mask;
-    if (!(fields >> iface >> destination >> gateway >> flags >> refcnt >> use >> metric >> mask)) {
-      continue;
-    }
-    unsigned long dst = 1, msk = 1, flg = 0, met = 0;
-    if (!parseUnsigned(destination, 16, &dst) || !parseUnsigned(mask, 16, &msk) ||
-        !parseUnsigned(flags, 16, &flg) || !parseUnsigned(metric, 10, &met)) {
-      continue;
-    }
-    if (dst == 0 && msk == 0 && (flg & kRouteUp) != 0 && met < best_metric) {
-      best = iface;
-      best_metric = met;
-    }
-  }
-  return best;
-}
-
-// The MTU that overlay interfaces get on this node: the underlay's MTU minus VXLAN's overhead,
-// where the underlay is the interface of the default route. Read at every describe, since
-// routes and links change under a running daemon.
-long overlayMtu() {
-  const std::string iface = defaultRouteInterface();
-  if (iface.empty()) return kFallbackUnderlayMtu - kVxlanOverhead;
-  if (iface.find('/') != std::string::npos || iface == "." || iface == "..") {
-    throw Error(SHOAL_EIO, std::string(kName) + ": odd interface name in /proc/net/route");
-  }
-  const std::string path = "/sys/class/net/" + iface + "/mtu";
-  std::ifstream file(path);
-  std::string text;
-  unsigned long mtu = 0;
-  if (!file || !std::getline(file, text) || !parseUnsigned(text, 10, &mtu)) {
-    throw Error(SHOAL_EIO, std::string(kName) + ": cannot read the underlay MTU from " + path);
-  }
-  if (mtu <= static_cast<unsigned long>(kVxlanOverhead) + 68) {  // 68: IPv4's minimum MTU
-    throw Error(SHOAL_EIO, std::string(kName) + ": underlay " + iface + " has MTU " +
-                               std::to_string(mtu) + ", too small for VXLAN");
-  }
-  return static_cast<long>(mtu) - kVxlanOverhead;
-}
 
 class OverlayNetwork : public shoal::sdk::Instance {
  public:
   OverlayNetwork(const shoal_host* host, shoal_instance* inst, std::string_view config_json)
       : Instance(host, inst) {
-    Poco::JSON::Object::Ptr config = parseConfig(kName, config_json, {"vxlan_port"});
+    Poco::JSON::Object::Ptr config = parseConfig(kName, config_json, {"vxlan_port", "netns_dir"});
+    shoal::overlay::dataplane::Config dp;
     if (config->has("vxlan_port")) {
       const Poco::Dynamic::Var& value = config->get("vxlan_port");
       // Poco counts booleans as integers; a port is not one.
@@ -116,6 +50,22 @@ class OverlayNetwork : public shoal::sdk::Instance {
       }
       vxlan_port_ = static_cast<int>(value.convert<Poco::Int64>());
     }
+    if (config->has("netns_dir")) {
+      const Poco::Dynamic::Var& value = config->get("netns_dir");
+      if (!value.isString()) configError(kName, "config key \"netns_dir\" must be a string");
+      dp.netnsDir = value.extract<std::string>();
+      if (dp.netnsDir.empty() || dp.netnsDir[0] != '/' ||
+          dp.netnsDir.find('\0') != std::string::npos) {
+        configError(kName, "config key \"netns_dir\" must be an absolute path");
+      }
+      while (dp.netnsDir.size() > 1 && dp.netnsDir.back() == '/') dp.netnsDir.pop_back();
+    }
+    dp.vxlanPort = vxlan_port_;
+    // The host namespace is this thread's, the one init runs on (dataplane.hpp).
+    dataplane_ = std::make_unique<shoal::overlay::dataplane::Dataplane>(
+        dp, [this](int32_t level, const std::string& message) {
+          log(level, std::string(kName) + ": " + message);
+        });
   }
 
   shoal_status describe(shoal_buf* out) {
@@ -130,19 +80,56 @@ class OverlayNetwork : public shoal::sdk::Instance {
     // nftables is Shoal's VIP load balancer; IPVS is only an optional backend, for kernels that
     // have it (see ARCHITECTURE.md), and is not offered by this plugin.
     doc.set("load_balancer", std::string("nftables"));
-    doc.set("mtu", static_cast<Poco::Int64>(overlayMtu()));
+    // The MTU of the interface holding this node's underlay address (the last node_addr an
+    // attach named), else of the default route's interface, minus VXLAN's 50 bytes.
+    doc.set("mtu", static_cast<Poco::Int64>(dataplane_->overlayMtu()));
     doc.set("vxlan_port", static_cast<Poco::Int64>(vxlan_port_));
     return reply(out, toJson(doc));
   }
 
-  shoal_status restore(shoal_str) { return notYet("restore"); }
-  shoal_status networkAllocate(shoal_str, shoal_buf*) { return notYet("network_allocate"); }
-  shoal_status networkRelease(shoal_str) { return notYet("network_release"); }
-  shoal_status endpointAllocate(shoal_str, shoal_buf*) { return notYet("endpoint_allocate"); }
-  shoal_status endpointRelease(shoal_str) { return notYet("endpoint_release"); }
-  shoal_status attach(uint64_t, shoal_str, shoal_str) { return notYet("attach"); }
-  shoal_status detach(uint64_t, shoal_str) { return notYet("detach"); }
-  shoal_status updatePeers(shoal_str) { return notYet("update_peers"); }
+  // ---- manager side: addresses (ipam.hpp), on the leader's allocator thread ----
+  shoal_status restore(shoal_str allocations) {
+    ipam_.restore(std::string(shoal::sdk::view(allocations)));
+    return SHOAL_OK;
+  }
+  shoal_status networkAllocate(shoal_str network, shoal_buf* out) {
+    return reply(out, ipam_.allocateNetwork(std::string(shoal::sdk::view(network))));
+  }
+  shoal_status networkRelease(shoal_str id) {
+    ipam_.releaseNetwork(std::string(shoal::sdk::view(id)));
+    return SHOAL_OK;
+  }
+  shoal_status endpointAllocate(shoal_str request, shoal_buf* out) {
+    return reply(out, ipam_.allocateEndpoint(std::string(shoal::sdk::view(request))));
+  }
+  shoal_status endpointRelease(shoal_str endpoint) {
+    ipam_.releaseEndpoint(std::string(shoal::sdk::view(endpoint)));
+    return SHOAL_OK;
+  }
+
+  // Checked here, so a bad document fails the call itself; built on the dataplane's worker.
+  shoal_status attach(uint64_t op, shoal_str task_id, shoal_str attach_json) {
+    shoal::overlay::dataplane::AttachRequest req = shoal::overlay::dataplane::parseAttach(
+        shoal::sdk::view(task_id), shoal::sdk::view(attach_json));
+    dataplane_->attach(std::move(req), [this, op](shoal_status status, const std::string& json) {
+      completeRetrying(op, status, json);
+    });
+    return SHOAL_EAGAIN;
+  }
+
+  shoal_status detach(uint64_t op, shoal_str task_id) {
+    dataplane_->detach(std::string(shoal::sdk::view(task_id)),
+                       [this, op](shoal_status status, const std::string& json) {
+                         completeRetrying(op, status, json);
+                       });
+    return SHOAL_EAGAIN;
+  }
+
+  shoal_status updatePeers(shoal_str peers_json) {
+    dataplane_->updatePeers(shoal::overlay::dataplane::parsePeers(shoal::sdk::view(peers_json)));
+    return SHOAL_OK;
+  }
+
   shoal_status updateServices(shoal_str) { return notYet("update_services"); }
 
  private:
@@ -150,7 +137,22 @@ class OverlayNetwork : public shoal::sdk::Instance {
     return host()->fail(instance(), SHOAL_ENOTSUP, "%s: %s is not supported yet", kName, op);
   }
 
-  int vxlan_port_ = 4789;  // the UDP port of every VXLAN device on this node (IANA's port)
+  // host->post refuses (SHOAL_ENOMEM) while the host's queue is full: an op must complete.
+  void completeRetrying(uint64_t op, shoal_status status, const std::string& json) const {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      if (complete(op, status, json) != SHOAL_ENOMEM) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    log(SHOAL_LOG_ERROR, std::string(kName) +
+                             ": the host's event queue stayed full; the "
+                             "completion of op " +
+                             std::to_string(op) + " was dropped");
+  }
+
+  int vxlan_port_ = 4789;      // the UDP port of every VXLAN device on this node (IANA's port)
+  shoal::overlay::Ipam ipam_;  // the manager half's allocations (used on the leader only)
+  // Declared last, so its worker (which calls back into this object) stops first.
+  std::unique_ptr<shoal::overlay::dataplane::Dataplane> dataplane_;
 };
 
 const shoal_network_ops kOps = [] {

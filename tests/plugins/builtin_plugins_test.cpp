@@ -148,13 +148,22 @@ class BuiltinPluginsTest : public CppUnit::TestFixture {
 
   void testUnimplementedOpsSayNotSupportedYet() {
     PluginInstance* net = host_->find(Kind::kNetwork, "network-overlay");
-    assertNotYet(net->invoke(
-                     "attach",
-                     [&](void* st) {
-                       return net->ops<shoal_network_ops>().attach(st, 1, {"t", 1}, {"{}", 2});
-                     },
-                     true),
-                 "network-overlay", "attach");
+    // attach is implemented (tests/plugins/network-overlay): a bad document fails the call at
+    // once, naming the field, and touches nothing.
+    Status attach = net->invoke(
+        "attach",
+        [&](void* st) {
+          return net->ops<shoal_network_ops>().attach(st, 1, {"t", 1}, {"{}", 2});
+        },
+        true);
+    CPPUNIT_ASSERT_MESSAGE(attach.toString(), attach.code() == Status::Code::kInvalidArgument);
+    CPPUNIT_ASSERT_MESSAGE(attach.message(),
+                           contains(attach.message(), "attach: schema is required"));
+    assertNotYet(net->invoke("update_services",
+                             [&](void* st) {
+                               return net->ops<shoal_network_ops>().update_services(st, {"{}", 2});
+                             }),
+                 "network-overlay", "update_services");
     PluginInstance* sec = host_->find(Kind::kSecrets, "secrets-tmpfs");
     shoal_buf out{};
     assertNotYet(
@@ -207,6 +216,14 @@ class BuiltinPluginsTest : public CppUnit::TestFixture {
                  [&](void* st) { return runc->ops<shoal_runtime_ops>().describe(st, &out); });
     std::string json = take(out);
     CPPUNIT_ASSERT_MESSAGE(json, contains(json, "\"runtime\":\"crun\""));
+
+    PluginHost relative;
+    relative.setPluginConfig({{"network-overlay", "{\"netns_dir\":\"run/netns\"}"}});
+    relative.loadFile(std::string(SHOAL_PLUGIN_BUILD_DIR) + "/network-overlay.so");
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), relative.refusals().size());
+    CPPUNIT_ASSERT_MESSAGE(relative.refusals()[0].message,
+                           contains(relative.refusals()[0].message,
+                                    "config key \"netns_dir\" must be an absolute path"));
   }
 
  private:

@@ -126,6 +126,7 @@ class CliTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(contains(r.out, "Usage:  shoal [OPTIONS] COMMAND"));
     CPPUNIT_ASSERT(contains(r.out,
                             "Management Commands:\n  image       Manage images\n"
+                            "  network     Manage networks\n"
                             "  node        Manage Swarm nodes\n"
                             "  plugin      Manage plugins\n"
                             "  policy      Manage Lua placement policies\n"

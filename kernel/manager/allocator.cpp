@@ -1,0 +1,662 @@
+#include "kernel/manager/allocator.h"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <sstream>
+
+#include "kernel/common/log.h"
+#include "kernel/manager/service_spec.h"
+#include "kernel/store/tx.h"
+
+namespace shoal::manager {
+namespace {
+
+using namespace std::chrono_literals;
+using store::Kind;
+using store::KindSet;
+using store::ObjectPtr;
+using store::TaskState;
+using JObject = Poco::JSON::Object;
+using JArray = Poco::JSON::Array;
+
+constexpr std::size_t kTxBudget = 500;  // tasks per transaction
+
+JObject::Ptr parse(const std::string& text) {
+  if (text.empty()) return nullptr;
+  try {
+    return Poco::JSON::Parser().parse(text).extract<JObject::Ptr>();
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+std::string stringify(const JObject& o) {
+  std::ostringstream out;
+  o.stringify(out);
+  return out.str();
+}
+
+std::string stringify(const JArray& a) {
+  std::ostringstream out;
+  a.stringify(out);
+  return out.str();
+}
+
+JObject::Ptr child(const JObject::Ptr& o, const std::string& key) {
+  return o ? o->getObject(key) : nullptr;
+}
+
+// A network's allocation (its status's Allocation), or null while it has none.
+JObject::Ptr allocationOf(const store::Object& net) {
+  auto status = parse(net.status);
+  if (!status || status->optValue<std::string>("State", "") != "allocated") return nullptr;
+  return status->getObject("Allocation");
+}
+
+bool networkSettled(const store::Object& net) {
+  auto status = parse(net.status);
+  const std::string state = status ? status->optValue<std::string>("State", "") : "";
+  return state == "allocated" || state == "failed";
+}
+
+// The network document the plugin allocates from (network.h, shoal.network/v1).
+std::string networkDocument(const store::Object& net) {
+  auto spec = parse(net.spec);
+  JObject doc(Poco::JSON_PRESERVE_KEY_ORDER);
+  doc.set("schema", std::string("shoal.network/v1"));
+  doc.set("id", net.id);
+  doc.set("name", net.name);
+  doc.set("driver", spec ? spec->optValue<std::string>("Driver", "overlay") : "overlay");
+  auto options = child(spec, "Options");
+  doc.set("options", options ? options : JObject::Ptr(new JObject));
+  JObject::Ptr ipam = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  if (auto configs =
+          spec && child(spec, "IPAM") ? child(spec, "IPAM")->getArray("Configs") : nullptr) {
+    if (configs->size() > 0) {
+      auto c = configs->getObject(0);
+      if (c && c->has("Subnet")) ipam->set("subnet", c->getValue<std::string>("Subnet"));
+      if (c && c->has("Gateway")) ipam->set("gateway", c->getValue<std::string>("Gateway"));
+    }
+  }
+  doc.set("ipam", ipam);
+  JObject::Ptr labels = new JObject;
+  for (const auto& [k, v] : net.labels) labels->set(k, v);
+  doc.set("labels", labels);
+  doc.set("attachable", spec ? spec->optValue<bool>("Attachable", false) : false);
+  doc.set("ingress", spec ? spec->optValue<bool>("Ingress", false) : false);
+  return stringify(doc);
+}
+
+std::string ingressNetworkId(const store::ReadView& v) {
+  for (const auto& n : v.list(Kind::kNetwork)) {
+    auto spec = parse(n->spec);
+    if (spec && spec->optValue<bool>("Ingress", false)) return n->id;
+  }
+  return "";
+}
+
+std::string endpointDocument(const std::string& owner, const std::string& networkId,
+                             const std::string& address) {
+  JObject doc(Poco::JSON_PRESERVE_KEY_ORDER);
+  doc.set("schema", std::string("shoal.endpoint/v1"));
+  doc.set("owner", owner);
+  doc.set("network_id", networkId);
+  doc.set("address", address);
+  return stringify(doc);
+}
+
+std::string endpointRequest(const std::string& kind, const std::string& owner,
+                            const std::string& networkId) {
+  JObject doc(Poco::JSON_PRESERVE_KEY_ORDER);
+  doc.set("schema", std::string("shoal.endpoint-req/v1"));
+  doc.set("kind", kind);
+  doc.set("owner", owner);
+  doc.set("network_id", networkId);
+  doc.set("address", std::string());
+  return stringify(doc);
+}
+
+bool wantsAllocation(const store::Object& t) {
+  return t.desiredState <= TaskState::kRunning && observedState(t) == TaskState::kNew;
+}
+
+// The endpoints a live task holds, from its spec.
+std::vector<std::string> taskEndpoints(const store::Object& t) {
+  std::vector<std::string> out;
+  auto spec = parse(t.spec);
+  auto attachments = spec ? spec->getArray("NetworksAttachments") : nullptr;
+  if (!attachments) return out;
+  for (std::size_t i = 0; i < attachments->size(); ++i) {
+    auto a = attachments->getObject(static_cast<unsigned>(i));
+    if (!a) continue;
+    out.push_back(endpointDocument(t.id, a->optValue<std::string>("NetworkID", ""),
+                                   a->optValue<std::string>("Address", "")));
+  }
+  return out;
+}
+
+std::vector<std::string> serviceVips(const store::Object& svc) {
+  std::vector<std::string> out;
+  auto status = parse(svc.status);
+  auto vips =
+      child(status, "Endpoint") ? child(status, "Endpoint")->getArray("VirtualIPs") : nullptr;
+  if (!vips) return out;
+  for (std::size_t i = 0; i < vips->size(); ++i) {
+    auto v = vips->getObject(static_cast<unsigned>(i));
+    if (!v) continue;
+    out.push_back(endpointDocument("vip:" + svc.id, v->optValue<std::string>("NetworkID", ""),
+                                   v->optValue<std::string>("Addr", "")));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ServiceNetwork> serviceNetworks(const std::string& serviceSpecJson,
+                                            const std::string& ingressId) {
+  std::vector<ServiceNetwork> out;
+  auto spec = parse(serviceSpecJson);
+  if (!spec) return out;
+  // A task spec is the TaskTemplate itself; a service spec holds one.
+  auto tmpl = spec->has("TaskTemplate") ? spec->getObject("TaskTemplate") : spec;
+  bool ingress = false;
+  if (auto ep = spec->getObject("EndpointSpec")) {
+    if (auto ports = ep->getArray("Ports")) {
+      for (std::size_t i = 0; i < ports->size(); ++i) {
+        auto p = ports->getObject(static_cast<unsigned>(i));
+        if (p && p->optValue<std::string>("PublishMode", "ingress") == "ingress") ingress = true;
+      }
+    }
+  }
+  if (ingress && !ingressId.empty()) out.push_back({ingressId, {}});
+  auto networks = tmpl ? tmpl->getArray("Networks") : nullptr;
+  if (!networks) return out;
+  for (std::size_t i = 0; i < networks->size(); ++i) {
+    auto n = networks->getObject(static_cast<unsigned>(i));
+    if (!n) continue;
+    ServiceNetwork sn;
+    sn.target = n->optValue<std::string>("Target", "");
+    if (auto aliases = n->getArray("Aliases")) {
+      for (std::size_t j = 0; j < aliases->size(); ++j) {
+        sn.aliases.push_back(aliases->getElement<std::string>(static_cast<unsigned>(j)));
+      }
+    }
+    bool dup = false;
+    for (const auto& o : out) dup = dup || o.target == sn.target;
+    if (!sn.target.empty() && !dup) out.push_back(std::move(sn));
+  }
+  return out;
+}
+
+Allocator::Allocator(ReplicatedStore& store, agent::PluginNetwork* network, const Clock& clock)
+    : store_(store), network_(network), clock_(clock) {}
+
+Allocator::~Allocator() { stop(); }
+
+void Allocator::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Allocator::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Allocator::stopping() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stop_;
+}
+
+Status Allocator::restoreAll() {
+  tasks_.clear();
+  services_.clear();
+  JArray all;
+  store_.view([&](const store::ReadView& v) {
+    for (const auto& n : v.list(Kind::kNetwork)) {
+      if (auto a = allocationOf(*n)) all.add(a);
+    }
+    for (const auto& s : v.list(Kind::kService)) {
+      auto vips = serviceVips(*s);
+      for (const auto& e : vips) all.add(Poco::JSON::Parser().parse(e));
+      if (!vips.empty()) services_[s->id].endpoints = std::move(vips);
+    }
+    for (const auto& t : v.list(Kind::kTask)) {
+      if (isTerminal(observedState(*t))) continue;
+      auto eps = taskEndpoints(*t);
+      for (const auto& e : eps) all.add(Poco::JSON::Parser().parse(e));
+      if (!eps.empty()) tasks_[t->id].endpoints = std::move(eps);
+    }
+  });
+  if (!network_) return Status::ok();
+  return network_->restore(stringify(all));
+}
+
+void Allocator::release(std::map<std::string, Held>& held, const std::string& owner) {
+  auto it = held.find(owner);
+  if (it == held.end()) return;
+  if (network_) {
+    for (const auto& e : it->second.endpoints) {
+      if (Status s = network_->releaseEndpoint(e); !s) {
+        log::warn("allocator", "cannot release an address", {{"error", s.message()}});
+      }
+    }
+  }
+  held.erase(it);
+}
+
+void Allocator::run() {
+  std::unique_ptr<store::Watch> watch;
+  std::set<std::string> networks, services, tasks;
+  for (;;) {
+    if (stopping()) return;
+    if (!watch) {
+      if (Status s = restoreAll(); !s) {
+        log::warn("allocator", "cannot replay the allocations into the network plugin",
+                  {{"error", s.message()}});
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, 1s, [this] { return stop_; });
+        continue;
+      }
+      auto w = store_.store().viewAndWatch(KindSet{Kind::kNetwork, Kind::kService, Kind::kTask},
+                                           [&](const store::ReadView& v) {
+                                             for (const auto& n : v.list(Kind::kNetwork))
+                                               networks.insert(n->id);
+                                             for (const auto& s : v.list(Kind::kService))
+                                               services.insert(s->id);
+                                             for (const auto& t : v.list(Kind::kTask)) {
+                                               if (wantsAllocation(*t)) tasks.insert(t->id);
+                                             }
+                                           });
+      if (!w) {
+        log::warn("allocator", "cannot watch the store", {{"error", w.status().message()}});
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, 1s, [this] { return stop_; });
+        continue;
+      }
+      watch = std::move(*w);
+    }
+    const bool busy = !networks.empty() || !services.empty() || !tasks.empty();
+    const bool retrying = !retryTasks_.empty() || !retryServices_.empty();
+    bool lost = false, networkReady = false;
+    for (int round = 0; round < 64; ++round) {
+      auto batch = watch->nextBatch(round > 0 || busy ? 0ms : retrying ? 50ms : 250ms);
+      if (!batch) {
+        if (batch.status().code() != Status::Code::kTimeout) lost = true;
+        break;
+      }
+      for (const auto& e : batch->events) {
+        const store::Object& o = *e.object;
+        const bool deleted = e.type == store::EventType::kDeleted;
+        switch (o.kind) {
+          case Kind::kNetwork:
+            if (deleted) {
+              networks.erase(o.id);
+              if (network_ && allocationOf(o)) (void)network_->releaseNetwork(o.id);
+            } else {
+              networks.insert(o.id);
+              if (allocationOf(o) && !(e.previous && allocationOf(*e.previous))) {
+                networkReady = true;
+              }
+            }
+            break;
+          case Kind::kService:
+            if (deleted) {
+              services.erase(o.id);
+              release(services_, o.id);
+            } else {
+              services.insert(o.id);
+            }
+            break;
+          case Kind::kTask:
+            if (deleted || isTerminal(observedState(o))) {
+              tasks.erase(o.id);
+              release(tasks_, o.id);
+            } else if (wantsAllocation(o)) {
+              tasks.insert(o.id);
+            }
+            break;
+          default:
+            break;
+        }
+      }
+    }
+    if (lost) {
+      watch.reset();
+      retryTasks_.clear();
+      retryServices_.clear();
+      networks.clear();
+      services.clear();
+      tasks.clear();
+      continue;
+    }
+    if (networkReady) {
+      // Waiting services and tasks may go on now.
+      store_.view([&](const store::ReadView& v) {
+        for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
+        for (const auto& t : v.list(Kind::kTask)) {
+          if (wantsAllocation(*t)) tasks.insert(t->id);
+        }
+      });
+    }
+    // What a conflict sent back is tried again after a pause (or at once with news).
+    tasks.insert(retryTasks_.begin(), retryTasks_.end());
+    services.insert(retryServices_.begin(), retryServices_.end());
+    retryTasks_.clear();
+    retryServices_.clear();
+    if (networks.empty() && services.empty() && tasks.empty()) continue;
+    std::set<std::string> n, s, t;
+    n.swap(networks);
+    s.swap(services);
+    t.swap(tasks);
+    allocateNetworks(n);
+    allocateServices(s);
+    allocateTasks(t);
+  }
+}
+
+void Allocator::allocateNetworks(const std::set<std::string>& ids) {
+  for (const auto& id : ids) {
+    if (stopping()) return;
+    ObjectPtr net;
+    store_.view([&](const store::ReadView& v) { net = v.get(Kind::kNetwork, id); });
+    if (!net || networkSettled(*net)) continue;
+    JObject::Ptr status = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    bool allocated = false;
+    if (!network_) {
+      status->set("State", std::string("failed"));
+      status->set("Err", std::string("no network plugin is loaded on the leader (network-overlay "
+                                     "provides the overlay driver)"));
+    } else {
+      auto alloc = network_->allocateNetwork(networkDocument(*net));
+      if (!alloc) {
+        status->set("State", std::string("failed"));
+        status->set("Err", alloc.status().message());
+      } else {
+        status->set("State", std::string("allocated"));
+        status->set("Allocation", Poco::JSON::Parser().parse(*alloc));
+        allocated = true;
+      }
+    }
+    const std::string text = stringify(*status);
+    Status s = store_.update(
+        [&](store::Tx& tx) {
+          auto cur = tx.get(Kind::kNetwork, id);
+          if (!cur || networkSettled(*cur)) return Status::conflict("settled meanwhile");
+          store::Object copy = *cur;
+          copy.status = text;
+          return tx.update(std::move(copy));
+        },
+        5s);
+    if (!s && allocated) (void)network_->releaseNetwork(id);
+    if (!s && s.code() != Status::Code::kConflict) {
+      log::warn("allocator", "cannot record a network's allocation",
+                {{"network", net->name}, {"error", s.message()}});
+    }
+  }
+}
+
+void Allocator::allocateServices(const std::set<std::string>& ids) {
+  for (const auto& id : ids) {
+    if (stopping()) return;
+    ObjectPtr svc;
+    std::string ingress;
+    std::map<std::string, ObjectPtr> nets;
+    store_.view([&](const store::ReadView& v) {
+      svc = v.get(Kind::kService, id);
+      ingress = ingressNetworkId(v);
+      for (const auto& n : v.list(Kind::kNetwork)) nets[n->id] = n;
+    });
+    if (!svc) continue;
+    auto spec = parse(svc->spec);
+    const std::string mode = child(spec, "EndpointSpec")
+                                 ? child(spec, "EndpointSpec")->optValue<std::string>("Mode", "vip")
+                                 : "vip";
+    // The networks that should carry a VIP (only allocated ones: the others come later).
+    std::vector<std::string> want;
+    if (mode == "vip") {
+      for (const auto& sn : serviceNetworks(svc->spec, ingress)) {
+        auto it = nets.find(sn.target);
+        if (it != nets.end() && allocationOf(*it->second)) want.push_back(sn.target);
+      }
+    }
+    auto status = parse(svc->status);
+    if (!status) status = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    std::map<std::string, std::string> have;  // network id -> address
+    if (auto vips = child(status, "Endpoint") ? child(status, "Endpoint")->getArray("VirtualIPs")
+                                              : nullptr) {
+      for (std::size_t i = 0; i < vips->size(); ++i) {
+        auto v = vips->getObject(static_cast<unsigned>(i));
+        if (v)
+          have[v->optValue<std::string>("NetworkID", "")] = v->optValue<std::string>("Addr", "");
+      }
+    }
+    bool same = have.size() == want.size();
+    for (const auto& w : want) same = same && have.count(w);
+    if (same && status->has("Endpoint")) continue;
+    if (!network_ && !want.empty()) continue;
+    std::vector<std::string> fresh;  // endpoints allocated in this pass
+    JArray::Ptr vips = new JArray;
+    bool failed = false;
+    for (const auto& w : want) {
+      std::string addr;
+      if (auto it = have.find(w); it != have.end()) {
+        addr = it->second;
+      } else {
+        auto ep = network_->allocateEndpoint(endpointRequest("vip", "vip:" + id, w));
+        if (!ep) {
+          log::warn("allocator", "cannot give a service a VIP",
+                    {{"service", svc->name}, {"error", ep.status().message()}});
+          failed = true;
+          break;
+        }
+        auto doc = parse(*ep);
+        addr = doc ? doc->optValue<std::string>("address", "") : "";
+        fresh.push_back(endpointDocument("vip:" + id, w, addr));
+      }
+      JObject::Ptr vip = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+      vip->set("NetworkID", w);
+      vip->set("Addr", addr);
+      vips->add(vip);
+    }
+    auto undo = [&] {
+      for (const auto& e : fresh) (void)network_->releaseEndpoint(e);
+    };
+    if (failed) {
+      undo();
+      continue;
+    }
+    JObject::Ptr endpoint = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    endpoint->set("Mode", mode);
+    endpoint->set("VirtualIPs", vips);
+    const uint64_t version = svc->version;
+    Status s = store_.update(
+        [&](store::Tx& tx) {
+          auto cur = tx.get(Kind::kService, id);
+          if (!cur || cur->version != version) return Status::conflict("the service moved on");
+          store::Object copy = *cur;
+          auto st = parse(copy.status);
+          if (!st) st = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+          st->set("Endpoint", endpoint);
+          copy.status = stringify(*st);
+          return tx.update(std::move(copy));
+        },
+        5s);
+    if (!s) {
+      undo();
+      retryServices_.insert(id);
+      continue;
+    }
+    // Released only once the store no longer names them.
+    std::vector<std::string> held;
+    for (const auto& [net, addr] : have) {
+      bool kept = false;
+      for (const auto& w : want) kept = kept || w == net;
+      if (!kept && network_)
+        (void)network_->releaseEndpoint(endpointDocument("vip:" + id, net, addr));
+    }
+    for (const auto& w : want) {
+      for (std::size_t i = 0; i < vips->size(); ++i) {
+        auto v = vips->getObject(static_cast<unsigned>(i));
+        if (v->getValue<std::string>("NetworkID") == w) {
+          held.push_back(endpointDocument("vip:" + id, w, v->getValue<std::string>("Addr")));
+        }
+      }
+    }
+    if (held.empty()) {
+      services_.erase(id);
+    } else {
+      services_[id].endpoints = std::move(held);
+    }
+  }
+}
+
+void Allocator::allocateTasks(const std::set<std::string>& ids) {
+  struct Planned {
+    std::string id;
+    uint64_t version = 0;
+    std::string spec;     // with NetworksAttachments, or unchanged
+    std::string message;  // why it still waits ("" when allocated)
+    std::vector<std::string> endpoints;
+  };
+  std::vector<std::string> todo(ids.begin(), ids.end());
+  for (std::size_t begin = 0; begin < todo.size(); begin += kTxBudget) {
+    if (stopping()) return;
+    const std::size_t end = std::min(todo.size(), begin + kTxBudget);
+    std::vector<Planned> plan;
+    std::map<std::string, ObjectPtr> nets;
+    std::string ingress;
+    std::map<std::string, std::string> serviceSpecs;
+    std::vector<ObjectPtr> tasks;
+    store_.view([&](const store::ReadView& v) {
+      ingress = ingressNetworkId(v);
+      for (const auto& n : v.list(Kind::kNetwork)) nets[n->id] = n;
+      for (std::size_t i = begin; i < end; ++i) {
+        auto t = v.get(Kind::kTask, todo[i]);
+        if (!t || !wantsAllocation(*t)) continue;
+        tasks.push_back(t);
+        if (!serviceSpecs.count(t->serviceId)) {
+          auto svc = v.get(Kind::kService, t->serviceId);
+          serviceSpecs[t->serviceId] = svc ? svc->spec : "{}";
+        }
+      }
+    });
+    for (const auto& t : tasks) {
+      Planned p;
+      p.id = t->id;
+      p.version = t->version;
+      p.spec = t->spec;
+      auto spec = parse(t->spec);
+      if (!spec) continue;
+      // The task's own template names its networks; its service says whether it publishes
+      // ingress ports.
+      std::vector<ServiceNetwork> wanted = serviceNetworks(t->spec, "");
+      for (const auto& sn : serviceNetworks(serviceSpecs[t->serviceId], ingress)) {
+        if (sn.target == ingress && !ingress.empty()) {
+          wanted.insert(wanted.begin(), sn);
+          break;
+        }
+      }
+      JArray::Ptr attachments = new JArray;
+      for (const auto& sn : wanted) {
+        auto it = nets.find(sn.target);
+        if (it == nets.end()) {
+          p.message = "network " + sn.target + " not found";
+          break;
+        }
+        auto alloc = allocationOf(*it->second);
+        if (!alloc) {
+          auto st = parse(it->second->status);
+          const std::string err = st ? st->optValue<std::string>("Err", "") : "";
+          p.message = err.empty() ? "waiting for network " + it->second->name + " to be allocated"
+                                  : "network " + it->second->name + " has no allocation: " + err;
+          break;
+        }
+        if (!network_) {
+          p.message = "no network plugin is loaded on the leader";
+          break;
+        }
+        auto ep = network_->allocateEndpoint(endpointRequest("task", t->id, sn.target));
+        if (!ep) {
+          p.message = "cannot give the task an address on network " + it->second->name + ": " +
+                      ep.status().message();
+          break;
+        }
+        auto doc = parse(*ep);
+        const std::string address = doc ? doc->optValue<std::string>("address", "") : "";
+        p.endpoints.push_back(endpointDocument(t->id, sn.target, address));
+        JObject::Ptr a = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+        a->set("NetworkID", sn.target);
+        a->set("Name", it->second->name);
+        a->set("Subnet", alloc->optValue<std::string>("subnet", ""));
+        a->set("Gateway", alloc->optValue<std::string>("gateway", ""));
+        a->set("VNI", alloc->optValue<Poco::Int64>("vni", 0));
+        if (auto o = alloc->getObject("options")) a->set("Options", o);
+        a->set("Address", address);
+        a->set("MAC", doc ? doc->optValue<std::string>("mac", "") : "");
+        JArray::Ptr aliases = new JArray;
+        for (const auto& al : sn.aliases) aliases->add(al);
+        a->set("Aliases", aliases);
+        attachments->add(a);
+      }
+      if (!p.message.empty()) {
+        for (const auto& e : p.endpoints) (void)network_->releaseEndpoint(e);
+        p.endpoints.clear();
+        // Say so only once (every write would bring the task back here).
+        if (t->status.find(p.message) != std::string::npos) continue;
+      } else {
+        // Appended as text: the template's text stays a prefix (runsTemplate).
+        p.spec = withAttachments(t->spec, stringify(*attachments));
+      }
+      plan.push_back(std::move(p));
+    }
+    if (plan.empty()) continue;
+    const int64_t nowNs = clock_.nowNanos();
+    Status s = store_.update(
+        [&](store::Tx& tx) {
+          for (const auto& p : plan) {
+            auto cur = tx.get(Kind::kTask, p.id);
+            if (!cur || cur->version != p.version || !wantsAllocation(*cur)) {
+              return Status::conflict("task " + p.id + " moved on");
+            }
+            store::Object copy = *cur;
+            TaskStatus st;
+            st.timestampNs = nowNs;
+            if (p.message.empty()) {
+              copy.spec = p.spec;
+              st.state = TaskState::kPending;
+              st.message = "pending task scheduling";
+            } else {
+              st.state = TaskState::kNew;
+              st.message = p.message;
+            }
+            copy.status = taskStatusJson(st);
+            if (Status w = tx.update(std::move(copy)); !w) return w;
+          }
+          return Status::ok();
+        },
+        10s);
+    if (!s) {
+      for (const auto& p : plan) {
+        for (const auto& e : p.endpoints) (void)network_->releaseEndpoint(e);
+      }
+      // Looked at again on the next change of those tasks; a conflict means one changed.
+      log::debug("allocator", "task allocations not committed", {{"error", s.message()}});
+      for (const auto& p : plan) retryTasks_.insert(p.id);
+      continue;
+    }
+    for (auto& p : plan) {
+      if (!p.endpoints.empty()) tasks_[p.id].endpoints = std::move(p.endpoints);
+    }
+  }
+}
+
+}  // namespace shoal::manager

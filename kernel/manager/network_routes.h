@@ -1,0 +1,31 @@
+#pragma once
+
+#include <string>
+
+#include "kernel/api/router.h"
+#include "kernel/manager/swarm.h"
+#include "kernel/store/read_view.h"
+
+namespace shoal::manager {
+
+// The networks control API (managers only; writes go through Raft, addresses come from the
+// leader's allocator):
+//   POST /networks/create {"Name", "Driver": "overlay", "IPAM": {"Configs": [{"Subnet",
+//        "Gateway"}]}, "Attachable", "Internal", "Options": {...}, "Labels": {...}}
+//        -> {"ID"} once the allocator has given it a subnet (waits up to 10 s); an
+//        allocation the plugin refuses (an overlapping subnet, an exhausted pool) removes the
+//        network again and is the error.
+//   GET  /networks                      -> {"networks": [Network objects]}
+//   GET  /networks/inspect?id=REF       -> the Network object, with "Services": {id: name}
+//   POST /networks/remove?id=REF        -> {} (refused while a service or task uses it)
+//   POST /networks/prune                -> {"NetworksDeleted": [names]}
+void addNetworkRoutes(api::Router& router, Swarm& swarm);
+
+// The ingress network's spec, as `swarm init` creates it (Docker's 10.0.0.0/24).
+std::string ingressNetworkSpec();
+
+// Rewrites a service spec's TaskTemplate.Networks targets from names (or id prefixes) to
+// network ids, refusing unknown networks, the ingress network and duplicates.
+Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson);
+
+}  // namespace shoal::manager

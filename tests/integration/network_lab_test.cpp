@@ -1,0 +1,253 @@
+// Overlay networks on a three-node scripts/lab with real containers (runtime-runc), driven
+// through the CLI as a user would:
+//  - `swarm init` makes the ingress network; `network create|ls|inspect|rm|prune` with Docker's
+//    errors for a taken name, an overlapping subnet, an encrypted network nobody can encrypt,
+//    and a network in use;
+//  - tasks of services on one overlay, on different nodes, reach each other's addresses over
+//    VXLAN (static FDB/neighbour entries pushed from the cluster state); a service on another
+//    network cannot reach them; a service on two networks reaches both;
+//  - every task holds a distinct address of its network's subnet, and a service a VIP;
+//  - removing the services leaves no task namespace and no network sandbox on any node.
+// Needs root (namespaces, runc), like every test in this label.
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <dirent.h>
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/lab.h"
+#include "tests/support/netns_lab.h"
+#include "tests/support/process.h"
+#include "tests/support/swarm_lab.h"
+#include "tests/support/temp_dir.h"
+
+using namespace std::chrono_literals;
+using shoal::test::contains;
+using shoal::test::eventually;
+using shoal::test::Lab;
+using shoal::test::must;
+using shoal::test::runCommand;
+using shoal::test::RunResult;
+using shoal::test::TempDir;
+using shoal::test::trim;
+
+namespace {
+
+std::string script(const std::string& name) {
+  return std::string(SHOAL_SOURCE_DIR) + "/scripts/" + name;
+}
+
+// A running task of a service: its id, node and address on each network (by network name).
+struct Endpoint {
+  std::string id, node;
+  std::map<std::string, std::string> addresses;  // network name -> "10.0.1.3" (no prefix)
+};
+
+// The entries of a directory, "" when it does not exist.
+std::set<std::string> entries(const std::string& dir) {
+  std::set<std::string> out;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') out.insert(e->d_name);
+    }
+    closedir(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLabClient {
+  CPPUNIT_TEST_SUITE(NetworkLabTest);
+  CPPUNIT_TEST(testOverlayNetworksAcrossNodes);
+  CPPUNIT_TEST_SUITE_END();
+
+ public:
+  void setUp() override {
+    CPPUNIT_ASSERT_MESSAGE("this test needs root, ip and nft (network namespaces)",
+                           shoal::test::NetnsLab::available());
+    RunResult built = runCommand({script("test-images"), "build", images_.path()}, 120s);
+    CPPUNIT_ASSERT_MESSAGE("test-images build: " + built.out + built.err, built.exitCode == 0);
+  }
+
+  void testOverlayNetworksAcrossNodes() {
+    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+    lab_ = &lab;
+    init("1s");
+    join("node2");
+    join("node3");
+    waitReady(3);
+    for (const char* node : {"node1", "node2", "node3"}) nodeIds_[node] = nodeId(node);
+    for (const char* node : {"node1", "node2", "node3"}) {
+      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
+           std::string("load on ") + node);
+    }
+    const std::string image = "localhost/shoal-test:v1";
+
+    // The ingress network comes with the swarm; user networks get the pool's next /24s.
+    RunResult ls = on({"network", "ls"});
+    must(ls, "network ls");
+    CPPUNIT_ASSERT_MESSAGE(ls.out, contains(ls.out, "ingress") && contains(ls.out, "overlay"));
+    must(on({"network", "create", "--driver", "overlay", "backend"}), "create backend");
+    must(on({"network", "create", "--subnet", "10.20.0.0/24", "--gateway", "10.20.0.254", "--label",
+             "team=web", "front"}),
+         "create front");
+    RunResult inspect = on({"network", "inspect", "--pretty", "front"});
+    CPPUNIT_ASSERT_MESSAGE(
+        inspect.out, contains(inspect.out, "10.20.0.0/24") && contains(inspect.out, "10.20.0.254"));
+    RunResult taken = on({"network", "create", "backend"});
+    CPPUNIT_ASSERT(taken.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(taken.err, contains(taken.err, "already exists"));
+    RunResult overlap = on({"network", "create", "--subnet", "10.20.0.128/25", "clash"});
+    CPPUNIT_ASSERT(overlap.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(overlap.err, contains(overlap.err, "overlaps"));
+    RunResult encrypted = on({"network", "create", "--opt", "encrypted", "secret"});
+    CPPUNIT_ASSERT(encrypted.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(encrypted.err, contains(encrypted.err, "encrypted"));
+    CPPUNIT_ASSERT(!contains(on({"network", "ls"}).out, "clash"));
+    CPPUNIT_ASSERT(!contains(on({"network", "ls"}).out, "secret"));
+    RunResult unknown = on({"service", "create", "--name", "x", "--network", "nope", image});
+    CPPUNIT_ASSERT(unknown.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(unknown.err, contains(unknown.err, "network nope not found"));
+
+    // a (node1) and b (node2) share backend; c (node3) is on front only; d (node3) is on both.
+    auto create = [&](const std::string& name, const std::string& node,
+                      std::vector<std::string> networks) {
+      std::vector<std::string> args = {"service",
+                                       "create",
+                                       "--name",
+                                       name,
+                                       "--constraint",
+                                       "node.hostname==" + node,
+                                       "--stop-grace-period",
+                                       "2s"};
+      for (const auto& n : networks) {
+        args.push_back("--network");
+        args.push_back(n);
+      }
+      args.push_back(image);
+      must(on(args), "create " + name);
+    };
+    create("a", "node1", {"backend"});
+    create("b", "node2", {"name=backend,alias=bee"});
+    create("c", "node3", {"front"});
+    create("d", "node3", {"backend", "front"});
+    const Endpoint a = endpoint("a"), b = endpoint("b"), c = endpoint("c"), d = endpoint("d");
+    CPPUNIT_ASSERT(a.addresses.count("backend") && b.addresses.count("backend"));
+    CPPUNIT_ASSERT(a.addresses.at("backend") != b.addresses.at("backend"));
+    CPPUNIT_ASSERT(a.addresses.at("backend").rfind("10.0.1.", 0) == 0);
+    CPPUNIT_ASSERT(c.addresses.at("front").rfind("10.20.0.", 0) == 0);
+    CPPUNIT_ASSERT(d.addresses.count("backend") && d.addresses.count("front"));
+    // A service has a VIP on each of its networks (vip mode, the default).
+    RunResult svc = on({"service", "inspect", "d"});
+    CPPUNIT_ASSERT_MESSAGE(svc.out, contains(svc.out, "VirtualIPs") &&
+                                        contains(svc.out, "10.0.1.") &&
+                                        contains(svc.out, "10.20.0."));
+
+    // Across nodes over VXLAN: a (node1) <-> b (node2); d (node3) reaches both networks.
+    CPPUNIT_ASSERT_MESSAGE(lab.log("node1") + lab.log("node2"),
+                           eventually([&] { return ping(a, b.addresses.at("backend")); }, 20s));
+    CPPUNIT_ASSERT(ping(b, a.addresses.at("backend")));
+    CPPUNIT_ASSERT(eventually([&] { return ping(d, a.addresses.at("backend")); }, 20s));
+    CPPUNIT_ASSERT(eventually([&] { return ping(d, c.addresses.at("front")); }, 20s));
+    // Networks stay apart: c (front only) reaches neither a nor b.
+    CPPUNIT_ASSERT(!ping(c, a.addresses.at("backend")));
+    CPPUNIT_ASSERT(!ping(c, b.addresses.at("backend")));
+    // TCP too: an httpd in b answers a.
+    RunResult httpd = runCommand({"runc", "--root", lab.dir(b.node) + "/runc", "exec", "-d", b.id,
+                                  "httpd", "-p", "8080", "-h", "/etc"});
+    must(httpd, "httpd in b");
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          RunResult got =
+              execIn(a, {"wget", "-q", "-O", "-",
+                         "http://" + b.addresses.at("backend") + ":8080/shoal-test-version"});
+          return got.exitCode == 0 && contains(got.out, "v1");
+        },
+        10s));
+    // The interface inside the task carries the overlay MTU (underlay 1500 - 50).
+    RunResult mtu = execIn(a, {"cat", "/sys/class/net/eth0/mtu"});
+    CPPUNIT_ASSERT_EQUAL(std::string("1450"), trim(mtu.out));
+
+    // In use: a network with services cannot go.
+    RunResult busy = on({"network", "rm", "backend"});
+    CPPUNIT_ASSERT(busy.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(busy.err, contains(busy.err, "in use"));
+
+    // Removing the services leaves no task namespace or sandbox; then the networks go.
+    for (const char* s : {"a", "b", "c", "d"}) must(on({"service", "rm", s}), "rm service");
+    for (const char* node : {"node1", "node2", "node3"}) {
+      const std::string dir = lab.dir(node) + "/netns";
+      CPPUNIT_ASSERT_MESSAGE(node, eventually([&] { return entries(dir).empty(); }, 30s));
+    }
+    CPPUNIT_ASSERT(eventually([&] { return on({"network", "rm", "backend"}).exitCode == 0; }, 20s));
+    RunResult pruned = on({"network", "prune", "-f"});
+    must(pruned, "network prune");
+    CPPUNIT_ASSERT_MESSAGE(pruned.out, contains(pruned.out, "front"));
+    ls = on({"network", "ls"});
+    CPPUNIT_ASSERT_MESSAGE(ls.out, contains(ls.out, "ingress") && !contains(ls.out, "front") &&
+                                       !contains(ls.out, "backend"));
+  }
+
+ private:
+  // The one running task of `service`, once it runs, with its addresses.
+  Endpoint endpoint(const std::string& service) {
+    Endpoint out;
+    CPPUNIT_ASSERT_MESSAGE(
+        "service " + service + " did not run: " + on({"service", "ps", service}).out,
+        eventually(
+            [&] {
+              RunResult r = on({"service", "ps", service, "--format", "json", "--filter",
+                                "desired-state=running"});
+              if (r.exitCode != 0) return false;
+              try {
+                auto list = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Array::Ptr>();
+                for (std::size_t i = 0; list && i < list->size(); ++i) {
+                  auto t = list->getObject(static_cast<unsigned>(i));
+                  auto st = t->getObject("Status");
+                  if (!st || st->optValue<std::string>("State", "") != "running") continue;
+                  out.id = t->getValue<std::string>("ID");
+                  const std::string node = t->optValue<std::string>("NodeID", "");
+                  for (const char* n : {"node1", "node2", "node3"}) {
+                    if (nodeIds_[n] == node) out.node = n;
+                  }
+                  auto att = t->getObject("Spec")->getArray("NetworksAttachments");
+                  for (std::size_t j = 0; att && j < att->size(); ++j) {
+                    auto a = att->getObject(static_cast<unsigned>(j));
+                    std::string addr = a->getValue<std::string>("Address");
+                    out.addresses[a->getValue<std::string>("Name")] =
+                        addr.substr(0, addr.find('/'));
+                  }
+                  return true;
+                }
+              } catch (const std::exception&) {
+              }
+              return false;
+            },
+            60s));
+    return out;
+  }
+
+  RunResult execIn(const Endpoint& e, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"runc", "--root", lab_->dir(e.node) + "/runc", "exec", e.id});
+    return runCommand(argv, 20s);
+  }
+
+  bool ping(const Endpoint& from, const std::string& address) {
+    return execIn(from, {"ping", "-c", "1", "-W", "1", address}).exitCode == 0;
+  }
+
+  TempDir images_;
+  std::map<std::string, std::string> nodeIds_;  // hostname -> node id
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(NetworkLabTest);
