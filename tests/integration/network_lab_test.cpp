@@ -7,6 +7,7 @@
 //    VXLAN (static FDB/neighbour entries pushed from the cluster state); a service on another
 //    network cannot reach them; a service on two networks reaches both;
 //  - every task holds a distinct address of its network's subnet, and a service a VIP;
+//  - a restarted leader keeps its containers and namespaces and gives no address twice;
 //  - removing the services leaves no task namespace and no network sandbox on any node.
 // Needs root (namespaces, runc), like every test in this label.
 #include <cppunit/extensions/HelperMacros.h>
@@ -178,13 +179,26 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     RunResult mtu = execIn(a, {"cat", "/sys/class/net/eth0/mtu"});
     CPPUNIT_ASSERT_EQUAL(std::string("1450"), trim(mtu.out));
 
+    // A restarted manager (the leader, and node1's agent and plugin) keeps everything: the
+    // containers and their namespaces survive, the allocator replays what it gave out, so a
+    // new task gets an address nobody holds, and the overlay still carries traffic.
+    must(lab.lab({"stop", "node1"}), "stop node1");
+    must(lab.lab({"start", "node1"}), "start node1");
+    create("e", "node2", {"backend"});
+    const Endpoint e = endpoint("e");
+    const std::set<std::string> held = {a.addresses.at("backend"), b.addresses.at("backend"),
+                                        d.addresses.at("backend")};
+    CPPUNIT_ASSERT_MESSAGE(e.addresses.at("backend"), !held.count(e.addresses.at("backend")));
+    CPPUNIT_ASSERT(eventually([&] { return ping(e, a.addresses.at("backend")); }, 20s));
+    CPPUNIT_ASSERT(ping(a, b.addresses.at("backend")));
+
     // In use: a network with services cannot go.
     RunResult busy = on({"network", "rm", "backend"});
     CPPUNIT_ASSERT(busy.exitCode != 0);
     CPPUNIT_ASSERT_MESSAGE(busy.err, contains(busy.err, "in use"));
 
     // Removing the services leaves no task namespace or sandbox; then the networks go.
-    for (const char* s : {"a", "b", "c", "d"}) must(on({"service", "rm", s}), "rm service");
+    for (const char* s : {"a", "b", "c", "d", "e"}) must(on({"service", "rm", s}), "rm service");
     for (const char* node : {"node1", "node2", "node3"}) {
       const std::string dir = lab.dir(node) + "/netns";
       CPPUNIT_ASSERT_MESSAGE(node, eventually([&] { return entries(dir).empty(); }, 30s));
