@@ -139,6 +139,18 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
   c->set("Image", pinned);
 }
 
+// Published ports are stored and checked (conflicts are refused) but nothing routes them to
+// tasks yet: say so rather than let a user wait on a port that never answers.
+void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warnings) {
+  auto ep = spec->getObject("EndpointSpec");
+  auto ports = ep ? ep->getArray("Ports") : nullptr;
+  if (!ports || ports->size() == 0) return;
+  warnings.push_back(
+      "published ports are recorded, but this version of Shoal does not route them to tasks "
+      "yet (neither the ingress routing mesh nor host-mode ports); reach the service over an "
+      "overlay network (--network) by its name or VIP");
+}
+
 // The image a stored or client spec names ("" when none).
 std::string imageOf(const std::string& specJson) {
   try {
@@ -170,6 +182,7 @@ Response create(Swarm& swarm, const Request& r) {
   std::vector<std::string> warnings;
   if (auto v = splitSpec(*body); !v) return Response::error(v.status());  // refused before asking
   pinImage(swarm, r, *body, warnings);
+  warnUnroutedPorts(*body, warnings);
   auto split = splitSpec(*body);
   if (!split) return Response::error(split.status());
   const std::string id = newId(SystemRandom::instance());
@@ -224,6 +237,7 @@ Response update(Swarm& swarm, const Request& r) {
       return Status::ok();
     });
     if (imageOf(stringify(*spec)) != current) pinImage(swarm, r, spec, warnings);
+    warnUnroutedPorts(spec, warnings);
     auto sp = splitSpec(spec);
     if (!sp) return Response::error(sp.status());
     split = std::move(*sp);

@@ -70,6 +70,7 @@ std::set<std::string> entries(const std::string& dir) {
 class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLabClient {
   CPPUNIT_TEST_SUITE(NetworkLabTest);
   CPPUNIT_TEST(testOverlayNetworksAcrossNodes);
+  CPPUNIT_TEST(testServiceNamesAndVips);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -212,7 +213,135 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
                                        !contains(ls.out, "backend"));
   }
 
+  // The seeds' "use the psql name as a DNS name": the embedded DNS at 127.0.0.11 in every task
+  // answers service names with their VIP, tasks.NAME with the task addresses, aliases, and
+  // nothing of networks the asker is not on; the VIP spreads connections over every task;
+  // scaling shows in DNS and the VIP within seconds.
+  void testServiceNamesAndVips() {
+    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+    lab_ = &lab;
+    init("1s");
+    join("node2");
+    join("node3");
+    waitReady(3);
+    for (const char* node : {"node1", "node2", "node3"}) nodeIds_[node] = nodeId(node);
+    for (const char* node : {"node1", "node2", "node3"}) {
+      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
+           std::string("load on ") + node);
+    }
+    const std::string image = "localhost/shoal-test:v1";
+    must(on({"network", "create", "appnet"}), "create appnet");
+    must(on({"network", "create", "othernet"}), "create othernet");
+    // db: three web servers answering their hostname, one per node.
+    must(on({"service", "create", "--name", "db", "--replicas", "3", "--replicas-max-per-node", "1",
+             "--network", "name=appnet,alias=database", "--stop-grace-period", "1s", image, "sh",
+             "-c", "hostname > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
+         "create db");
+    must(on({"service", "create", "--name", "app", "--network", "appnet", "--constraint",
+             "node.hostname==node1", image}),
+         "create app");
+    must(on({"service", "create", "--name", "hidden", "--network", "othernet", image}),
+         "create hidden");
+    const Endpoint app = endpoint("app");
+    endpoint("hidden");
+    CPPUNIT_ASSERT(eventually([&] { return runningAddresses("db", "appnet").size() == 3; }, 60s));
+    const std::set<std::string> dbIps = runningAddresses("db", "appnet");
+    const std::string vip = vipOf("db", "appnet");
+    CPPUNIT_ASSERT(!vip.empty() && !dbIps.count(vip));
+
+    // db and its alias resolve to the VIP, tasks.db to the three tasks.
+    CPPUNIT_ASSERT_MESSAGE(execIn(app, {"nslookup", "db"}).out,
+                           eventually(
+                               [&] {
+                                 return contains(execIn(app, {"nslookup", "db"}).out, vip);
+                               },
+                               20s));
+    CPPUNIT_ASSERT(contains(execIn(app, {"nslookup", "database"}).out, vip));
+    RunResult tasksDb = execIn(app, {"nslookup", "tasks.db"});
+    for (const auto& ip : dbIps) CPPUNIT_ASSERT_MESSAGE(tasksDb.out, contains(tasksDb.out, ip));
+    // A service on another network is not a name here.
+    RunResult hidden = execIn(app, {"nslookup", "hidden"});
+    CPPUNIT_ASSERT_MESSAGE(hidden.out, hidden.exitCode != 0);
+    CPPUNIT_ASSERT(!contains(execIn(app, {"nslookup", "hidden"}).out, "10.0."));
+
+    // The VIP spreads connections over every task.
+    CPPUNIT_ASSERT_MESSAGE(
+        lab.log("node1"),
+        eventually([&] { return hostnamesBehind(app, "http://db/", 15).size() == 3; }, 20s));
+
+    // Scaling down shows in DNS and the VIP within seconds.
+    must(on({"service", "scale", "--detach", "db=2"}), "scale db");
+    CPPUNIT_ASSERT(eventually([&] { return runningAddresses("db", "appnet").size() == 2; }, 30s));
+    const std::set<std::string> two = runningAddresses("db", "appnet");
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          RunResult r = execIn(app, {"nslookup", "tasks.db"});
+          std::size_t n = 0;
+          for (const auto& ip : dbIps) n += contains(r.out, ip);
+          return n == 2;
+        },
+        10s));
+    CPPUNIT_ASSERT(
+        eventually([&] { return hostnamesBehind(app, "http://db/", 12).size() == 2; }, 10s));
+    for (const char* s : {"db", "app", "hidden"}) must(on({"service", "rm", s}), "rm service");
+  }
+
  private:
+  // The addresses on `network` of the running tasks of `service`.
+  std::set<std::string> runningAddresses(const std::string& service, const std::string& network) {
+    std::set<std::string> out;
+    RunResult r =
+        on({"service", "ps", service, "--format", "json", "--filter", "desired-state=running"});
+    try {
+      auto list = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Array::Ptr>();
+      for (std::size_t i = 0; list && i < list->size(); ++i) {
+        auto t = list->getObject(static_cast<unsigned>(i));
+        auto st = t->getObject("Status");
+        if (!st || st->optValue<std::string>("State", "") != "running") continue;
+        auto att = t->getObject("Spec")->getArray("NetworksAttachments");
+        for (std::size_t j = 0; att && j < att->size(); ++j) {
+          auto a = att->getObject(static_cast<unsigned>(j));
+          if (a->getValue<std::string>("Name") != network) continue;
+          std::string addr = a->getValue<std::string>("Address");
+          out.insert(addr.substr(0, addr.find('/')));
+        }
+      }
+    } catch (const std::exception&) {
+    }
+    return out;
+  }
+
+  // The VIP of `service` on `network` (by name), "" when it has none.
+  std::string vipOf(const std::string& service, const std::string& network) {
+    RunResult n = on({"network", "inspect", network});
+    RunResult s = on({"service", "inspect", service});
+    try {
+      auto nets = Poco::JSON::Parser().parse(n.out).extract<Poco::JSON::Array::Ptr>();
+      const std::string id = nets->getObject(0)->getValue<std::string>("ID");
+      auto svcs = Poco::JSON::Parser().parse(s.out).extract<Poco::JSON::Array::Ptr>();
+      auto vips =
+          svcs->getObject(0)->getObject("Status")->getObject("Endpoint")->getArray("VirtualIPs");
+      for (std::size_t i = 0; vips && i < vips->size(); ++i) {
+        auto v = vips->getObject(static_cast<unsigned>(i));
+        if (v->getValue<std::string>("NetworkID") != id) continue;
+        std::string addr = v->getValue<std::string>("Addr");
+        return addr.substr(0, addr.find('/'));
+      }
+    } catch (const std::exception&) {
+    }
+    return "";
+  }
+
+  // The distinct answers of `n` fetches of `url` from inside `from`.
+  std::set<std::string> hostnamesBehind(const Endpoint& from, const std::string& url, int n) {
+    std::set<std::string> out;
+    for (int i = 0; i < n; ++i) {
+      RunResult r = execIn(from, {"wget", "-q", "-O", "-", url});
+      if (r.exitCode == 0) out.insert(trim(r.out));
+    }
+    return out;
+  }
+
   // The one running task of `service`, once it runs, with its addresses.
   Endpoint endpoint(const std::string& service) {
     Endpoint out;
