@@ -3,28 +3,38 @@
 // the embedded DNS.
 //
 // The manager side (allocation) is ipam.hpp; the node side (attach, detach, update_peers) is
-// the dataplane (dataplane/). update_services answers SHOAL_ENOTSUP until the embedded DNS
-// and the nftables VIPs are wired in (issue #7).
+// the dataplane (dataplane/); the embedded DNS (127.0.0.11 in every task namespace) is dns/,
+// fed by update_services (services.hpp). The nftables VIPs are not built yet (issue #7).
 #include <shoal/network.h>
 
 #include <shoal/plugin.hpp>
 #include <shoal_plugins/config.hpp>
 #include <shoal_plugins/json.hpp>
 #include "ipam.hpp"
+#include "services.hpp"
 
 #include "dataplane/dataplane.hpp"
 #include "dataplane/documents.hpp"
+#include "dns/server.hpp"
+#include "lb/balancer.hpp"
 
 #include <Poco/Dynamic/Var.h>
+#include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -61,11 +71,26 @@ class OverlayNetwork : public shoal::sdk::Instance {
       while (dp.netnsDir.size() > 1 && dp.netnsDir.back() == '/') dp.netnsDir.pop_back();
     }
     dp.vxlanPort = vxlan_port_;
+    // Made on this thread, the one init runs on, so that its forwarding sockets live in the
+    // node's own namespace (server.hpp); upstreams come from the node's /etc/resolv.conf.
+    shoal::overlay::dns::ServerOptions dnsOptions;
+    dnsOptions.log = [this](const std::string& message) { warn(message); };
+    dns_ = std::make_unique<shoal::overlay::dns::Server>(std::move(dnsOptions));
+    // A node without the embedded DNS still runs its tasks: names just do not resolve.
+    if (const shoal::overlay::dns::Status s = dns_->start(); !s) warn(s.message());
     // The host namespace is this thread's, the one init runs on (dataplane.hpp).
     dataplane_ = std::make_unique<shoal::overlay::dataplane::Dataplane>(
         dp, [this](int32_t level, const std::string& message) {
           log(level, std::string(kName) + ": " + message);
         });
+    lb_ = std::make_unique<shoal::overlay::lb::Balancer>(
+        [this](const std::string& message) { warn(message); });
+    // Tasks outlive the daemon; the DNS sockets in their namespaces did not. Their VIP rules
+    // did, and are rebuilt at the first update_services.
+    for (const std::string& task : dataplane_->tasks()) {
+      serveDns(task, dataplane_->taskNetnsPath(task), dataplane_->taskNetworks(task));
+      balance(task, dataplane_->taskNetnsPath(task), dataplane_->taskNetworks(task));
+    }
   }
 
   shoal_status describe(shoal_buf* out) {
@@ -111,17 +136,29 @@ class OverlayNetwork : public shoal::sdk::Instance {
   shoal_status attach(uint64_t op, shoal_str task_id, shoal_str attach_json) {
     shoal::overlay::dataplane::AttachRequest req = shoal::overlay::dataplane::parseAttach(
         shoal::sdk::view(task_id), shoal::sdk::view(attach_json));
-    dataplane_->attach(std::move(req), [this, op](shoal_status status, const std::string& json) {
-      completeRetrying(op, status, json);
-    });
+    std::string task = req.taskId;
+    std::vector<std::string> networks;  // endpoint order: the first answers a name first
+    for (const auto& net : req.networks) networks.push_back(net.id);
+    dataplane_->attach(std::move(req),
+                       [this, op, task = std::move(task), networks = std::move(networks)](
+                           shoal_status status, const std::string& json) {
+                         if (status == SHOAL_OK) {
+                           serveDns(task, netnsOf(json), networks);
+                           balance(task, netnsOf(json), networks);
+                         }
+                         completeRetrying(op, status, json);
+                       });
     return SHOAL_EAGAIN;
   }
 
   shoal_status detach(uint64_t op, shoal_str task_id) {
-    dataplane_->detach(std::string(shoal::sdk::view(task_id)),
-                       [this, op](shoal_status status, const std::string& json) {
-                         completeRetrying(op, status, json);
-                       });
+    std::string task(shoal::sdk::view(task_id));
+    // Dropped in the completion, on the worker: after any attach queued before this detach.
+    dataplane_->detach(task, [this, op, task](shoal_status status, const std::string& json) {
+      stopDns(task);
+      stopBalancing(task);
+      completeRetrying(op, status, json);
+    });
     return SHOAL_EAGAIN;
   }
 
@@ -130,11 +167,116 @@ class OverlayNetwork : public shoal::sdk::Instance {
     return SHOAL_OK;
   }
 
-  shoal_status updateServices(shoal_str) { return notYet("update_services"); }
+  // The full set: checked whole before anything changes, then the DNS table is swapped at
+  // once and every attached task's VIP rules follow (only where they changed).
+  shoal_status updateServices(shoal_str services_json) {
+    shoal::overlay::ServiceSet set = shoal::overlay::parseServices(shoal::sdk::view(services_json));
+    dns_->setRecords(shoal::overlay::dnsRecords(set));
+    std::lock_guard<std::mutex> lock(lb_mu_);
+    services_ = std::move(set);
+    for (auto& [task, t] : lb_tasks_) applyVips(task, t);
+    return SHOAL_OK;
+  }
 
  private:
-  shoal_status notYet(const char* op) const {
-    return host()->fail(instance(), SHOAL_ENOTSUP, "%s: %s is not supported yet", kName, op);
+  void warn(const std::string& message) const {
+    log(SHOAL_LOG_WARN, std::string(kName) + ": " + message);
+  }
+
+  // The "netns" of an attach result ("" when it has none).
+  static std::string netnsOf(const std::string& json) {
+    try {
+      Poco::JSON::Parser parser;
+      Poco::JSON::Object::Ptr doc = parser.parse(json).extract<Poco::JSON::Object::Ptr>();
+      return doc->optValue<std::string>("netns", "");
+    } catch (const Poco::Exception&) {
+      return "";
+    }
+  }
+
+  // Opens the task's 127.0.0.11 sockets, unless they are open (attaching an attached task
+  // answers the same namespace and networks). A failure costs the task its names, not its
+  // attachment: it is logged, and the next attach of the task tries again.
+  void serveDns(const std::string& task, const std::string& netns,
+                const std::vector<std::string>& networks) {
+    std::lock_guard<std::mutex> lock(dns_mu_);
+    if (dns_tasks_.count(task) != 0) return;
+    if (netns.empty()) {
+      warn("dns: task " + task + ": the attach result names no network namespace");
+      return;
+    }
+    if (const shoal::overlay::dns::Status s = dns_->addSandbox(task, netns, networks); !s) {
+      warn("dns: task " + task + ": " + s.message());
+      return;
+    }
+    dns_tasks_.insert(task);
+  }
+
+  // A task's share of the load balancer: its namespace, its networks, and the VIP table last
+  // applied there.
+  struct Balanced {
+    std::string netns;
+    std::vector<std::string> networks;
+    shoal::overlay::lb::VipTable applied;
+    bool ever = false;  // applied at least once by this instance
+  };
+
+  // The VIPs a task on `networks` reaches: every vip-mode service's VIP on each of them, over
+  // that service's backends there.
+  std::vector<shoal::overlay::lb::Vip> vipsFor(const std::vector<std::string>& networks) const {
+    std::vector<shoal::overlay::lb::Vip> out;
+    for (const auto& svc : services_.services) {
+      if (svc.mode != shoal::overlay::EndpointMode::kVip) continue;
+      for (const auto& vip : svc.vips) {
+        bool on = false;
+        for (const auto& n : networks) on = on || n == vip.networkId;
+        if (!on) continue;
+        shoal::overlay::lb::Vip v;
+        v.address = vip.address;
+        for (const auto& b : svc.backends) {
+          if (b.networkId == vip.networkId) v.backends.push_back(b.address);
+        }
+        out.push_back(std::move(v));
+      }
+    }
+    return out;
+  }
+
+  // Caller holds lb_mu_. A failure is logged; the next update tries again.
+  void applyVips(const std::string& task, Balanced& t) {
+    const std::vector<shoal::overlay::lb::Vip> vips = vipsFor(t.networks);
+    shoal::overlay::lb::VipTable table = shoal::overlay::lb::normalizeVips(vips);
+    if (t.ever && table == t.applied) return;
+    if (const shoal::overlay::lb::Status s = lb_->apply(task, t.netns, vips); !s) {
+      warn("load balancer: task " + task + ": " + s.message());
+      return;
+    }
+    t.applied = std::move(table);
+    t.ever = true;
+  }
+
+  void balance(const std::string& task, const std::string& netns,
+               const std::vector<std::string>& networks) {
+    if (netns.empty()) return;
+    std::lock_guard<std::mutex> lock(lb_mu_);
+    Balanced& t = lb_tasks_[task];
+    t.netns = netns;
+    t.networks = networks;
+    applyVips(task, t);
+  }
+
+  void stopBalancing(const std::string& task) {
+    std::lock_guard<std::mutex> lock(lb_mu_);
+    if (lb_tasks_.erase(task) == 0) return;
+    if (const shoal::overlay::lb::Status s = lb_->remove(task); !s) {
+      warn("load balancer: task " + task + ": " + s.message());
+    }
+  }
+
+  void stopDns(const std::string& task) {
+    std::lock_guard<std::mutex> lock(dns_mu_);
+    dns_->removeSandbox(task);
+    dns_tasks_.erase(task);
   }
 
   // host->post refuses (SHOAL_ENOMEM) while the host's queue is full: an op must complete.
@@ -151,6 +293,17 @@ class OverlayNetwork : public shoal::sdk::Instance {
 
   int vxlan_port_ = 4789;      // the UDP port of every VXLAN device on this node (IANA's port)
   shoal::overlay::Ipam ipam_;  // the manager half's allocations (used on the leader only)
+  // The VIP load balancer (nftables in each task's namespace), the last update_services set it
+  // is built from, and the attached tasks it serves; guarded by lb_mu_ (attach and detach
+  // complete on the dataplane's worker, updates arrive on the host's threads).
+  std::unique_ptr<shoal::overlay::lb::Balancer> lb_;
+  std::mutex lb_mu_;
+  shoal::overlay::ServiceSet services_;
+  std::map<std::string, Balanced> lb_tasks_;
+  // The embedded DNS: outlives the dataplane, whose worker adds and removes its sandboxes.
+  std::unique_ptr<shoal::overlay::dns::Server> dns_;
+  std::mutex dns_mu_;
+  std::set<std::string> dns_tasks_;  // the tasks dns_ serves; guarded by dns_mu_
   // Declared last, so its worker (which calls back into this object) stops first.
   std::unique_ptr<shoal::overlay::dataplane::Dataplane> dataplane_;
 };

@@ -1111,9 +1111,13 @@ class RuncRuntime : public shoal::sdk::Instance {
       defaults.workingDir = img.config.workingDir;
       defaults.user = img.config.user;
       defaults.stopSignal = img.config.stopSignal;
-      writeFileAtomic(taskDir(id) + "/config.json",
-                      shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id),
-                                                  isExecutableFile(init_) ? init_ : ""));
+      // A task in a network plugin's namespace gets resolv.conf, hosts and hostname from its
+      // "dns" and "addresses", kept beside config.json and bound over the image's files.
+      shoal::runc::writeNetworkFiles(spec, taskDir(id));
+      writeFileAtomic(
+          taskDir(id) + "/config.json",
+          shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id),
+                                      isExecutableFile(init_) ? init_ : "", taskDir(id)));
     } catch (const std::exception& e) {
       error = e.what();
     }

@@ -287,6 +287,16 @@ std::vector<std::string> Dataplane::sandboxes() {
   });
 }
 
+std::vector<std::string> Dataplane::taskNetworks(const std::string& taskId) {
+  return runSync([this, &taskId] {
+    std::vector<std::string> out;
+    auto it = tasks_.find(taskId);
+    if (it == tasks_.end()) return out;
+    for (const NetworkSpec& net : it->second.networks) out.push_back(net.id);
+    return out;
+  });
+}
+
 std::string Dataplane::taskNetnsPath(const std::string& taskId) const {
   return config_.netnsDir + "/" + taskId;
 }

@@ -89,6 +89,9 @@ class Dataplane {
   std::vector<std::string> tasks();
   std::vector<std::string> sandboxes();
   std::string taskNetnsPath(const std::string& taskId) const;
+  // The ids of the networks an attached task is on, in endpoint order (eth0's first); empty
+  // for a task that is not attached.
+  std::vector<std::string> taskNetworks(const std::string& taskId);
   std::string sandboxPath(const std::string& networkId) const;
 
  private:

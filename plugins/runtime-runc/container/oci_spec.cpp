@@ -11,12 +11,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <set>
 #include <sstream>
+
+#include "process.h"
 
 namespace shoal::runc {
 
@@ -549,9 +553,49 @@ int stopSignal(const TaskSpec& task, const ImageDefaults& image) {
   return sig;
 }
 
+std::string containerHostname(const TaskSpec& task) {
+  return !task.hostname.empty() ? task.hostname : task.id.substr(0, 12);
+}
+
+std::vector<NetworkFile> networkFiles(const TaskSpec& task) {
+  if (!task.dns) return {};
+  const std::string hostname = containerHostname(task);
+  for (char c : hostname) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+      invalid(task, "the hostname \"" + hostname +
+                        "\" cannot stand in /etc/hosts (it has blanks or control characters)");
+    }
+  }
+  std::string resolv;
+  for (const std::string& ns : task.dns->nameservers) resolv += "nameserver " + ns + "\n";
+  auto line = [&](const char* key, const std::vector<std::string>& words) {
+    if (words.empty()) return;
+    resolv += key;
+    for (const std::string& w : words) resolv += " " + w;
+    resolv += "\n";
+  };
+  line("search", task.dns->search);
+  line("options", task.dns->options);
+  std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  if (!task.addresses.empty()) hosts += task.addresses.front() + "\t" + hostname + "\n";
+  return {{"resolv.conf", "/etc/resolv.conf", resolv},
+          {"hosts", "/etc/hosts", hosts},
+          {"hostname", "/etc/hostname", hostname + "\n"}};
+}
+
+void writeNetworkFiles(const TaskSpec& task, const std::string& dir) {
+  for (const NetworkFile& f : networkFiles(task)) {
+    const std::string path = dir + "/" + f.name;
+    if (!writeFileAtomic(path, f.content)) {
+      throw sdk::Error(SHOAL_EIO,
+                       "task " + task.id + ": cannot write " + path + ": " + std::strerror(errno));
+    }
+  }
+}
+
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
-                           const std::string& initBinary) {
+                           const std::string& initBinary, const std::string& networkFilesDir) {
   if (rootfsPath.empty() || rootfsPath[0] != '/') {
     invalid(task, "the rootfs path must be absolute (\"" + rootfsPath + "\")");
   }
@@ -560,7 +604,11 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
             "\"init\" needs an init binary on this node (Debian's tini: "
             "/usr/bin/tini-static), and there is none");
   }
-  const std::string hostname = !task.hostname.empty() ? task.hostname : task.id.substr(0, 12);
+  if (task.dns && (networkFilesDir.empty() || networkFilesDir[0] != '/')) {
+    invalid(task, "\"dns\" needs an absolute directory for the network files (\"" +
+                      networkFilesDir + "\")");
+  }
+  const std::string hostname = containerHostname(task);
 
   ResolvedUser user;
   try {
@@ -627,6 +675,12 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   for (const UserMount& m : own) replaced.insert(m.destination);
   Array::Ptr mounts = defaultMounts(replaced);
   for (const UserMount& m : own) mounts->add(m.json);
+  for (const NetworkFile& f : networkFiles(task)) {
+    if (replaced.count(f.target) != 0) continue;  // the task's own file wins, as in Docker
+    std::vector<std::string> options = {"rbind", "rprivate"};
+    if (task.readOnly) options.push_back("ro");
+    mounts->add(mountObject(f.target, "bind", networkFilesDir + "/" + f.name, options));
+  }
   if (task.init) {
     mounts->add(mountObject(kInitPath, "bind", initBinary, {"bind", "ro", "nosuid", "nodev"}));
   }

@@ -70,15 +70,42 @@ int parseSignal(std::string_view name);
 // one that is not a signal.
 int stopSignal(const TaskSpec& task, const ImageDefaults& image);
 
+// The container's hostname: spec.hostname, else the first 12 characters of the task id (as
+// Docker's).
+std::string containerHostname(const TaskSpec& task);
+
+// One file a task with "dns" gets from the runtime, written in its state directory and bound
+// over the image's: resolv.conf from "dns" ("nameserver" lines, then "search" and "options"
+// lines when not empty); hosts ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost
+// ip6-loopback", and "<first address>\t<hostname>" when the task has an address); hostname.
+struct NetworkFile {
+  std::string name;     // the file's name in the state directory: "resolv.conf", ...
+  std::string target;   // where it is bound in the container: "/etc/resolv.conf", ...
+  std::string content;  // the whole text, each line ending in '\n'
+};
+
+// The three files, in that order; none when the task has no "dns". Throws SHOAL_EINVAL when
+// the hostname cannot stand in /etc/hosts (blanks or control characters in it).
+std::vector<NetworkFile> networkFiles(const TaskSpec& task);
+
+// Writes networkFiles(task) in `dir` (an existing directory), each atomically and mode 0644 (a
+// container user other than root reads them). Nothing without "dns". Throws SHOAL_EIO naming
+// the file, SHOAL_EINVAL as networkFiles.
+void writeNetworkFiles(const TaskSpec& task, const std::string& dir);
+
 // config.json text for `task` with `image`'s defaults, the root filesystem at rootfsPath
 // (absolute; users are resolved from it) and the container's cgroup at cgroupsPath (runc's
 // cgroupsPath, e.g. "/shoal/<task id>"). With `task.init`, initBinary (an absolute path on the
 // node; a static binary such as tini-static) is bound read-only at /sbin/docker-init and runs
-// the command as PID 1's child, as Docker's --init does. Throws SHOAL_EINVAL naming what is
-// wrong (no command, unknown user or capability, a volume mount no plugin provided, init
-// without an init binary, ...).
+// the command as PID 1's child, as Docker's --init does. With `task.dns`, the networkFiles()
+// in networkFilesDir (absolute; writeNetworkFiles made them) are bound ("rbind", "rprivate",
+// plus "ro" for a read-only rootfs) at /etc/resolv.conf, /etc/hosts and /etc/hostname, after
+// the task's own mounts; a task mount at the same target wins, as in Docker. Throws
+// SHOAL_EINVAL naming what is wrong (no command, unknown user or capability, a volume mount no
+// plugin provided, init without an init binary, "dns" without networkFilesDir, ...).
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
-                           const std::string& initBinary = "");
+                           const std::string& initBinary = "",
+                           const std::string& networkFilesDir = "");
 
 }  // namespace shoal::runc

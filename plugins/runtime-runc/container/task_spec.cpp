@@ -11,6 +11,8 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/JSON/Stringifier.h>
 
+#include <arpa/inet.h>
+
 #include <limits>
 #include <sstream>
 #include <typeinfo>
@@ -164,6 +166,43 @@ Mount parseMount(const Reader& m) {
   return mount;
 }
 
+bool isIpv4(const std::string& text) {
+  in_addr a{};
+  return inet_pton(AF_INET, text.c_str(), &a) == 1;
+}
+
+// A word that can stand on a resolv.conf line: not empty, no blanks or control characters.
+bool isResolvWord(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return false;
+  }
+  return true;
+}
+
+DnsConfig parseDns(const Reader& d) {
+  DnsConfig dns;
+  dns.nameservers = d.strings("nameservers");
+  for (const std::string& ns : dns.nameservers) {
+    if (!isIpv4(ns)) d.fail("nameservers", "has \"" + ns + "\", which is not an IPv4 address");
+  }
+  if (dns.nameservers.size() > kMaxNameservers) {
+    d.fail("nameservers", "has " + std::to_string(dns.nameservers.size()) +
+                              " entries; glibc reads at most " + std::to_string(kMaxNameservers));
+  }
+  dns.search = d.strings("search");
+  for (const std::string& s : dns.search) {
+    if (!isResolvWord(s)) d.fail("search", "has an empty entry or one with blanks (\"" + s + "\")");
+  }
+  dns.options = d.strings("options");
+  for (const std::string& o : dns.options) {
+    if (!isResolvWord(o)) {
+      d.fail("options", "has an empty entry or one with blanks (\"" + o + "\")");
+    }
+  }
+  return dns;
+}
+
 void parseResources(const Reader& spec, TaskSpec& t) {
   Object::Ptr resources = spec.object("resources");
   if (resources.isNull()) return;
@@ -271,6 +310,11 @@ TaskSpec parseTaskDocument(std::string_view json) {
   top.array("networks");
   t.netnsPath = top.str("netns");
   if (!t.netnsPath.empty() && t.netnsPath[0] != '/') top.fail("netns", "must be an absolute path");
+  if (Object::Ptr dns = top.object("dns")) t.dns = parseDns(top.child(dns, "dns"));
+  t.addresses = top.strings("addresses");
+  for (const std::string& a : t.addresses) {
+    if (!isIpv4(a)) top.fail("addresses", "has \"" + a + "\", which is not an IPv4 address");
+  }
   if (Array::Ptr mounts = top.array("mounts")) {
     for (std::size_t i = 0; i < mounts->size(); ++i) {
       Reader m = top.child(top.element("mounts", mounts, i), "mounts[" + std::to_string(i) + "]");

@@ -1,8 +1,10 @@
 // The task document (runtime.h, schema "shoal.task/v1") as the container half reads it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +38,17 @@ struct ExtraMount {
   std::string type;                  // "" = "bind"
   std::vector<std::string> options;  // empty = ["rbind", "rprivate"] for a bind
 };
+
+// The top-level "dns" member (the agent sends it only for a task in a network plugin's
+// namespace): what the container's /etc/resolv.conf says.
+struct DnsConfig {
+  std::vector<std::string> nameservers;  // "nameservers": IPv4 addresses, at most 3 (glibc's)
+  std::vector<std::string> search;       // "search": domains
+  std::vector<std::string> options;      // "options": resolver options ("ndots:0")
+};
+
+// glibc reads at most this many nameserver lines (MAXNS).
+constexpr std::size_t kMaxNameservers = 3;
 
 // Everything the document says about one task. Strings are "" and numbers 0 when absent.
 struct TaskSpec {
@@ -72,11 +85,17 @@ struct TaskSpec {
 
   std::vector<ExtraMount> extraMounts;  // top-level "mounts"
   std::string netnsPath;                // top-level "netns" ("" = a new netns, loopback only)
+  // Top-level "dns": when present, the container gets its own /etc/resolv.conf, /etc/hosts and
+  // /etc/hostname (oci_spec.h); when absent, the image's files stay.
+  std::optional<DnsConfig> dns;
+  std::vector<std::string> addresses;  // top-level "addresses": IPv4, first network first
 };
 
 // Parses a task document. Keys the Docker spec has that this runtime does not act on are
 // accepted and ignored; a known key with the wrong type, a missing "id", "spec" or
-// "spec.image", a "schema" other than "shoal.task/v1", or a relative "netns" path is refused:
+// "spec.image", a "schema" other than "shoal.task/v1", a relative "netns" path, an "addresses"
+// entry or "dns.nameservers" entry that is not an IPv4 address, more than kMaxNameservers
+// nameservers, or an empty or blank-holding "dns.search" / "dns.options" entry is refused:
 // throws shoal::sdk::Error(SHOAL_EINVAL, "task document[ of task ID]: FIELD ...") naming the
 // field.
 TaskSpec parseTaskDocument(std::string_view json);

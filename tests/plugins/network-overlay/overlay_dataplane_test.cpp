@@ -3,21 +3,27 @@
 // Dataplane per node constructed from a thread inside that node's namespace, tasks attached
 // on both, pings across the overlay and none across networks, FDB/neighbour entries following
 // the peer set, detach and rollback leaving nothing, a restarted instance finding what the
-// last one built, and once the whole path through the plugin's ops table.
+// last one built, once the whole path through the plugin's ops table, and the embedded DNS
+// answering service names at 127.0.0.11 inside a task's namespace (after a restart too).
 //
 // Every namespace, mount and file a test makes is removed in tearDown, also after a failed
 // check: the lab's namespaces are deleted and every file under the netns dirs is unmounted and
 // unlinked.
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <shoal/network.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -26,12 +32,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "dataplane/dataplane.hpp"
 #include "dataplane/documents.hpp"
+#include "dns/message.hpp"
+#include "dns/names.hpp"
 #include "kernel/plugin/plugin_host.h"
 #include "tests/support/netns_lab.h"
 #include "tests/support/process.h"
@@ -203,6 +212,74 @@ bool pingsSoon(const std::string& nsPath, const std::string& address) {
   return false;
 }
 
+// One UDP query (type A) for `name` to 127.0.0.11:53 from inside the namespace at `nsPath`;
+// nullopt when no (parseable) answer came within 3 s.
+std::optional<shoal::overlay::dns::Response> dnsQuery(const std::string& nsPath,
+                                                      const std::string& name) {
+  namespace dns = shoal::overlay::dns;
+  std::optional<dns::Response> result;
+  onThreadIn(nsPath, [&] {
+    const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(53);
+    inet_pton(AF_INET, "127.0.0.11", &to.sin_addr);
+    const std::vector<uint8_t> query = dns::buildQuery(0x5348, name, dns::kTypeA);
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
+        send(fd, query.data(), query.size(), 0) == static_cast<ssize_t>(query.size())) {
+      pollfd pfd{fd, POLLIN, 0};
+      std::vector<uint8_t> buf(4096);
+      if (poll(&pfd, 1, 3000) == 1) {
+        const ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+        dns::Response r;
+        if (n > 0 && dns::parseResponse(buf.data(), static_cast<size_t>(n), &r)) result = r;
+      }
+    }
+    close(fd);
+  });
+  return result;
+}
+
+// The addresses of a NOERROR answer, sorted, as dotted quads joined by spaces; "no answer" or
+// "rcode N" otherwise, so that a failed check shows what came back.
+std::string answered(const std::optional<shoal::overlay::dns::Response>& r) {
+  if (!r) return "no answer";
+  if (r->rcode != 0) return "rcode " + std::to_string(r->rcode);
+  std::vector<uint32_t> ips = r->addresses;
+  std::sort(ips.begin(), ips.end());
+  std::string out;
+  for (uint32_t ip : ips) out += (out.empty() ? "" : " ") + shoal::overlay::dns::formatIpv4(ip);
+  return out;
+}
+
+std::string backendJson(const std::string& network, const std::string& address,
+                        const std::string& task, const std::string& taskName,
+                        const std::string& aliases) {
+  return R"({"network_id":")" + network + R"(","address":")" + address + R"(","task_id":")" + task +
+         R"(","task_name":")" + taskName + R"(","aliases":)" + aliases + "}";
+}
+
+std::string serviceJson(const std::string& id, const std::string& name,
+                        const std::string& vipNetwork, const std::string& vip,
+                        const std::string& backends) {
+  return R"({"id":")" + id + R"(","name":")" + name + R"(","endpoint_mode":"vip","vips":[)" +
+         R"({"network_id":")" + vipNetwork + R"(","address":")" + vip +
+         R"("}],"ports":[],"backends":[)" + backends + "]}";
+}
+
+// "web" on network A (VIP .2) with a task here (taska) and one on node 2 (taskb); "other" on
+// network B only (VIP .3), with its task (taskc) here.
+std::string servicesJson() {
+  const std::string web =
+      serviceJson("svcweb", "web", kNetA, "10.0.1.2",
+                  backendJson(kNetA, "10.0.1.5", "taska", "web.1.taska", R"(["frontend"])") + "," +
+                      backendJson(kNetA, "10.0.1.6", "taskb", "web.2.taskb", R"(["frontend"])"));
+  const std::string other =
+      serviceJson("svcother", "other", kNetB, "10.0.1.3",
+                  backendJson(kNetB, "10.0.1.7", "taskc", "other.1.taskc", "[]"));
+  return R"({"schema":"shoal.services/v1","services":[)" + web + "," + other + "]}";
+}
+
 }  // namespace
 
 class OverlayDataplaneTest : public CppUnit::TestFixture {
@@ -214,6 +291,7 @@ class OverlayDataplaneTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testFailedAttachLeavesNothing);
   CPPUNIT_TEST(testRestartRediscoversAttachedTasks);
   CPPUNIT_TEST(testPluginOpsThroughTheHost);
+  CPPUNIT_TEST(testEmbeddedDnsAnswersServiceNamesInsideTheTask);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -520,7 +598,98 @@ class OverlayDataplaneTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(listDir(dirs_[0]).empty());
   }
 
+  void testEmbeddedDnsAnswersServiceNamesInsideTheTask() {
+    if (!canRun()) return;
+    const shoal_network_ops* ops = &loadPlugin();
+    auto s = [](const std::string& t) { return shoal_str{t.data(), t.size()}; };
+    const Endpoint c{kNetB, "10.0.1.7/24", "02:42:0a:00:01:07"};
+    const std::string docA = attachJson("taska", addr(1), {epA5()}, {netA()});
+    const std::string docC = attachJson("taskc", addr(1), {c}, {netB()});
+    shoal::Status st = plugin()->invoke(
+        "attach", [&](void* state) { return ops->attach(state, 1, s("taska"), s(docA)); }, true);
+    CPPUNIT_ASSERT_MESSAGE(st.toString(), st.isOk());
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, awaitOp(1).status);
+    st = plugin()->invoke(
+        "attach", [&](void* state) { return ops->attach(state, 2, s("taskc"), s(docC)); }, true);
+    CPPUNIT_ASSERT_MESSAGE(st.toString(), st.isOk());
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, awaitOp(2).status);
+    const std::string services = servicesJson();
+    st = plugin()->invoke("update_services",
+                          [&](void* state) { return ops->update_services(state, s(services)); });
+    CPPUNIT_ASSERT_MESSAGE(st.toString(), st.isOk());
+
+    const std::string nsA = dirs_[0] + "/taska";
+    const std::string nsC = dirs_[0] + "/taskc";
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.2"), answered(dnsQuery(nsA, "web")));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.2"), answered(dnsQuery(nsA, "frontend")));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.5 10.0.1.6"), answered(dnsQuery(nsA, "tasks.web")));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.6"), answered(dnsQuery(nsA, "web.2.taskb")));
+    // "other" is on network B only: taska's table does not have it (the query is forwarded,
+    // and no upstream is reachable from the lab node), taskc's does, and taskc sees no "web".
+    const std::string otherFromA = answered(dnsQuery(nsA, "other"));
+    CPPUNIT_ASSERT_MESSAGE(otherFromA, !contains(otherFromA, "10.0.1.3"));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.3"), answered(dnsQuery(nsC, "other")));
+    const std::string webFromC = answered(dnsQuery(nsC, "web"));
+    CPPUNIT_ASSERT_MESSAGE(webFromC, !contains(webFromC, "10.0.1.2"));
+
+    // A restarted plugin serves the tasks it finds again, once the agent re-sends the set.
+    host_.reset();
+    ops = &loadPlugin();
+    st = plugin()->invoke("update_services",
+                          [&](void* state) { return ops->update_services(state, s(services)); });
+    CPPUNIT_ASSERT_MESSAGE(st.toString(), st.isOk());
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.2"), answered(dnsQuery(nsA, "web")));
+    // A refused update changes nothing.
+    const std::string bad = R"({"schema":"shoal.services/v1","services":[{"id":"x"}]})";
+    st = plugin()->invoke("update_services",
+                          [&](void* state) { return ops->update_services(state, s(bad)); });
+    CPPUNIT_ASSERT(st.code() == shoal::Status::Code::kInvalidArgument);
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.5 10.0.1.6"), answered(dnsQuery(nsA, "tasks.web")));
+
+    st = plugin()->invoke(
+        "detach", [&](void* state) { return ops->detach(state, 3, s("taska")); }, true);
+    CPPUNIT_ASSERT_MESSAGE(st.toString(), st.isOk());
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, awaitOp(3).status);
+    CPPUNIT_ASSERT(!exists(nsA));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.1.3"), answered(dnsQuery(nsC, "other")));
+  }
+
  private:
+  // The network-overlay plugin through a PluginHost over node 1's netns dir, its init run on a
+  // thread inside node 1 (the instance's host namespace); completions land in events_.
+  const shoal_network_ops& loadPlugin() {
+    host_ = std::make_unique<shoal::plugin::PluginHost>();
+    host_->setEventHandler([this](const shoal::plugin::PluginEvent& e) {
+      if (e.type != SHOAL_EVENT_OP_DONE) return;
+      std::lock_guard<std::mutex> lock(eventsMu_);
+      events_[e.op] = e;
+      eventsCv_.notify_all();
+    });
+    host_->setPluginConfig({{"network-overlay", "{\"netns_dir\":\"" + dirs_[0] + "\"}"}});
+    onThreadIn("/run/netns/" + lab_->ns(1), [&] {
+      const shoal::Status s =
+          host_->loadFile(std::string(SHOAL_PLUGIN_BUILD_DIR) + "/network-overlay.so");
+      if (!s.isOk()) throw std::runtime_error(s.toString());
+    });
+    host_->start();
+    CPPUNIT_ASSERT(plugin() != nullptr);
+    return plugin()->ops<shoal_network_ops>();
+  }
+
+  shoal::plugin::PluginInstance* plugin() {
+    return host_->find(shoal::plugin::Kind::kNetwork, "network-overlay");
+  }
+
+  shoal::plugin::PluginEvent awaitOp(uint64_t op) {
+    std::unique_lock<std::mutex> lock(eventsMu_);
+    CPPUNIT_ASSERT_MESSAGE(
+        "no completion of op " + std::to_string(op) + " within 10 s",
+        eventsCv_.wait_for(lock, std::chrono::seconds(10), [&] { return events_.count(op) != 0; }));
+    shoal::plugin::PluginEvent e = events_[op];
+    events_.erase(op);
+    return e;
+  }
+
   // A dataplane for `node` over its netns dir, constructed on a thread inside the node.
   Dataplane& start(int node) {
     std::unique_ptr<Dataplane> dp;
@@ -555,6 +724,9 @@ class OverlayDataplaneTest : public CppUnit::TestFixture {
   std::unique_ptr<NetnsLab> lab_;
   Strings dirs_;
   std::vector<std::unique_ptr<Dataplane>> dp_;
+  std::mutex eventsMu_;
+  std::condition_variable eventsCv_;
+  std::map<uint64_t, shoal::plugin::PluginEvent> events_;  // guarded by eventsMu_
   std::unique_ptr<shoal::plugin::PluginHost> host_;
 };
 

@@ -132,6 +132,8 @@ class TaskSpecTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testRefusesWrongTypesNamingTheField);
   CPPUNIT_TEST(testRefusesMissingRequiredFields);
   CPPUNIT_TEST(testMountsDefaultToVolumeAndNeedTargets);
+  CPPUNIT_TEST(testDnsAndAddressesAreReadWhenPresent);
+  CPPUNIT_TEST(testRefusesBadDnsAndAddressesNamingTheField);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -266,6 +268,49 @@ class TaskSpecTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(contains(parseError(doc(R"("mounts":[{"Type":"bind","Source":"/a"}])")),
                             "\"spec.mounts[0].Target\" is required"));
   }
+
+  void testDnsAndAddressesAreReadWhenPresent() {
+    const TaskSpec t = parseTaskDocument(
+        doc("", R"("netns":"/run/shoal/netns/t1","dns":{"nameservers":["127.0.0.11"],)"
+                R"("search":["svc.example"],"options":["ndots:0","timeout:2"]},)"
+                R"("addresses":["10.0.1.5","10.0.2.5"],)"));
+    CPPUNIT_ASSERT(t.dns.has_value());
+    CPPUNIT_ASSERT(t.dns->nameservers == Strings({"127.0.0.11"}));
+    CPPUNIT_ASSERT(t.dns->search == Strings({"svc.example"}));
+    CPPUNIT_ASSERT(t.dns->options == Strings({"ndots:0", "timeout:2"}));
+    CPPUNIT_ASSERT(t.addresses == Strings({"10.0.1.5", "10.0.2.5"}));
+    // The agent's shape, empty lists included; and no "dns" at all is today's document.
+    const TaskSpec empty = parseTaskDocument(
+        doc("", R"("dns":{"nameservers":["127.0.0.11"],"search":[],"options":[]},)"));
+    CPPUNIT_ASSERT(empty.dns && empty.dns->search.empty() && empty.addresses.empty());
+    const TaskSpec none = parseTaskDocument(doc(""));
+    CPPUNIT_ASSERT(!none.dns.has_value());
+    CPPUNIT_ASSERT(!parseTaskDocument(doc("", R"("dns":null,)")).dns.has_value());
+  }
+
+  void testRefusesBadDnsAndAddressesNamingTheField() {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {R"("dns":["127.0.0.11"],)", "\"dns\" must be an object"},
+        {R"("dns":{"nameservers":"127.0.0.11"},)", "\"dns.nameservers\" must be an array"},
+        {R"("dns":{"nameservers":[11]},)", "\"dns.nameservers\" must be an array of strings"},
+        {R"("dns":{"nameservers":["::1"]},)",
+         "\"dns.nameservers\" has \"::1\", which is not an IPv4 address"},
+        {R"("dns":{"nameservers":["10.0.0.256"]},)", "\"dns.nameservers\" has \"10.0.0.256\""},
+        {R"("dns":{"nameservers":["1.1.1.1","1.0.0.1","8.8.8.8","8.8.4.4"]},)",
+         "\"dns.nameservers\" has 4 entries; glibc reads at most 3"},
+        {R"("dns":{"search":["a b"]},)", "\"dns.search\" has an empty entry or one with blanks"},
+        {R"("dns":{"search":[""]},)", "\"dns.search\" has an empty entry"},
+        {R"("dns":{"options":["ndots:0\nnameserver 1.2.3.4"]},)", "\"dns.options\" has an empty"},
+        {R"("addresses":"10.0.1.5",)", "\"addresses\" must be an array"},
+        {R"("addresses":["10.0.1.5/24"],)",
+         "\"addresses\" has \"10.0.1.5/24\", which is not an IPv4 address"},
+    };
+    for (const auto& [top, expected] : cases) {
+      const std::string message = parseError(doc("", top));
+      CPPUNIT_ASSERT_MESSAGE(top + " -> " + message, contains(message, expected));
+      CPPUNIT_ASSERT_MESSAGE(message, contains(message, "task t0123456789abcdef"));
+    }
+  }
 };
 
 class OciSpecTest : public CppUnit::TestFixture {
@@ -284,6 +329,10 @@ class OciSpecTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testVolumeMountNeedsAPluginMount);
   CPPUNIT_TEST(testSysctlsRlimitsAndRefusals);
   CPPUNIT_TEST(testStopSignals);
+  CPPUNIT_TEST(testDnsGivesResolvConfHostsAndHostnameFiles);
+  CPPUNIT_TEST(testDnsFilesAreBoundOverTheImagesEtcFiles);
+  CPPUNIT_TEST(testWithoutDnsTheImagesEtcFilesStay);
+  CPPUNIT_TEST(testTaskMountsOverEtcFilesWinAndBadHostnamesAreRefused);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -652,6 +701,130 @@ class OciSpecTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(SIGHUP, stopSignal(t, image));
     t.stopSignal = "NOPE";
     CPPUNIT_ASSERT(contains(errorOf([&] { stopSignal(t, image); }), "\"NOPE\" is not a signal"));
+  }
+
+  void testDnsGivesResolvConfHostsAndHostnameFiles() {
+    TaskSpec t = dnsTask();
+    const std::vector<NetworkFile> files = networkFiles(t);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{3}, files.size());
+    CPPUNIT_ASSERT_EQUAL(std::string("resolv.conf"), files[0].name);
+    CPPUNIT_ASSERT_EQUAL(std::string("/etc/resolv.conf"), files[0].target);
+    CPPUNIT_ASSERT_EQUAL(std::string("nameserver 127.0.0.11\noptions ndots:0\n"), files[0].content);
+    CPPUNIT_ASSERT_EQUAL(std::string("hosts"), files[1].name);
+    CPPUNIT_ASSERT_EQUAL(std::string("/etc/hosts"), files[1].target);
+    CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1\tlocalhost\n"
+                                     "::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                     "10.0.1.5\tt0123456789a\n"),
+                         files[1].content);
+    CPPUNIT_ASSERT_EQUAL(std::string("/etc/hostname"), files[2].target);
+    CPPUNIT_ASSERT_EQUAL(std::string("t0123456789a\n"), files[2].content);
+    // Search domains and several nameservers in order; the spec's hostname; no address: no
+    // line for the hostname in hosts.
+    t.dns->nameservers = {"10.0.0.2", "10.0.0.3"};
+    t.dns->search = {"a.example", "b.example"};
+    t.dns->options = {};
+    t.addresses.clear();
+    t.hostname = "web-1";
+    const std::vector<NetworkFile> other = networkFiles(t);
+    CPPUNIT_ASSERT_EQUAL(std::string("nameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+                                     "search a.example b.example\n"),
+                         other[0].content);
+    CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1\tlocalhost\n"
+                                     "::1\tlocalhost ip6-localhost ip6-loopback\n"),
+                         other[1].content);
+    CPPUNIT_ASSERT_EQUAL(std::string("web-1\n"), other[2].content);
+
+    TempDir dir;
+    writeNetworkFiles(dnsTask(), dir.path());
+    for (const NetworkFile& f : files) {
+      CPPUNIT_ASSERT_EQUAL(f.content, shoal::test::readFile(dir.file(f.name)));
+      struct stat st {};
+      CPPUNIT_ASSERT(stat(dir.file(f.name).c_str(), &st) == 0);
+      CPPUNIT_ASSERT_EQUAL(0644u, static_cast<unsigned>(st.st_mode & 07777));
+    }
+    const std::string error =
+        errorOf([&] { writeNetworkFiles(dnsTask(), dir.file("no/such/dir")); });
+    CPPUNIT_ASSERT_MESSAGE(error, contains(error, "cannot write " + dir.file("no/such/dir")));
+  }
+
+  void testDnsFilesAreBoundOverTheImagesEtcFiles() {
+    TaskSpec t = dnsTask();
+    Object::Ptr cfg = dnsConfig(t, "/state/t1");
+    Strings destinations = mountDestinations(cfg);
+    // After Docker's defaults and the task's mounts.
+    CPPUNIT_ASSERT(destinations ==
+                   Strings({"/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue",
+                            "/dev/shm", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname"}));
+    for (const char* name : {"resolv.conf", "hosts", "hostname"}) {
+      Object::Ptr m = findMount(cfg, std::string("/etc/") + name);
+      CPPUNIT_ASSERT_EQUAL(std::string("bind"), m->getValue<std::string>("type"));
+      CPPUNIT_ASSERT_EQUAL(std::string("/state/t1/") + name, m->getValue<std::string>("source"));
+      CPPUNIT_ASSERT(strings(m->getArray("options")) == Strings({"rbind", "rprivate"}));
+    }
+    CPPUNIT_ASSERT_EQUAL(std::string("t0123456789a"), cfg->getValue<std::string>("hostname"));
+    // A read-only rootfs gets read-only files.
+    t.readOnly = true;
+    CPPUNIT_ASSERT(
+        strings(findMount(dnsConfig(t, "/state/t1"), "/etc/hosts")->getArray("options")) ==
+        Strings({"rbind", "rprivate", "ro"}));
+    // "dns" needs the directory the files are in.
+    CPPUNIT_ASSERT(contains(errorOf([&] { config(t); }), "\"dns\" needs an absolute directory"));
+    CPPUNIT_ASSERT(contains(errorOf([&] { dnsConfig(t, "state"); }), "absolute directory"));
+  }
+
+  void testWithoutDnsTheImagesEtcFilesStay() {
+    TaskSpec t = baseTask();
+    t.addresses = {"10.0.1.5"};  // addresses alone change nothing
+    CPPUNIT_ASSERT(networkFiles(t).empty());
+    TempDir dir;
+    writeNetworkFiles(t, dir.path());
+    CPPUNIT_ASSERT(std::filesystem::is_empty(dir.path()));
+    for (const std::string& cfgText :
+         {buildOciConfig(t, {}, "/r", "/c"), buildOciConfig(t, {}, "/r", "/c", "", dir.path())}) {
+      CPPUNIT_ASSERT_MESSAGE(cfgText, !contains(cfgText, "/etc/"));
+    }
+  }
+
+  void testTaskMountsOverEtcFilesWinAndBadHostnamesAreRefused() {
+    TaskSpec t = dnsTask();
+    t.mounts.push_back({"bind", "/srv/hosts", "/etc/hosts", true, "", 0, 0});
+    Object::Ptr cfg = dnsConfig(t, "/state/t1");
+    Strings destinations = mountDestinations(cfg);
+    CPPUNIT_ASSERT_EQUAL(1L, std::count(destinations.begin(), destinations.end(), "/etc/hosts"));
+    CPPUNIT_ASSERT_EQUAL(std::string("/srv/hosts"),
+                         findMount(cfg, "/etc/hosts")->getValue<std::string>("source"));
+    CPPUNIT_ASSERT_EQUAL(std::string("/state/t1/resolv.conf"),
+                         findMount(cfg, "/etc/resolv.conf")->getValue<std::string>("source"));
+    t = dnsTask();
+    t.hostname = "web 1";
+    CPPUNIT_ASSERT(contains(errorOf([&] { networkFiles(t); }), "cannot stand in /etc/hosts"));
+    CPPUNIT_ASSERT(contains(errorOf([&] { dnsConfig(t, "/state/t1"); }), "task t0123456789abcdef"));
+  }
+
+ private:
+  // A task as the agent sends it for a network plugin's namespace.
+  static TaskSpec dnsTask() {
+    return parseTaskDocument(
+        doc(R"("command":["/bin/sh"])",
+            R"("netns":"/run/shoal/netns/t0123456789abcdef","dns":{"nameservers":["127.0.0.11"],)"
+            R"("search":[],"options":["ndots:0"]},"addresses":["10.0.1.5","10.0.2.5"],)"));
+  }
+
+  static Object::Ptr dnsConfig(const TaskSpec& task, const std::string& filesDir) {
+    Poco::JSON::Parser parser;
+    return parser
+        .parse(buildOciConfig(task, {}, "/nonexistent-rootfs", "/shoal/" + task.id, "", filesDir))
+        .extract<Object::Ptr>();
+  }
+
+  static Strings mountDestinations(const Object::Ptr& cfg) {
+    Strings out;
+    Array::Ptr mounts = cfg->getArray("mounts");
+    for (std::size_t i = 0; i < mounts->size(); ++i) {
+      out.push_back(
+          mounts->getObject(static_cast<unsigned>(i))->getValue<std::string>("destination"));
+    }
+    return out;
   }
 };
 
