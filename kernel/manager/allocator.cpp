@@ -152,6 +152,31 @@ std::vector<std::string> serviceVips(const store::Object& svc) {
   return out;
 }
 
+// The ingress network (null when there is none).
+ObjectPtr ingressNetwork(const store::ReadView& v) {
+  for (const auto& n : v.list(Kind::kNetwork)) {
+    auto spec = parse(n->spec);
+    if (spec && spec->optValue<bool>("Ingress", false)) return n;
+  }
+  return nullptr;
+}
+
+// Every node's endpoint on the ingress network (its status's Nodes{id: {Address, MAC}}), as
+// endpoint documents by node id.
+std::map<std::string, std::string> ingressEndpoints(const store::ReadView& v) {
+  std::map<std::string, std::string> out;
+  auto ingress = ingressNetwork(v);
+  auto status = ingress ? parse(ingress->status) : nullptr;
+  auto nodes = status ? status->getObject("Nodes") : nullptr;
+  if (!nodes) return out;
+  for (const auto& id : nodes->getNames()) {
+    auto e = nodes->getObject(id);
+    if (!e) continue;
+    out[id] = endpointDocument("node:" + id, ingress->id, e->optValue<std::string>("Address", ""));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<ServiceNetwork> serviceNetworks(const std::string& serviceSpecJson,
@@ -219,6 +244,7 @@ bool Allocator::stopping() {
 Status Allocator::restoreAll() {
   tasks_.clear();
   services_.clear();
+  nodes_.clear();
   JArray all;
   store_.view([&](const store::ReadView& v) {
     for (const auto& n : v.list(Kind::kNetwork)) {
@@ -228,6 +254,10 @@ Status Allocator::restoreAll() {
       auto vips = serviceVips(*s);
       for (const auto& e : vips) all.add(Poco::JSON::Parser().parse(e));
       if (!vips.empty()) services_[s->id].endpoints = std::move(vips);
+    }
+    for (const auto& [node, e] : ingressEndpoints(v)) {
+      all.add(Poco::JSON::Parser().parse(e));
+      nodes_[node].endpoints = {e};
     }
     for (const auto& t : v.list(Kind::kTask)) {
       if (isTerminal(observedState(*t))) continue;
@@ -256,6 +286,7 @@ void Allocator::release(std::map<std::string, Held>& held, const std::string& ow
 void Allocator::run() {
   std::unique_ptr<store::Watch> watch;
   std::set<std::string> networks, services, tasks;
+  bool nodesDirty = true;  // nodes' ingress endpoints to look at
   for (;;) {
     if (stopping()) return;
     if (!watch) {
@@ -266,16 +297,16 @@ void Allocator::run() {
         cv_.wait_for(lock, 1s, [this] { return stop_; });
         continue;
       }
-      auto w = store_.store().viewAndWatch(KindSet{Kind::kNetwork, Kind::kService, Kind::kTask},
-                                           [&](const store::ReadView& v) {
-                                             for (const auto& n : v.list(Kind::kNetwork))
-                                               networks.insert(n->id);
-                                             for (const auto& s : v.list(Kind::kService))
-                                               services.insert(s->id);
-                                             for (const auto& t : v.list(Kind::kTask)) {
-                                               if (wantsAllocation(*t)) tasks.insert(t->id);
-                                             }
-                                           });
+      nodesDirty = true;
+      auto w = store_.store().viewAndWatch(
+          KindSet{Kind::kNetwork, Kind::kService, Kind::kTask, Kind::kNode},
+          [&](const store::ReadView& v) {
+            for (const auto& n : v.list(Kind::kNetwork)) networks.insert(n->id);
+            for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
+            for (const auto& t : v.list(Kind::kTask)) {
+              if (wantsAllocation(*t)) tasks.insert(t->id);
+            }
+          });
       if (!w) {
         log::warn("allocator", "cannot watch the store", {{"error", w.status().message()}});
         std::unique_lock<std::mutex> lock(mu_);
@@ -316,6 +347,9 @@ void Allocator::run() {
               services.insert(o.id);
             }
             break;
+          case Kind::kNode:
+            if (deleted || !e.previous) nodesDirty = true;
+            break;
           case Kind::kTask:
             if (deleted || isTerminal(observedState(o))) {
               tasks.erase(o.id);
@@ -336,9 +370,11 @@ void Allocator::run() {
       networks.clear();
       services.clear();
       tasks.clear();
+      nodesDirty = true;
       continue;
     }
     if (networkReady) {
+      nodesDirty = true;
       // Waiting services and tasks may go on now.
       store_.view([&](const store::ReadView& v) {
         for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
@@ -352,6 +388,7 @@ void Allocator::run() {
     services.insert(retryServices_.begin(), retryServices_.end());
     retryTasks_.clear();
     retryServices_.clear();
+    if (nodesDirty) nodesDirty = !allocateIngressNodes();
     if (networks.empty() && services.empty() && tasks.empty()) continue;
     std::set<std::string> n, s, t;
     n.swap(networks);
@@ -657,6 +694,77 @@ void Allocator::allocateTasks(const std::set<std::string>& ids) {
       if (!p.endpoints.empty()) tasks_[p.id].endpoints = std::move(p.endpoints);
     }
   }
+}
+
+bool Allocator::allocateIngressNodes() {
+  ObjectPtr ingress;
+  std::vector<std::string> nodes;
+  store_.view([&](const store::ReadView& v) {
+    ingress = ingressNetwork(v);
+    for (const auto& n : v.list(Kind::kNode)) nodes.push_back(n->id);
+  });
+  if (!ingress || !allocationOf(*ingress) || !network_) return true;  // nothing to do yet
+  auto status = parse(ingress->status);
+  if (!status) return true;
+  JObject::Ptr have = status->getObject("Nodes");
+  JObject::Ptr want = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+  std::vector<std::string> fresh, stale;
+  bool changed = false;
+  for (const auto& id : nodes) {
+    if (have && have->getObject(id)) {
+      want->set(id, have->getObject(id));
+      continue;
+    }
+    auto ep = network_->allocateEndpoint(endpointRequest("node", "node:" + id, ingress->id));
+    if (!ep) {
+      log::warn("allocator", "cannot give a node its ingress address",
+                {{"node", id}, {"error", ep.status().message()}});
+      continue;
+    }
+    auto doc = parse(*ep);
+    JObject::Ptr e = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    e->set("Address", doc ? doc->optValue<std::string>("address", "") : "");
+    e->set("MAC", doc ? doc->optValue<std::string>("mac", "") : "");
+    want->set(id, e);
+    fresh.push_back(
+        endpointDocument("node:" + id, ingress->id, e->getValue<std::string>("Address")));
+    changed = true;
+  }
+  if (have) {
+    for (const auto& id : have->getNames()) {
+      if (want->has(id)) continue;
+      auto e = have->getObject(id);
+      stale.push_back(endpointDocument("node:" + id, ingress->id,
+                                       e ? e->optValue<std::string>("Address", "") : ""));
+      changed = true;
+    }
+  }
+  if (!changed) return true;
+  status->set("Nodes", want);
+  const std::string text = stringify(*status);
+  const uint64_t version = ingress->version;
+  const std::string id = ingress->id;
+  Status s = store_.update(
+      [&](store::Tx& tx) {
+        auto cur = tx.get(Kind::kNetwork, id);
+        if (!cur || cur->version != version)
+          return Status::conflict("the ingress network moved on");
+        store::Object copy = *cur;
+        copy.status = text;
+        return tx.update(std::move(copy));
+      },
+      5s);
+  if (!s) {
+    for (const auto& e : fresh) (void)network_->releaseEndpoint(e);
+    return false;  // looked at again on the next pass
+  }
+  for (const auto& e : stale) (void)network_->releaseEndpoint(e);
+  nodes_.clear();
+  for (const auto& nid : want->getNames()) {
+    nodes_[nid].endpoints = {endpointDocument(
+        "node:" + nid, id, want->getObject(nid)->getValue<std::string>("Address"))};
+  }
+  return true;
 }
 
 }  // namespace shoal::manager

@@ -22,6 +22,8 @@ namespace shoal::manager {
 //  - every service a VIP on each of its networks unless its endpoint mode is dnsrr (service
 //    status Endpoint.VirtualIPs[{NetworkID, Addr}]); a service publishing ingress ports is on
 //    the `ingress` network too;
+//  - every node an address on the ingress network (its status Nodes{id: {Address, MAC}}),
+//    for the routing mesh's sandbox on that node;
 //  - every NEW task an address on each of its networks (task spec NetworksAttachments
 //    [{NetworkID, Name, Subnet, Gateway, VNI, Options, Address, MAC, Aliases}]), then moves it
 //    to PENDING. A task whose network is not allocated yet waits NEW with a message saying so.
@@ -51,6 +53,10 @@ class Allocator {
   void allocateNetworks(const std::set<std::string>& ids);
   void allocateServices(const std::set<std::string>& ids);
   void allocateTasks(const std::set<std::string>& ids);
+  // Gives every node an address on the ingress network (the routing mesh's sandbox there),
+  // kept in the ingress network's status Nodes{node id: {Address, MAC}}; releases those of
+  // removed nodes. False when the commit was refused (tried again on the next pass).
+  bool allocateIngressNodes();
   void release(std::map<std::string, Held>& held, const std::string& owner);
   bool stopping();
 
@@ -61,6 +67,7 @@ class Allocator {
   // What the plugin holds for each task and each service (VIPs), so each is released once.
   std::map<std::string, Held> tasks_;
   std::map<std::string, Held> services_;
+  std::map<std::string, Held> nodes_;  // ingress endpoints by node
   // What a refused commit sends back for another try.
   std::set<std::string> retryTasks_, retryServices_;
 

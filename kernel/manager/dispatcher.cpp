@@ -66,7 +66,94 @@ bool isBackend(const store::Object& t) {
 // The "services" member of a node's reply: network.h's shoal.services/v1 for the services on
 // `networks` (their VIPs there and their running tasks' addresses there, with aliases and
 // task names for the embedded DNS).
-std::string servicesFor(const store::ReadView& v, const std::set<std::string>& networks) {
+// The ingress network as the routing mesh needs it on a node.
+struct Mesh {
+  std::string networkId;   // "" without an ingress network
+  bool published = false;  // some service publishes a port in ingress mode
+  std::string network;     // the network member of "ingress": {id, name, subnet, ...}
+  std::map<std::string, std::pair<std::string, std::string>> nodes;  // id -> (address, MAC)
+  std::string self;  // this node's "ingress" member ("" until it has an address)
+};
+
+Mesh meshFor(const store::ReadView& v, const std::string& nodeId) {
+  Mesh m;
+  for (const auto& n : v.list(Kind::kNetwork)) {
+    if (!agent::wire::boolMember(n->spec, "Ingress", false)) continue;
+    auto alloc = agent::wire::member(n->status, "Allocation");
+    if (!alloc) return m;
+    m.networkId = n->id;
+    m.network = "{\"id\":";
+    appendJsonString(m.network, n->id);
+    m.network += ",\"name\":";
+    appendJsonString(m.network, n->name);
+    m.network += ",\"subnet\":";
+    appendJsonString(m.network, agent::wire::stringMember(*alloc, "subnet"));
+    m.network += ",\"gateway\":";
+    appendJsonString(m.network, agent::wire::stringMember(*alloc, "gateway"));
+    m.network += ",\"vni\":" + std::to_string(agent::wire::intMember(*alloc, "vni", 0));
+    auto options = agent::wire::member(*alloc, "options");
+    m.network += ",\"options\":" + (options ? std::string(*options) : std::string("{}")) + "}";
+    if (auto nodes = agent::wire::member(n->status, "Nodes")) {
+      for (const auto& other : v.list(Kind::kNode)) {
+        auto e = agent::wire::member(*nodes, other->id);
+        if (!e) continue;
+        m.nodes[other->id] = {agent::wire::stringMember(*e, "Address"),
+                              agent::wire::stringMember(*e, "MAC")};
+      }
+    }
+    break;
+  }
+  if (m.networkId.empty()) return m;
+  for (const auto& svc : v.list(Kind::kService)) {
+    auto ep = agent::wire::member(svc->spec, "EndpointSpec");
+    auto ports = ep ? agent::wire::member(*ep, "Ports") : std::nullopt;
+    if (!ports) continue;
+    agent::wire::forEach(*ports, [&](std::string_view p) {
+      if (agent::wire::stringMember(p, "PublishMode", "ingress") == "ingress" &&
+          agent::wire::intMember(p, "PublishedPort", 0) > 0) {
+        m.published = true;
+      }
+      return !m.published;
+    });
+    if (m.published) break;
+  }
+  auto self = m.nodes.find(nodeId);
+  auto node = v.get(Kind::kNode, nodeId);
+  if (self != m.nodes.end() && node) {
+    m.self = ",\"ingress\":{\"network\":" + m.network + ",\"address\":";
+    appendJsonString(m.self, self->second.first);
+    m.self += ",\"mac\":";
+    appendJsonString(m.self, self->second.second);
+    m.self += ",\"node_addr\":";
+    appendJsonString(m.self, agent::wire::stringMember(node->status, "Addr"));
+    m.self += '}';
+  }
+  return m;
+}
+
+// A service's published ports as network.h's services document lists them.
+std::string portsOf(const store::Object& svc) {
+  std::string out;
+  auto ep = agent::wire::member(svc.spec, "EndpointSpec");
+  auto ports = ep ? agent::wire::member(*ep, "Ports") : std::nullopt;
+  if (!ports) return out;
+  agent::wire::forEach(*ports, [&](std::string_view p) {
+    const int64_t published = agent::wire::intMember(p, "PublishedPort", 0);
+    if (published <= 0) return true;
+    out += out.empty() ? "{\"protocol\":" : ",{\"protocol\":";
+    appendJsonString(out, agent::wire::stringMember(p, "Protocol", "tcp"));
+    out += ",\"published\":" + std::to_string(published);
+    out += ",\"target\":" + std::to_string(agent::wire::intMember(p, "TargetPort", 0));
+    out += ",\"mode\":";
+    appendJsonString(out, agent::wire::stringMember(p, "PublishMode", "ingress"));
+    out += '}';
+    return true;
+  });
+  return out;
+}
+
+std::string servicesFor(const store::ReadView& v, const std::set<std::string>& networks,
+                        const Mesh& mesh) {
   struct Svc {
     std::string backends;  // ",{...}"
   };
@@ -119,19 +206,26 @@ std::string servicesFor(const store::ReadView& v, const std::set<std::string>& n
     out += ",\"endpoint_mode\":";
     appendJsonString(out, mode);
     out += ",\"vips\":[" + (vips.empty() ? std::string() : vips.substr(1)) + "]";
-    out += ",\"ports\":[]";
+    out += ",\"ports\":[" + portsOf(*svc) + "]";
     const std::string backends = it == found.end() ? std::string() : it->second.backends;
     out += ",\"backends\":[" + (backends.empty() ? std::string() : backends.substr(1)) + "]}";
   }
-  out += "]}";
+  out += "]";
+  if (mesh.published) out += mesh.self;
+  out += "}";
   return out;
 }
 
 // The "peers" member of a node's reply (network.h shoal.peers/v1 without the schema): for
 // each network its assigned tasks use, every peer task's address, MAC and node address. ""
 // when its tasks use no network. Built from one view.
-std::string peersFor(const store::ReadView& v, const std::vector<ObjectPtr>& mine) {
+std::string peersFor(const store::ReadView& v, const std::vector<ObjectPtr>& mine,
+                     const std::string& nodeId) {
   std::set<std::string> networks;
+  // The routing mesh puts every node on the ingress network while a service publishes a port
+  // there, whether or not the node runs one of its tasks.
+  const Mesh mesh = meshFor(v, nodeId);
+  if (!mesh.networkId.empty() && mesh.published) networks.insert(mesh.networkId);
   for (const auto& t : mine) {
     if (t->spec.find("\"NetworksAttachments\"") == std::string::npos) continue;
     auto spec = agent::wire::member(t->spec, "NetworksAttachments");
@@ -168,7 +262,18 @@ std::string peersFor(const store::ReadView& v, const std::vector<ObjectPtr>& min
   }
   std::string out = ",\"peers\":[";
   bool first = true;
-  const std::string services = servicesFor(v, networks);
+  const std::string services = servicesFor(v, networks, mesh);
+  // The other nodes' mesh sandboxes are peers on the ingress network too.
+  if (networks.count(mesh.networkId)) {
+    for (const auto& [node, endpoint] : mesh.nodes) {
+      auto n = v.get(Kind::kNode, node);
+      const std::string addr = n ? agent::wire::stringMember(n->status, "Addr") : "";
+      if (addr.empty()) continue;
+      std::string address = endpoint.first.substr(0, endpoint.first.find('/'));
+      entries[mesh.networkId] += ",{\"address\":\"" + address + "\",\"mac\":\"" + endpoint.second +
+                                 "\",\"node_addr\":\"" + addr + "\",\"task_id\":\"ingress-sbox\"}";
+    }
+  }
   for (const auto& net : networks) {
     out += first ? "{" : ",{";
     first = false;
@@ -323,7 +428,7 @@ api::Response Dispatcher::assignments(const std::string& nodeId, const std::stri
       for (const auto& t : v.tasksByNode(nodeId)) {
         if (assigned(*t)) tasks.push_back(t);
       }
-      peers = peersFor(v, tasks);
+      peers = peersFor(v, tasks, nodeId);
     });
     lock.lock();
     if (stop_) return api::Response::error(Status::unavailable("the dispatcher is stopping"));
