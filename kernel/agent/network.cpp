@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "kernel/agent/wire.h"
+#include "kernel/agent/runtime.h"
 
 namespace shoal::agent {
 namespace {
@@ -113,19 +113,7 @@ void PluginNetwork::onEvent(const plugin::PluginEvent& event) {
     done = std::move(it->second);
     pending_.erase(it);
   }
-  Status s = event.status >= 0
-                 ? Status::ok()
-                 : Status(plugin::statusCodeFor(event.status),
-                          pluginName() + ": " + std::string(plugin::shoalStatusName(event.status)));
-  if (!s && !event.json.empty()) {
-    const std::string message = wire::stringMember(event.json, "message");
-    if (!message.empty()) {
-      s = Status(s.code(), message.rfind(pluginName() + ": ", 0) == 0
-                               ? message
-                               : pluginName() + ": " + message);
-    }
-  }
-  done(s, event.json);
+  done(opDoneStatus(pluginName(), event), event.json);
 }
 
 }  // namespace shoal::agent

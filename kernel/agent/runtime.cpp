@@ -167,21 +167,24 @@ void PluginRuntime::onEvent(const plugin::PluginEvent& event) {
     pending_.erase(it);
     chunks_.erase(event.op);
   }
+  done(opDoneStatus(pluginName(), event), event.json);
+}
+
+Status opDoneStatus(const std::string& pluginName, const plugin::PluginEvent& event) {
   Status s = event.status >= 0
                  ? Status::ok()
                  : Status(plugin::statusCodeFor(event.status),
-                          pluginName() + ": " + std::string(plugin::shoalStatusName(event.status)));
+                          pluginName + ": " + std::string(plugin::shoalStatusName(event.status)));
   if (!s && !event.json.empty()) {
     // The status document's message says more than the code.
     const std::string message = wire::stringMember(event.json, "message");
     if (!message.empty()) {
       // Plugins name themselves in their messages; say it once.
-      s = Status(s.code(), message.rfind(pluginName() + ": ", 0) == 0
-                               ? message
-                               : pluginName() + ": " + message);
+      s = Status(s.code(),
+                 message.rfind(pluginName + ": ", 0) == 0 ? message : pluginName + ": " + message);
     }
   }
-  done(s, event.json);
+  return s;
 }
 
 }  // namespace shoal::agent

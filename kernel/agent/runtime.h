@@ -59,6 +59,10 @@ class ImageRuntime {
   virtual Result<std::string> imageList() = 0;
 };
 
+// The status an op's SHOAL_EVENT_OP_DONE event carries: ok, or the plugin's code with the
+// message of its status document, named after the plugin once.
+Status opDoneStatus(const std::string& pluginName, const plugin::PluginEvent& event);
+
 // A Runtime over a runtime plugin: async ops get an op id, and onEvent (fed by the plugin
 // host's event handler) finishes them.
 class PluginRuntime final : public Runtime, public ImageRuntime {

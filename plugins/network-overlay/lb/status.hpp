@@ -1,31 +1,10 @@
-// The outcome of a load-balancer call that can fail (C++17, no exceptions, no kernel types: the
-// library is linked into the network-overlay plugin, which builds only against sdk/).
+// The outcome of a lb call that can fail: the network-overlay libraries' one Status type.
 #pragma once
 
-#include <string>
-#include <utility>
+#include "overlay_status.hpp"
 
 namespace shoal::overlay::lb {
 
-// Ok, or an error with a message meant for a person ("lb: ..."). Cheap to copy when ok.
-class Status {
- public:
-  Status() = default;
-  static Status ok() { return Status(); }
-  static Status error(std::string message) {
-    Status s;
-    s.ok_ = false;
-    s.message_ = std::move(message);
-    return s;
-  }
-
-  bool isOk() const { return ok_; }
-  explicit operator bool() const { return ok_; }
-  const std::string& message() const { return message_; }
-
- private:
-  bool ok_ = true;
-  std::string message_;
-};
+using Status = shoal::overlay::Status;
 
 }  // namespace shoal::overlay::lb
