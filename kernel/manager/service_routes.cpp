@@ -139,16 +139,27 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
   c->set("Image", pinned);
 }
 
-// Published ports are stored and checked (conflicts are refused) but nothing routes them to
-// tasks yet: say so rather than let a user wait on a port that never answers.
+// Ports published in ingress mode are routed by the mesh on every node; host-mode ports and
+// ports without a published number (Docker picks one from 30000-32767) are stored and checked
+// but not mapped yet: say so rather than let a user wait on a port that never answers.
 void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warnings) {
   auto ep = spec->getObject("EndpointSpec");
   auto ports = ep ? ep->getArray("Ports") : nullptr;
-  if (!ports || ports->size() == 0) return;
-  warnings.push_back(
-      "published ports are recorded, but this version of Shoal does not route them to tasks "
-      "yet (neither the ingress routing mesh nor host-mode ports); reach the service over an "
-      "overlay network (--network) by its name or VIP");
+  for (std::size_t i = 0; ports && i < ports->size(); ++i) {
+    auto p = ports->getObject(static_cast<unsigned>(i));
+    if (!p) continue;
+    const std::string target = std::to_string(p->optValue<int64_t>("TargetPort", 0));
+    if (p->optValue<std::string>("PublishMode", "ingress") == "host") {
+      warnings.push_back("port " + target +
+                         " is published in host mode, which this version of Shoal records but "
+                         "does not map yet; use the routing mesh (mode=ingress)");
+    } else if (p->optValue<int64_t>("PublishedPort", 0) == 0) {
+      warnings.push_back("port " + target +
+                         " has no published port: this version of Shoal does not pick one; "
+                         "give it (--publish published=P,target=" +
+                         target + ")");
+    }
+  }
 }
 
 // The image a stored or client spec names ("" when none).

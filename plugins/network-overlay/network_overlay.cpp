@@ -4,7 +4,8 @@
 //
 // The manager side (allocation) is ipam.hpp; the node side (attach, detach, update_peers) is
 // the dataplane (dataplane/); the embedded DNS (127.0.0.11 in every task namespace) is dns/,
-// fed by update_services (services.hpp). The nftables VIPs are not built yet (issue #7).
+// fed by update_services (services.hpp), which also drives the VIP load balancer (lb/) and
+// the ingress routing mesh (mesh/: the "ingress-sbox" pseudo-task, a veth and nftables).
 #include <shoal/network.h>
 
 #include <shoal/plugin.hpp>
@@ -17,6 +18,7 @@
 #include "dataplane/documents.hpp"
 #include "dns/server.hpp"
 #include "lb/balancer.hpp"
+#include "mesh/mesh.hpp"
 
 #include <Poco/Dynamic/Var.h>
 #include <Poco/Exception.h>
@@ -26,9 +28,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -85,9 +89,17 @@ class OverlayNetwork : public shoal::sdk::Instance {
         });
     lb_ = std::make_unique<shoal::overlay::lb::Balancer>(
         [this](const std::string& message) { warn(message); });
+    // Also made on the init thread: its host namespace is this one.
+    mesh_ = std::make_unique<shoal::overlay::mesh::Mesh>(
+        [this](const std::string& message) { warn(message); });
     // Tasks outlive the daemon; the DNS sockets in their namespaces did not. Their VIP rules
     // did, and are rebuilt at the first update_services.
     for (const std::string& task : dataplane_->tasks()) {
+      // The mesh's sandbox: kept, and torn down or updated by the first update_services.
+      if (task == shoal::overlay::mesh::kSandboxTask) {
+        mesh_live_ = true;
+        continue;
+      }
       serveDns(task, dataplane_->taskNetnsPath(task), dataplane_->taskNetworks(task));
       balance(task, dataplane_->taskNetnsPath(task), dataplane_->taskNetworks(task));
     }
@@ -169,18 +181,112 @@ class OverlayNetwork : public shoal::sdk::Instance {
 
   // The full set: checked whole before anything changes, then the DNS table is swapped at
   // once and every attached task's VIP rules follow (only where they changed).
+  // The routing mesh follows last; its failures are logged, never the call's.
   shoal_status updateServices(shoal_str services_json) {
     shoal::overlay::ServiceSet set = shoal::overlay::parseServices(shoal::sdk::view(services_json));
     dns_->setRecords(shoal::overlay::dnsRecords(set));
-    std::lock_guard<std::mutex> lock(lb_mu_);
-    services_ = std::move(set);
-    for (auto& [task, t] : lb_tasks_) applyVips(task, t);
+    std::vector<shoal::overlay::mesh::PublishedPort> ports = meshPorts(set);
+    std::optional<shoal::overlay::IngressEndpoint> ingress = set.ingress;
+    {
+      std::lock_guard<std::mutex> lock(lb_mu_);
+      services_ = std::move(set);
+      for (auto& [task, t] : lb_tasks_) applyVips(task, t);
+    }
+    updateMesh(ingress, ports);
     return SHOAL_OK;
   }
 
  private:
   void warn(const std::string& message) const {
     log(SHOAL_LOG_WARN, std::string(kName) + ": " + message);
+  }
+
+  // Every ingress-mode port of the set over its service's backends on the ingress network.
+  static std::vector<shoal::overlay::mesh::PublishedPort> meshPorts(
+      const shoal::overlay::ServiceSet& set) {
+    std::vector<shoal::overlay::mesh::PublishedPort> out;
+    if (!set.ingress) return out;
+    for (const auto& svc : set.services) {
+      for (const auto& port : svc.ports) {
+        if (port.mode != shoal::overlay::PublishMode::kIngress) continue;
+        shoal::overlay::mesh::PublishedPort p;
+        p.protocol = port.protocol == shoal::overlay::PortProtocol::kUdp
+                         ? shoal::overlay::mesh::Protocol::kUdp
+                     : port.protocol == shoal::overlay::PortProtocol::kSctp
+                         ? shoal::overlay::mesh::Protocol::kSctp
+                         : shoal::overlay::mesh::Protocol::kTcp;
+        p.published = port.published;
+        p.target = port.target;
+        for (const auto& b : svc.backends) {
+          if (b.networkId == set.ingress->network.id) p.backends.push_back(b.address);
+        }
+        out.push_back(std::move(p));
+      }
+    }
+    return out;
+  }
+
+  // Waits for a dataplane job (never with lb_mu_ or dns_mu_ held: completions take them).
+  template <class Start>
+  static std::pair<shoal_status, std::string> waitFor(Start start) {
+    auto done = std::make_shared<std::promise<std::pair<shoal_status, std::string>>>();
+    std::future<std::pair<shoal_status, std::string>> result = done->get_future();
+    start([done](shoal_status status, const std::string& json) {
+      done->set_value({status, json});
+    });
+    if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      return {SHOAL_ETIMEDOUT, "{\"message\":\"no completion within 30 s\"}"};
+    }
+    return result.get();
+  }
+
+  // Builds, updates or tears down the mesh (mesh/mesh.hpp); serialised by mesh_mu_.
+  void updateMesh(const std::optional<shoal::overlay::IngressEndpoint>& ingress,
+                  const std::vector<shoal::overlay::mesh::PublishedPort>& ports) {
+    namespace mesh = shoal::overlay::mesh;
+    std::lock_guard<std::mutex> meshLock(mesh_mu_);
+    const std::string sbox = mesh::kSandboxTask;
+    if (!ingress || ports.empty()) {
+      if (!mesh_live_) return;
+      {
+        std::lock_guard<std::mutex> lock(lb_mu_);
+        if (const mesh::Status s = mesh_->remove(dataplane_->taskNetnsPath(sbox)); !s) {
+          warn(s.message());
+          return;  // the next update tries again
+        }
+      }
+      const auto [status, json] =
+          waitFor([&](auto done) { dataplane_->detach(sbox, std::move(done)); });
+      if (status != SHOAL_OK) {
+        warn("mesh: detach " + sbox + ": " + json);
+        return;
+      }
+      mesh_live_ = false;
+      mesh_endpoint_.reset();
+      return;
+    }
+    // A sandbox attached with another endpoint (the ingress network was remade): rebuilt.
+    if (mesh_endpoint_ && !(*mesh_endpoint_ == *ingress)) {
+      const auto [status, json] =
+          waitFor([&](auto done) { dataplane_->detach(sbox, std::move(done)); });
+      if (status != SHOAL_OK) warn("mesh: detach " + sbox + ": " + json);
+      mesh_endpoint_.reset();
+    }
+    shoal::overlay::dataplane::AttachRequest req;
+    req.taskId = sbox;
+    req.nodeAddr = ingress->nodeAddr;
+    req.endpoints.push_back({ingress->network.id, ingress->address, ingress->mac});
+    req.networks.push_back(ingress->network);
+    mesh_live_ = true;
+    const auto [status, json] =
+        waitFor([&](auto done) { dataplane_->attach(std::move(req), std::move(done)); });
+    if (status != SHOAL_OK) {
+      warn("mesh: attach " + sbox + ": " + json);
+      return;
+    }
+    mesh_endpoint_ = ingress;
+    std::lock_guard<std::mutex> lock(lb_mu_);
+    if (const mesh::Status s = mesh_->apply(netnsOf(json), ports); !s) warn(s.message());
   }
 
   // The "netns" of an attach result ("" when it has none).
@@ -300,6 +406,13 @@ class OverlayNetwork : public shoal::sdk::Instance {
   std::mutex lb_mu_;
   shoal::overlay::ServiceSet services_;
   std::map<std::string, Balanced> lb_tasks_;
+  // The routing mesh: its kernel side, whether an ingress sandbox may exist (attached by this
+  // instance or found at start), and the endpoint this instance attached it with; guarded by
+  // mesh_mu_ (taken before lb_mu_, which also serialises mesh_'s nftables work with lb_'s).
+  std::unique_ptr<shoal::overlay::mesh::Mesh> mesh_;
+  std::mutex mesh_mu_;
+  bool mesh_live_ = false;
+  std::optional<shoal::overlay::IngressEndpoint> mesh_endpoint_;
   // The embedded DNS: outlives the dataplane, whose worker adds and removes its sandboxes.
   std::unique_ptr<shoal::overlay::dns::Server> dns_;
   std::mutex dns_mu_;

@@ -8,12 +8,11 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
-#include <Poco/JSON/Stringifier.h>
 
 #include <algorithm>
 #include <set>
-#include <sstream>
 #include <typeinfo>
+#include <utility>
 
 #include "dataplane/documents.hpp"
 
@@ -91,6 +90,42 @@ class Fields {
     return v.extract<Array::Ptr>();
   }
 
+  int64_t integer(const std::string& key) const {
+    if (!has(key)) invalid(field(key) + " is required");
+    const Poco::Dynamic::Var& v = obj_->get(key);
+    // Poco counts booleans as integers; these fields are numbers.
+    if (!v.isInteger() || v.isBoolean()) invalid(field(key) + " must be an integer");
+    try {
+      return v.convert<Poco::Int64>();
+    } catch (const Poco::Exception&) {
+      invalid(field(key) + " is out of range");
+    }
+  }
+
+  dataplane::Cidr cidr(const std::string& key) const {
+    const std::string text = string(key);
+    dataplane::Cidr c;
+    if (!dataplane::parseCidr(text, &c)) {
+      invalid(field(key) + " " + quoted(text) + " is not an IPv4 CIDR (a.b.c.d/n)");
+    }
+    return c;
+  }
+
+  dataplane::MacAddress mac(const std::string& key) const {
+    const std::string text = string(key);
+    dataplane::MacAddress m;
+    if (!dataplane::parseMac(text, &m) || (m.bytes[0] & 1) != 0 || m == dataplane::MacAddress{}) {
+      invalid(field(key) + " " + quoted(text) + " is not a unicast MAC address");
+    }
+    return m;
+  }
+
+  Fields child(const std::string& key) const {
+    const Poco::Dynamic::Var& v = obj_->get(key);
+    if (v.type() != typeid(Object::Ptr)) invalid(field(key) + " must be an object");
+    return Fields(field(key), v.extract<Object::Ptr>());
+  }
+
   std::string elementPath(const std::string& key, std::size_t i) const {
     return field(key) + "[" + std::to_string(i) + "]";
   }
@@ -140,6 +175,86 @@ ServiceBackend parseBackend(const Fields& b) {
   return backend;
 }
 
+const char* protocolName(PortProtocol p) {
+  return p == PortProtocol::kUdp ? "udp" : p == PortProtocol::kSctp ? "sctp" : "tcp";
+}
+
+uint16_t portNumber(const Fields& p, const std::string& key, bool zeroAllowed) {
+  const int64_t n = p.integer(key);
+  if (n < (zeroAllowed ? 0 : 1) || n > 65535) {
+    invalid(p.field(key) + " must be from " + (zeroAllowed ? "0" : "1") + " to 65535");
+  }
+  return static_cast<uint16_t>(n);
+}
+
+ServicePort parsePort(const Fields& p) {
+  ServicePort port;
+  const std::string protocol = p.string("protocol", false);
+  if (protocol.empty() || protocol == "tcp") {
+    port.protocol = PortProtocol::kTcp;
+  } else if (protocol == "udp") {
+    port.protocol = PortProtocol::kUdp;
+  } else if (protocol == "sctp") {
+    port.protocol = PortProtocol::kSctp;
+  } else {
+    invalid(p.field("protocol") + " " + quoted(protocol) + R"( is not "tcp", "udp" or "sctp")");
+  }
+  const std::string mode = p.string("mode", false);
+  if (mode.empty() || mode == "ingress") {
+    port.mode = PublishMode::kIngress;
+  } else if (mode == "host") {
+    port.mode = PublishMode::kHost;
+  } else {
+    invalid(p.field("mode") + " " + quoted(mode) + " is not \"ingress\" or \"host\"");
+  }
+  port.target = portNumber(p, "target", false);
+  // Host mode may leave the node's port to the runtime; the mesh needs a real one.
+  if (port.mode == PublishMode::kHost && !p.has("published")) return port;
+  port.published = portNumber(p, "published", port.mode == PublishMode::kHost);
+  return port;
+}
+
+// The "ingress" member, checked as attach checks an endpoint and its network.
+IngressEndpoint parseIngress(const Fields& in) {
+  IngressEndpoint ing;
+  if (!in.has("network")) invalid(in.field("network") + " is required");
+  const Fields n = in.child("network");
+  dataplane::NetworkSpec& net = ing.network;
+  net.id = n.id("id");
+  net.name = n.string("name", false);
+  net.subnet = n.cidr("subnet");
+  if (net.subnet.address != net.subnet.network()) {
+    invalid(n.field("subnet") + " " + quoted(net.subnet.str()) + " has host bits set");
+  }
+  if (net.subnet.prefix < 8 || net.subnet.prefix > 30) {
+    invalid(n.field("subnet") + " must have a prefix from /8 to /30");
+  }
+  const uint32_t broadcast = net.subnet.network() | ~net.subnet.mask();
+  net.gateway = n.ipv4("gateway");
+  if (!net.subnet.contains(net.gateway) || net.gateway == net.subnet.network() ||
+      net.gateway == broadcast) {
+    invalid(n.field("gateway") + " " + quoted(dataplane::formatIpv4(net.gateway)) +
+            " is not a host address of subnet " + net.subnet.str());
+  }
+  const int64_t vni = n.integer("vni");
+  if (vni < 1 || vni > 16777215) invalid(n.field("vni") + " must be from 1 to 16777215");
+  net.vni = static_cast<uint32_t>(vni);
+  if (n.has("options") && n.object().get("options").type() != typeid(Object::Ptr)) {
+    invalid(n.field("options") + " must be an object");
+  }
+  ing.address = in.cidr("address");
+  if (ing.address.prefix != net.subnet.prefix || !net.subnet.contains(ing.address.address) ||
+      ing.address.address == net.subnet.network() || ing.address.address == net.gateway ||
+      ing.address.address == broadcast) {
+    invalid(in.field("address") + " " + quoted(ing.address.str()) +
+            " is not a host address of subnet " + net.subnet.str() +
+            " (other than the gateway) with its prefix");
+  }
+  ing.mac = in.mac("mac");
+  ing.nodeAddr = in.ipv4("node_addr");
+  return ing;
+}
+
 Service parseService(const Fields& s) {
   Service svc;
   svc.id = s.nonEmpty("id");
@@ -166,10 +281,7 @@ Service parseService(const Fields& s) {
   }
   const Array::Ptr ports = s.array("ports", false);
   for (std::size_t i = 0; i < ports->size(); ++i) {
-    const Fields p = s.element(*ports, i, "ports");
-    std::ostringstream text;
-    Poco::JSON::Stringifier::condense(p.object(), text);
-    svc.portsJson.push_back(text.str());
+    svc.ports.push_back(parsePort(s.element(*ports, i, "ports")));
   }
   const Array::Ptr backends = s.array("backends", false);
   for (std::size_t i = 0; i < backends->size(); ++i) {
@@ -201,6 +313,20 @@ ServiceSet parseServices(std::string_view json) {
     }
     set.services.push_back(std::move(svc));
   }
+  // One service per published ingress port: the mesh could not tell them apart.
+  std::set<std::pair<int, int>> published;
+  for (std::size_t i = 0; i < set.services.size(); ++i) {
+    const std::vector<ServicePort>& ports = set.services[i].ports;
+    for (std::size_t j = 0; j < ports.size(); ++j) {
+      if (ports[j].mode != PublishMode::kIngress) continue;
+      if (!published.insert({static_cast<int>(ports[j].protocol), ports[j].published}).second) {
+        invalid("services[" + std::to_string(i) + "].ports[" + std::to_string(j) + "].published " +
+                std::to_string(ports[j].published) + "/" + protocolName(ports[j].protocol) +
+                " is published twice");
+      }
+    }
+  }
+  if (doc.has("ingress")) set.ingress = parseIngress(doc.child("ingress"));
   return set;
 }
 

@@ -9,10 +9,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "dataplane/documents.hpp"
 #include "dns/names.hpp"
 
 namespace shoal::overlay {
@@ -37,28 +39,62 @@ struct ServiceBackend {
   std::vector<std::string> aliases;  // the task's network aliases on that network
 };
 
+enum class PortProtocol { kTcp, kUdp, kSctp };
+enum class PublishMode {
+  kIngress,  // every node answers on the port (the routing mesh, mesh/)
+  kHost,     // only nodes running a task (not handled by this plugin)
+};
+
+// One published port: {"protocol": "tcp"|"udp"|"sctp" (default "tcp"), "published": 1..65535
+// (0 or absent allowed in host mode only), "target": 1..65535, "mode": "ingress"|"host"
+// (default "ingress")}.
+struct ServicePort {
+  PortProtocol protocol = PortProtocol::kTcp;
+  uint16_t published = 0;
+  uint16_t target = 0;
+  PublishMode mode = PublishMode::kIngress;
+};
+
 struct Service {
   std::string id;
   std::string name;
   EndpointMode mode = EndpointMode::kVip;
-  std::vector<ServiceVip> vips;  // at most one per network
-  // The published ports, each entry's JSON text as sent: nothing reads them yet (the nftables
-  // load balancer and the routing mesh will).
-  std::vector<std::string> portsJson;
+  std::vector<ServiceVip> vips;    // at most one per network
+  std::vector<ServicePort> ports;  // in document order
   std::vector<ServiceBackend> backends;
+};
+
+// This node's own endpoint on the ingress network (the top-level "ingress" member): what the
+// routing mesh's sandbox ("ingress-sbox") is attached with.
+struct IngressEndpoint {
+  dataplane::NetworkSpec network;
+  dataplane::Cidr address;  // in network.subnet, with its prefix
+  dataplane::MacAddress mac;
+  uint32_t nodeAddr = 0;  // this node's underlay address
+  bool operator==(const IngressEndpoint& o) const {
+    return network.id == o.network.id && network.subnet.address == o.network.subnet.address &&
+           network.subnet.prefix == o.network.subnet.prefix &&
+           network.gateway == o.network.gateway && network.vni == o.network.vni &&
+           address.address == o.address.address && address.prefix == o.address.prefix &&
+           mac == o.mac && nodeAddr == o.nodeAddr;
+  }
 };
 
 // The full set of services for this node; each update replaces the previous one.
 struct ServiceSet {
-  std::vector<Service> services;  // in document order, ids unique
+  std::vector<Service> services;           // in document order, ids unique
+  std::optional<IngressEndpoint> ingress;  // absent: the cluster has no ingress network
 };
 
 // `json` must be a "shoal.services/v1" document: {"schema", "services": [{"id", "name",
 // "endpoint_mode": "vip"|"dnsrr" (default "vip"), "vips": [{"network_id", "address"}],
-// "ports": [{...}], "backends": [{"network_id", "address", "task_id", "task_name", "aliases"}]}]}.
+// "ports": [ServicePort], "backends": [{"network_id", "address", "task_id", "task_name",
+// "aliases"}]}], "ingress": {"network": {"id", "name", "subnet", "gateway", "vni", "options"},
+// "address": "10.0.0.5/24", "mac", "node_addr"} (optional)}.
 // Ids are checked as attach checks them (dataplane::checkId), addresses are IPv4 dotted quads
 // without a prefix, names and aliases non-empty strings; service ids are unique, and a service
-// has at most one VIP per network.
+// has at most one VIP per network; no two ingress-mode ports of the set share a protocol and
+// published port; the ingress endpoint is checked as attach checks an endpoint and its network.
 ServiceSet parseServices(std::string_view json);
 
 // The embedded DNS's records, per network of each service: in vip mode the name and each alias

@@ -71,6 +71,7 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
   CPPUNIT_TEST_SUITE(NetworkLabTest);
   CPPUNIT_TEST(testOverlayNetworksAcrossNodes);
   CPPUNIT_TEST(testServiceNamesAndVips);
+  CPPUNIT_TEST(testRoutingMesh);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -284,6 +285,49 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     CPPUNIT_ASSERT(
         eventually([&] { return hostnamesBehind(app, "http://db/", 12).size() == 2; }, 10s));
     for (const char* s : {"db", "app", "hidden"}) must(on({"service", "rm", s}), "rm service");
+  }
+
+  // The seeds' "visit any node on port 8088 and reach the service": a port published in
+  // ingress mode answers on every node, including one that runs none of its tasks, spread over
+  // the tasks, and from the node itself on 127.0.0.1.
+  void testRoutingMesh() {
+    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+    lab_ = &lab;
+    init("1s");
+    join("node2");
+    join("node3");
+    waitReady(3);
+    for (const char* node : {"node1", "node2", "node3"}) {
+      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
+           std::string("load on ") + node);
+    }
+    must(on({"service", "create", "--name", "web", "--replicas", "2", "--replicas-max-per-node",
+             "1", "--constraint", "node.hostname!=node2", "--publish", "8080:80",
+             "--stop-grace-period", "1s", "localhost/shoal-test:v1", "sh", "-c",
+             "hostname > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
+         "create web");
+    CPPUNIT_ASSERT(eventually([&] { return runningAddresses("web", "ingress").size() == 2; }, 60s));
+    const std::string node2 = lab.ip("node2");
+    auto fetch = [&](const std::string& from, const std::string& url) {
+      RunResult r = lab.inNode(from, {"curl", "-s", "--max-time", "2", url});
+      return r.exitCode == 0 ? trim(r.out) : std::string();
+    };
+    // node2 runs no task of web, yet answers on 8080, for a client on another node.
+    CPPUNIT_ASSERT_MESSAGE(
+        lab.log("node2"),
+        eventually([&] { return !fetch("node1", "http://" + node2 + ":8080/").empty(); }, 30s));
+    std::set<std::string> seen;
+    for (int i = 0; i < 12; ++i) {
+      const std::string got = fetch("node3", "http://" + node2 + ":8080/");
+      if (!got.empty()) seen.insert(got);
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t{2}, seen.size());
+    // And on the node itself, on loopback.
+    CPPUNIT_ASSERT(!fetch("node2", "http://127.0.0.1:8080/").empty());
+    // Removing the service closes the port.
+    must(on({"service", "rm", "web"}), "rm web");
+    CPPUNIT_ASSERT(
+        eventually([&] { return fetch("node1", "http://" + node2 + ":8080/").empty(); }, 30s));
   }
 
  private:

@@ -33,7 +33,8 @@ std::string servicesDoc(const std::string& from = "", const std::string& to = ""
       R"({"schema":"shoal.services/v1","services":[)"
       R"({"id":"s1","name":"web","endpoint_mode":"vip",)"
       R"("vips":[{"network_id":"na","address":"10.0.1.2"},{"network_id":"nb","address":"10.0.2.2"}],)"
-      R"("ports":[{"protocol":"tcp","target_port":80}],"backends":[)"
+      R"("ports":[{"protocol":"tcp","published":8080,"target":80,"mode":"ingress"},)"
+      R"({"protocol":"udp","published":53,"target":5353,"mode":"host"}],"backends":[)"
       R"({"network_id":"na","address":"10.0.1.5","task_id":"t1","task_name":"web.1.t1",)"
       R"("aliases":["frontend"]},)"
       R"({"network_id":"na","address":"10.0.1.6","task_id":"t2","task_name":"web.2.t2",)"
@@ -44,7 +45,10 @@ std::string servicesDoc(const std::string& from = "", const std::string& to = ""
       R"({"network_id":"na","address":"10.0.1.8","task_id":"t3","task_name":"db.1.t3",)"
       R"("aliases":["primary"]},)"
       R"({"network_id":"na","address":"10.0.1.9","task_id":"t4","task_name":"db.2.t4",)"
-      R"("aliases":[]}]}]})";
+      R"("aliases":[]}]}])"
+      R"(,"ingress":{"network":{"id":"ning","name":"ingress","subnet":"10.0.0.0/24",)"
+      R"("gateway":"10.0.0.1","vni":4096,"options":{}},"address":"10.0.0.5/24",)"
+      R"("mac":"02:42:0a:00:00:05","node_addr":"192.168.99.11"}})";
   if (!from.empty()) {
     const std::size_t at = doc.find(from);
     CPPUNIT_ASSERT_MESSAGE("test bug: " + from + " not in the document", at != std::string::npos);
@@ -85,6 +89,7 @@ class OverlayServicesTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(OverlayServicesTest);
   CPPUNIT_TEST(testParsesEveryField);
   CPPUNIT_TEST(testRefusesBadDocumentsNamingTheField);
+  CPPUNIT_TEST(testRefusesBadPortsAndIngressNamingTheField);
   CPPUNIT_TEST(testVipModeNameAndAliasesAnswerTheVipOfThatNetwork);
   CPPUNIT_TEST(testDnsrrModeNameAndAliasesAnswerTaskAddresses);
   CPPUNIT_TEST(testTasksNameAndTaskNamesAnswerTaskAddresses);
@@ -104,7 +109,22 @@ class OverlayServicesTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(std::size_t(2), web.vips.size());
     CPPUNIT_ASSERT_EQUAL(std::string("nb"), web.vips[1].networkId);
     CPPUNIT_ASSERT_EQUAL(ip("10.0.2.2"), web.vips[1].address);
-    CPPUNIT_ASSERT(web.portsJson == Strings{R"({"protocol":"tcp","target_port":80})"});
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), web.ports.size());
+    CPPUNIT_ASSERT(web.ports[0].protocol == PortProtocol::kTcp);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(8080), web.ports[0].published);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(80), web.ports[0].target);
+    CPPUNIT_ASSERT(web.ports[0].mode == PublishMode::kIngress);
+    CPPUNIT_ASSERT(web.ports[1].protocol == PortProtocol::kUdp);
+    CPPUNIT_ASSERT(web.ports[1].mode == PublishMode::kHost);
+    CPPUNIT_ASSERT(set.ingress.has_value());
+    CPPUNIT_ASSERT_EQUAL(std::string("ning"), set.ingress->network.id);
+    CPPUNIT_ASSERT_EQUAL(std::string("ingress"), set.ingress->network.name);
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.0.0/24"), set.ingress->network.subnet.str());
+    CPPUNIT_ASSERT_EQUAL(ip("10.0.0.1"), set.ingress->network.gateway);
+    CPPUNIT_ASSERT_EQUAL(uint32_t(4096), set.ingress->network.vni);
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.0.5/24"), set.ingress->address.str());
+    CPPUNIT_ASSERT_EQUAL(std::string("02:42:0a:00:00:05"), set.ingress->mac.str());
+    CPPUNIT_ASSERT_EQUAL(ip("192.168.99.11"), set.ingress->nodeAddr);
     CPPUNIT_ASSERT_EQUAL(std::size_t(3), web.backends.size());
     const ServiceBackend& b = web.backends[1];
     CPPUNIT_ASSERT_EQUAL(std::string("na"), b.networkId);
@@ -118,6 +138,79 @@ class OverlayServicesTest : public CppUnit::TestFixture {
         parseServices(R"({"schema":"shoal.services/v1","services":[{"id":"s9","name":"lone"}]})");
     CPPUNIT_ASSERT(minimal.services.at(0).mode == EndpointMode::kVip);
     CPPUNIT_ASSERT(minimal.services[0].vips.empty() && minimal.services[0].backends.empty());
+    // An absent (or null) "ingress": a cluster without an ingress network.
+    CPPUNIT_ASSERT(!minimal.ingress.has_value());
+    // protocol and mode default to tcp and ingress; host mode may leave published out.
+    const ServiceSet defaults = parseServices(
+        servicesDoc(R"({"protocol":"udp","published":53,"target":5353,"mode":"host"})",
+                    R"({"published":9000,"target":90},{"target":7,"mode":"host"},)"
+                    R"({"protocol":"sctp","published":9,"target":9})"));
+    const std::vector<ServicePort>& ports = defaults.services[0].ports;
+    CPPUNIT_ASSERT_EQUAL(std::size_t(4), ports.size());
+    CPPUNIT_ASSERT(ports[1].protocol == PortProtocol::kTcp &&
+                   ports[1].mode == PublishMode::kIngress);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(0), ports[2].published);
+    CPPUNIT_ASSERT(ports[3].protocol == PortProtocol::kSctp);
+  }
+
+  void testRefusesBadPortsAndIngressNamingTheField() {
+    const std::string port = R"({"protocol":"tcp","published":8080,"target":80,"mode":"ingress"})";
+    auto withPort = [&](const std::string& bad) { return parseError(servicesDoc(port, bad)); };
+    CPPUNIT_ASSERT(
+        contains(withPort(R"({"protocol":"icmp","published":1,"target":1})"),
+                 R"(services[0].ports[0].protocol "icmp" is not "tcp", "udp" or "sctp")"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":1,"target":1,"mode":"x"})"),
+                            R"(services[0].ports[0].mode "x" is not "ingress" or "host")"));
+    CPPUNIT_ASSERT(
+        contains(withPort(R"({"published":8080})"), "services[0].ports[0].target is required"));
+    CPPUNIT_ASSERT(
+        contains(withPort(R"({"target":80})"), "services[0].ports[0].published is required"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":0,"target":80})"),
+                            "services[0].ports[0].published must be from 1 to 65535"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":65536,"target":80})"),
+                            "services[0].ports[0].published must be from 1 to 65535"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":"80","target":80})"),
+                            "services[0].ports[0].published must be an integer"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":true,"target":80})"),
+                            "services[0].ports[0].published must be an integer"));
+    CPPUNIT_ASSERT(contains(withPort(R"({"published":80,"target":0})"),
+                            "services[0].ports[0].target must be from 1 to 65535"));
+    CPPUNIT_ASSERT(contains(withPort("7"), "services[0].ports[0] must be an object"));
+    CPPUNIT_ASSERT(contains(withPort(port + "," + port),
+                            "services[0].ports[1].published 8080/tcp is published twice"));
+    // The same number over UDP, or in host mode, is another port.
+    parseServices(servicesDoc(port, port + R"(,{"protocol":"udp","published":8080,"target":1})"));
+
+    CPPUNIT_ASSERT(
+        contains(parseError(servicesDoc(R"("subnet":"10.0.0.0/24")", R"("subnet":"10.0.0.1/24")")),
+                 R"(ingress.network.subnet "10.0.0.1/24" has host bits set)"));
+    CPPUNIT_ASSERT(
+        contains(parseError(servicesDoc(R"("gateway":"10.0.0.1")", R"("gateway":"10.0.9.1")")),
+                 R"(ingress.network.gateway "10.0.9.1" is not a host address)"));
+    CPPUNIT_ASSERT(contains(parseError(servicesDoc(R"("vni":4096)", R"("vni":0)")),
+                            "ingress.network.vni must be from 1 to 16777215"));
+    CPPUNIT_ASSERT(contains(parseError(servicesDoc(R"("id":"ning")", R"("id":"sb-x")")),
+                            "ingress.network.id"));
+    CPPUNIT_ASSERT(contains(
+        parseError(servicesDoc(R"("address":"10.0.0.5/24")", R"("address":"10.0.0.5/16")")),
+        R"(ingress.address "10.0.0.5/16" is not a host address of subnet)"));
+    CPPUNIT_ASSERT(contains(
+        parseError(servicesDoc(R"("address":"10.0.0.5/24")", R"("address":"10.0.0.1/24")")),
+        "ingress.address"));
+    CPPUNIT_ASSERT(contains(
+        parseError(servicesDoc(R"("mac":"02:42:0a:00:00:05")", R"("mac":"01:00:5e:00:00:01")")),
+        R"(ingress.mac "01:00:5e:00:00:01" is not a unicast MAC address)"));
+    CPPUNIT_ASSERT(
+        contains(parseError(servicesDoc(R"("node_addr":"192.168.99.11")", R"("node_addr":"x")")),
+                 R"(ingress.node_addr "x" is not an IPv4 address)"));
+    CPPUNIT_ASSERT(contains(parseError(servicesDoc(R"("options":{})", R"("options":[])")),
+                            "ingress.network.options must be an object"));
+    CPPUNIT_ASSERT(contains(parseError(servicesDoc(R"(,"ingress":{)", R"(,"ingress":7,"x":{)")),
+                            "ingress must be an object"));
+    CPPUNIT_ASSERT(contains(parseError(servicesDoc(R"("network":{)", R"("net":{)")),
+                            "ingress.network is required"));
+    CPPUNIT_ASSERT(
+        contains(parseError(servicesDoc(R"("vni":4096,)", "")), "ingress.network.vni is required"));
   }
 
   void testRefusesBadDocumentsNamingTheField() {
