@@ -84,16 +84,7 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
 
   void testOverlayNetworksAcrossNodes() {
     Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
-    lab_ = &lab;
-    init("1s");
-    join("node2");
-    join("node3");
-    waitReady(3);
-    for (const char* node : {"node1", "node2", "node3"}) nodeIds_[node] = nodeId(node);
-    for (const char* node : {"node1", "node2", "node3"}) {
-      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
-           std::string("load on ") + node);
-    }
+    swarmOfThree(lab);
     const std::string image = "localhost/shoal-test:v1";
 
     // The ingress network comes with the swarm; user networks get the pool's next /24s.
@@ -220,16 +211,7 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
   // scaling shows in DNS and the VIP within seconds.
   void testServiceNamesAndVips() {
     Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
-    lab_ = &lab;
-    init("1s");
-    join("node2");
-    join("node3");
-    waitReady(3);
-    for (const char* node : {"node1", "node2", "node3"}) nodeIds_[node] = nodeId(node);
-    for (const char* node : {"node1", "node2", "node3"}) {
-      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
-           std::string("load on ") + node);
-    }
+    swarmOfThree(lab);
     const std::string image = "localhost/shoal-test:v1";
     must(on({"network", "create", "appnet"}), "create appnet");
     must(on({"network", "create", "othernet"}), "create othernet");
@@ -292,15 +274,7 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
   // the tasks, and from the node itself on 127.0.0.1.
   void testRoutingMesh() {
     Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
-    lab_ = &lab;
-    init("1s");
-    join("node2");
-    join("node3");
-    waitReady(3);
-    for (const char* node : {"node1", "node2", "node3"}) {
-      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
-           std::string("load on ") + node);
-    }
+    swarmOfThree(lab);
     must(on({"service", "create", "--name", "web", "--replicas", "2", "--replicas-max-per-node",
              "1", "--constraint", "node.hostname!=node2", "--publish", "8080:80",
              "--stop-grace-period", "1s", "localhost/shoal-test:v1", "sh", "-c",
@@ -331,6 +305,20 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
   }
 
  private:
+  // A three-node swarm on `lab` (node1 the manager), the test image loaded on every node.
+  void swarmOfThree(Lab& lab) {
+    lab_ = &lab;
+    init("1s");
+    join("node2");
+    join("node3");
+    waitReady(3);
+    for (const char* node : {"node1", "node2", "node3"}) nodeIds_[node] = nodeId(node);
+    for (const char* node : {"node1", "node2", "node3"}) {
+      must(lab.on(node, {"image", "load", "-i", images_.file("shoal-test-oci.tar")}),
+           std::string("load on ") + node);
+    }
+  }
+
   // The addresses on `network` of the running tasks of `service`.
   std::set<std::string> runningAddresses(const std::string& service, const std::string& network) {
     std::set<std::string> out;
