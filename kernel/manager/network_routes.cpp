@@ -377,6 +377,26 @@ Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson) {
   return Status::ok();
 }
 
+Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson,
+                           const std::string& serviceId) {
+  auto mine = parseServiceSpec(specJson);
+  if (!mine || mine->ingressPorts.empty()) return Status::ok();
+  for (const auto& other : v.list(Kind::kService)) {
+    if (other->id == serviceId) continue;
+    auto theirs = parseServiceSpec(other->spec);
+    if (!theirs) continue;
+    for (const auto& port : mine->ingressPorts) {
+      for (const auto& taken : theirs->ingressPorts) {
+        if (port != taken) continue;
+        return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
+                                     "' is already in use by service '" + other->name + "' (" +
+                                     other->id + ") as an ingress port");
+      }
+    }
+  }
+  return Status::ok();
+}
+
 void addNetworkRoutes(api::Router& router, Swarm& swarm) {
   router.add("POST", "/networks/create", [&swarm](const Request& r) { return create(swarm, r); });
   router.add("GET", "/networks", [&swarm](const Request&) { return list(swarm); });

@@ -28,4 +28,10 @@ std::string ingressNetworkSpec();
 // network ids, refusing unknown networks, the ingress network and duplicates.
 Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson);
 
+// A port published through the routing mesh answers on every node, so one service at most may
+// publish it: the error names the service that already does (`serviceId` is the one being
+// created or updated, "" for a new one).
+Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson,
+                           const std::string& serviceId);
+
 }  // namespace shoal::manager

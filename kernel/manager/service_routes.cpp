@@ -207,6 +207,7 @@ Response create(Swarm& swarm, const Request& r) {
           if (Status s = requirePolicy(tx, split->policy); !s) return s;
           std::string spec = split->spec;
           if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
+          if (Status s = checkPublishedPorts(tx, spec, ""); !s) return s;
           store::Object o;
           o.kind = Kind::kService;
           o.id = id;
@@ -297,6 +298,7 @@ Response update(Swarm& swarm, const Request& r) {
             if (Status s = requirePolicy(tx, split->policy); !s) return s;
             std::string spec = split->spec;
             if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
+            if (Status s = checkPublishedPorts(tx, spec, copy.id); !s) return s;
             auto oldSpec = parseServiceSpec(copy.spec);
             auto newSpec = parseServiceSpec(spec);
             if (!newSpec) return newSpec.status();

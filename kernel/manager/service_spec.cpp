@@ -453,6 +453,10 @@ Result<ServiceSpec> parseServiceSpec(const std::string& specJson) {
           auto p = ports->getObject(static_cast<unsigned>(i));
           if (p->optValue<std::string>("PublishMode", "ingress") != "host") {
             s.attachesNetworks = true;
+            if (const auto published = intOr(p, "PublishedPort", 0); published > 0) {
+              s.ingressPorts.emplace_back(p->optValue<std::string>("Protocol", "tcp"),
+                                          static_cast<int>(published));
+            }
             continue;
           }
           const auto published = intOr(p, "PublishedPort", 0);

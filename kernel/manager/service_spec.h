@@ -51,9 +51,10 @@ struct ServiceSpec {
   std::string luaConstraint;
   int64_t reserveNanoCpus = 0;
   int64_t reserveMemory = 0;
-  int64_t stopGraceNs = 10'000'000'000;                // Docker's default: 10 s
-  std::vector<std::pair<std::string, int>> hostPorts;  // (protocol, published) in host mode
-  std::string taskTemplate;                            // the TaskTemplate as JSON text
+  int64_t stopGraceNs = 10'000'000'000;                   // Docker's default: 10 s
+  std::vector<std::pair<std::string, int>> hostPorts;     // (protocol, published) in host mode
+  std::vector<std::pair<std::string, int>> ingressPorts;  // (protocol, published) via the mesh
+  std::string taskTemplate;                               // the TaskTemplate as JSON text
   // Its tasks attach to networks (TaskTemplate.Networks, or ingress-published ports), so they
   // start NEW and wait for the allocator's addresses.
   bool attachesNetworks = false;

@@ -247,6 +247,22 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     CPPUNIT_ASSERT_MESSAGE(hidden.out, hidden.exitCode != 0);
     CPPUNIT_ASSERT(!contains(execIn(app, {"nslookup", "hidden"}).out, "10.0."));
 
+    // --endpoint-mode dnsrr: no VIP, the name answers the tasks themselves.
+    must(on({"service", "create", "--name", "rr", "--replicas", "2", "--endpoint-mode", "dnsrr",
+             "--network", "appnet", image}),
+         "create rr");
+    CPPUNIT_ASSERT(eventually([&] { return runningAddresses("rr", "appnet").size() == 2; }, 60s));
+    CPPUNIT_ASSERT(vipOf("rr", "appnet").empty());
+    CPPUNIT_ASSERT(eventually(
+        [&] {
+          RunResult r = execIn(app, {"nslookup", "rr"});
+          for (const auto& ip : runningAddresses("rr", "appnet")) {
+            if (!contains(r.out, ip)) return false;
+          }
+          return r.exitCode == 0;
+        },
+        20s));
+
     // The VIP spreads connections over every task.
     CPPUNIT_ASSERT_MESSAGE(
         lab.log("node1"),
@@ -266,7 +282,8 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
         10s));
     CPPUNIT_ASSERT(
         eventually([&] { return hostnamesBehind(app, "http://db/", 12).size() == 2; }, 10s));
-    for (const char* s : {"db", "app", "hidden"}) must(on({"service", "rm", s}), "rm service");
+    for (const char* s : {"db", "app", "hidden", "rr"})
+      must(on({"service", "rm", s}), "rm service");
   }
 
   // The seeds' "visit any node on port 8088 and reach the service": a port published in
@@ -281,6 +298,11 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
              "hostname > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
          "create web");
     CPPUNIT_ASSERT(eventually([&] { return runningAddresses("web", "ingress").size() == 2; }, 60s));
+    // A port the mesh routes can have one service only.
+    RunResult clash = on(
+        {"service", "create", "--name", "web2", "--publish", "8080:81", "localhost/shoal-test:v1"});
+    CPPUNIT_ASSERT(clash.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(clash.err, contains(clash.err, "already in use by service 'web'"));
     const std::string node2 = lab.ip("node2");
     auto fetch = [&](const std::string& from, const std::string& url) {
       RunResult r = lab.inNode(from, {"curl", "-s", "--max-time", "2", url});
