@@ -340,6 +340,7 @@ void Allocator::run() {
             }
             break;
           case Kind::kService:
+            nodesDirty = true;  // it may start or stop publishing a port
             if (deleted) {
               services.erase(o.id);
               release(services_, o.id);
@@ -699,10 +700,21 @@ void Allocator::allocateTasks(const std::set<std::string>& ids) {
 bool Allocator::allocateIngressNodes() {
   ObjectPtr ingress;
   std::vector<std::string> nodes;
+  bool published = false;
   store_.view([&](const store::ReadView& v) {
     ingress = ingressNetwork(v);
-    for (const auto& n : v.list(Kind::kNode)) nodes.push_back(n->id);
+    // Only while the mesh is in use: a cluster that publishes nothing keeps no node
+    // addresses (and no per-node status to rewrite as nodes join).
+    for (const auto& s : v.list(Kind::kService)) {
+      if (s->spec.find("\"PublishedPort\"") == std::string::npos) continue;
+      auto spec = parseServiceSpec(s->spec);
+      published = published || (spec && !spec->ingressPorts.empty());
+    }
+    if (published) {
+      for (const auto& n : v.list(Kind::kNode)) nodes.push_back(n->id);
+    }
   });
+  if (!published) return true;
   if (!ingress || !allocationOf(*ingress) || !network_) return true;  // nothing to do yet
   auto status = parse(ingress->status);
   if (!status) return true;

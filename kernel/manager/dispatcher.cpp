@@ -77,6 +77,22 @@ struct Mesh {
 
 Mesh meshFor(const store::ReadView& v, const std::string& nodeId) {
   Mesh m;
+  // Asked on every poll of every node: the cheap question first.
+  for (const auto& svc : v.list(Kind::kService)) {
+    if (svc->spec.find("\"PublishedPort\"") == std::string::npos) continue;
+    auto ep = agent::wire::member(svc->spec, "EndpointSpec");
+    auto ports = ep ? agent::wire::member(*ep, "Ports") : std::nullopt;
+    if (!ports) continue;
+    agent::wire::forEach(*ports, [&](std::string_view p) {
+      if (agent::wire::stringMember(p, "PublishMode", "ingress") == "ingress" &&
+          agent::wire::intMember(p, "PublishedPort", 0) > 0) {
+        m.published = true;
+      }
+      return !m.published;
+    });
+    if (m.published) break;
+  }
+  if (!m.published) return m;
   for (const auto& n : v.list(Kind::kNetwork)) {
     if (!agent::wire::boolMember(n->spec, "Ingress", false)) continue;
     auto alloc = agent::wire::member(n->status, "Allocation");
@@ -93,30 +109,21 @@ Mesh meshFor(const store::ReadView& v, const std::string& nodeId) {
     m.network += ",\"vni\":" + std::to_string(agent::wire::intMember(*alloc, "vni", 0));
     auto options = agent::wire::member(*alloc, "options");
     m.network += ",\"options\":" + (options ? std::string(*options) : std::string("{}")) + "}";
-    if (auto nodes = agent::wire::member(n->status, "Nodes")) {
-      for (const auto& other : v.list(Kind::kNode)) {
-        auto e = agent::wire::member(*nodes, other->id);
+    // Parsed once (a member lookup per node would read the object once per node).
+    try {
+      auto status = Poco::JSON::Parser().parse(n->status).extract<JObject::Ptr>();
+      auto nodes = status ? status->getObject("Nodes") : nullptr;
+      for (const auto& id : nodes ? nodes->getNames() : std::vector<std::string>{}) {
+        auto e = nodes->getObject(id);
         if (!e) continue;
-        m.nodes[other->id] = {agent::wire::stringMember(*e, "Address"),
-                              agent::wire::stringMember(*e, "MAC")};
+        m.nodes[id] = {e->optValue<std::string>("Address", ""),
+                       e->optValue<std::string>("MAC", "")};
       }
+    } catch (const std::exception&) {
     }
     break;
   }
   if (m.networkId.empty()) return m;
-  for (const auto& svc : v.list(Kind::kService)) {
-    auto ep = agent::wire::member(svc->spec, "EndpointSpec");
-    auto ports = ep ? agent::wire::member(*ep, "Ports") : std::nullopt;
-    if (!ports) continue;
-    agent::wire::forEach(*ports, [&](std::string_view p) {
-      if (agent::wire::stringMember(p, "PublishMode", "ingress") == "ingress" &&
-          agent::wire::intMember(p, "PublishedPort", 0) > 0) {
-        m.published = true;
-      }
-      return !m.published;
-    });
-    if (m.published) break;
-  }
   auto self = m.nodes.find(nodeId);
   auto node = v.get(Kind::kNode, nodeId);
   if (self != m.nodes.end() && node) {
