@@ -182,7 +182,7 @@ Result<std::size_t> SchedulerHost::pass(const PreviewRequest* preview, Placement
   // Read everything the pass needs in one view.
   std::vector<ObjectPtr> nodes;
   std::vector<Group> groups;
-  std::map<std::string, Placement> placements;  // by task spec text
+  std::map<std::string, Placement> placements;  // by task template text (templateOf)
   std::string snapshotJson;
   std::map<std::string, std::size_t> nodeIndex;
   store_.view([&](const store::ReadView& v) {
@@ -194,19 +194,21 @@ Result<std::size_t> SchedulerHost::pass(const PreviewRequest* preview, Placement
     };
     std::map<std::string, Load> loads;
     std::map<std::pair<std::string, std::string>, std::size_t> groupOf;
+    // By template: tasks on networks differ only in their addresses.
     auto placementFor = [&](const store::Object& t) -> const Placement* {
-      auto it = placements.find(t.spec);
+      const std::string tmpl = templateOf(t.spec);
+      auto it = placements.find(tmpl);
       if (it != placements.end()) return &it->second;
       Placement p;
       // The task spec is a TaskTemplate; placement reads it as a service spec would.
-      auto parsed = parseServiceSpec("{\"TaskTemplate\":" + t.spec + "}");
+      auto parsed = parseServiceSpec("{\"TaskTemplate\":" + tmpl + "}");
       if (parsed) {
         p.spec = *parsed;
         p.ok = true;
       } else {
         p.error = parsed.status().message();
       }
-      return &placements.emplace(t.spec, std::move(p)).first->second;
+      return &placements.emplace(tmpl, std::move(p)).first->second;
     };
     std::map<std::string, ObjectPtr> services;
     std::map<std::string, std::vector<std::string>> servicePorts;  // host-mode "tcp/80"
@@ -226,7 +228,7 @@ Result<std::size_t> SchedulerHost::pass(const PreviewRequest* preview, Placement
       if (pendingTask(*t)) {
         auto svc = services.find(t->serviceId);
         if (svc == services.end()) continue;
-        auto key = std::make_pair(t->serviceId, t->spec);
+        auto key = std::make_pair(t->serviceId, templateOf(t->spec));
         auto it = groupOf.find(key);
         if (it == groupOf.end()) {
           Group g;

@@ -588,6 +588,15 @@ bool runsTemplate(const std::string& taskSpec, const std::string& taskTemplate) 
   return taskSpec.compare(at, kAttachments.size(), kAttachments) == 0;
 }
 
+std::string templateOf(const std::string& taskSpec) {
+  const std::size_t at = taskSpec.rfind(kAttachments);
+  if (at == std::string::npos || at == 0) return taskSpec;
+  // withAttachments leaves "{" or "{...," before the member; the template ends with '}'.
+  if (taskSpec[at - 1] == ',') return taskSpec.substr(0, at - 1) + "}";
+  if (taskSpec[at - 1] == '{') return taskSpec.substr(0, at) + "}";
+  return taskSpec;
+}
+
 std::string withAttachments(const std::string& taskSpec, const std::string& attachmentsJson) {
   std::string out = taskSpec;
   while (!out.empty() && out.back() != '}') out.pop_back();

@@ -99,6 +99,9 @@ bool runsTemplate(const std::string& taskSpec, const std::string& taskTemplate);
 // `taskSpec` (a JSON object's text) with "NetworksAttachments": `attachmentsJson` appended as
 // its last member, so runsTemplate still recognises the template it came from.
 std::string withAttachments(const std::string& taskSpec, const std::string& attachmentsJson);
+// The TaskTemplate text a task spec was made from: the spec without what withAttachments
+// appended (tasks of one template differ only there, so this is what groups them).
+std::string templateOf(const std::string& taskSpec);
 
 // A task's observed state (its status's "State"); kNew when it has none.
 store::TaskState observedState(const store::Object& task);

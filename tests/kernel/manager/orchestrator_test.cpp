@@ -60,6 +60,7 @@ std::string replicated(int n, const std::string& extra = "") {
 class OrchestratorTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(OrchestratorTest);
   CPPUNIT_TEST(testReplicatedServiceGetsOneTaskPerSlot);
+  CPPUNIT_TEST(testTaskSpecsWithAttachmentsStillRunTheirTemplate);
   CPPUNIT_TEST(testScaleDownPrefersTasksNotRunningThenBusiestNodes);
   CPPUNIT_TEST(testFailedTaskIsReplacedAfterTheRestartDelay);
   CPPUNIT_TEST(testRestartPolicyNoneAndMaxAttemptsStopRestarts);
@@ -99,6 +100,29 @@ class OrchestratorTest : public CppUnit::TestFixture {
     store_.reset();
     transport_.reset();
     dir_.reset();
+  }
+
+  // The allocator appends a task's addresses to its spec; the task still runs its service's
+  // template (not outdated, grouped with its siblings for scheduling).
+  void testTaskSpecsWithAttachmentsStillRunTheirTemplate() {
+    using shoal::manager::runsTemplate;
+    using shoal::manager::templateOf;
+    using shoal::manager::withAttachments;
+    const std::string tmpl = "{\"ContainerSpec\":{\"Image\":\"busybox\"}}";
+    const std::string a = withAttachments(tmpl, "[{\"Address\":\"10.0.1.3/24\"}]");
+    const std::string b = withAttachments(tmpl, "[{\"Address\":\"10.0.1.4/24\"}]");
+    CPPUNIT_ASSERT(a != b);
+    CPPUNIT_ASSERT(Poco::JSON::Parser().parse(a).extract<Poco::JSON::Object::Ptr>()->has(
+        "NetworksAttachments"));
+    CPPUNIT_ASSERT(runsTemplate(a, tmpl) && runsTemplate(b, tmpl) && runsTemplate(tmpl, tmpl));
+    CPPUNIT_ASSERT_EQUAL(tmpl, templateOf(a));
+    CPPUNIT_ASSERT_EQUAL(templateOf(a), templateOf(b));
+    CPPUNIT_ASSERT_EQUAL(tmpl, templateOf(tmpl));
+    // An empty template, and a different template, are told apart.
+    CPPUNIT_ASSERT_EQUAL(std::string("{}"), templateOf(withAttachments("{}", "[]")));
+    CPPUNIT_ASSERT(runsTemplate(withAttachments("{}", "[]"), "{}"));
+    CPPUNIT_ASSERT(!runsTemplate(a, "{\"ContainerSpec\":{\"Image\":\"alpine\"}}"));
+    CPPUNIT_ASSERT(!runsTemplate(a, "{\"ContainerSpec\":{\"Image\":\"busybox\"},\"X\":1}"));
   }
 
   void testReplicatedServiceGetsOneTaskPerSlot() {
