@@ -5,7 +5,10 @@
 #include <Poco/JSON/Parser.h>
 
 #include <chrono>
+#include <map>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "kernel/common/random.h"
 #include "kernel/manager/allocator.h"
@@ -394,6 +397,76 @@ Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson
       }
     }
   }
+  return Status::ok();
+}
+
+Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
+                            const std::string& serviceId, const std::string& previousSpecJson) {
+  auto spec = parseOrNull(specJson);
+  auto ep = spec ? spec->getObject("EndpointSpec") : nullptr;
+  auto ports = ep ? ep->getArray("Ports") : nullptr;
+  if (!ports) return Status::ok();
+  auto ingress = [](const JObject::Ptr& p) {
+    return p && p->optValue<std::string>("PublishMode", "ingress") != "host";
+  };
+  auto protocolOf = [](const JObject::Ptr& p) {
+    return p->optValue<std::string>("Protocol", "tcp");
+  };
+  std::vector<unsigned> wanting;
+  std::set<std::pair<std::string, int64_t>> taken;  // (protocol, port) held by anyone
+  for (std::size_t i = 0; i < ports->size(); ++i) {
+    auto p = ports->getObject(static_cast<unsigned>(i));
+    if (!ingress(p)) continue;
+    const int64_t published = p->optValue<int64_t>("PublishedPort", 0);
+    if (published > 0) {
+      taken.emplace(protocolOf(p), published);
+    } else {
+      wanting.push_back(static_cast<unsigned>(i));
+    }
+  }
+  if (wanting.empty()) return Status::ok();
+  for (const auto& other : v.list(Kind::kService)) {
+    if (other->id == serviceId) continue;
+    auto theirs = parseServiceSpec(other->spec);
+    if (!theirs) continue;
+    for (const auto& port : theirs->ingressPorts) taken.insert(port);
+  }
+  // What an update's previous spec published for a target keeps being published: a port
+  // picked once does not move under its clients when the service changes.
+  std::map<std::pair<std::string, int64_t>, int64_t> before;  // (protocol, target) -> port
+  if (auto prev = parseOrNull(previousSpecJson)) {
+    auto pep = prev->getObject("EndpointSpec");
+    auto pports = pep ? pep->getArray("Ports") : nullptr;
+    for (std::size_t i = 0; pports && i < pports->size(); ++i) {
+      auto p = pports->getObject(static_cast<unsigned>(i));
+      if (!ingress(p) || p->optValue<int64_t>("PublishedPort", 0) <= 0) continue;
+      before.emplace(std::make_pair(protocolOf(p), p->optValue<int64_t>("TargetPort", 0)),
+                     p->optValue<int64_t>("PublishedPort", 0));
+    }
+  }
+  int64_t next = kAutoPortFirst;
+  for (unsigned i : wanting) {
+    auto p = ports->getObject(i);
+    const std::string protocol = protocolOf(p);
+    auto kept = before.find({protocol, p->optValue<int64_t>("TargetPort", 0)});
+    if (kept != before.end() && !taken.count({protocol, kept->second})) {
+      p->set("PublishedPort", kept->second);
+      taken.emplace(protocol, kept->second);
+      continue;
+    }
+    while (next <= kAutoPortLast && taken.count({protocol, next})) ++next;
+    if (next > kAutoPortLast) {
+      return Status::resourceExhausted(
+          "no free port is left in the range " + std::to_string(kAutoPortFirst) + "-" +
+          std::to_string(kAutoPortLast) + " to publish target port " +
+          std::to_string(p->optValue<int64_t>("TargetPort", 0)) + "/" + protocol +
+          " on; give one with --publish published=P,target=" +
+          std::to_string(p->optValue<int64_t>("TargetPort", 0)));
+    }
+    p->set("PublishedPort", next);
+    taken.emplace(protocol, next);
+  }
+  specJson = stringify(*spec);
   return Status::ok();
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "kernel/api/router.h"
@@ -33,5 +34,18 @@ Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson);
 // created or updated, "" for a new one).
 Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson,
                            const std::string& serviceId);
+
+// Docker's range for ports the routing mesh picks itself.
+inline constexpr int64_t kAutoPortFirst = 30000;
+inline constexpr int64_t kAutoPortLast = 32767;
+
+// Gives every ingress-mode port of the spec that names no published port one of its own: the
+// port the previous spec (an update's; "" for a new service) published for the same target
+// and protocol if that is still free, else the lowest free one in kAutoPortFirst..kAutoPortLast
+// (free: published by no other service, nor by another port of this one). The chosen ports are
+// written into the spec, so `service inspect` and `service ls` show them. RESOURCE_EXHAUSTED
+// when the range is full.
+Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
+                            const std::string& serviceId, const std::string& previousSpecJson);
 
 }  // namespace shoal::manager

@@ -139,9 +139,10 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
   c->set("Image", pinned);
 }
 
-// Ports published in ingress mode are routed by the mesh on every node; host-mode ports and
-// ports without a published number (Docker picks one from 30000-32767) are stored and checked
-// but not mapped yet: say so rather than let a user wait on a port that never answers.
+// Ports published in ingress mode are routed by the mesh on every node (those without a
+// published number get one from 30000-32767, assignPublishedPorts); host-mode ports are stored
+// and checked but not mapped yet: say so rather than let a user wait on a port that never
+// answers.
 void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warnings) {
   auto ep = spec->getObject("EndpointSpec");
   auto ports = ep ? ep->getArray("Ports") : nullptr;
@@ -153,11 +154,6 @@ void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warni
       warnings.push_back("port " + target +
                          " is published in host mode, which this version of Shoal records but "
                          "does not map yet; use the routing mesh (mode=ingress)");
-    } else if (p->optValue<int64_t>("PublishedPort", 0) == 0) {
-      warnings.push_back("port " + target +
-                         " has no published port: this version of Shoal does not pick one; "
-                         "give it (--publish published=P,target=" +
-                         target + ")");
     }
   }
 }
@@ -207,6 +203,7 @@ Response create(Swarm& swarm, const Request& r) {
           if (Status s = requirePolicy(tx, split->policy); !s) return s;
           std::string spec = split->spec;
           if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
+          if (Status s = assignPublishedPorts(tx, spec, "", ""); !s) return s;
           if (Status s = checkPublishedPorts(tx, spec, ""); !s) return s;
           store::Object o;
           o.kind = Kind::kService;
@@ -298,6 +295,7 @@ Response update(Swarm& swarm, const Request& r) {
             if (Status s = requirePolicy(tx, split->policy); !s) return s;
             std::string spec = split->spec;
             if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
+            if (Status s = assignPublishedPorts(tx, spec, copy.id, copy.spec); !s) return s;
             if (Status s = checkPublishedPorts(tx, spec, copy.id); !s) return s;
             auto oldSpec = parseServiceSpec(copy.spec);
             auto newSpec = parseServiceSpec(spec);

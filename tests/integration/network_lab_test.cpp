@@ -320,6 +320,29 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     CPPUNIT_ASSERT_EQUAL(std::size_t{2}, seen.size());
     // And on the node itself, on loopback.
     CPPUNIT_ASSERT(!fetch("node2", "http://127.0.0.1:8080/").empty());
+    // A port with no published number gets one from 30000-32767, as Docker picks it, and keeps
+    // it through an update that names the target alone again.
+    must(on({"service", "create", "--name", "auto", "--publish", "80", "--publish", "81",
+             "--stop-grace-period", "1s", "localhost/shoal-test:v1", "sh", "-c",
+             "hostname > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
+         "create auto");
+    auto portsOfAuto = [&] {
+      RunResult r = on({"service", "ls"});
+      std::istringstream in(r.out);
+      for (std::string line; std::getline(in, line);) {
+        const auto at = line.find("*:");
+        if (contains(line, " auto ") && at != std::string::npos) return trim(line.substr(at));
+      }
+      return std::string();
+    };
+    CPPUNIT_ASSERT_EQUAL(std::string("*:30000->80/tcp, *:30001->81/tcp"), portsOfAuto());
+    CPPUNIT_ASSERT_MESSAGE(
+        lab.log("node2"),
+        eventually([&] { return !fetch("node3", "http://" + node2 + ":30000/").empty(); }, 30s));
+    must(on({"service", "update", "--detach", "--publish-rm", "81", "--publish-add", "81", "auto"}),
+         "update auto");
+    CPPUNIT_ASSERT_EQUAL(std::string("*:30000->80/tcp, *:30001->81/tcp"), portsOfAuto());
+    must(on({"service", "rm", "auto"}), "rm auto");
     // Removing the service closes the port.
     must(on({"service", "rm", "web"}), "rm web");
     CPPUNIT_ASSERT(
