@@ -197,6 +197,9 @@ void Agent::workLoop() {
         step(t);
       }
     }
+    // Peers and service endpoints go to the network plugin outside mu_: rewriting nftables
+    // and FDB entries must not hold up completions and reports.
+    for (const auto& r : replies) applyPeers(r);
     sendReports();
     sendLogs();
     if (clock_.monotonic() - lastPersist_ >= kPersistEvery) {
@@ -254,7 +257,6 @@ void Agent::applyAssignments(const std::string& body) {
     });
   }
   applyLogRequests(reply);
-  applyPeers(reply);
 }
 
 // The dispatcher's "peers": [{"network_id", "peers": [...]}] — the full set of remote

@@ -103,7 +103,8 @@ class Agent {
   std::string runtimeDocument(const Task& t) const;
   std::string attachDocument(const Task& t) const;
   void detach(const Task& t);
-  // The dispatcher's "peers" and "services" for the network plugin; caller holds mu_.
+  // The dispatcher's "peers" and "services" for the network plugin; the work thread, without
+  // mu_ (the plugin may take a while).
   void applyPeers(std::string_view reply);
 
   // What the runtime's callbacks hold instead of the agent: they outlive it (a wait or a
@@ -122,15 +123,16 @@ class Agent {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                             // guarded by mu_
-  std::map<std::string, Task> tasks_;             // guarded by mu_
-  std::deque<Completion> completions_;            // guarded by mu_
-  std::vector<std::string> assignments_;          // replies waiting for the worker; guarded by mu_
-  bool resync_ = false;                           // guarded by mu_: the next reply is a full set
-  std::vector<std::string> reports_;              // JSON updates to send; guarded by mu_
-  std::map<std::string, LogJob> logJobs_;         // by subscription; guarded by mu_
-  std::map<std::string, std::string> peersSent_;  // network id -> peers last applied; mu_
-  std::string servicesSent_;       // the services document last applied; guarded by mu_
+  bool stop_ = false;                      // guarded by mu_
+  std::map<std::string, Task> tasks_;      // guarded by mu_
+  std::deque<Completion> completions_;     // guarded by mu_
+  std::vector<std::string> assignments_;   // replies waiting for the worker; guarded by mu_
+  bool resync_ = false;                    // guarded by mu_: the next reply is a full set
+  std::vector<std::string> reports_;       // JSON updates to send; guarded by mu_
+  std::map<std::string, LogJob> logJobs_;  // by subscription; guarded by mu_
+  std::map<std::string, std::string>
+      peersSent_;                  // network id -> peers last applied; work thread only
+  std::string servicesSent_;       // the services document last applied; work thread only
   bool dirty_ = false;             // guarded by mu_: tasks_ differs from the file
   std::string session_;            // poller thread only
   Clock::MonoTime lastPersist_{};  // worker thread only

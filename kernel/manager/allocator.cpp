@@ -244,7 +244,6 @@ bool Allocator::stopping() {
 Status Allocator::restoreAll() {
   tasks_.clear();
   services_.clear();
-  nodes_.clear();
   JArray all;
   store_.view([&](const store::ReadView& v) {
     for (const auto& n : v.list(Kind::kNetwork)) {
@@ -255,10 +254,7 @@ Status Allocator::restoreAll() {
       for (const auto& e : vips) all.add(Poco::JSON::Parser().parse(e));
       if (!vips.empty()) services_[s->id].endpoints = std::move(vips);
     }
-    for (const auto& [node, e] : ingressEndpoints(v)) {
-      all.add(Poco::JSON::Parser().parse(e));
-      nodes_[node].endpoints = {e};
-    }
+    for (const auto& entry : ingressEndpoints(v)) all.add(Poco::JSON::Parser().parse(entry.second));
     for (const auto& t : v.list(Kind::kTask)) {
       if (isTerminal(observedState(*t))) continue;
       auto eps = taskEndpoints(*t);
@@ -479,7 +475,9 @@ void Allocator::allocateServices(const std::set<std::string>& ids) {
     }
     bool same = have.size() == want.size();
     for (const auto& w : want) same = same && have.count(w);
-    if (same && status->has("Endpoint")) continue;
+    // A service with no VIP to hold and none written needs no Endpoint at all (most services
+    // on a cluster without overlays): nothing is written for it.
+    if (same && (status->has("Endpoint") || want.empty())) continue;
     if (!network_ && !want.empty()) continue;
     std::vector<std::string> fresh;  // endpoints allocated in this pass
     JArray::Ptr vips = new JArray;
@@ -771,11 +769,6 @@ bool Allocator::allocateIngressNodes() {
     return false;  // looked at again on the next pass
   }
   for (const auto& e : stale) (void)network_->releaseEndpoint(e);
-  nodes_.clear();
-  for (const auto& nid : want->getNames()) {
-    nodes_[nid].endpoints = {endpointDocument(
-        "node:" + nid, id, want->getObject(nid)->getValue<std::string>("Address"))};
-  }
   return true;
 }
 

@@ -67,7 +67,6 @@ class Allocator {
   // What the plugin holds for each task and each service (VIPs), so each is released once.
   std::map<std::string, Held> tasks_;
   std::map<std::string, Held> services_;
-  std::map<std::string, Held> nodes_;  // ingress endpoints by node
   // What a refused commit sends back for another try.
   std::set<std::string> retryTasks_, retryServices_;
 
