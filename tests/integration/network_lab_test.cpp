@@ -8,7 +8,9 @@
 //    network cannot reach them; a service on two networks reaches both;
 //  - every task holds a distinct address of its network's subnet, and a service a VIP;
 //  - a restarted leader keeps its containers and namespaces and gives no address twice;
-//  - removing the services leaves no task namespace and no network sandbox on any node.
+//  - removing the services leaves no task namespace and no network sandbox on any node, and
+//    removing the last publishing service no mesh table, ingress veth or tracked connection;
+//  - ports published without a number get one from 30000-32767 that stays across updates.
 // Needs root (namespaces, runc), like every test in this label.
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -343,10 +345,39 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
          "update auto");
     CPPUNIT_ASSERT_EQUAL(std::string("*:30000->80/tcp, *:30001->81/tcp"), portsOfAuto());
     must(on({"service", "rm", "auto"}), "rm auto");
+    // What the mesh leaves on a node: its table, the veth into its ingress sandbox, and tracked
+    // connections to the ports it published.
+    auto leftovers = [&](const std::string& node) {
+      std::string left;
+      if (contains(lab.inNode(node, {"nft", "list", "tables"}).out, "shoal_mesh"))
+        left += " nft table shoal_mesh;";
+      if (lab.inNode(node, {"ip", "link", "show", "shoal-ig0"}).exitCode == 0)
+        left += " link shoal-ig0;";
+      // Connections to the node's own addresses (those the mesh took in); a node's own
+      // outgoing test connections to other nodes are not the mesh's to forget.
+      for (const std::string& dst : {lab.ip(node), std::string("127.0.0.1")}) {
+        for (const char* port : {"8080", "30000"}) {
+          RunResult ct = lab.inNode(
+              node, {"conntrack", "-L", "-p", "tcp", "--orig-dst", dst, "--dport", port});
+          if (contains(ct.out, "dport=" + std::string(port)))
+            left += " conntrack " + dst + ":" + port + ";";
+        }
+      }
+      return left;
+    };
+    // The probe sees them while web publishes (so it can fail)...
+    const std::string held = leftovers("node2");
+    CPPUNIT_ASSERT_MESSAGE(held, contains(held, "shoal_mesh") && contains(held, "shoal-ig0") &&
+                                     contains(held, "conntrack " + node2 + ":8080"));
     // Removing the service closes the port.
     must(on({"service", "rm", "web"}), "rm web");
     CPPUNIT_ASSERT(
         eventually([&] { return fetch("node1", "http://" + node2 + ":8080/").empty(); }, 30s));
+    // ... and with nothing published any more, no node keeps any of them.
+    for (const char* node : {"node1", "node2", "node3"}) {
+      CPPUNIT_ASSERT_MESSAGE(std::string(node) + ":" + leftovers(node),
+                             eventually([&] { return leftovers(node).empty(); }, 30s));
+    }
   }
 
  private:
