@@ -24,9 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/bench_swarm.h"
 #include "tests/support/lab.h"
 #include "tests/support/process.h"
-#include "tests/support/temp_dir.h"
 
 namespace {
 
@@ -96,24 +96,9 @@ int main(int argc, char** argv) {
     std::cerr << "name_bench needs root (namespaces, runc)\n";
     return 2;
   }
-  shoal::test::TempDir images;
-  must(runCommand({std::string(SHOAL_SOURCE_DIR) + "/scripts/test-images", "build", images.path()},
-                  std::chrono::seconds(120)),
-       "test-images build");
-  Lab lab(2, {"SHOAL_LAB_RUNTIME=runtime-runc"});
-  must(lab.on("node1", {"swarm", "init", "--advertise-addr", lab.ip("node1"),
-                        "--dispatcher-heartbeat", "1s"}),
-       "swarm init");
-  const std::string token =
-      shoal::test::trim(lab.on("node1", {"swarm", "join-token", "-q", "worker"}).out);
-  must(lab.on("node2", {"swarm", "join", "--token", token, "--advertise-addr", lab.ip("node2"),
-                        lab.ip("node1") + ":2377"}),
-       "join");
-  for (const char* node : {"node1", "node2"}) {
-    must(lab.on(node, {"image", "load", "-i", images.file("shoal-test-oci.tar")}), "image load");
-  }
-  must(lab.on("node1", {"network", "create", "--driver", "overlay", "benchnet"}), "network");
-  const std::string image = "localhost/shoal-test:v1";
+  shoal::test::BenchSwarm swarm;
+  Lab& lab = swarm.lab();
+  const std::string image = shoal::test::BenchSwarm::kImage;
   must(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
                         "--constraint", "node.hostname==node1", "--no-resolve-image",
                         "--stop-grace-period", "1s", image, "sleep", "100000"}),
