@@ -380,28 +380,8 @@ Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson) {
   return Status::ok();
 }
 
-Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson,
-                           const std::string& serviceId) {
-  auto mine = parseServiceSpec(specJson);
-  if (!mine || mine->ingressPorts.empty()) return Status::ok();
-  for (const auto& other : v.list(Kind::kService)) {
-    if (other->id == serviceId) continue;
-    auto theirs = parseServiceSpec(other->spec);
-    if (!theirs) continue;
-    for (const auto& port : mine->ingressPorts) {
-      for (const auto& taken : theirs->ingressPorts) {
-        if (port != taken) continue;
-        return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
-                                     "' is already in use by service '" + other->name + "' (" +
-                                     other->id + ") as an ingress port");
-      }
-    }
-  }
-  return Status::ok();
-}
-
-Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
-                            const std::string& serviceId, const std::string& previousSpecJson) {
+Status publishPorts(const store::ReadView& v, std::string& specJson, const std::string& serviceId,
+                    const std::string& previousSpecJson) {
   auto spec = parseOrNull(specJson);
   auto ep = spec ? spec->getObject("EndpointSpec") : nullptr;
   auto ports = ep ? ep->getArray("Ports") : nullptr;
@@ -412,35 +392,48 @@ Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
   auto protocolOf = [](const JObject::Ptr& p) {
     return p->optValue<std::string>("Protocol", "tcp");
   };
+  using Port = std::pair<std::string, int64_t>;  // (protocol, port)
+  std::vector<Port> given;
   std::vector<unsigned> wanting;
-  std::set<std::pair<std::string, int64_t>> taken;  // (protocol, port) held by anyone
   for (std::size_t i = 0; i < ports->size(); ++i) {
     auto p = ports->getObject(static_cast<unsigned>(i));
     if (!ingress(p)) continue;
     const int64_t published = p->optValue<int64_t>("PublishedPort", 0);
     if (published > 0) {
-      taken.emplace(protocolOf(p), published);
+      given.emplace_back(protocolOf(p), published);
     } else {
       wanting.push_back(static_cast<unsigned>(i));
     }
   }
-  if (wanting.empty()) return Status::ok();
+  if (given.empty() && wanting.empty()) return Status::ok();
+  // Every port the mesh routes for another service, read once for both jobs below.
+  std::map<Port, ObjectPtr> owners;
   for (const auto& other : v.list(Kind::kService)) {
     if (other->id == serviceId) continue;
     auto theirs = parseServiceSpec(other->spec);
     if (!theirs) continue;
-    for (const auto& port : theirs->ingressPorts) taken.insert(port);
+    for (const auto& port : theirs->ingressPorts) owners.emplace(port, other);
   }
+  for (const auto& port : given) {
+    auto owner = owners.find(port);
+    if (owner == owners.end()) continue;
+    return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
+                                 "' is already in use by service '" + owner->second->name + "' (" +
+                                 owner->second->id + ") as an ingress port");
+  }
+  if (wanting.empty()) return Status::ok();
+  std::set<Port> taken(given.begin(), given.end());
+  for (const auto& [port, owner] : owners) taken.insert(port);
   // What an update's previous spec published for a target keeps being published: a port
   // picked once does not move under its clients when the service changes.
-  std::map<std::pair<std::string, int64_t>, int64_t> before;  // (protocol, target) -> port
+  std::map<Port, int64_t> before;  // (protocol, target) -> published port
   if (auto prev = parseOrNull(previousSpecJson)) {
     auto pep = prev->getObject("EndpointSpec");
     auto pports = pep ? pep->getArray("Ports") : nullptr;
     for (std::size_t i = 0; pports && i < pports->size(); ++i) {
       auto p = pports->getObject(static_cast<unsigned>(i));
       if (!ingress(p) || p->optValue<int64_t>("PublishedPort", 0) <= 0) continue;
-      before.emplace(std::make_pair(protocolOf(p), p->optValue<int64_t>("TargetPort", 0)),
+      before.emplace(Port{protocolOf(p), p->optValue<int64_t>("TargetPort", 0)},
                      p->optValue<int64_t>("PublishedPort", 0));
     }
   }
@@ -448,7 +441,8 @@ Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
   for (unsigned i : wanting) {
     auto p = ports->getObject(i);
     const std::string protocol = protocolOf(p);
-    auto kept = before.find({protocol, p->optValue<int64_t>("TargetPort", 0)});
+    const int64_t target = p->optValue<int64_t>("TargetPort", 0);
+    auto kept = before.find({protocol, target});
     if (kept != before.end() && !taken.count({protocol, kept->second})) {
       p->set("PublishedPort", kept->second);
       taken.emplace(protocol, kept->second);
@@ -458,10 +452,9 @@ Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
     if (next > kAutoPortLast) {
       return Status::resourceExhausted(
           "no free port is left in the range " + std::to_string(kAutoPortFirst) + "-" +
-          std::to_string(kAutoPortLast) + " to publish target port " +
-          std::to_string(p->optValue<int64_t>("TargetPort", 0)) + "/" + protocol +
-          " on; give one with --publish published=P,target=" +
-          std::to_string(p->optValue<int64_t>("TargetPort", 0)));
+          std::to_string(kAutoPortLast) + " to publish target port " + std::to_string(target) +
+          "/" + protocol +
+          " on; give one with --publish published=P,target=" + std::to_string(target));
     }
     p->set("PublishedPort", next);
     taken.emplace(protocol, next);

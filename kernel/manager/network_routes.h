@@ -29,23 +29,19 @@ std::string ingressNetworkSpec();
 // network ids, refusing unknown networks, the ingress network and duplicates.
 Status resolveServiceNetworks(const store::ReadView& v, std::string& specJson);
 
-// A port published through the routing mesh answers on every node, so one service at most may
-// publish it: the error names the service that already does (`serviceId` is the one being
-// created or updated, "" for a new one).
-Status checkPublishedPorts(const store::ReadView& v, const std::string& specJson,
-                           const std::string& serviceId);
-
 // Docker's range for ports the routing mesh picks itself.
 inline constexpr int64_t kAutoPortFirst = 30000;
 inline constexpr int64_t kAutoPortLast = 32767;
 
-// Gives every ingress-mode port of the spec that names no published port one of its own: the
-// port the previous spec (an update's; "" for a new service) published for the same target
-// and protocol if that is still free, else the lowest free one in kAutoPortFirst..kAutoPortLast
-// (free: published by no other service, nor by another port of this one). The chosen ports are
-// written into the spec, so `service inspect` and `service ls` show them. RESOURCE_EXHAUSTED
-// when the range is full.
-Status assignPublishedPorts(const store::ReadView& v, std::string& specJson,
-                            const std::string& serviceId, const std::string& previousSpecJson);
+// The ingress-mode ports of a service spec being created or updated (`serviceId`; "" for a new
+// one). A port the routing mesh routes answers on every node, so one service at most may
+// publish it: a published port another service has is refused (ALREADY_EXISTS, naming that
+// service). A port that names no published number gets one of its own: the port the previous
+// spec (an update's; "" for a new service) published for the same target and protocol if that
+// is still free, else the lowest free one in kAutoPortFirst..kAutoPortLast (free: published by
+// no other service, nor by another port of this one); RESOURCE_EXHAUSTED when none is. The
+// chosen ports are written into the spec, so `service inspect` and `service ls` show them.
+Status publishPorts(const store::ReadView& v, std::string& specJson, const std::string& serviceId,
+                    const std::string& previousSpecJson);
 
 }  // namespace shoal::manager

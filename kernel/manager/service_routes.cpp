@@ -140,7 +140,7 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
 }
 
 // Ports published in ingress mode are routed by the mesh on every node (those without a
-// published number get one from 30000-32767, assignPublishedPorts); host-mode ports are stored
+// published number get one from 30000-32767, publishPorts); host-mode ports are stored
 // and checked but not mapped yet: say so rather than let a user wait on a port that never
 // answers.
 void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warnings) {
@@ -203,8 +203,7 @@ Response create(Swarm& swarm, const Request& r) {
           if (Status s = requirePolicy(tx, split->policy); !s) return s;
           std::string spec = split->spec;
           if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
-          if (Status s = assignPublishedPorts(tx, spec, "", ""); !s) return s;
-          if (Status s = checkPublishedPorts(tx, spec, ""); !s) return s;
+          if (Status s = publishPorts(tx, spec, "", ""); !s) return s;
           store::Object o;
           o.kind = Kind::kService;
           o.id = id;
@@ -295,8 +294,7 @@ Response update(Swarm& swarm, const Request& r) {
             if (Status s = requirePolicy(tx, split->policy); !s) return s;
             std::string spec = split->spec;
             if (Status s = resolveServiceNetworks(tx, spec); !s) return s;
-            if (Status s = assignPublishedPorts(tx, spec, copy.id, copy.spec); !s) return s;
-            if (Status s = checkPublishedPorts(tx, spec, copy.id); !s) return s;
+            if (Status s = publishPorts(tx, spec, copy.id, copy.spec); !s) return s;
             auto oldSpec = parseServiceSpec(copy.spec);
             auto newSpec = parseServiceSpec(spec);
             if (!newSpec) return newSpec.status();
