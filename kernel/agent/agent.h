@@ -103,7 +103,7 @@ class Agent {
   std::string runtimeDocument(const Task& t) const;
   std::string attachDocument(const Task& t) const;
   void detach(const Task& t);
-  // The dispatcher's "peers" and "services" for the network plugin; the work thread, without
+  // The dispatcher's "peers" and "services" for the network plugin; the worker thread, without
   // mu_ (the plugin may take a while).
   void applyPeers(std::string_view reply);
 
@@ -123,19 +123,18 @@ class Agent {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                      // guarded by mu_
-  std::map<std::string, Task> tasks_;      // guarded by mu_
-  std::deque<Completion> completions_;     // guarded by mu_
-  std::vector<std::string> assignments_;   // replies waiting for the worker; guarded by mu_
-  bool resync_ = false;                    // guarded by mu_: the next reply is a full set
-  std::vector<std::string> reports_;       // JSON updates to send; guarded by mu_
-  std::map<std::string, LogJob> logJobs_;  // by subscription; guarded by mu_
-  std::map<std::string, std::string>
-      peersSent_;                  // network id -> peers last applied; work thread only
-  std::string servicesSent_;       // the services document last applied; work thread only
-  bool dirty_ = false;             // guarded by mu_: tasks_ differs from the file
-  std::string session_;            // poller thread only
-  Clock::MonoTime lastPersist_{};  // worker thread only
+  bool stop_ = false;                             // guarded by mu_
+  std::map<std::string, Task> tasks_;             // guarded by mu_
+  std::deque<Completion> completions_;            // guarded by mu_
+  std::vector<std::string> assignments_;          // replies waiting for the worker; guarded by mu_
+  bool resync_ = false;                           // guarded by mu_: the next reply is a full set
+  std::vector<std::string> reports_;              // JSON updates to send; guarded by mu_
+  std::map<std::string, LogJob> logJobs_;         // by subscription; guarded by mu_
+  std::map<std::string, std::string> peersSent_;  // network id -> peers applied; worker thread
+  std::string servicesSent_;                      // services document applied; worker thread
+  bool dirty_ = false;                            // guarded by mu_: tasks_ differs from the file
+  std::string session_;                           // poller thread only
+  Clock::MonoTime lastPersist_{};                 // worker thread only
   std::thread poller_;
   std::thread worker_;
   std::shared_ptr<Life> life_;

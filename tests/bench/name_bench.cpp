@@ -30,17 +30,12 @@
 
 namespace {
 
+using shoal::test::benchMust;
 using shoal::test::Lab;
+using shoal::test::median;
 using shoal::test::runCommand;
 using shoal::test::RunResult;
 using Wall = std::chrono::system_clock;
-
-void must(const RunResult& r, const std::string& what) {
-  if (r.exitCode != 0) {
-    std::cerr << "name_bench: " << what << " failed: " << r.out << r.err << '\n';
-    std::exit(1);
-  }
-}
 
 int64_t nowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Wall::now().time_since_epoch())
@@ -80,11 +75,6 @@ std::string containerId(const Lab& lab, const std::string& node) {
   return "";
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,10 +89,10 @@ int main(int argc, char** argv) {
   shoal::test::BenchSwarm swarm;
   Lab& lab = swarm.lab();
   const std::string image = shoal::test::BenchSwarm::kImage;
-  must(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
-                        "--constraint", "node.hostname==node1", "--no-resolve-image",
-                        "--stop-grace-period", "1s", image, "sleep", "100000"}),
-       "create client");
+  benchMust(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
+                             "--constraint", "node.hostname==node1", "--no-resolve-image",
+                             "--stop-grace-period", "1s", image, "sleep", "100000"}),
+            "create client");
   std::string client;
   for (int i = 0; i < 600 && client.empty(); ++i) {
     client = containerId(lab, "node1");
@@ -121,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<double> execs;
   for (int i = 0; i < 9; ++i) {
     const int64_t t0 = nowNs();
-    must(inClient({"true"}), "runc exec true");
+    benchMust(inClient({"true"}), "runc exec true");
     execs.push_back(static_cast<double>(nowNs() - t0) / 1e6);
   }
 
@@ -129,11 +119,11 @@ int main(int argc, char** argv) {
   for (int round = 1; round <= rounds; ++round) {
     const std::string name = "target" + std::to_string(round);
     const int64_t created = nowNs();
-    must(lab.on("node1", {"service", "create", "--detach", "--name", name, "--network", "benchnet",
-                          "--constraint", "node.hostname==node2", "--no-resolve-image",
-                          "--stop-grace-period", "1s", image, "sh", "-c",
-                          "echo ok > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
-         "create " + name);
+    benchMust(lab.on("node1", {"service", "create", "--detach", "--name", name, "--network",
+                               "benchnet", "--constraint", "node.hostname==node2",
+                               "--no-resolve-image", "--stop-grace-period", "1s", image, "sh", "-c",
+                               "echo ok > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
+              "create " + name);
     int64_t answered = 0;
     std::string last;
     while (answered == 0) {
@@ -159,7 +149,7 @@ int main(int argc, char** argv) {
     afterCreate.push_back(static_cast<double>(answered - created) / 1e6);
     std::fprintf(stderr, "name_bench: round %d: %.0f ms after RUNNING, %.0f ms after create\n",
                  round, afterRunning.back(), afterCreate.back());
-    must(lab.on("node1", {"service", "rm", name}), "rm " + name);
+    benchMust(lab.on("node1", {"service", "rm", name}), "rm " + name);
   }
   std::printf("name_bench (two lab nodes, runtime-runc, client on node1, target on node2)\n");
   std::printf("%-52s %9.0f ms (min %.0f, max %.0f; target < 1000)\n",

@@ -33,16 +33,11 @@
 
 namespace {
 
+using shoal::test::benchMust;
 using shoal::test::Lab;
+using shoal::test::median;
 using shoal::test::runCommand;
 using shoal::test::RunResult;
-
-void must(const RunResult& r, const std::string& what) {
-  if (r.exitCode != 0) {
-    std::cerr << "vip_bench: " << what << " failed: " << r.out << r.err << '\n';
-    std::exit(1);
-  }
-}
 
 Poco::JSON::Array::Ptr jsonArray(const std::string& text) {
   try {
@@ -95,7 +90,7 @@ double wrk(const std::string& netnsPath, const std::string& url, int seconds) {
   RunResult r = runCommand({"nsenter", "--net=" + netnsPath, "wrk", "-t", "1", "-c", "8", "-d",
                             std::to_string(seconds) + "s", "-H", "Connection: close", url},
                            std::chrono::seconds(seconds + 30));
-  must(r, "wrk " + url);
+  benchMust(r, "wrk " + url);
   std::istringstream in(r.out);
   double rate = -1;
   for (std::string line; std::getline(in, line);) {
@@ -113,11 +108,6 @@ double wrk(const std::string& netnsPath, const std::string& url, int seconds) {
     std::exit(1);
   }
   return rate;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 }  // namespace
@@ -143,15 +133,15 @@ int main(int argc, char** argv) {
   const std::string netId =
       nets && nets->size() ? nets->getObject(0)->optValue<std::string>("ID", "") : "";
   const std::string image = shoal::test::BenchSwarm::kImage;
-  must(lab.on("node1", {"service", "create", "--name", "web", "--network", "benchnet", "--publish",
-                        "8080:80", "--constraint", "node.hostname==node2", "--no-resolve-image",
-                        "--stop-grace-period", "1s", image, "sh", "-c",
-                        "echo ok > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
-       "create web");
-  must(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
-                        "--constraint", "node.hostname==node1", "--no-resolve-image",
-                        "--stop-grace-period", "1s", image, "sleep", "100000"}),
-       "create client");
+  benchMust(lab.on("node1", {"service", "create", "--name", "web", "--network", "benchnet",
+                             "--publish", "8080:80", "--constraint", "node.hostname==node2",
+                             "--no-resolve-image", "--stop-grace-period", "1s", image, "sh", "-c",
+                             "echo ok > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
+            "create web");
+  benchMust(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
+                             "--constraint", "node.hostname==node1", "--no-resolve-image",
+                             "--stop-grace-period", "1s", image, "sleep", "100000"}),
+            "create client");
   std::pair<std::string, std::string> web, client;
   for (int i = 0; i < 600 && (web.second.empty() || client.second.empty()); ++i) {
     web = runningTask(lab, "web", "benchnet");

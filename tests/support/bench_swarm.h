@@ -6,17 +6,25 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tests/support/lab.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 namespace shoal::test {
+
+// The middle value of a benchmark's rounds (0 for none).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
 
 inline void benchMust(const RunResult& r, const std::string& what) {
   if (r.exitCode != 0) {
