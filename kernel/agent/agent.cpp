@@ -191,15 +191,19 @@ void Agent::workLoop() {
       done.swap(completions_);
       for (const auto& r : replies) applyAssignments(r);
       for (const auto& c : done) finish(c);
+    }
+    // Peers and service endpoints go to the network plugin outside mu_: rewriting nftables
+    // and FDB entries must not hold up completions and reports. Before the attaches below, so
+    // an encrypted network's sandbox finds this node's tunnel key (network.h).
+    for (const auto& r : replies) applyPeers(r);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
       for (auto it = tasks_.begin(); it != tasks_.end();) {
         Task& t = it->second;
         ++it;  // step may erase t (a removed task)
         step(t);
       }
     }
-    // Peers and service endpoints go to the network plugin outside mu_: rewriting nftables
-    // and FDB entries must not hold up completions and reports.
-    for (const auto& r : replies) applyPeers(r);
     sendReports();
     sendLogs();
     if (clock_.monotonic() - lastPersist_ >= kPersistEvery) {

@@ -789,6 +789,15 @@ int cmdSwarmUpdate(Invocation& inv) {
     }
     req.set("task_history_limit", static_cast<int64_t>(n));
   }
+  if (inv.has("overlay-key-rotation")) {
+    auto seconds = parseDuration(inv.flag("overlay-key-rotation"));
+    if (!seconds) {
+      *inv.err << "invalid argument \"" << inv.flag("overlay-key-rotation")
+               << "\" for \"--overlay-key-rotation\" flag: " << seconds.status().message() << '\n';
+      return kExitUsage;
+    }
+    req.set("overlay_key_rotation_seconds", *seconds);
+  }
   if (inv.has("autolock")) req.set("autolock", inv.flag("autolock") == "true");
   std::ostringstream body;
   req.stringify(body);
@@ -2758,6 +2767,9 @@ const std::vector<Command>& commands() {
        {{"cert-expiry", 0, true, "Validity period for node certificates (h|m|s)", ""},
         {"dispatcher-heartbeat", 0, true, "Dispatcher heartbeat period (h|m|s)", ""},
         {"task-history-limit", 0, true, "Task history retention limit", ""},
+        {"overlay-key-rotation", 0, true,
+         "How often nodes' keys for encrypted overlay networks are replaced (h|m|s; default 12h)",
+         ""},
         {"autolock", 0, false, "Change manager autolocking setting (true|false)", ""}},
        0,
        cmdSwarmUpdate,

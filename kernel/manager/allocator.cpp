@@ -4,10 +4,14 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "kernel/common/log.h"
 #include "kernel/manager/service_spec.h"
+#include "kernel/manager/tunnel_keys.h"
 #include "kernel/store/tx.h"
 
 namespace shoal::manager {
@@ -279,10 +283,17 @@ void Allocator::release(std::map<std::string, Held>& held, const std::string& ow
   held.erase(it);
 }
 
+bool networkEncrypted(const std::string& networkSpecJson) {
+  if (networkSpecJson.find("\"encrypted\"") == std::string::npos) return false;
+  auto options = child(parse(networkSpecJson), "Options");
+  return options && options->has("encrypted");
+}
+
 void Allocator::run() {
   std::unique_ptr<store::Watch> watch;
   std::set<std::string> networks, services, tasks;
-  bool nodesDirty = true;  // nodes' ingress endpoints to look at
+  bool nodesDirty = true;    // nodes' ingress endpoints to look at
+  bool tunnelsDirty = true;  // nodes' tunnel keys to look at
   for (;;) {
     if (stopping()) return;
     if (!watch) {
@@ -294,8 +305,9 @@ void Allocator::run() {
         continue;
       }
       nodesDirty = true;
+      tunnelsDirty = true;
       auto w = store_.store().viewAndWatch(
-          KindSet{Kind::kNetwork, Kind::kService, Kind::kTask, Kind::kNode},
+          KindSet{Kind::kNetwork, Kind::kService, Kind::kTask, Kind::kNode, Kind::kCluster},
           [&](const store::ReadView& v) {
             for (const auto& n : v.list(Kind::kNetwork)) networks.insert(n->id);
             for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
@@ -324,7 +336,11 @@ void Allocator::run() {
         const store::Object& o = *e.object;
         const bool deleted = e.type == store::EventType::kDeleted;
         switch (o.kind) {
+          case Kind::kCluster:
+            tunnelsDirty = tunnelsDirty || !e.previous || e.previous->spec != o.spec;
+            break;
           case Kind::kNetwork:
+            if (deleted || !e.previous) tunnelsDirty = true;
             if (deleted) {
               networks.erase(o.id);
               if (network_ && allocationOf(o)) (void)network_->releaseNetwork(o.id);
@@ -345,7 +361,7 @@ void Allocator::run() {
             }
             break;
           case Kind::kNode:
-            if (deleted || !e.previous) nodesDirty = true;
+            if (deleted || !e.previous) nodesDirty = tunnelsDirty = true;
             break;
           case Kind::kTask:
             if (deleted || isTerminal(observedState(o))) {
@@ -368,6 +384,7 @@ void Allocator::run() {
       services.clear();
       tasks.clear();
       nodesDirty = true;
+      tunnelsDirty = true;
       continue;
     }
     if (networkReady) {
@@ -386,6 +403,8 @@ void Allocator::run() {
     retryTasks_.clear();
     retryServices_.clear();
     if (nodesDirty) nodesDirty = !allocateIngressNodes();
+    // Before the tasks: a task on an encrypted network finds its node's key there.
+    if (tunnelsDirty || clock_.now() >= nextRotation_) tunnelsDirty = !allocateTunnels();
     if (networks.empty() && services.empty() && tasks.empty()) continue;
     std::set<std::string> n, s, t;
     n.swap(networks);
@@ -770,6 +789,121 @@ bool Allocator::allocateIngressNodes() {
   }
   for (const auto& e : stale) (void)network_->releaseEndpoint(e);
   return true;
+}
+
+bool Allocator::allocateTunnels() {
+  ObjectPtr cluster;
+  bool encrypted = false;
+  std::vector<std::string> nodes;
+  store_.view([&](const store::ReadView& v) {
+    auto clusters = v.list(Kind::kCluster);
+    if (!clusters.empty()) cluster = clusters.front();
+    for (const auto& n : v.list(Kind::kNetwork)) encrypted = encrypted || networkEncrypted(n->spec);
+    if (encrypted) {
+      for (const auto& n : v.list(Kind::kNode)) nodes.push_back(n->id);
+    }
+  });
+  nextRotation_ = Clock::WallTime::max();
+  if (!cluster) return true;
+  auto status = parse(cluster->status);
+  if (!status) return true;
+  JObject::Ptr have =
+      child(status, "Tunnels") ? child(status, "Tunnels")->getObject("Nodes") : nullptr;
+  if (!encrypted && !status->has("Tunnels")) return true;
+  int64_t period = kDefaultKeyRotationSeconds;
+  if (auto enc = child(parse(cluster->spec), "EncryptionConfig")) {
+    period = std::max<int64_t>(1, enc->optValue<int64_t>("OverlayKeyRotation", period));
+  }
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock_.now().time_since_epoch()).count();
+  bool changed = false;
+  if (!encrypted) {
+    status->remove("Tunnels");  // the keys go with the last encrypted network
+    changed = true;
+  } else {
+    // Addresses: 169.254.64.0/18 less its network and broadcast addresses, kept per node.
+    constexpr uint32_t kBase = (169u << 24) | (254u << 16) | (64u << 8);
+    constexpr uint32_t kSize = 1u << 14;
+    std::set<uint32_t> used;
+    const auto parseAddress = [](const std::string& a) -> uint32_t {
+      unsigned b[4];
+      char tail = 0;
+      if (std::sscanf(a.c_str(), "%u.%u.%u.%u%c", &b[0], &b[1], &b[2], &b[3], &tail) != 4) return 0;
+      return (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+    };
+    if (have) {
+      for (const auto& id : have->getNames()) {
+        auto e = have->getObject(id);
+        if (e) used.insert(parseAddress(e->optValue<std::string>("Address", "")));
+      }
+    }
+    JObject::Ptr want = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+    uint32_t next = 1;
+    int64_t oldest = std::numeric_limits<int64_t>::max();
+    for (const auto& id : nodes) {
+      JObject::Ptr e = have ? have->getObject(id) : nullptr;
+      if (e && now - e->optValue<int64_t>("Created", 0) < period) {
+        want->set(id, e);
+        oldest = std::min(oldest, e->optValue<int64_t>("Created", 0));
+        continue;
+      }
+      auto key = newTunnelKey();
+      if (!key) {
+        log::warn("allocator", "cannot make a tunnel key", {{"error", key.status().message()}});
+        return false;
+      }
+      JObject::Ptr fresh = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+      fresh->set("PrivateKey", key->privateKey);
+      fresh->set("PublicKey", key->publicKey);
+      std::string address = e ? e->optValue<std::string>("Address", "") : "";
+      if (address.empty()) {
+        while (next < kSize - 1 && used.count(kBase + next)) ++next;
+        if (next >= kSize - 1) {
+          log::warn("allocator", "no tunnel address is left for a node", {{"node", id}});
+          continue;
+        }
+        used.insert(kBase + next);
+        const uint32_t a = kBase + next;
+        address = std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 255) + "." +
+                  std::to_string((a >> 8) & 255) + "." + std::to_string(a & 255);
+      }
+      fresh->set("Address", address);
+      fresh->set("Created", now);
+      want->set(id, fresh);
+      oldest = std::min(oldest, now);
+      if (e) log::info("allocator", "replaced a node's tunnel key", {{"node", id}});
+      changed = true;
+    }
+    if (have) {
+      for (const auto& id : have->getNames()) changed = changed || !want->has(id);
+    }
+    if (oldest != std::numeric_limits<int64_t>::max()) {
+      nextRotation_ = Clock::WallTime(std::chrono::seconds(oldest + period));
+    }
+    if (changed) {
+      JObject::Ptr tunnels = new JObject(Poco::JSON_PRESERVE_KEY_ORDER);
+      tunnels->set("Subnet", std::string(kTunnelSubnet));
+      tunnels->set("Nodes", want);
+      status->set("Tunnels", tunnels);
+    }
+  }
+  if (!changed) return true;
+  const std::string text = stringify(*status);
+  const uint64_t version = cluster->version;
+  const std::string id = cluster->id;
+  Status s = store_.update(
+      [&](store::Tx& tx) {
+        auto cur = tx.get(Kind::kCluster, id);
+        if (!cur || cur->version != version) return Status::conflict("the cluster moved on");
+        store::Object copy = *cur;
+        copy.status = text;
+        return tx.update(std::move(copy));
+      },
+      5s);
+  if (!s && s.code() != Status::Code::kConflict) {
+    log::warn("allocator", "cannot record the tunnel keys", {{"error", s.message()}});
+  }
+  return static_cast<bool>(s);
 }
 
 }  // namespace shoal::manager

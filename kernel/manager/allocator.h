@@ -57,6 +57,13 @@ class Allocator {
   // kept in the ingress network's status Nodes{node id: {Address, MAC}}; releases those of
   // removed nodes. False when the commit was refused (tried again on the next pass).
   bool allocateIngressNodes();
+  // While any network is encrypted, keeps for every node a WireGuard key pair and an address
+  // in kTunnelSubnet (cluster status Tunnels{Subnet, Nodes{id: {PrivateKey, PublicKey,
+  // Address, Created}}}; the Raft data holding them is sealed at rest), replacing key pairs
+  // older than the cluster's EncryptionConfig.OverlayKeyRotation seconds (default 12 h) and
+  // keeping each node's address; with no encrypted network left, drops them all. False when
+  // the commit was refused (tried again on the next pass). Sets nextRotation_.
+  bool allocateTunnels();
   void release(std::map<std::string, Held>& held, const std::string& owner);
   bool stopping();
 
@@ -69,12 +76,21 @@ class Allocator {
   std::map<std::string, Held> services_;
   // What a refused commit sends back for another try.
   std::set<std::string> retryTasks_, retryServices_;
+  Clock::WallTime nextRotation_ = Clock::WallTime::max();  // the next key pair due
 
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // guarded by mu_
   std::thread thread_;
 };
+
+// The encrypted overlays' tunnel addresses (link-local, clear of the routing mesh's
+// 169.254.221.0/30), and how often node key pairs are replaced unless the cluster says.
+inline constexpr char kTunnelSubnet[] = "169.254.64.0/18";
+inline constexpr int64_t kDefaultKeyRotationSeconds = 12 * 3600;
+
+// Whether a network spec asks for encryption (Options.encrypted, Docker's `--opt encrypted`).
+bool networkEncrypted(const std::string& networkSpecJson);
 
 // The networks a service's tasks attach to, in order: `ingress` first when it publishes a
 // port in ingress mode, then its TaskTemplate.Networks targets (network ids). With aliases.

@@ -11,6 +11,7 @@
 #include "kernel/agent/wire.h"
 #include "kernel/common/json_escape.h"
 #include "kernel/common/log.h"
+#include "kernel/manager/allocator.h"
 #include "kernel/manager/service_spec.h"
 
 namespace shoal::manager {
@@ -223,6 +224,52 @@ std::string servicesFor(const store::ReadView& v, const std::set<std::string>& n
   return out;
 }
 
+// The "tunnel" of an encrypted network's peer set for `nodeId` (network.h): its key pair's
+// private half and tunnel address, and every other node's public key, tunnel address and
+// underlay address, from the allocator's cluster status Tunnels. "" while it has no key.
+std::string tunnelFor(const store::ReadView& v, const std::string& nodeId) {
+  auto clusters = v.list(Kind::kCluster);
+  if (clusters.empty()) return "";
+  JObject::Ptr tunnels, nodes, self;
+  try {
+    auto status = Poco::JSON::Parser().parse(clusters.front()->status).extract<JObject::Ptr>();
+    tunnels = status ? status->getObject("Tunnels") : nullptr;
+    nodes = tunnels ? tunnels->getObject("Nodes") : nullptr;
+    self = nodes ? nodes->getObject(nodeId) : nullptr;
+  } catch (const std::exception&) {
+    return "";
+  }
+  if (!self) return "";
+  const std::string subnet = tunnels->optValue<std::string>("Subnet", "");
+  const std::string prefix =
+      subnet.substr(subnet.find('/') == std::string::npos ? subnet.size() : subnet.find('/'));
+  const auto addrOf = [&](const std::string& id) {
+    auto n = v.get(Kind::kNode, id);
+    return n ? agent::wire::stringMember(n->status, "Addr") : std::string();
+  };
+  const std::string selfAddr = addrOf(nodeId);
+  std::string out = "{\"private_key\":";
+  appendJsonString(out, self->optValue<std::string>("PrivateKey", ""));
+  out += ",\"address\":";
+  appendJsonString(out, self->optValue<std::string>("Address", "") + prefix);
+  out += ",\"nodes\":[";
+  bool first = true;
+  for (const auto& id : nodes->getNames()) {
+    auto e = nodes->getObject(id);
+    const std::string addr = id == nodeId || !e ? std::string() : addrOf(id);
+    if (addr.empty() || addr == selfAddr) continue;
+    out += first ? "{\"node_addr\":" : ",{\"node_addr\":";
+    first = false;
+    appendJsonString(out, addr);
+    out += ",\"public_key\":";
+    appendJsonString(out, e->optValue<std::string>("PublicKey", ""));
+    out += ",\"address\":";
+    appendJsonString(out, e->optValue<std::string>("Address", ""));
+    out += "}";
+  }
+  return out + "]}";
+}
+
 // The "peers" member of a node's reply (network.h shoal.peers/v1 without the schema): for
 // each network its assigned tasks use, every peer task's address, MAC and node address. ""
 // when its tasks use no network. Built from one view.
@@ -281,13 +328,20 @@ std::string peersFor(const store::ReadView& v, const std::vector<ObjectPtr>& min
                                  "\",\"node_addr\":\"" + addr + "\",\"task_id\":\"ingress-sbox\"}";
     }
   }
+  std::optional<std::string> tunnel;  // made once, for the first encrypted network
   for (const auto& net : networks) {
     out += first ? "{" : ",{";
     first = false;
     out += "\"network_id\":\"" + net + "\",\"peers\":[";
     const std::string& e = entries[net];
     if (!e.empty()) out.append(e, 1, std::string::npos);
-    out += "]}";
+    out += "]";
+    auto n = v.get(Kind::kNetwork, net);
+    if (n && networkEncrypted(n->spec)) {
+      if (!tunnel) tunnel = tunnelFor(v, nodeId);
+      if (!tunnel->empty()) out += ",\"tunnel\":" + *tunnel;
+    }
+    out += "}";
   }
   out += ']';
   out += services;
@@ -356,7 +410,7 @@ void Dispatcher::watchLoop() {
       if (stop_) return;
     }
     if (!watch) {
-      auto w = store_.store().watch(store::KindSet{Kind::kTask}, std::nullopt);
+      auto w = store_.store().watch(store::KindSet{Kind::kTask, Kind::kCluster}, std::nullopt);
       if (!w) {
         std::this_thread::sleep_for(200ms);
         continue;
@@ -374,6 +428,14 @@ void Dispatcher::watchLoop() {
     std::lock_guard<std::mutex> lock(mu_);
     bool peersMoved = false;
     for (const auto& e : batch->events) {
+      if (e.object->kind == Kind::kCluster) {
+        // New tunnel keys (a node joined, or a rotation) go to every node at once.
+        const auto tunnels = [](const store::Object& o) {
+          return std::string(agent::wire::member(o.status, "Tunnels").value_or(""));
+        };
+        if (!e.previous || tunnels(*e.previous) != tunnels(*e.object)) peersMoved = true;
+        continue;
+      }
       // A task joining or leaving an overlay changes other nodes' peers (rare enough to wake
       // every session: only tasks on networks count).
       const bool was = e.previous && isPeer(*e.previous);

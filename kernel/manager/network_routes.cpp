@@ -103,16 +103,8 @@ Result<NetworkRequest> parseRequest(const std::string& body) {
       if (!options) return invalid("Options must be an object of strings");
       for (const auto& k : options->getNames()) {
         if (!options->get(k).isString()) return invalid("Options." + k + " must be a string");
-        if (k == "encrypted") {
-          // Never silently plaintext: no mechanism is offered yet (PLATFORM.md: this kernel
-          // has neither IPsec nor WireGuard; the wireguard-go tunnel is still to come).
-          return Status::failedPrecondition(
-              "network " + out.name +
-              ": --opt encrypted is not available: this cluster has no way to encrypt overlay "
-              "traffic yet (no kernel IPsec or WireGuard here, and Shoal's userspace "
-              "WireGuard tunnel has not landed), so the network is not created rather than "
-              "left in plaintext");
-        }
+        // "encrypted": the leader's network plugin decides whether it can be carried (it
+        // refuses, and the network is not created, rather than leave it in plaintext).
       }
       spec.set("Options", options);
     } else if (key == "IPAM") {

@@ -1509,6 +1509,9 @@ Result<std::string> Swarm::update(const SwarmUpdate& u) {
   if (u.heartbeatPeriod && *u.heartbeatPeriod < 1s) {
     return Status::invalidArgument("--dispatcher-heartbeat must be at least 1 second");
   }
+  if (u.overlayKeyRotation && *u.overlayKeyRotation < 10s) {
+    return Status::invalidArgument("--overlay-key-rotation must be at least 10 seconds");
+  }
   if (u.taskHistoryLimit && *u.taskHistoryLimit < 0) {
     return Status::invalidArgument("--task-history-limit must not be negative");
   }
@@ -1538,6 +1541,10 @@ Result<std::string> Swarm::update(const SwarmUpdate& u) {
         }
         if (u.taskHistoryLimit) {
           section("Orchestration")->set("TaskHistoryRetentionLimit", *u.taskHistoryLimit);
+        }
+        if (u.overlayKeyRotation) {
+          section("EncryptionConfig")
+              ->set("OverlayKeyRotation", static_cast<int64_t>(u.overlayKeyRotation->count()));
         }
         store::Object next = *cluster;
         if (u.autolock) {

@@ -72,10 +72,11 @@ struct ManagerEntry {
 
 // `swarm update`: the cluster settings to change (unset: unchanged).
 struct SwarmUpdate {
-  std::optional<std::chrono::seconds> certExpiry;       // at least 1 hour
-  std::optional<std::chrono::seconds> heartbeatPeriod;  // at least 1 second
-  std::optional<int64_t> taskHistoryLimit;              // tasks kept per slot, >= 0
-  std::optional<bool> autolock;                         // on: a new unlock key; off: none
+  std::optional<std::chrono::seconds> certExpiry;          // at least 1 hour
+  std::optional<std::chrono::seconds> heartbeatPeriod;     // at least 1 second
+  std::optional<int64_t> taskHistoryLimit;                 // tasks kept per slot, >= 0
+  std::optional<std::chrono::seconds> overlayKeyRotation;  // encrypted overlays; >= 10 s
+  std::optional<bool> autolock;                            // on: a new unlock key; off: none
 };
 
 // What `shoal info` shows about the swarm.

@@ -96,9 +96,10 @@ Response join(Swarm& swarm, const Request& r) {
 
 Response update(Swarm& swarm, const Request& r) {
   SwarmUpdate u;
-  auto body = readBody(
-      r, {"cert_expiry_seconds", "heartbeat_period_seconds", "task_history_limit", "autolock"},
-      "swarm update");
+  auto body = readBody(r,
+                       {"cert_expiry_seconds", "heartbeat_period_seconds", "task_history_limit",
+                        "autolock", "overlay_key_rotation_seconds"},
+                       "swarm update");
   if (!body) return Response::error(body.status());
   try {
     const auto& b = *body;
@@ -111,6 +112,10 @@ Response update(Swarm& swarm, const Request& r) {
     if (b->has("task_history_limit"))
       u.taskHistoryLimit = b->getValue<int64_t>("task_history_limit");
     if (b->has("autolock")) u.autolock = b->getValue<bool>("autolock");
+    if (b->has("overlay_key_rotation_seconds")) {
+      u.overlayKeyRotation =
+          std::chrono::seconds(b->getValue<int64_t>("overlay_key_rotation_seconds"));
+    }
   } catch (const std::exception& e) {
     return Response::error(400, std::string("bad swarm update request: ") + e.what());
   }

@@ -53,7 +53,8 @@ class OverlayNetwork : public shoal::sdk::Instance {
  public:
   OverlayNetwork(const shoal_host* host, shoal_instance* inst, std::string_view config_json)
       : Instance(host, inst) {
-    Poco::JSON::Object::Ptr config = parseConfig(kName, config_json, {"vxlan_port", "netns_dir"});
+    Poco::JSON::Object::Ptr config =
+        parseConfig(kName, config_json, {"vxlan_port", "netns_dir", "wireguard_port"});
     shoal::overlay::dataplane::Config dp;
     if (config->has("vxlan_port")) {
       const Poco::Dynamic::Var& value = config->get("vxlan_port");
@@ -63,6 +64,14 @@ class OverlayNetwork : public shoal::sdk::Instance {
         configError(kName, "config key \"vxlan_port\" must be an integer from 1 to 65535");
       }
       vxlan_port_ = static_cast<int>(value.convert<Poco::Int64>());
+    }
+    if (config->has("wireguard_port")) {
+      const Poco::Dynamic::Var& value = config->get("wireguard_port");
+      if (!value.isInteger() || value.isBoolean() || !value.isSigned() ||
+          value.convert<Poco::Int64>() < 1 || value.convert<Poco::Int64>() > 65535) {
+        configError(kName, "config key \"wireguard_port\" must be an integer from 1 to 65535");
+      }
+      dp.wireguardPort = static_cast<int>(value.convert<Poco::Int64>());
     }
     if (config->has("netns_dir")) {
       const Poco::Dynamic::Var& value = config->get("netns_dir");
@@ -108,9 +117,13 @@ class OverlayNetwork : public shoal::sdk::Instance {
   shoal_status describe(shoal_buf* out) {
     Poco::JSON::Array drivers;
     drivers.add(std::string("overlay"));
-    // Empty until the networking work (issue #7) probes what this kernel offers (IPsec ESP,
-    // WireGuard, or userspace wireguard-go): an encrypted network is never silently plaintext.
+    // What can carry `--opt encrypted` networks here: userspace WireGuard when wireguard-go and
+    // a TUN device are present (this plugin drives no kernel IPsec or WireGuard; PLATFORM.md:
+    // the kernel here has neither). Empty: encrypted networks cannot be attached here.
     Poco::JSON::Array encryption;
+    if (shoal::overlay::dataplane::wireguardUnavailable().empty()) {
+      encryption.add(std::string("wireguard-go"));
+    }
     Poco::JSON::Object doc(Poco::JSON_PRESERVE_KEY_ORDER);
     doc.set("drivers", drivers);
     doc.set("encryption", encryption);
@@ -130,7 +143,27 @@ class OverlayNetwork : public shoal::sdk::Instance {
     return SHOAL_OK;
   }
   shoal_status networkAllocate(shoal_str network, shoal_buf* out) {
-    return reply(out, ipam_.allocateNetwork(std::string(shoal::sdk::view(network))));
+    const std::string doc(shoal::sdk::view(network));
+    // An encrypted network is never silently plaintext: the leader refuses one it could not
+    // carry itself (each node checks again when a task attaches).
+    if (doc.find("\"encrypted\"") != std::string::npos) {
+      Poco::JSON::Object::Ptr parsed;
+      try {
+        parsed = Poco::JSON::Parser().parse(doc).extract<Poco::JSON::Object::Ptr>();
+      } catch (const std::exception&) {
+        parsed = nullptr;  // ipam names what is wrong with it
+      }
+      auto options = parsed ? parsed->getObject("options") : nullptr;
+      if (options && options->has("encrypted")) {
+        if (const std::string why = shoal::overlay::dataplane::wireguardUnavailable();
+            !why.empty()) {
+          throw shoal::sdk::Error(SHOAL_ENOTSUP,
+                                  "--opt encrypted is not available on this manager: " + why +
+                                      "; the network is not created rather than left in plaintext");
+        }
+      }
+    }
+    return reply(out, ipam_.allocateNetwork(doc));
   }
   shoal_status networkRelease(shoal_str id) {
     ipam_.releaseNetwork(std::string(shoal::sdk::view(id)));

@@ -124,7 +124,10 @@ unsigned overlayFrom(unsigned underlay, const std::string& iface) {
 // ---- the worker ---------------------------------------------------------------------------
 
 Dataplane::Dataplane(Config config, Log log)
-    : config_(std::move(config)), log_(std::move(log)), home_(currentThreadNetns()) {
+    : config_(std::move(config)),
+      log_(std::move(log)),
+      home_(currentThreadNetns()),
+      tunnelName_(interfaceName(config_.netnsDir)) {
   if (config_.netnsDir.empty() || config_.netnsDir[0] != '/') {
     throw Error(SHOAL_EINVAL, "netns_dir must be an absolute path");
   }
@@ -250,6 +253,23 @@ void Dataplane::detach(const std::string& taskId, Done done) {
 void Dataplane::updatePeers(PeerSet set) {
   runSync([this, set = std::move(set)] {
     peers_[set.networkId] = set.peers;
+    if (set.tunnel && tunnel_ != set.tunnel) {
+      tunnel_ = set.tunnel;
+      bool inUse = false;
+      for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
+      if (inUse) {
+        checkThread();
+        try {
+          ensureTunnel();
+          // Their FDB entries point at the nodes' tunnel addresses.
+          for (auto& [id, sb] : sandboxes_) {
+            if (sb.encrypted && id != set.networkId) applyPeers(sb);
+          }
+        } catch (const std::exception& e) {
+          rethrowWith("update_peers: tunnel " + tunnelName_, e);
+        }
+      }
+    }
     auto it = sandboxes_.find(set.networkId);
     if (it == sandboxes_.end()) return;
     checkThread();
@@ -259,6 +279,10 @@ void Dataplane::updatePeers(PeerSet set) {
       rethrowWith("update_peers: network " + set.networkId + " (" + it->second.path + ")", e);
     }
   });
+}
+
+bool Dataplane::tunnelUp() {
+  return runSync([this] { return tunnelIf_ != 0 && hostNl_->linkIndex(tunnelName_) == tunnelIf_; });
 }
 
 unsigned Dataplane::overlayMtu() {
@@ -367,8 +391,15 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
     for (const NetworkSpec& net : req.networks) {
       auto it = sandboxes_.find(net.id);
       if (it == sandboxes_.end()) {
-        buildSandbox(net, req.nodeAddr, mtu);
+        if (net.encrypted && mtu <= kWireguardOverhead + kMinIpv4Mtu) {
+          throw Error(SHOAL_EIO, "network " + net.id + ": an overlay MTU of " +
+                                     std::to_string(mtu) + " leaves no room for WireGuard");
+        }
+        buildSandbox(net, req.nodeAddr, net.encrypted ? mtu - kWireguardOverhead : mtu);
         built.push_back(net.id);
+      } else if (it->second.encrypted != net.encrypted) {
+        throw Error(SHOAL_EINVAL, "network " + net.id + " is " + (net.encrypted ? "" : "not ") +
+                                      "encrypted but its sandbox here was built otherwise");
       } else if (it->second.vni != net.vni) {
         throw Error(SHOAL_EINVAL, "network " + net.id + " has vni " + std::to_string(net.vni) +
                                       " but its sandbox here was built with vni " +
@@ -470,6 +501,7 @@ void Dataplane::buildSandbox(const NetworkSpec& net, uint32_t nodeAddr, unsigned
   sb.vni = net.vni;
   sb.nodeAddr = nodeAddr;
   sb.mtu = mtu;
+  sb.encrypted = net.encrypted;
   bool made = false;
   try {
     if (exists(path)) destroySandboxFile(path);  // left by a crash, or by a failed teardown
@@ -484,7 +516,15 @@ void Dataplane::buildSandbox(const NetworkSpec& net, uint32_t nodeAddr, unsigned
     sb.nl->addAddress(sb.bridge, Cidr{net.gateway, net.subnet.prefix}, kBridge);
     // Made from the host namespace, so the device's UDP socket (and the underlay) stay there
     // while the device itself, and every overlay packet, lives in the sandbox.
-    hostNl_->addVxlan(kVxlan, net.vni, config_.vxlanPort, nodeAddr, mtu, sb.ns.get());
+    if (net.encrypted) {
+      // Its packets go between tunnel addresses and may leave only by the tunnel, which
+      // takes the device with it when it goes: never in plaintext on the underlay.
+      ensureTunnel();
+      hostNl_->addVxlan(kVxlan, net.vni, config_.vxlanPort, tunnel_->address, mtu, sb.ns.get(),
+                        tunnelIf_);
+    } else {
+      hostNl_->addVxlan(kVxlan, net.vni, config_.vxlanPort, nodeAddr, mtu, sb.ns.get());
+    }
     sb.vxlan = sb.nl->linkIndex(kVxlan);
     if (sb.vxlan == 0) throw Error(SHOAL_EIO, "vxlan0 did not appear in the sandbox");
     sb.nl->setMaster(sb.vxlan, sb.bridge, std::string(kVxlan) + " to " + kBridge);
@@ -509,6 +549,13 @@ void Dataplane::buildSandbox(const NetworkSpec& net, uint32_t nodeAddr, unsigned
         warn(context + ": undo: " + u.what());
       }
     }
+    if (net.encrypted) {
+      try {
+        stopTunnelIfUnused();
+      } catch (const std::exception& u) {
+        warn(context + ": undo: " + u.what());
+      }
+    }
     rethrowWith(context, e);
   }
   sandboxes_.emplace(net.id, std::move(sb));
@@ -522,6 +569,7 @@ bool Dataplane::adoptSandbox(const NetworkSpec& net, uint32_t nodeAddr) {
   sb.path = path;
   sb.vni = net.vni;
   sb.nodeAddr = nodeAddr;
+  sb.encrypted = net.encrypted;
   sb.ns = openNetns(path);
   sb.nl = socketIn(sb.ns.get());
   sb.bridge = sb.nl->linkIndex(kBridge);
@@ -544,7 +592,9 @@ void Dataplane::teardownSandbox(const std::string& networkId) {
   sb.nl.reset();
   sb.ns.reset();
   const std::string path = sb.path;
+  const bool encrypted = sb.encrypted;
   sandboxes_.erase(it);
+  if (encrypted) stopTunnelIfUnused();
   removeNetnsFile(path);
 }
 
@@ -618,7 +668,15 @@ void Dataplane::applyPeers(Sandbox& sb) {
   if (auto it = peers_.find(sb.networkId); it != peers_.end()) {
     for (const Peer& p : it->second) {
       if (p.nodeAddr == sb.nodeAddr || p.nodeAddr == nodeAddr_) continue;  // our own tasks
-      fdb[p.mac] = p.nodeAddr;
+      uint32_t dst = p.nodeAddr;
+      if (sb.encrypted) {
+        // Through the tunnel only: a node the tunnel does not know is left out.
+        auto node = tunnelSet_ ? tunnelSet_->nodes.find(p.nodeAddr)
+                               : std::map<uint32_t, TunnelSpec::Node>::const_iterator();
+        if (!tunnelSet_ || node == tunnelSet_->nodes.end()) continue;
+        dst = node->second.address;
+      }
+      fdb[p.mac] = dst;
       neighbour[p.address] = p.mac;
     }
   }
@@ -643,6 +701,80 @@ void Dataplane::applyPeers(Sandbox& sb) {
   for (const auto& [address, mac] : neighbour) {
     sb.nl->addNeighbour(sb.vxlan, NeighEntry{address, mac});
   }
+}
+
+void Dataplane::ensureTunnel() {
+  if (!tunnel_) {
+    throw Error(SHOAL_EIO,
+                "the managers have sent this node no tunnel key yet (encrypted networks carry "
+                "traffic only through the tunnel)");
+  }
+  if (tunnelIf_ != 0 && hostNl_->linkIndex(tunnelName_) != tunnelIf_) {
+    tunnelIf_ = 0;  // gone (wireguard-go ended): made again below
+    tunnelSet_.reset();
+  }
+  if (tunnelIf_ != 0 && tunnelSet_ && tunnelSet_->address != tunnel_->address) {
+    // A node's tunnel address is kept for as long as the cluster has encrypted networks; a
+    // new one means the managers started over. The old interface cannot carry it.
+    bool inUse = false;
+    for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
+    if (inUse) {
+      throw Error(SHOAL_EIO, "the tunnel address changed from " + formatIpv4(tunnelSet_->address) +
+                                 " to " + formatIpv4(tunnel_->address) +
+                                 " while encrypted networks use the old one");
+    }
+    hostNl_->deleteLink(tunnelIf_, tunnelName_);
+    tunnelIf_ = 0;
+    tunnelSet_.reset();
+  }
+  if (tunnelIf_ == 0) {
+    if (const int stale = hostNl_->linkIndex(tunnelName_)) {
+      tunnelIf_ = stale;  // left by an earlier instance: adopted, its settings unknown
+    } else {
+      startWireguard(tunnelName_);
+      tunnelIf_ = hostNl_->linkIndex(tunnelName_);
+      if (tunnelIf_ == 0) {
+        throw Error(SHOAL_EIO, "wireguard-go started but " + tunnelName_ + " did not appear");
+      }
+    }
+    tunnelSet_.reset();
+    try {
+      const unsigned underlay = nodeAddr_ != 0 ? mtuForNodeAddr(nodeAddr_) + kVxlanOverhead
+                                               : fallbackMtu() + kVxlanOverhead;
+      if (underlay <= kWireguardOverhead + kVxlanOverhead + kMinIpv4Mtu) {
+        throw Error(SHOAL_EIO, "an underlay MTU of " + std::to_string(underlay) +
+                                   " leaves no room for WireGuard and VXLAN");
+      }
+      hostNl_->setMtu(tunnelIf_, underlay - kWireguardOverhead, tunnelName_);
+      if (hostNl_->linkHoldingAddress(tunnel_->address) != tunnelIf_) {
+        hostNl_->addAddress(tunnelIf_, Cidr{tunnel_->address, tunnel_->prefix}, tunnelName_);
+      }
+      hostNl_->setUp(tunnelIf_, tunnelName_);
+    } catch (...) {
+      bool inUse = false;
+      for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
+      if (!inUse) {
+        hostNl_->deleteLink(tunnelIf_, tunnelName_);
+        tunnelIf_ = 0;
+      }
+      throw;
+    }
+  }
+  if (tunnelSet_ != tunnel_) {
+    configureWireguard(tunnelName_, config_.wireguardPort, *tunnel_,
+                       tunnelSet_ ? &*tunnelSet_ : nullptr);
+    tunnelSet_ = tunnel_;
+  }
+}
+
+void Dataplane::stopTunnelIfUnused() {
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb.encrypted) return;
+  }
+  // Deleting the interface ends wireguard-go (and its control socket) too.
+  if (const int idx = hostNl_->linkIndex(tunnelName_)) hostNl_->deleteLink(idx, tunnelName_);
+  tunnelIf_ = 0;
+  tunnelSet_.reset();
 }
 
 void Dataplane::rediscover() {
@@ -713,6 +845,14 @@ void Dataplane::rediscover() {
   // made before it could write its state (a completed attach always has one).
   // A sandbox a task names is kept even when it could not be adopted (it may only have failed
   // for now); the next attach to its network replaces it.
+  // The tunnel lives on with the encrypted sandboxes (its settings are sent again with the
+  // peers); without one it goes.
+  try {
+    tunnelIf_ = hostNl_->linkIndex(tunnelName_);
+    if (tunnelIf_ != 0) stopTunnelIfUnused();
+  } catch (const std::exception& e) {
+    warn("cleaning up tunnel " + tunnelName_ + ": " + e.what());
+  }
   std::set<std::string> referenced;
   for (const auto& [taskId, state] : tasks_) {
     for (const NetworkSpec& net : state.networks) referenced.insert(sandboxPath(net.id));

@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -43,6 +44,7 @@
 #include "dataplane/netlink.hpp"
 #include "dataplane/netns.hpp"
 #include "dataplane/state_file.hpp"
+#include "dataplane/tunnel.hpp"
 
 namespace shoal::overlay::dataplane {
 
@@ -54,6 +56,7 @@ constexpr unsigned kFallbackUnderlayMtu = 1500;
 struct Config {
   std::string netnsDir = "/run/shoal/netns";  // absolute; made (0711) on first attach
   int vxlanPort = 4789;
+  int wireguardPort = 51820;  // the encrypted overlays' tunnel (tunnel.hpp), on every node
 };
 
 class Dataplane {
@@ -79,7 +82,8 @@ class Dataplane {
   // Throws SHOAL_EINVAL at once for an id that cannot be a task's.
   void detach(const std::string& taskId, Done done);
   // Replaces the remote endpoints of one network; applied now if it has a sandbox on this
-  // node, else kept for when it gets one.
+  // node, else kept for when it gets one. A set with a tunnel replaces the tunnel's keys and
+  // nodes (reconfigured at once while an encrypted network has a sandbox here).
   void updatePeers(PeerSet peers);
   // The MTU overlay interfaces get here: that of the interface holding the last node_addr
   // seen, or (none seen yet) of the default route's interface, minus kVxlanOverhead.
@@ -93,6 +97,9 @@ class Dataplane {
   // for a task that is not attached.
   std::vector<std::string> taskNetworks(const std::string& taskId);
   std::string sandboxPath(const std::string& networkId) const;
+  // The tunnel's interface name on this instance, and whether it is up now.
+  const std::string& tunnelName() const { return tunnelName_; }
+  bool tunnelUp();
 
  private:
   struct Sandbox {
@@ -105,6 +112,7 @@ class Dataplane {
     uint32_t vni = 0;
     uint32_t nodeAddr = 0;
     unsigned mtu = 0;
+    bool encrypted = false;  // its VXLAN device runs over the tunnel
     std::set<std::string> tasks;
   };
 
@@ -129,6 +137,10 @@ class Dataplane {
   const std::string* vethOwner(const Sandbox& sb, const std::string& veth,
                                const std::string& taskId) const;
   void applyPeers(Sandbox& sb);
+  // Encrypted networks: the tunnel interface up and configured with tunnel_ (started when
+  // missing); dropped with the last encrypted sandbox.
+  void ensureTunnel();
+  void stopTunnelIfUnused();
   unsigned mtuForNodeAddr(uint32_t nodeAddr);
   unsigned fallbackMtu();
   void ensureDir();
@@ -146,6 +158,10 @@ class Dataplane {
   std::map<std::string, Sandbox> sandboxes_;
   std::map<std::string, std::vector<Peer>> peers_;  // by network id, kept across teardowns
   uint32_t nodeAddr_ = 0;
+  const std::string tunnelName_;
+  std::optional<TunnelSpec> tunnel_;     // the latest keys and nodes from the managers
+  std::optional<TunnelSpec> tunnelSet_;  // what the running interface holds (unknown: none)
+  int tunnelIf_ = 0;                     // its index in the host namespace; 0: not up
   bool stuck_ = false;  // the worker could not return to home_: it refuses all work
 
   std::mutex mu_;

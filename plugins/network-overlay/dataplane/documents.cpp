@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <set>
 #include <typeinfo>
+#include <utility>
 
 namespace shoal::overlay::dataplane {
 namespace {
@@ -293,11 +294,8 @@ AttachRequest parseAttach(std::string_view taskId, std::string_view json) {
     }
     spec.vni = static_cast<uint32_t>(vni);
     const Object::Ptr options = n.object("options", false);
-    if (options->has("encrypted")) {
-      // An encrypted network is never silently plaintext (ARCHITECTURE.md).
-      throw sdk::Error(SHOAL_ENOTSUP, std::string(kWhat) + ": " + n.field("options") +
-                                          ": encrypted overlays are not supported yet");
-    }
+    // Docker's `--opt encrypted` (any value): the dataplane carries it through the tunnel.
+    spec.encrypted = options->has("encrypted");
     for (const NetworkSpec& other : networks) {
       if (other.id == spec.id)
         invalid(kWhat, n.field("id") + " " + quoted(spec.id) + " is listed twice");
@@ -374,6 +372,46 @@ PeerSet parsePeers(std::string_view json) {
       invalid(kWhat, p.field("mac") + " " + quoted(peer.mac.str()) + " is listed twice");
     }
     set.peers.push_back(peer);
+  }
+  if (doc.has("tunnel")) {
+    const Fields t(kWhat, "tunnel", doc.object("tunnel"));
+    TunnelSpec tunnel;
+    const auto key = [&](const Fields& f, const std::string& name, WireguardKey* out) {
+      const std::string text = f.string(name);
+      if (!parseWireguardKey(text, out)) {
+        invalid(kWhat, f.field(name) + " is not a WireGuard key (base64 of 32 bytes)");
+      }
+    };
+    key(t, "private_key", &tunnel.privateKey);
+    const Cidr self = t.cidr("address");
+    if (self.prefix < 8 || self.prefix > 30) {
+      invalid(kWhat, t.field("address") + " must have a prefix from /8 to /30");
+    }
+    tunnel.address = self.address;
+    tunnel.prefix = self.prefix;
+    const Array::Ptr nodes = t.array("nodes");
+    std::set<uint32_t> tunnelAddresses{tunnel.address};
+    for (std::size_t i = 0; i < nodes->size(); ++i) {
+      const Fields n = t.element(*nodes, i, "nodes");
+      TunnelSpec::Node node;
+      key(n, "public_key", &node.publicKey);
+      node.address = n.ipv4("address");
+      const uint32_t nodeAddr = n.ipv4("node_addr");
+      if (!self.contains(node.address)) {
+        invalid(kWhat, n.field("address") + " " + quoted(formatIpv4(node.address)) +
+                           " is not in the tunnel subnet " +
+                           Cidr{self.network(), self.prefix}.str());
+      }
+      if (!tunnelAddresses.insert(node.address).second) {
+        invalid(kWhat,
+                n.field("address") + " " + quoted(formatIpv4(node.address)) + " is listed twice");
+      }
+      if (!tunnel.nodes.emplace(nodeAddr, node).second) {
+        invalid(kWhat,
+                n.field("node_addr") + " " + quoted(formatIpv4(nodeAddr)) + " is listed twice");
+      }
+    }
+    set.tunnel = std::move(tunnel);
   }
   return set;
 }

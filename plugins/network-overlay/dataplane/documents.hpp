@@ -4,15 +4,18 @@
 //
 // ERRORS: every parse function throws shoal::sdk::Error(SHOAL_EINVAL) with a message that names
 // the offending field ("attach: endpoints[0].mac \"xx\" is not a MAC address"), or
-// SHOAL_ENOTSUP for a network option this node cannot honour (encryption).
+// SHOAL_ENOTSUP for a network option this node cannot honour.
 // THREAD: pure functions; any thread.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "dataplane/tunnel.hpp"
 
 namespace shoal::overlay::dataplane {
 
@@ -55,6 +58,7 @@ struct NetworkSpec {
   Cidr subnet;  // network address and prefix
   uint32_t gateway = 0;
   uint32_t vni = 0;
+  bool encrypted = false;  // options.encrypted: carried between nodes by the tunnel only
 };
 
 struct EndpointSpec {
@@ -87,9 +91,14 @@ struct Peer {
 struct PeerSet {
   std::string networkId;
   std::vector<Peer> peers;  // no two with the same address or the same MAC
+  // For an encrypted network: this node's tunnel key and address and the other nodes' ends
+  // (one tunnel serves every encrypted network; the latest set sent wins).
+  std::optional<TunnelSpec> tunnel;
 };
 
-// `json` must be a "shoal.peers/v1" document.
+// `json` must be a "shoal.peers/v1" document. Its optional "tunnel" is {"private_key": base64
+// key, "address": "169.254.64.3/18" (this node's), "nodes": [{"node_addr", "public_key",
+// "address"}]}: node addresses and tunnel addresses unique, the latter inside the subnet.
 PeerSet parsePeers(std::string_view json);
 
 }  // namespace shoal::overlay::dataplane

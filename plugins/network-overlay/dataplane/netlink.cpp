@@ -196,7 +196,7 @@ void Netlink::addBridge(const std::string& name, unsigned mtu) {
 }
 
 void Netlink::addVxlan(const std::string& name, uint32_t vni, int port, uint32_t local,
-                       unsigned mtu, int targetNs) {
+                       unsigned mtu, int targetNs, int lower) {
   begin();
   LinkPtr link(rtnl_link_vxlan_alloc());
   if (!link) throw std::bad_alloc();
@@ -210,6 +210,7 @@ void Netlink::addVxlan(const std::string& name, uint32_t vni, int port, uint32_t
   check(rtnl_link_vxlan_set_local(link.get(), addr.get()), step);
   check(rtnl_link_vxlan_set_learning(link.get(), 0), step);
   check(rtnl_link_vxlan_set_proxy(link.get(), 1), step);
+  if (lower != 0) check(rtnl_link_vxlan_set_link(link.get(), static_cast<uint32_t>(lower)), step);
   check(rtnl_link_add(sock_, link.get(), NLM_F_CREATE | NLM_F_EXCL), step);
 }
 
@@ -254,6 +255,16 @@ void Netlink::setUp(int ifindex, const std::string& what) {
   if (!change) throw std::bad_alloc();
   rtnl_link_set_flags(change.get(), IFF_UP);
   check(rtnl_link_change(sock_, orig.get(), change.get(), 0), "bring up " + what);
+}
+
+void Netlink::setMtu(int ifindex, unsigned mtu, const std::string& what) {
+  begin();
+  LinkPtr orig = linkRef(ifindex);
+  LinkPtr change(rtnl_link_alloc());
+  if (!change) throw std::bad_alloc();
+  rtnl_link_set_mtu(change.get(), mtu);
+  check(rtnl_link_change(sock_, orig.get(), change.get(), 0),
+        "set the MTU of " + what + " to " + std::to_string(mtu));
 }
 
 void Netlink::deleteLink(int ifindex, const std::string& what) {

@@ -45,9 +45,12 @@ class Netlink {
 
   void addBridge(const std::string& name, unsigned mtu);
   // A VXLAN device made by this socket's namespace (which keeps its UDP socket) directly in
-  // the namespace `targetNs` (IFLA_NET_NS_FD: create and move in one request).
+  // the namespace `targetNs` (IFLA_NET_NS_FD: create and move in one request). `lower`, when
+  // not 0, is the link its packets must leave by (IFLA_VXLAN_LINK, in this namespace); the
+  // kernel deletes the device with it.
   void addVxlan(const std::string& name, uint32_t vni, int port, uint32_t local, unsigned mtu,
-                int targetNs);
+                int targetNs, int lower = 0);
+  void setMtu(int ifindex, unsigned mtu, const std::string& what);
   // A veth pair: `name` here, `peerName` (with `peerMac`) in the namespace `peerNs`.
   void addVeth(const std::string& name, const std::string& peerName, const MacAddress& peerMac,
                unsigned mtu, int peerNs);

@@ -49,6 +49,11 @@ std::string toJson(const TaskState& s) {
     net.set("subnet", n.subnet.str());
     net.set("gateway", formatIpv4(n.gateway));
     net.set("vni", static_cast<Poco::Int64>(n.vni));
+    if (n.encrypted) {
+      Poco::JSON::Object options;
+      options.set("encrypted", std::string());
+      net.set("options", options);
+    }
     networks.add(net);
   }
   doc.set("endpoints", endpoints);

@@ -22,7 +22,12 @@
  *  - attachment, schema "shoal.attach/v1": {"schema", "task_id", "endpoints": [endpoint...],
  *    "networks": [network...], "aliases": [...], "dns": {...}}; result: {"netns": "/run/..."}
  *  - peers, schema "shoal.peers/v1": {"schema", "network_id", "peers": [{"address", "mac",
- *    "node_addr"}]} (the full set for that network on this node; replaces the previous set)
+ *    "node_addr"}]} (the full set for that network on this node; replaces the previous set).
+ *    For a network whose options hold "encrypted", also "tunnel": {"private_key" (this node's
+ *    WireGuard key, base64), "address": "169.254.64.3/18" (this node's tunnel address),
+ *    "nodes": [{"node_addr", "public_key", "address"}]} (every other node's end), keys
+ *    replaced by the managers on a schedule; a plugin that cannot carry the network
+ *    encrypted must refuse it (allocation and attach), never carry it in plaintext.
  *  - services, schema "shoal.services/v1": {"schema", "services": [{"id", "name", "vips":
  *    [...], "endpoint_mode", "ports": [...], "backends": [{"network_id", "address"}]}]}
  *    (the full set; the plugin applies the difference atomically)

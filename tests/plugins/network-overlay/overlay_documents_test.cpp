@@ -7,6 +7,7 @@
 #include <shoal/plugin.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <future>
 #include <string>
 
@@ -76,7 +77,7 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testValidAttachParses);
   CPPUNIT_TEST(testBadAttachDocumentsNameTheField);
   CPPUNIT_TEST(testTaskIdsThatAreNotFileNamesAreRefused);
-  CPPUNIT_TEST(testEncryptedNetworksAreRefusedNotPlaintext);
+  CPPUNIT_TEST(testEncryptedNetworksAndTunnels);
   CPPUNIT_TEST(testPeersParseAndBadPeersNameTheField);
   CPPUNIT_TEST(testStateFileRoundTrips);
   CPPUNIT_TEST(testAttachWithForeignNodeAddrFailsWithoutBuilding);
@@ -188,14 +189,64 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_NO_THROW(checkId("x", "task_id", "web.1.x-y_z"));
   }
 
-  void testEncryptedNetworksAreRefusedNotPlaintext() {
-    try {
-      parseAttach("t1", attachDoc(R"("options":{})", R"("options":{"encrypted":""})"));
-      CPPUNIT_FAIL("an encrypted network was accepted");
-    } catch (const Error& e) {
-      CPPUNIT_ASSERT_EQUAL(SHOAL_ENOTSUP, e.code());
-      assertMentions(e.what(), "encrypted");
-    }
+  void testEncryptedNetworksAndTunnels() {
+    // --opt encrypted (any value) marks the network, and the state file keeps it.
+    const AttachRequest r =
+        parseAttach("t1", attachDoc(R"("options":{})", R"("options":{"encrypted":""})"));
+    CPPUNIT_ASSERT(r.networks.at(0).encrypted);
+    CPPUNIT_ASSERT(!parseAttach("t1", attachDoc()).networks.at(0).encrypted);
+    TaskState s;
+    s.taskId = r.taskId;
+    s.netns = "/run/x/t1";
+    s.nodeAddr = r.nodeAddr;
+    s.endpoints = r.endpoints;
+    s.networks = r.networks;
+    CPPUNIT_ASSERT(taskStateFromJson("t1", toJson(s)).networks.at(0).encrypted);
+
+    // A peer set's tunnel: keys are base64 of 32 bytes, addresses in the tunnel subnet.
+    const std::string key = "YAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+    const std::string pub = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+    const std::string ok =
+        R"({"schema":"shoal.peers/v1","network_id":"n1","peers":[],"tunnel":{"private_key":")" +
+        key +
+        R"(","address":"169.254.64.1/18","nodes":[{"node_addr":"192.168.99.12",)"
+        R"("public_key":")" +
+        pub + R"(","address":"169.254.64.2"}]}})";
+    const PeerSet set = parsePeers(ok);
+    CPPUNIT_ASSERT(set.tunnel.has_value());
+    CPPUNIT_ASSERT_EQUAL(std::string("169.254.64.1"), formatIpv4(set.tunnel->address));
+    CPPUNIT_ASSERT_EQUAL(18, set.tunnel->prefix);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), set.tunnel->nodes.size());
+    uint32_t node = 0;
+    CPPUNIT_ASSERT(parseIpv4("192.168.99.12", &node));
+    CPPUNIT_ASSERT_EQUAL(std::string("169.254.64.2"),
+                         formatIpv4(set.tunnel->nodes.at(node).address));
+    CPPUNIT_ASSERT_EQUAL(0x60, int(set.tunnel->privateKey[0]));  // "YA" decodes to 0x60
+    CPPUNIT_ASSERT(!parsePeers(R"({"schema":"shoal.peers/v1","network_id":"n1","peers":[]})")
+                        .tunnel.has_value());
+    auto edit = [&](const std::string& from, const std::string& to) {
+      std::string doc = ok;
+      doc.replace(doc.find(from), from.size(), to);
+      return doc;
+    };
+    assertMentions(peersError(edit(key, "short=")), "tunnel.private_key is not a WireGuard key");
+    assertMentions(peersError(edit(pub, key.substr(0, 42) + "==")), "tunnel.nodes[0].public_key");
+    assertMentions(peersError(edit("169.254.64.2", "10.1.1.1")),
+                   "tunnel.nodes[0].address \"10.1.1.1\" is not in the tunnel subnet");
+    assertMentions(peersError(edit("169.254.64.2", "169.254.64.1")), "listed twice");
+    assertMentions(peersError(edit("169.254.64.1/18", "169.254.64.1/31")), "tunnel.address");
+
+    // Without wireguard-go on PATH the tunnel is unavailable and says why; the name of its
+    // interface fits IFNAMSIZ and differs between instances.
+    const char* path = std::getenv("PATH");
+    const std::string saved = path != nullptr ? path : "";
+    ::setenv("PATH", "/nonexistent", 1);
+    const std::string why = wireguardUnavailable();
+    ::setenv("PATH", saved.c_str(), 1);
+    assertMentions(why, "wireguard-go is not on PATH");
+    CPPUNIT_ASSERT(interfaceName("/run/a/netns").size() <= 15);
+    CPPUNIT_ASSERT(interfaceName("/run/a/netns") != interfaceName("/run/b/netns"));
+    CPPUNIT_ASSERT_EQUAL(interfaceName("/run/a/netns"), interfaceName("/run/a/netns"));
   }
 
   void testPeersParseAndBadPeersNameTheField() {
