@@ -491,6 +491,14 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     CPPUNIT_ASSERT(!tunnel("node2").empty() && tunnel("node2") != wg1);
     CPPUNIT_ASSERT_EQUAL(1, wireguards("node1"));
     CPPUNIT_ASSERT(tunnel("node3").empty());
+    // And a filter: VXLAN for the encrypted network that did not come out of the tunnel is
+    // dropped, so nothing injected in clear on the underlay reaches its tasks.
+    auto filter = [&](const std::string& node) {
+      return lab.inNode(node, {"nft", "list", "table", "inet", "shoal_tunnel"}).out;
+    };
+    CPPUNIT_ASSERT_MESSAGE(filter("node2"),
+                           contains(filter("node2"), "iifname != \"" + tunnel("node2") + "\"") &&
+                               contains(filter("node2"), "@th,96,24"));
 
     // Rotation: node1's key is replaced and the encrypted network carries traffic again soon.
     auto privateKey = [&](const std::string& ifname) { return uapiPrivateKey(ifname); };
@@ -510,7 +518,8 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
       CPPUNIT_ASSERT_MESSAGE(node, eventually(
                                        [&] {
                                          return tunnel(node).empty() && wireguards(node) == 0 &&
-                                                entries(lab.dir(node) + "/netns").empty();
+                                                entries(lab.dir(node) + "/netns").empty() &&
+                                                filter(node).empty();
                                        },
                                        30s));
     }

@@ -559,6 +559,14 @@ void Dataplane::buildSandbox(const NetworkSpec& net, uint32_t nodeAddr, unsigned
     rethrowWith(context, e);
   }
   sandboxes_.emplace(net.id, std::move(sb));
+  if (net.encrypted) {
+    try {
+      applyTunnelFilter();
+    } catch (const std::exception& e) {
+      teardownSandbox(net.id);
+      rethrowWith(context, e);
+    }
+  }
 }
 
 bool Dataplane::adoptSandbox(const NetworkSpec& net, uint32_t nodeAddr) {
@@ -767,7 +775,18 @@ void Dataplane::ensureTunnel() {
   }
 }
 
+void Dataplane::applyTunnelFilter() {
+  std::vector<uint32_t> vnis;
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb.encrypted) vnis.push_back(sb.vni);
+  }
+  if (vnis == filteredVnis_) return;
+  runNft(renderTunnelFilter(tunnelName_, config_.vxlanPort, vnis));
+  filteredVnis_ = std::move(vnis);
+}
+
 void Dataplane::stopTunnelIfUnused() {
+  applyTunnelFilter();
   for (const auto& [id, sb] : sandboxes_) {
     if (sb.encrypted) return;
   }
@@ -849,7 +868,8 @@ void Dataplane::rediscover() {
   // peers); without one it goes.
   try {
     tunnelIf_ = hostNl_->linkIndex(tunnelName_);
-    if (tunnelIf_ != 0) stopTunnelIfUnused();
+    filteredVnis_ = {0};  // unknown: written again below
+    stopTunnelIfUnused();
   } catch (const std::exception& e) {
     warn("cleaning up tunnel " + tunnelName_ + ": " + e.what());
   }

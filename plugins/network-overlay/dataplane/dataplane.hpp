@@ -140,7 +140,9 @@ class Dataplane {
   // Encrypted networks: the tunnel interface up and configured with tunnel_ (started when
   // missing); dropped with the last encrypted sandbox.
   void ensureTunnel();
-  void stopTunnelIfUnused();
+  void stopTunnelIfUnused();  // also rewrites the filter (applyTunnelFilter)
+  // The host's filter of clear VXLAN for the encrypted sandboxes' VNIs (tunnel.hpp).
+  void applyTunnelFilter();
   unsigned mtuForNodeAddr(uint32_t nodeAddr);
   unsigned fallbackMtu();
   void ensureDir();
@@ -162,6 +164,7 @@ class Dataplane {
   std::optional<TunnelSpec> tunnel_;     // the latest keys and nodes from the managers
   std::optional<TunnelSpec> tunnelSet_;  // what the running interface holds (unknown: none)
   int tunnelIf_ = 0;                     // its index in the host namespace; 0: not up
+  std::vector<uint32_t> filteredVnis_;   // what the host's shoal_tunnel table drops in clear
   bool stuck_ = false;  // the worker could not return to home_: it refuses all work
 
   std::mutex mu_;

@@ -4,6 +4,7 @@
 
 #include <Poco/Base64Decoder.h>
 #include <fcntl.h>
+#include <nftables/libnftables.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <memory>
 #include <sstream>
 #include <vector>
 
@@ -222,6 +224,36 @@ void configureWireguard(const std::string& ifname, int port, const TunnelSpec& w
     }
   }
   uapiSet(ifname, body);
+}
+
+std::string renderTunnelFilter(const std::string& ifname, int vxlanPort,
+                               const std::vector<uint32_t>& vnis) {
+  std::string out = "table inet shoal_tunnel {}\ndelete table inet shoal_tunnel\n";
+  if (vnis.empty()) return out;
+  // The VNI is the 24 bits after the UDP header (8 bytes) and VXLAN's flags word (4 bytes).
+  out +=
+      "table inet shoal_tunnel {\n  chain input {\n    type filter hook input priority -200; "
+      "policy accept;\n    iifname != \"" +
+      ifname + "\" udp dport " + std::to_string(vxlanPort) + " @th,96,24 { ";
+  for (std::size_t i = 0; i < vnis.size(); ++i) {
+    out += (i == 0 ? "" : ", ") + std::to_string(vnis[i]);
+  }
+  return out + " } drop\n  }\n}\n";
+}
+
+void runNft(const std::string& batch) {
+  std::unique_ptr<nft_ctx, decltype(&nft_ctx_free)> ctx(nft_ctx_new(NFT_CTX_DEFAULT),
+                                                        &nft_ctx_free);
+  if (!ctx) throw Error(SHOAL_EIO, "nft_ctx_new failed");
+  nft_ctx_buffer_output(ctx.get());
+  nft_ctx_buffer_error(ctx.get());
+  const int rc = nft_run_cmd_from_buffer(ctx.get(), batch.c_str());
+  std::string errors = nft_ctx_get_error_buffer(ctx.get());
+  while (!errors.empty() && (errors.back() == '\n' || errors.back() == ' ')) errors.pop_back();
+  if (rc != 0) {
+    throw Error(SHOAL_EIO, "nftables refused the tunnel filter: " +
+                               (errors.empty() ? std::string("no message") : errors));
+  }
 }
 
 }  // namespace shoal::overlay::dataplane

@@ -19,6 +19,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace shoal::overlay::dataplane {
 
@@ -68,5 +69,14 @@ void startWireguard(const std::string& ifname);
 // sessions alone.
 void configureWireguard(const std::string& ifname, int port, const TunnelSpec& want,
                         const TunnelSpec* have);
+
+// The nftables batch that makes the calling thread's namespace drop VXLAN packets (UDP to
+// `vxlanPort`) for any of `vnis` that did not come out of the tunnel `ifname`: an encrypted
+// network takes no frame that crossed the underlay in clear. `table inet shoal_tunnel`, replaced
+// whole; with no VNI, the batch deletes it (and succeeds when there is none).
+std::string renderTunnelFilter(const std::string& ifname, int vxlanPort,
+                               const std::vector<uint32_t>& vnis);
+// Runs an nft batch in the calling thread's namespace (libnftables).
+void runNft(const std::string& batch);
 
 }  // namespace shoal::overlay::dataplane

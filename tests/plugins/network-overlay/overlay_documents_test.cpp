@@ -247,6 +247,15 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(interfaceName("/run/a/netns").size() <= 15);
     CPPUNIT_ASSERT(interfaceName("/run/a/netns") != interfaceName("/run/b/netns"));
     CPPUNIT_ASSERT_EQUAL(interfaceName("/run/a/netns"), interfaceName("/run/a/netns"));
+
+    // The filter of clear VXLAN: the VNIs of encrypted networks, unless from the tunnel.
+    const std::string filter = renderTunnelFilter("swg0000abcd", 4789, {4097, 4100});
+    assertMentions(filter,
+                   "iifname != \"swg0000abcd\" udp dport 4789 @th,96,24 { 4097, 4100 } drop");
+    assertMentions(filter, "delete table inet shoal_tunnel");
+    CPPUNIT_ASSERT_EQUAL(
+        std::string("table inet shoal_tunnel {}\ndelete table inet shoal_tunnel\n"),
+        renderTunnelFilter("swg0000abcd", 4789, {}));
   }
 
   void testPeersParseAndBadPeersNameTheField() {
