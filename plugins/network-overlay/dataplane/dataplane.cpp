@@ -255,9 +255,7 @@ void Dataplane::updatePeers(PeerSet set) {
     peers_[set.networkId] = set.peers;
     if (set.tunnel && tunnel_ != set.tunnel) {
       tunnel_ = set.tunnel;
-      bool inUse = false;
-      for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
-      if (inUse) {
+      if (encryptedInUse()) {
         checkThread();
         try {
           ensureTunnel();
@@ -279,10 +277,6 @@ void Dataplane::updatePeers(PeerSet set) {
       rethrowWith("update_peers: network " + set.networkId + " (" + it->second.path + ")", e);
     }
   });
-}
-
-bool Dataplane::tunnelUp() {
-  return runSync([this] { return tunnelIf_ != 0 && hostNl_->linkIndex(tunnelName_) == tunnelIf_; });
 }
 
 unsigned Dataplane::overlayMtu() {
@@ -724,9 +718,7 @@ void Dataplane::ensureTunnel() {
   if (tunnelIf_ != 0 && tunnelSet_ && tunnelSet_->address != tunnel_->address) {
     // A node's tunnel address is kept for as long as the cluster has encrypted networks; a
     // new one means the managers started over. The old interface cannot carry it.
-    bool inUse = false;
-    for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
-    if (inUse) {
+    if (encryptedInUse()) {
       throw Error(SHOAL_EIO, "the tunnel address changed from " + formatIpv4(tunnelSet_->address) +
                                  " to " + formatIpv4(tunnel_->address) +
                                  " while encrypted networks use the old one");
@@ -759,9 +751,7 @@ void Dataplane::ensureTunnel() {
       }
       hostNl_->setUp(tunnelIf_, tunnelName_);
     } catch (...) {
-      bool inUse = false;
-      for (const auto& [id, sb] : sandboxes_) inUse = inUse || sb.encrypted;
-      if (!inUse) {
+      if (!encryptedInUse()) {
         hostNl_->deleteLink(tunnelIf_, tunnelName_);
         tunnelIf_ = 0;
       }
@@ -785,11 +775,16 @@ void Dataplane::applyTunnelFilter() {
   filteredVnis_ = std::move(vnis);
 }
 
+bool Dataplane::encryptedInUse() const {
+  for (const auto& [id, sb] : sandboxes_) {
+    if (sb.encrypted) return true;
+  }
+  return false;
+}
+
 void Dataplane::stopTunnelIfUnused() {
   applyTunnelFilter();
-  for (const auto& [id, sb] : sandboxes_) {
-    if (sb.encrypted) return;
-  }
+  if (encryptedInUse()) return;
   // Deleting the interface ends wireguard-go (and its control socket) too.
   if (const int idx = hostNl_->linkIndex(tunnelName_)) hostNl_->deleteLink(idx, tunnelName_);
   tunnelIf_ = 0;

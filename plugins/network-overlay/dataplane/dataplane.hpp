@@ -97,9 +97,6 @@ class Dataplane {
   // for a task that is not attached.
   std::vector<std::string> taskNetworks(const std::string& taskId);
   std::string sandboxPath(const std::string& networkId) const;
-  // The tunnel's interface name on this instance, and whether it is up now.
-  const std::string& tunnelName() const { return tunnelName_; }
-  bool tunnelUp();
 
  private:
   struct Sandbox {
@@ -140,7 +137,8 @@ class Dataplane {
   // Encrypted networks: the tunnel interface up and configured with tunnel_ (started when
   // missing); dropped with the last encrypted sandbox.
   void ensureTunnel();
-  void stopTunnelIfUnused();  // also rewrites the filter (applyTunnelFilter)
+  void stopTunnelIfUnused();    // also rewrites the filter (applyTunnelFilter)
+  bool encryptedInUse() const;  // some sandbox here is an encrypted network's
   // The host's filter of clear VXLAN for the encrypted sandboxes' VNIs (tunnel.hpp).
   void applyTunnelFilter();
   unsigned mtuForNodeAddr(uint32_t nodeAddr);
