@@ -600,47 +600,59 @@ std::string Agent::runtimeDocument(const Task& t) const {
   return doc;
 }
 
-// The network plugin's attach document for a task on networks (network.h, shoal.attach/v1),
-// or "" for a task on none.
+// The network plugin's attach document for a task on networks or with host-mode ports
+// (network.h, shoal.attach/v1), or "" for a task with neither.
 std::string Agent::attachDocument(const Task& t) const {
   auto spec = wire::member(t.json, "Spec");
   auto attachments = spec ? wire::member(*spec, "NetworksAttachments") : std::nullopt;
-  if (!attachments || attachments->size() < 3) return "";
+  std::string hostPorts;
+  if (auto list = spec ? wire::member(*spec, "HostPorts") : std::nullopt) {
+    wire::forEach(*list, [&](std::string_view p) {
+      hostPorts += hostPorts.empty() ? "{\"protocol\":" : ",{\"protocol\":";
+      appendJsonString(hostPorts, wire::stringMember(p, "Protocol", "tcp"));
+      hostPorts += ",\"published\":" + std::to_string(wire::intMember(p, "PublishedPort", 0)) +
+                   ",\"target\":" + std::to_string(wire::intMember(p, "TargetPort", 0)) + "}";
+      return true;
+    });
+  }
   std::string endpoints, networks;
-  wire::forEach(*attachments, [&](std::string_view a) {
-    endpoints += endpoints.empty() ? "{" : ",{";
-    endpoints += "\"network_id\":";
-    appendJsonString(endpoints, wire::stringMember(a, "NetworkID"));
-    endpoints += ",\"address\":";
-    appendJsonString(endpoints, wire::stringMember(a, "Address"));
-    endpoints += ",\"mac\":";
-    appendJsonString(endpoints, wire::stringMember(a, "MAC"));
-    auto aliases = wire::member(a, "Aliases");
-    endpoints += ",\"aliases\":";
-    endpoints += aliases ? std::string(*aliases) : std::string("[]");
-    endpoints += '}';
-    networks += networks.empty() ? "{" : ",{";
-    networks += "\"id\":";
-    appendJsonString(networks, wire::stringMember(a, "NetworkID"));
-    networks += ",\"name\":";
-    appendJsonString(networks, wire::stringMember(a, "Name"));
-    networks += ",\"subnet\":";
-    appendJsonString(networks, wire::stringMember(a, "Subnet"));
-    networks += ",\"gateway\":";
-    appendJsonString(networks, wire::stringMember(a, "Gateway"));
-    networks += ",\"vni\":" + std::to_string(wire::intMember(a, "VNI", 0));
-    auto options = wire::member(a, "Options");
-    networks += ",\"options\":";
-    networks += options ? std::string(*options) : std::string("{}");
-    networks += '}';
-    return true;
-  });
-  if (endpoints.empty()) return "";
+  if (attachments)
+    wire::forEach(*attachments, [&](std::string_view a) {
+      endpoints += endpoints.empty() ? "{" : ",{";
+      endpoints += "\"network_id\":";
+      appendJsonString(endpoints, wire::stringMember(a, "NetworkID"));
+      endpoints += ",\"address\":";
+      appendJsonString(endpoints, wire::stringMember(a, "Address"));
+      endpoints += ",\"mac\":";
+      appendJsonString(endpoints, wire::stringMember(a, "MAC"));
+      auto aliases = wire::member(a, "Aliases");
+      endpoints += ",\"aliases\":";
+      endpoints += aliases ? std::string(*aliases) : std::string("[]");
+      endpoints += '}';
+      networks += networks.empty() ? "{" : ",{";
+      networks += "\"id\":";
+      appendJsonString(networks, wire::stringMember(a, "NetworkID"));
+      networks += ",\"name\":";
+      appendJsonString(networks, wire::stringMember(a, "Name"));
+      networks += ",\"subnet\":";
+      appendJsonString(networks, wire::stringMember(a, "Subnet"));
+      networks += ",\"gateway\":";
+      appendJsonString(networks, wire::stringMember(a, "Gateway"));
+      networks += ",\"vni\":" + std::to_string(wire::intMember(a, "VNI", 0));
+      auto options = wire::member(a, "Options");
+      networks += ",\"options\":";
+      networks += options ? std::string(*options) : std::string("{}");
+      networks += '}';
+      return true;
+    });
+  if (endpoints.empty() && hostPorts.empty()) return "";
   std::string doc = "{\"schema\":\"shoal.attach/v1\",\"task_id\":";
   appendJsonString(doc, t.id);
   doc += ",\"node_addr\":";
   appendJsonString(doc, nodeAddr_);
-  doc += ",\"endpoints\":[" + endpoints + "],\"networks\":[" + networks + "]}";
+  doc += ",\"endpoints\":[" + endpoints + "],\"networks\":[" + networks + "]";
+  if (!hostPorts.empty()) doc += ",\"host_ports\":[" + hostPorts + "]";
+  doc += "}";
   return doc;
 }
 

@@ -2052,10 +2052,12 @@ std::string portsText(JObject::Ptr spec) {
   for (std::size_t i = 0; ports && i < ports->size(); ++i) {
     auto p = ports->getObject(static_cast<unsigned>(i));
     const auto published = p->optValue<int64_t>("PublishedPort", 0);
-    out += (out.empty() ? "" : ", ") + std::string("*:") +
+    // "*:" is every node (the mesh); a host-mode port answers only where a task runs.
+    const bool host = p->optValue<std::string>("PublishMode", "ingress") == "host";
+    out += (out.empty() ? "" : ", ") + std::string(host ? "" : "*:") +
            (published ? std::to_string(published) : "") + "->" +
            std::to_string(p->optValue<int64_t>("TargetPort", 0)) + "/" +
-           p->optValue<std::string>("Protocol", "tcp");
+           p->optValue<std::string>("Protocol", "tcp") + (host ? " (host)" : "");
   }
   return out;
 }
@@ -3004,7 +3006,10 @@ const std::vector<Command>& commands() {
             {"name", 0, true, "Service name", ""},
             {"network", 0, true, "Network attachments", ""},
             {"placement-pref", 0, true, "Add a placement preference", ""},
-            {"publish", 'p', true, "Publish a port as a node port", ""},
+            {"publish", 'p', true,
+             "Publish a port as a node port (PUBLISHED:TARGET, or "
+             "published=P,target=T[,protocol=tcp|udp|sctp][,mode=ingress|host])",
+             ""},
             {"secret", 0, true, "Specify secrets to expose to the service", ""},
             {"sysctl", 0, true, "Sysctl options (name=value)", ""},
             {"ulimit", 0, true, "Ulimit options (name=soft[:hard])", ""}}),
@@ -3158,6 +3163,23 @@ void printGroupHelp(std::ostream& out, const std::string& group) {
   out << "\nRun 'shoal " << group << " COMMAND --help' for more information on a command.\n";
 }
 
+// What a command's help says after its options ("" for most).
+std::string helpNotes(const std::string& path) {
+  if (path == "service create") {
+    return "Published ports (--publish):\n"
+           "  mode=ingress  (the default) Every node answers on the port, whether or\n"
+           "                not it runs a task, balancing over all the tasks (the\n"
+           "                routing mesh). Tasks see connections come from the mesh,\n"
+           "                not from the client's own address.\n"
+           "  mode=host     Only the nodes running a task answer, each to its own task,\n"
+           "                and the task sees the client's real address (nothing is\n"
+           "                masqueraded). The trade-off: clients must know which nodes\n"
+           "                run tasks, a node runs at most one task per such port, and\n"
+           "                the port must be given (published=P,target=T,mode=host).\n";
+  }
+  return "";
+}
+
 void printCommandHelp(std::ostream& out, const Command& c) {
   out << "\nUsage:  shoal " << c.usage << "\n\n" << c.summary << '\n';
   if (!c.aliases.empty()) {
@@ -3181,6 +3203,7 @@ void printCommandHelp(std::ostream& out, const Command& c) {
   for (const auto& l : lines) {
     out << "  " << l.first << std::string(w - l.first.size() + 3, ' ') << l.second << '\n';
   }
+  if (const std::string notes = helpNotes(c.path); !notes.empty()) out << '\n' << notes;
 }
 
 int usageError(std::ostream& err, const std::string& message, const std::string& helpFor) {

@@ -4,6 +4,7 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -385,37 +386,72 @@ Status publishPorts(const store::ReadView& v, std::string& specJson, const std::
     return p->optValue<std::string>("Protocol", "tcp");
   };
   using Port = std::pair<std::string, int64_t>;  // (protocol, port)
-  std::vector<Port> given;
+  std::vector<Port> given, hostGiven;
   std::vector<unsigned> wanting;
   for (std::size_t i = 0; i < ports->size(); ++i) {
     auto p = ports->getObject(static_cast<unsigned>(i));
-    if (!ingress(p)) continue;
+    if (!p) continue;
     const int64_t published = p->optValue<int64_t>("PublishedPort", 0);
-    if (published > 0) {
+    if (!ingress(p)) {
+      if (published <= 0) {
+        return Status::invalidArgument(
+            "EndpointSpec.Ports[" + std::to_string(i) + "]: target port " +
+            std::to_string(p->optValue<int64_t>("TargetPort", 0)) +
+            " is published in host mode without a published port; Shoal maps host-mode ports "
+            "to the number given (--publish mode=host,published=P,target=T)");
+      }
+      hostGiven.emplace_back(protocolOf(p), published);
+    } else if (published > 0) {
       given.emplace_back(protocolOf(p), published);
     } else {
       wanting.push_back(static_cast<unsigned>(i));
     }
   }
-  if (given.empty() && wanting.empty()) return Status::ok();
-  // Every port the mesh routes for another service, read once for both jobs below.
-  std::map<Port, ObjectPtr> owners;
+  // A node's port is either the mesh's (on every node) or one task's there, never both.
+  for (const auto& port : hostGiven) {
+    if (std::find(given.begin(), given.end(), port) != given.end()) {
+      return Status::invalidArgument("port '" + std::to_string(port.second) + "/" + port.first +
+                                     "' is published both in ingress mode and in host mode");
+    }
+  }
+  if (given.empty() && wanting.empty() && hostGiven.empty()) return Status::ok();
+  // Every port the mesh routes for another service, read once for the jobs below, and the
+  // ports other services publish in host mode (which the mesh may not take).
+  std::map<Port, ObjectPtr> owners, hostOwners;
   for (const auto& other : v.list(Kind::kService)) {
     if (other->id == serviceId) continue;
     auto theirs = parseServiceSpec(other->spec);
     if (!theirs) continue;
     for (const auto& port : theirs->ingressPorts) owners.emplace(port, other);
+    for (const auto& [protocol, number] : theirs->hostPorts) {
+      hostOwners.emplace(Port{protocol, number}, other);
+    }
   }
-  for (const auto& port : given) {
+  for (const auto& port : hostGiven) {
     auto owner = owners.find(port);
     if (owner == owners.end()) continue;
     return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
                                  "' is already in use by service '" + owner->second->name + "' (" +
-                                 owner->second->id + ") as an ingress port");
+                                 owner->second->id +
+                                 ") as an ingress port, which every node answers on");
+  }
+  for (const auto& port : given) {
+    if (auto owner = owners.find(port); owner != owners.end()) {
+      return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
+                                   "' is already in use by service '" + owner->second->name +
+                                   "' (" + owner->second->id + ") as an ingress port");
+    }
+    if (auto owner = hostOwners.find(port); owner != hostOwners.end()) {
+      return Status::alreadyExists("port '" + std::to_string(port.second) + "/" + port.first +
+                                   "' is already in use by service '" + owner->second->name +
+                                   "' (" + owner->second->id + ") as a host-mode port");
+    }
   }
   if (wanting.empty()) return Status::ok();
   std::set<Port> taken(given.begin(), given.end());
+  taken.insert(hostGiven.begin(), hostGiven.end());
   for (const auto& [port, owner] : owners) taken.insert(port);
+  for (const auto& [port, owner] : hostOwners) taken.insert(port);
   // What an update's previous spec published for a target keeps being published: a port
   // picked once does not move under its clients when the service changes.
   std::map<Port, int64_t> before;  // (protocol, target) -> published port

@@ -41,6 +41,10 @@ inline constexpr int64_t kAutoPortLast = 32767;
 // is still free, else the lowest free one in kAutoPortFirst..kAutoPortLast (free: published by
 // no other service, nor by another port of this one); RESOURCE_EXHAUSTED when none is. The
 // chosen ports are written into the spec, so `service inspect` and `service ls` show them.
+// Host-mode ports must name their published number (INVALID_ARGUMENT otherwise), and a port
+// may not be both another service's ingress port and this one's host-mode port, or the other
+// way round (ALREADY_EXISTS); host-mode ports of different services may share a number (the
+// scheduler keeps their tasks on different nodes).
 Status publishPorts(const store::ReadView& v, std::string& specJson, const std::string& serviceId,
                     const std::string& previousSpecJson);
 

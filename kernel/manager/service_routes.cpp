@@ -139,25 +139,6 @@ void pinImage(Swarm& swarm, const Request& r, const JObject::Ptr& spec,
   c->set("Image", pinned);
 }
 
-// Ports published in ingress mode are routed by the mesh on every node (those without a
-// published number get one from 30000-32767, publishPorts); host-mode ports are stored
-// and checked but not mapped yet: say so rather than let a user wait on a port that never
-// answers.
-void warnUnroutedPorts(const JObject::Ptr& spec, std::vector<std::string>& warnings) {
-  auto ep = spec->getObject("EndpointSpec");
-  auto ports = ep ? ep->getArray("Ports") : nullptr;
-  for (std::size_t i = 0; ports && i < ports->size(); ++i) {
-    auto p = ports->getObject(static_cast<unsigned>(i));
-    if (!p) continue;
-    const std::string target = std::to_string(p->optValue<int64_t>("TargetPort", 0));
-    if (p->optValue<std::string>("PublishMode", "ingress") == "host") {
-      warnings.push_back("port " + target +
-                         " is published in host mode, which this version of Shoal records but "
-                         "does not map yet; use the routing mesh (mode=ingress)");
-    }
-  }
-}
-
 // The image a stored or client spec names ("" when none).
 std::string imageOf(const std::string& specJson) {
   try {
@@ -189,7 +170,6 @@ Response create(Swarm& swarm, const Request& r) {
   std::vector<std::string> warnings;
   if (auto v = splitSpec(*body); !v) return Response::error(v.status());  // refused before asking
   pinImage(swarm, r, *body, warnings);
-  warnUnroutedPorts(*body, warnings);
   auto split = splitSpec(*body);
   if (!split) return Response::error(split.status());
   const std::string id = newId(SystemRandom::instance());
@@ -245,7 +225,6 @@ Response update(Swarm& swarm, const Request& r) {
       return Status::ok();
     });
     if (imageOf(stringify(*spec)) != current) pinImage(swarm, r, spec, warnings);
-    warnUnroutedPorts(spec, warnings);
     auto sp = splitSpec(spec);
     if (!sp) return Response::error(sp.status());
     split = std::move(*sp);

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "kernel/common/json_escape.h"
+
 namespace shoal::manager {
 namespace {
 
@@ -447,6 +449,7 @@ Result<ServiceSpec> parseServiceSpec(const std::string& specJson) {
     }
     if (auto c = child(task, "ContainerSpec"))
       s.stopGraceNs = intOr(c, "StopGracePeriod", s.stopGraceNs);
+    std::string hostPorts;  // the task's HostPorts, JSON array members
     if (auto ep = child(o, "EndpointSpec")) {
       if (auto ports = ep->getArray("Ports")) {
         for (std::size_t i = 0; i < ports->size(); ++i) {
@@ -463,9 +466,20 @@ Result<ServiceSpec> parseServiceSpec(const std::string& specJson) {
           if (published > 0) {
             s.hostPorts.emplace_back(p->optValue<std::string>("Protocol", "tcp"),
                                      static_cast<int>(published));
+            hostPorts += hostPorts.empty() ? "{\"Protocol\":" : ",{\"Protocol\":";
+            appendJsonString(hostPorts, p->optValue<std::string>("Protocol", "tcp"));
+            hostPorts += ",\"PublishedPort\":" + std::to_string(published) +
+                         ",\"TargetPort\":" + std::to_string(intOr(p, "TargetPort", 0)) + "}";
           }
         }
       }
+    }
+    // Host-mode ports are a property of each task (its node maps them to it), so they go in
+    // the task's spec, last: changing them replaces the tasks, as Swarm does.
+    if (!hostPorts.empty()) {
+      s.taskTemplate.pop_back();
+      if (s.taskTemplate.size() > 1) s.taskTemplate += ',';
+      s.taskTemplate += "\"HostPorts\":[" + hostPorts + "]}";
     }
   } catch (const std::exception& e) {
     return Status::invalidArgument(std::string("service spec cannot be read: ") + e.what());

@@ -42,7 +42,7 @@ struct ServiceBackend {
 enum class PortProtocol { kTcp, kUdp, kSctp };
 enum class PublishMode {
   kIngress,  // every node answers on the port (the routing mesh, mesh/)
-  kHost,     // only nodes running a task (not handled by this plugin)
+  kHost,     // only nodes running a task: mapped at attach (dataplane/host_ports.hpp), not here
 };
 
 // One published port: {"protocol": "tcp"|"udp"|"sctp" (default "tcp"), "published": 1..65535

@@ -10,6 +10,8 @@
 //  - removing the services leaves no task namespace and no network sandbox on any node, and
 //    removing the last publishing service no mesh table, ingress veth or tracked connection;
 //  - ports published without a number get one from 30000-32767 that stays across updates;
+//  - a port published in host mode answers only on the node running the task, which sees the
+//    client's own address; it may not clash with a mesh port, and leaves nothing behind;
 //  - an encrypted network's traffic never shows in clear on the underlay (a plain network's
 //    does, captured the same way), survives a key rotation, and leaves no tunnel behind.
 // Needs root (namespaces, runc), like every test in this label.
@@ -106,6 +108,7 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
   CPPUNIT_TEST(testOverlayNetworksAcrossNodes);
   CPPUNIT_TEST(testServiceNamesAndVips);
   CPPUNIT_TEST(testRoutingMesh);
+  CPPUNIT_TEST(testHostModePorts);
   CPPUNIT_TEST(testEncryptedOverlay);
   CPPUNIT_TEST_SUITE_END();
 
@@ -407,6 +410,54 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
       CPPUNIT_ASSERT_MESSAGE(std::string(node) + ":" + leftovers(node),
                              eventually([&] { return leftovers(node).empty(); }, 30s));
     }
+  }
+
+  // mode=host, Shoal's answer to moby#25526: only the node running the task answers on the
+  // port, and the task sees the client's real address (a CGI of busybox httpd says which).
+  void testHostModePorts() {
+    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+    swarmOfThree(lab);
+    RunResult refused = on({"service", "create", "--name", "nonum", "--publish",
+                            "mode=host,target=80", "localhost/shoal-test:v1"});
+    CPPUNIT_ASSERT(refused.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(refused.err, contains(refused.err, "without a published port"));
+    must(on({"service", "create", "--name", "direct", "--constraint", "node.hostname==node1",
+             "--publish", "mode=host,published=8082,target=80", "--stop-grace-period", "1s",
+             "localhost/shoal-test:v1", "sh", "-c",
+             "mkdir -p /var/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: "
+             "text/plain\\necho\\necho $REMOTE_ADDR\\n' > /var/www/cgi-bin/ip && chmod +x "
+             "/var/www/cgi-bin/ip && exec httpd -f -p 80 -h /var/www"}),
+         "create direct");
+    // Not "*:": only a node with a task answers.
+    const RunResult ls = on({"service", "ls"});
+    CPPUNIT_ASSERT_MESSAGE(ls.out, contains(ls.out, " 8082->80/tcp (host)"));
+    auto fetch = [&](const std::string& from, const std::string& url) {
+      RunResult r = lab.inNode(from, {"curl", "-s", "--max-time", "2", url});
+      return r.exitCode == 0 ? trim(r.out) : std::string();
+    };
+    const std::string url = "http://" + lab.ip("node1") + ":8082/cgi-bin/ip";
+    CPPUNIT_ASSERT_MESSAGE(lab.log("node1"),
+                           eventually([&] { return !fetch("node3", url).empty(); }, 60s));
+    CPPUNIT_ASSERT_EQUAL("[::ffff:" + lab.ip("node3") + "]", fetch("node3", url));
+    CPPUNIT_ASSERT_EQUAL("[::ffff:" + lab.ip("node2") + "]", fetch("node2", url));
+    // A node without the task does not answer: this is no mesh port.
+    CPPUNIT_ASSERT(fetch("node3", "http://" + lab.ip("node2") + ":8082/cgi-bin/ip").empty());
+    // The mesh may not take the port from it.
+    RunResult clash = on({"service", "create", "--name", "meshed", "--publish", "8082:80",
+                          "localhost/shoal-test:v1"});
+    CPPUNIT_ASSERT(clash.exitCode != 0);
+    CPPUNIT_ASSERT_MESSAGE(clash.err, contains(clash.err, "as a host-mode port"));
+    must(on({"service", "rm", "direct"}), "rm direct");
+    auto leftovers = [&] {
+      std::string left;
+      if (contains(lab.inNode("node1", {"nft", "list", "tables"}).out, "shoal_hostports"))
+        left += " nft table shoal_hostports;";
+      if (contains(lab.inNode("node1", {"ip", "-o", "link", "show"}).out, "shv"))
+        left += " a host-mode port link;";
+      return left;
+    };
+    CPPUNIT_ASSERT_MESSAGE(leftovers(), eventually([&] { return leftovers().empty(); }, 30s));
+    CPPUNIT_ASSERT(fetch("node3", url).empty());
   }
 
   // `--opt encrypted`: VXLAN between nodes goes through the nodes' wireguard-go tunnel, so a

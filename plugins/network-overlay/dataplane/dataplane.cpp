@@ -1,5 +1,7 @@
 #include "dataplane/dataplane.hpp"
 
+#include "dataplane/host_ports.hpp"
+
 #include <shoal/plugin.hpp>
 
 #include <Poco/JSON/Object.h>
@@ -378,6 +380,7 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
   const std::string nsPath = taskNetnsPath(req.taskId);
   std::vector<std::string> built;  // sandboxes this attach made
   bool madeTaskNs = false;
+  int hostSlot = -1;  // the task's link to the host namespace (host_ports.hpp), when it has one
   try {
     ensureDir();
     const unsigned mtu = mtuForNodeAddr(req.nodeAddr);
@@ -433,6 +436,11 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
           rethrowWith(where + ifname, e);
         }
       }
+      if (!req.hostPorts.empty()) {
+        hostSlot = freeHostSlot();
+        buildHostLink(req.taskId, hostSlot, "eth" + std::to_string(req.endpoints.size()),
+                      mtu + kVxlanOverhead, taskNs.get(), *taskNl);
+      }
     }  // the task's socket and fd must be gone before a rollback can delete the namespace
     TaskState state;
     state.taskId = req.taskId;
@@ -440,6 +448,9 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
     state.nodeAddr = req.nodeAddr;
     state.endpoints = req.endpoints;
     state.networks = req.networks;
+    state.hostPorts = req.hostPorts;
+    state.hostSlot = hostSlot;
+    if (hostSlot >= 0) applyHostPorts(&state);
     writeFileAtomic(statePath(req.taskId), toJson(state));
     tasks_[req.taskId] = state;
     for (const NetworkSpec& net : req.networks) sandboxes_.at(net.id).tasks.insert(req.taskId);
@@ -452,6 +463,15 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
       if (it == sandboxes_.end()) continue;
       try {
         if (const int idx = it->second.nl->linkIndex(veth)) it->second.nl->deleteLink(idx, veth);
+      } catch (const std::exception& u) {
+        warn(context + ": undo: " + u.what());
+      }
+    }
+    if (!req.hostPorts.empty()) {
+      try {
+        const std::string link = hostLinkName(req.taskId);
+        if (const int idx = hostNl_->linkIndex(link)) hostNl_->deleteLink(idx, link);
+        if (hostSlot >= 0) applyHostPorts(nullptr);  // the table without this task
       } catch (const std::exception& u) {
         warn(context + ": undo: " + u.what());
       }
@@ -649,6 +669,11 @@ void Dataplane::detachNow(const std::string& taskId) {
       if (sb == sandboxes_.end()) continue;
       if (const int idx = sb->second.nl->linkIndex(veth)) sb->second.nl->deleteLink(idx, veth);
     }
+    const bool hadHostPorts = it->second.hostSlot >= 0;
+    if (hadHostPorts) {
+      const std::string link = hostLinkName(taskId);
+      if (const int idx = hostNl_->linkIndex(link)) hostNl_->deleteLink(idx, link);
+    }
     removeNetnsFile(taskNetnsPath(taskId));
     if (::unlink(statePath(taskId).c_str()) != 0 && errno != ENOENT) {
       throwErrno("remove " + statePath(taskId));
@@ -658,9 +683,82 @@ void Dataplane::detachNow(const std::string& taskId) {
       if (sb != sandboxes_.end()) sb->second.tasks.erase(taskId);
     }
     tasks_.erase(it);
+    if (hadHostPorts) applyHostPorts(nullptr);
     sweepEmptySandboxes();
   } catch (const std::exception& e) {
     rethrowWith("detach " + taskId, e);
+  }
+}
+
+std::string Dataplane::hostLinkName(const std::string& taskId) { return "sh" + vethName(taskId); }
+
+int Dataplane::freeHostSlot() const {
+  std::vector<bool> used(kHostSlots, false);
+  for (const auto& [id, t] : tasks_) {
+    if (t.hostSlot >= 0 && t.hostSlot < kHostSlots)
+      used[static_cast<std::size_t>(t.hostSlot)] = true;
+  }
+  for (int slot = 0; slot < kHostSlots; ++slot) {
+    if (!used[static_cast<std::size_t>(slot)]) return slot;
+  }
+  throw Error(SHOAL_ENOSPC,
+              "no address is left for a host-mode port link: " + std::to_string(kHostSlots) +
+                  " tasks on this node publish ports in host mode already");
+}
+
+void Dataplane::buildHostLink(const std::string& taskId, int slot, const std::string& ifname,
+                              unsigned mtu, int taskNs, Netlink& taskNl) {
+  const std::string link = hostLinkName(taskId);
+  const std::string where = "host-mode port link " + link + "/" + ifname + ": ";
+  try {
+    for (const auto& [id, t] : tasks_) {
+      if (id != taskId && t.hostSlot >= 0 && hostLinkName(id) == link) {
+        throw Error(SHOAL_EEXIST, "link name " + link + " is taken by task " + id);
+      }
+    }
+    if (const int old = hostNl_->linkIndex(link)) hostNl_->deleteLink(old, "stale " + link);
+    const uint32_t inner = taskSideAddress(slot);
+    MacAddress mac;
+    mac.bytes = {0x02,
+                 0x53,
+                 static_cast<uint8_t>(inner >> 24),
+                 static_cast<uint8_t>(inner >> 16),
+                 static_cast<uint8_t>(inner >> 8),
+                 static_cast<uint8_t>(inner)};
+    hostNl_->addVeth(link, ifname, mac, mtu, taskNs);
+    const int host = hostNl_->linkIndex(link);
+    if (host == 0) throw Error(SHOAL_EIO, "veth " + link + " vanished after its creation");
+    hostNl_->addAddress(host, Cidr{hostSideAddress(slot), 30}, link);
+    // A client on the node's 127.0.0.1 is DNATed here, and the kernel routes 127/8 sources
+    // out of an interface only with route_localnet; the node forwards to its tasks.
+    writeSysctl("ipv4/conf/" + link + "/route_localnet", "1");
+    writeSysctl("ipv4/conf/lo/route_localnet", "1");
+    writeSysctl("ipv4/ip_forward", "1");
+    hostNl_->setUp(host, link);
+    const int task = taskNl.linkIndex(ifname);
+    if (task == 0) throw Error(SHOAL_EIO, ifname + " did not appear in the task's namespace");
+    taskNl.addAddress(task, Cidr{inner, 30}, ifname);
+    taskNl.setUp(task, ifname);
+    taskNl.addDefaultRoute(task, hostSideAddress(slot), ifname);
+  } catch (const std::exception& e) {
+    rethrowWith(where, e);
+  }
+}
+
+void Dataplane::applyHostPorts(const TaskState* adding) {
+  std::vector<HostMapping> mappings;
+  auto add = [&](const TaskState& t) {
+    if (t.hostSlot < 0) return;
+    for (const HostPort& p : t.hostPorts) mappings.push_back({p, taskSideAddress(t.hostSlot)});
+  };
+  for (const auto& [id, t] : tasks_) {
+    if (adding == nullptr || id != adding->taskId) add(t);
+  }
+  if (adding != nullptr) add(*adding);
+  try {
+    runNft(renderHostPortsRuleset(mappings));
+  } catch (const std::exception& e) {
+    rethrowWith("table ip shoal_hostports", e);
   }
 }
 
@@ -833,6 +931,12 @@ void Dataplane::rediscover() {
     } catch (const std::exception& e) {
       warn("ignoring unreadable state " + dir + "/" + name + ": " + e.what());
     }
+  }
+  // The host-mode ports of those that have them (and no table when none does).
+  try {
+    applyHostPorts(nullptr);
+  } catch (const std::exception& e) {
+    warn(std::string("rewriting the host-mode port table: ") + e.what());
   }
   // Their sandboxes.
   for (auto& [taskId, state] : tasks_) {

@@ -2,7 +2,8 @@
 // namespace holding a bridge (br0, the network's gateway address) and a VXLAN device (vxlan0:
 // the network's VNI, nolearning, proxy, MTU = underlay - 50), and per task a namespace with a
 // veth into each of its networks' sandboxes (eth0, eth1, ... in endpoint order); remote
-// endpoints become static FDB and neighbour entries on vxlan0. See ../README.md.
+// endpoints become static FDB and neighbour entries on vxlan0; a task with host-mode ports gets
+// a link to the host namespace and a DNAT there (host_ports.hpp). See ../README.md.
 //
 // Files: everything lives under Config::netnsDir: task namespaces "<dir>/<task_id>", sandboxes
 // "<dir>/sb-<first 12 characters of the network id>" (bind mounts of namespaces) and one state
@@ -141,6 +142,14 @@ class Dataplane {
   bool encryptedInUse() const;  // some sandbox here is an encrypted network's
   // The host's filter of clear VXLAN for the encrypted sandboxes' VNIs (tunnel.hpp).
   void applyTunnelFilter();
+  // Host-mode ports (host_ports.hpp): the task's link to the host namespace and the table.
+  static std::string hostLinkName(const std::string& taskId);
+  int freeHostSlot() const;  // the lowest slot no attached task holds; SHOAL_ENOSPC when none
+  void buildHostLink(const std::string& taskId, int slot, const std::string& ifname, unsigned mtu,
+                     int taskNs, Netlink& taskNl);
+  // Rewrites `table ip shoal_hostports` from the attached tasks (plus `adding`, not attached
+  // yet); deletes it when no task has host-mode ports.
+  void applyHostPorts(const TaskState* adding);
   unsigned mtuForNodeAddr(uint32_t nodeAddr);
   unsigned fallbackMtu();
   void ensureDir();

@@ -344,6 +344,30 @@ AttachRequest parseAttach(std::string_view taskId, std::string_view json) {
     req.endpoints.push_back(ep);
     req.networks.push_back(*net);
   }
+
+  const Array::Ptr ports = doc.array("host_ports", false);
+  for (std::size_t i = 0; i < ports->size(); ++i) {
+    const Fields p = doc.element(*ports, i, "host_ports");
+    HostPort port;
+    port.protocol = p.string("protocol", false);
+    if (port.protocol.empty()) port.protocol = "tcp";
+    if (port.protocol != "tcp" && port.protocol != "udp" && port.protocol != "sctp") {
+      invalid(kWhat, p.field("protocol") + " " + quoted(port.protocol) +
+                         R"( is not "tcp", "udp" or "sctp")");
+    }
+    for (const char* key : {"published", "target"}) {
+      const int64_t n = p.integer(key);
+      if (n < 1 || n > 65535) invalid(kWhat, p.field(key) + " must be from 1 to 65535");
+      (std::string(key) == "published" ? port.published : port.target) = static_cast<uint16_t>(n);
+    }
+    for (const HostPort& other : req.hostPorts) {
+      if (other.protocol == port.protocol && other.published == port.published) {
+        invalid(kWhat, p.field("published") + " " + std::to_string(port.published) + "/" +
+                           port.protocol + " is listed twice");
+      }
+    }
+    req.hostPorts.push_back(port);
+  }
   return req;
 }
 

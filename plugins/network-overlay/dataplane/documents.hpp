@@ -69,17 +69,30 @@ struct EndpointSpec {
 
 // An attachment: the task's endpoints in order (eth0, eth1, ...) and the networks they are on
 // (networks[i] is endpoints[i]'s network; networks without an endpoint are dropped).
+// A port of this node published to the task in host mode (host_ports.hpp): {"protocol":
+// "tcp"|"udp"|"sctp" (default tcp), "published": 1..65535, "target": 1..65535}.
+struct HostPort {
+  std::string protocol = "tcp";
+  uint16_t published = 0;
+  uint16_t target = 0;
+  bool operator==(const HostPort& o) const {
+    return protocol == o.protocol && published == o.published && target == o.target;
+  }
+};
+
 struct AttachRequest {
   std::string taskId;
   uint32_t nodeAddr = 0;  // this node's underlay address: the VXLAN local address
   std::vector<EndpointSpec> endpoints;
   std::vector<NetworkSpec> networks;
+  std::vector<HostPort> hostPorts;  // "host_ports", optional; no protocol/published twice
 };
 
 // `json` must be a "shoal.attach/v1" document whose "task_id" equals `taskId`. Each endpoint
 // names a network of "networks" (at most one endpoint per network), its address lies in that
 // subnet with the subnet's prefix, and its MAC is a unicast one; each network has a subnet
-// without host bits, a gateway inside it, and a vni in 1..16777215.
+// without host bits, a gateway inside it, and a vni in 1..16777215. A task with host_ports may
+// have no endpoint at all.
 AttachRequest parseAttach(std::string_view taskId, std::string_view json);
 
 struct Peer {

@@ -18,6 +18,7 @@
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
 #include <netlink/socket.h>
 #include <sys/socket.h>
 
@@ -287,6 +288,30 @@ void Netlink::addAddress(int ifindex, const Cidr& address, const std::string& wh
   check(rtnl_addr_set_local(a.get(), local.get()), step);
   check(rtnl_addr_set_broadcast(a.get(), broadcast.get()), step);
   check(rtnl_addr_add(sock_, a.get(), 0), step);
+}
+
+void Netlink::addDefaultRoute(int ifindex, uint32_t gateway, const std::string& what) {
+  begin();
+  struct RoutePut {
+    void operator()(rtnl_route* r) const { rtnl_route_put(r); }
+  };
+  std::unique_ptr<rtnl_route, RoutePut> route(rtnl_route_alloc());
+  if (!route) throw std::bad_alloc();
+  AddrPtr any = ipv4Addr(0);
+  nl_addr_set_prefixlen(any.get(), 0);
+  AddrPtr via = ipv4Addr(gateway);
+  const std::string step = "add the default route via " + what;
+  rtnl_route_set_family(route.get(), AF_INET);
+  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+  rtnl_route_set_scope(route.get(), RT_SCOPE_UNIVERSE);
+  rtnl_route_set_type(route.get(), RTN_UNICAST);
+  check(rtnl_route_set_dst(route.get(), any.get()), step);
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  if (nh == nullptr) throw std::bad_alloc();
+  rtnl_route_nh_set_ifindex(nh, ifindex);
+  rtnl_route_nh_set_gateway(nh, via.get());
+  rtnl_route_add_nexthop(route.get(), nh);  // the route owns it from here
+  check(rtnl_route_add(sock_, route.get(), NLM_F_CREATE | NLM_F_REPLACE), step);
 }
 
 std::vector<FdbEntry> Netlink::fdbEntries(int ifindex) {

@@ -58,6 +58,8 @@ class Netlink {
   void setUp(int ifindex, const std::string& what);
   void deleteLink(int ifindex, const std::string& what);
   void addAddress(int ifindex, const Cidr& address, const std::string& what);
+  // The IPv4 default route (main table) via `gateway` on `ifindex`; replaces one there was.
+  void addDefaultRoute(int ifindex, uint32_t gateway, const std::string& what);
 
   // The permanent unicast FDB entries (NTF_SELF, with a remote) of VXLAN device `ifindex`.
   std::vector<FdbEntry> fdbEntries(int ifindex);

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "dataplane/host_ports.hpp"
+
 namespace shoal::overlay::dataplane {
 namespace {
 
@@ -58,6 +60,18 @@ std::string toJson(const TaskState& s) {
   }
   doc.set("endpoints", endpoints);
   doc.set("networks", networks);
+  if (!s.hostPorts.empty()) {
+    Poco::JSON::Array ports;
+    for (const HostPort& p : s.hostPorts) {
+      Poco::JSON::Object port(Poco::JSON_PRESERVE_KEY_ORDER);
+      port.set("protocol", p.protocol);
+      port.set("published", static_cast<int>(p.published));
+      port.set("target", static_cast<int>(p.target));
+      ports.add(port);
+    }
+    doc.set("host_ports", ports);
+  }
+  if (s.hostSlot >= 0) doc.set("host_slot", s.hostSlot);
   std::ostringstream out;
   doc.stringify(out);
   return out.str();
@@ -70,6 +84,7 @@ TaskState taskStateFromJson(std::string_view taskId, std::string_view json) {
   s.nodeAddr = req.nodeAddr;
   s.endpoints = std::move(req.endpoints);
   s.networks = std::move(req.networks);
+  s.hostPorts = std::move(req.hostPorts);
   // parseAttach has checked the document; read the dataplane's own members on top.
   Poco::JSON::Parser parser;
   Poco::JSON::Object::Ptr obj = parser.parse(std::string(json)).extract<Poco::JSON::Object::Ptr>();
@@ -79,6 +94,19 @@ TaskState taskStateFromJson(std::string_view taskId, std::string_view json) {
                                        " document (state_schema and netns are required)");
   }
   s.netns = obj->getValue<std::string>("netns");
+  if (obj->has("host_slot")) {
+    const Poco::Dynamic::Var& v = obj->get("host_slot");
+    if (!v.isInteger() || v.isBoolean() || v.convert<Poco::Int64>() < 0 ||
+        v.convert<Poco::Int64>() >= kHostSlots) {
+      throw sdk::Error(SHOAL_EINVAL, "state of task " + s.taskId +
+                                         ": host_slot must be from 0 to " +
+                                         std::to_string(kHostSlots - 1));
+    }
+    s.hostSlot = static_cast<int>(v.convert<Poco::Int64>());
+  }
+  if (!s.hostPorts.empty() && s.hostSlot < 0) {
+    throw sdk::Error(SHOAL_EINVAL, "state of task " + s.taskId + ": host_ports without host_slot");
+  }
   return s;
 }
 

@@ -24,6 +24,10 @@ struct TaskState {
   // endpoints[i]), as attached.
   std::vector<EndpointSpec> endpoints;
   std::vector<NetworkSpec> networks;
+  // Host-mode published ports, and the link to the host namespace that carries them: its
+  // address block in host_ports.hpp's pool (-1: the task has no such link).
+  std::vector<HostPort> hostPorts;
+  int hostSlot = -1;
 };
 
 std::string toJson(const TaskState& state);

@@ -20,7 +20,9 @@
  *  - endpoint allocation, schema "shoal.endpoint/v1": {"schema", "owner", "network_id",
  *    "address": "10.0.1.5/24", "mac"}
  *  - attachment, schema "shoal.attach/v1": {"schema", "task_id", "endpoints": [endpoint...],
- *    "networks": [network...], "aliases": [...], "dns": {...}}; result: {"netns": "/run/..."}
+ *    "networks": [network...], "aliases": [...], "dns": {...}, "host_ports": [{"protocol",
+ *    "published", "target"}] (optional: ports of this node published to this task in host
+ *    mode; such a task may have no endpoint)}; result: {"netns": "/run/..."}
  *  - peers, schema "shoal.peers/v1": {"schema", "network_id", "peers": [{"address", "mac",
  *    "node_addr"}]} (the full set for that network on this node; replaces the previous set).
  *    For a network whose options hold "encrypted", also "tunnel": {"private_key" (this node's

@@ -61,6 +61,7 @@ class OrchestratorTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(OrchestratorTest);
   CPPUNIT_TEST(testReplicatedServiceGetsOneTaskPerSlot);
   CPPUNIT_TEST(testTaskSpecsWithAttachmentsStillRunTheirTemplate);
+  CPPUNIT_TEST(testHostModePortsGoInTheTaskTemplate);
   CPPUNIT_TEST(testScaleDownPrefersTasksNotRunningThenBusiestNodes);
   CPPUNIT_TEST(testFailedTaskIsReplacedAfterTheRestartDelay);
   CPPUNIT_TEST(testRestartPolicyNoneAndMaxAttemptsStopRestarts);
@@ -123,6 +124,40 @@ class OrchestratorTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(runsTemplate(withAttachments("{}", "[]"), "{}"));
     CPPUNIT_ASSERT(!runsTemplate(a, "{\"ContainerSpec\":{\"Image\":\"alpine\"}}"));
     CPPUNIT_ASSERT(!runsTemplate(a, "{\"ContainerSpec\":{\"Image\":\"busybox\"},\"X\":1}"));
+  }
+
+  // Host-mode ports are mapped per task by its node, so they are part of what a task runs:
+  // in its template (last, after the TaskTemplate's own members), and a change of them is a
+  // change of template (the tasks are replaced, as Swarm does); ingress ports are not.
+  void testHostModePortsGoInTheTaskTemplate() {
+    using shoal::manager::parseServiceSpec;
+    auto spec = [](const std::string& ports) {
+      return R"({"TaskTemplate":{"ContainerSpec":{"Image":"busybox"}},"EndpointSpec":{"Ports":[)" +
+             ports + "]}}";
+    };
+    auto host = parseServiceSpec(
+        spec(R"({"TargetPort":80,"PublishedPort":8080,"PublishMode":"host"},)"
+             R"({"Protocol":"udp","TargetPort":53,"PublishedPort":5353,"PublishMode":"host"},)"
+             R"({"TargetPort":443,"PublishedPort":443})"));
+    CPPUNIT_ASSERT(host);
+    CPPUNIT_ASSERT_EQUAL(
+        std::string(R"({"ContainerSpec":{"Image":"busybox"},"HostPorts":[)"
+                    R"({"Protocol":"tcp","PublishedPort":8080,"TargetPort":80},)"
+                    R"({"Protocol":"udp","PublishedPort":5353,"TargetPort":53}]})"),
+        host->taskTemplate);
+    CPPUNIT_ASSERT(
+        Poco::JSON::Parser().parse(host->taskTemplate).extract<Poco::JSON::Object::Ptr>());
+    auto moved =
+        parseServiceSpec(spec(R"({"TargetPort":80,"PublishedPort":8081,"PublishMode":"host"})"));
+    CPPUNIT_ASSERT(moved && moved->taskTemplate != host->taskTemplate);
+    auto ingressOnly = parseServiceSpec(spec(R"({"TargetPort":80,"PublishedPort":8080})"));
+    CPPUNIT_ASSERT(ingressOnly);
+    CPPUNIT_ASSERT_EQUAL(std::string(R"({"ContainerSpec":{"Image":"busybox"}})"),
+                         ingressOnly->taskTemplate);
+    // With attachments appended by the allocator, a task still runs it.
+    const std::string task = shoal::manager::withAttachments(host->taskTemplate, "[]");
+    CPPUNIT_ASSERT(shoal::manager::runsTemplate(task, host->taskTemplate));
+    CPPUNIT_ASSERT_EQUAL(host->taskTemplate, shoal::manager::templateOf(task));
   }
 
   void testReplicatedServiceGetsOneTaskPerSlot() {

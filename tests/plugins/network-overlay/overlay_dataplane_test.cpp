@@ -26,7 +26,9 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <exception>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <map>
@@ -292,6 +294,7 @@ class OverlayDataplaneTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testRestartRediscoversAttachedTasks);
   CPPUNIT_TEST(testPluginOpsThroughTheHost);
   CPPUNIT_TEST(testEmbeddedDnsAnswersServiceNamesInsideTheTask);
+  CPPUNIT_TEST(testHostModePortsReachTheTaskWithTheClientsAddress);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -691,6 +694,88 @@ class OverlayDataplaneTest : public CppUnit::TestFixture {
   }
 
   // A dataplane for `node` over its netns dir, constructed on a thread inside the node.
+  // A host-mode published port: the task gets a link to its node's namespace and a default
+  // route there, the node DNATs the port to it without masquerading, so the task sees the
+  // client's own address; only that node answers; a restart keeps it; detach takes it all.
+  void testHostModePortsReachTheTaskWithTheClientsAddress() {
+    if (!canRun()) return;
+    Dataplane* n1 = &start(1);
+    start(2);
+    std::string doc = attachJson("taskh", addr(1), {epA5()}, {netA()});
+    doc.pop_back();
+    doc += R"(,"host_ports":[{"protocol":"tcp","published":8081,"target":80}]})";
+    const Outcome a = attachNow(*n1, "taskh", doc);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(a.json, SHOAL_OK, a.status);
+    const std::string ns = dirs_[0] + "/taskh";
+    RunResult r = inNs(ns, {"ip", "-o", "addr", "show", "dev", "eth1"});
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "inet 169.254.160.2/30"));
+    r = inNs(ns, {"ip", "route", "show", "default"});
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "default via 169.254.160.1 dev eth1"));
+
+    // busybox httpd in the task's namespace, with a CGI answering the client's address (as
+    // busybox spells it: IPv4-mapped, in brackets).
+    const std::string www = tmp_.file("www");
+    mkdir(www.c_str(), 0755);
+    mkdir((www + "/cgi-bin").c_str(), 0755);
+    {
+      std::ofstream cgi(www + "/cgi-bin/ip");
+      cgi << "#!/bin/sh\necho Content-Type: text/plain\necho\necho \"$REMOTE_ADDR\"\n";
+    }
+    chmod((www + "/cgi-bin/ip").c_str(), 0755);
+    auto server = std::make_unique<shoal::test::ChildProcess>(
+        Strings{"nsenter", "--net=" + ns, "--", "busybox", "httpd", "-f", "-p", "80", "-h", www},
+        tmp_.file("httpd.log"));
+    auto fetch = [&](int node, const std::string& url) {
+      Strings argv = lab_->exec(node);
+      for (const char* w : {"busybox", "wget", "-q", "-O", "-"}) argv.push_back(w);
+      argv.push_back(url);
+      const RunResult got = runCommand(argv, std::chrono::seconds(10));
+      return got.exitCode == 0 ? got.out : std::string();
+    };
+    const std::string url = "http://" + addr(1) + ":8081/cgi-bin/ip";
+    CPPUNIT_ASSERT(
+        shoal::test::eventually([&] { return !fetch(2, url).empty(); }, std::chrono::seconds(10)));
+    CPPUNIT_ASSERT_EQUAL("[::ffff:" + addr(2) + "]\n", fetch(2, url));  // the client's own address
+    // From the node itself, on loopback too (masqueraded: 127.0.0.1 cannot be answered).
+    CPPUNIT_ASSERT_EQUAL(std::string("[::ffff:169.254.160.1]\n"),
+                         fetch(1, "http://127.0.0.1:8081/cgi-bin/ip"));
+    // A node without the task does not answer on the port.
+    CPPUNIT_ASSERT(fetch(1, "http://" + addr(2) + ":8081/cgi-bin/ip").empty());
+    // The table says so, and a restarted instance keeps it.
+    auto hostTable = [&] {
+      Strings argv = lab_->exec(1);
+      for (const char* w : {"nft", "list", "table", "ip", "shoal_hostports"}) argv.push_back(w);
+      return runCommand(argv).out;
+    };
+    CPPUNIT_ASSERT_MESSAGE(hostTable(), contains(hostTable(), "dnat to 169.254.160.2:80"));
+    stop(n1);
+    n1 = &start(1);
+    CPPUNIT_ASSERT_EQUAL("[::ffff:" + addr(2) + "]\n", fetch(2, url));
+    // A second task takes the next address block.
+    std::string doc2 = attachJson("taski", addr(1), {}, {});
+    doc2.pop_back();
+    doc2 += R"(,"host_ports":[{"protocol":"udp","published":5353,"target":53}]})";
+    const Outcome b = attachNow(*n1, "taski", doc2);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(b.json, SHOAL_OK, b.status);
+    r = inNs(dirs_[0] + "/taski", {"ip", "-o", "addr", "show", "dev", "eth0"});
+    CPPUNIT_ASSERT_MESSAGE(r.out, contains(r.out, "inet 169.254.160.6/30"));
+    CPPUNIT_ASSERT_MESSAGE(hostTable(),
+                           contains(hostTable(), "udp dport 5353 dnat to 169.254.160.6:53"));
+
+    server->signal(SIGKILL);
+    server->wait(std::chrono::seconds(5));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, detachNow(*n1, "taskh").status);
+    CPPUNIT_ASSERT_MESSAGE(hostTable(), !contains(hostTable(), "8081"));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, detachNow(*n1, "taski").status);
+    Strings links = lab_->exec(1);
+    for (const char* w : {"ip", "-o", "link", "show"}) links.push_back(w);
+    const RunResult left = runCommand(links);
+    CPPUNIT_ASSERT_MESSAGE(left.out, !contains(left.out, "shv"));
+    Strings tables = lab_->exec(1);
+    for (const char* w : {"nft", "list", "tables"}) tables.push_back(w);
+    CPPUNIT_ASSERT(!contains(runCommand(tables).out, "shoal_hostports"));
+  }
+
   Dataplane& start(int node) {
     std::unique_ptr<Dataplane> dp;
     Config config;

@@ -13,6 +13,7 @@
 
 #include "dataplane/dataplane.hpp"
 #include "dataplane/documents.hpp"
+#include "dataplane/host_ports.hpp"
 #include "dataplane/state_file.hpp"
 #include "tests/support/temp_dir.h"
 
@@ -80,6 +81,7 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testEncryptedNetworksAndTunnels);
   CPPUNIT_TEST(testPeersParseAndBadPeersNameTheField);
   CPPUNIT_TEST(testStateFileRoundTrips);
+  CPPUNIT_TEST(testHostPortsParseRoundTripAndRender);
   CPPUNIT_TEST(testAttachWithForeignNodeAddrFailsWithoutBuilding);
   CPPUNIT_TEST(testDetachOfUnknownTaskSucceeds);
   CPPUNIT_TEST_SUITE_END();
@@ -315,6 +317,76 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_THROW(taskStateFromJson("t2", readWholeFile(path)), Error);
     CPPUNIT_ASSERT_THROW(taskStateFromJson("t1", attachDoc()), Error);
     CPPUNIT_ASSERT_THROW(readWholeFile(dir.file("missing.json")), Error);
+  }
+
+  // "host_ports" (host-mode published ports): parsed with their defaults, bad ones named, kept
+  // in the state file with the task's address slot, and rendered as DNAT without masquerade.
+  void testHostPortsParseRoundTripAndRender() {
+    const std::string withPorts = attachDoc(
+        R"("networks":[)", R"("host_ports":[{"published":8080,"target":80},)"
+                           R"({"protocol":"udp","published":8080,"target":53}],"networks":[)");
+    const AttachRequest r = parseAttach("t1", withPorts);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), r.hostPorts.size());
+    CPPUNIT_ASSERT_EQUAL(std::string("tcp"), r.hostPorts[0].protocol);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(8080), r.hostPorts[0].published);
+    CPPUNIT_ASSERT_EQUAL(uint16_t(80), r.hostPorts[0].target);
+    CPPUNIT_ASSERT_EQUAL(std::string("udp"), r.hostPorts[1].protocol);
+    // No endpoint at all is fine for a task with host ports only.
+    const std::string bare =
+        R"({"schema":"shoal.attach/v1","task_id":"t1","node_addr":"192.168.99.11",)"
+        R"("endpoints":[],"networks":[],"host_ports":[{"published":81,"target":80}]})";
+    CPPUNIT_ASSERT(parseAttach("t1", bare).endpoints.empty());
+    auto withPort = [&](const std::string& port) {
+      return attachDoc(R"("networks":[)", R"("host_ports":[)" + port + R"(],"networks":[)");
+    };
+    assertMentions(attachError(withPort(R"({"published":0,"target":80})")),
+                   "host_ports[0].published must be from 1 to 65535");
+    assertMentions(attachError(withPort(R"({"published":80})")),
+                   "host_ports[0].target is required");
+    assertMentions(attachError(withPort(R"({"protocol":"icmp","published":80,"target":80})")),
+                   "host_ports[0].protocol");
+    assertMentions(
+        attachError(withPort(R"({"published":80,"target":80},{"published":80,"target":81})")),
+        "80/tcp is listed twice");
+    assertMentions(attachError(attachDoc(R"("networks":[)", R"("host_ports":{},"networks":[)")),
+                   "host_ports must be an array");
+
+    shoal::test::TempDir dir;
+    TaskState s;
+    s.taskId = "t1";
+    s.netns = dir.file("t1");
+    s.nodeAddr = r.nodeAddr;
+    s.endpoints = r.endpoints;
+    s.networks = r.networks;
+    s.hostPorts = r.hostPorts;
+    s.hostSlot = 7;
+    const TaskState back = taskStateFromJson("t1", toJson(s));
+    CPPUNIT_ASSERT(back.hostPorts == s.hostPorts);
+    CPPUNIT_ASSERT_EQUAL(7, back.hostSlot);
+    std::string noSlot = toJson(s);
+    noSlot.replace(noSlot.find(R"("host_slot":7)"), 13, R"("host_slot":-1)");
+    CPPUNIT_ASSERT_THROW(taskStateFromJson("t1", noSlot), Error);
+
+    CPPUNIT_ASSERT_EQUAL(std::string("169.254.160.29"), formatIpv4(hostSideAddress(7)));
+    CPPUNIT_ASSERT_EQUAL(std::string("169.254.160.30"), formatIpv4(taskSideAddress(7)));
+    const std::string rules = renderHostPortsRuleset(
+        {{r.hostPorts[0], taskSideAddress(7)}, {r.hostPorts[1], 0xa9fea002}});
+    for (const char* want :
+         {"fib daddr type local tcp dport 8080 dnat to 169.254.160.30:80",
+          "fib daddr type local udp dport 8080 dnat to 169.254.160.2:53", "type nat hook output",
+          "ip saddr 127.0.0.0/8 ip daddr 169.254.160.0/19 masquerade",
+          "ip saddr 169.254.160.0/19 oifname != \"shv*\" masquerade"}) {
+      CPPUNIT_ASSERT_MESSAGE(rules + " lacks " + want, contains(rules, want));
+    }
+    // Only loopback clients and the tasks' own connections out are masqueraded.
+    std::size_t masquerades = 0;
+    for (std::size_t at = rules.find("masquerade"); at != std::string::npos;
+         at = rules.find("masquerade", at + 1)) {
+      ++masquerades;
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), masquerades);
+    const std::string none = renderHostPortsRuleset({});
+    CPPUNIT_ASSERT(contains(none, "delete table ip shoal_hostports") && !contains(none, "dnat"));
   }
 
   void testAttachWithForeignNodeAddrFailsWithoutBuilding() {
