@@ -104,9 +104,19 @@ class OverlayNetwork : public shoal::sdk::Instance {
     // Tasks outlive the daemon; the DNS sockets in their namespaces did not. Their VIP rules
     // did, and are rebuilt at the first update_services.
     for (const std::string& task : dataplane_->tasks()) {
-      // The mesh's sandbox: kept, and torn down or updated by the first update_services.
+      // The mesh's sandbox: kept, and torn down or updated by the first update_services,
+      // which rebuilds it if this node's ingress endpoint changed meanwhile.
       if (task == shoal::overlay::mesh::kSandboxTask) {
         mesh_live_ = true;
+        if (auto state = dataplane_->taskState(task);
+            state && state->endpoints.size() == 1 && state->networks.size() == 1) {
+          shoal::overlay::IngressEndpoint ep;
+          ep.network = state->networks[0];
+          ep.address = state->endpoints[0].address;
+          ep.mac = state->endpoints[0].mac;
+          ep.nodeAddr = state->nodeAddr;
+          mesh_endpoint_ = ep;
+        }
         continue;
       }
       serveDns(task, dataplane_->taskNetnsPath(task), dataplane_->taskNetworks(task));

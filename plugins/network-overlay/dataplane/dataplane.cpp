@@ -317,6 +317,14 @@ std::vector<std::string> Dataplane::taskNetworks(const std::string& taskId) {
   });
 }
 
+std::optional<TaskState> Dataplane::taskState(const std::string& taskId) {
+  return runSync([this, &taskId]() -> std::optional<TaskState> {
+    auto it = tasks_.find(taskId);
+    if (it == tasks_.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
 std::string Dataplane::taskNetnsPath(const std::string& taskId) const {
   return config_.netnsDir + "/" + taskId;
 }

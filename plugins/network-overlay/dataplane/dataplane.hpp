@@ -97,6 +97,9 @@ class Dataplane {
   // The ids of the networks an attached task is on, in endpoint order (eth0's first); empty
   // for a task that is not attached.
   std::vector<std::string> taskNetworks(const std::string& taskId);
+  // What an attached task was built from (its endpoints, networks, node address, host ports);
+  // nothing for a task that is not attached.
+  std::optional<TaskState> taskState(const std::string& taskId);
   std::string sandboxPath(const std::string& networkId) const;
 
  private:

@@ -337,11 +337,25 @@ class OverlayMeshLabTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(SHOAL_OK, call(2, "services", services(2, {1, 2}, true)));
     CPPUNIT_ASSERT(contains(fetch(n2, lab_->address(2), kPublished), "hello"));
 
-    // A restarted plugin on node 2 finds its sandbox and keeps (re-applies) the mesh.
+    // A restarted plugin on node 2 finds its sandbox and keeps (re-applies) the mesh...
     hosts_[1].reset();
     load(2);
     CPPUNIT_ASSERT_EQUAL(SHOAL_OK, call(2, "peers", peers));
     CPPUNIT_ASSERT_EQUAL(SHOAL_OK, call(2, "services", services(2, {1}, true)));
+    CPPUNIT_ASSERT_EQUAL(std::string("hello 1"), fetch(n2, lab_->address(2), kPublished));
+    // ... and rebuilds it when the node's ingress endpoint changed while it was down.
+    auto sandboxAddress = [&] {
+      return inNs(sbox2, {"ip", "-o", "addr", "show", "dev", "eth0"}).out;
+    };
+    CPPUNIT_ASSERT_MESSAGE(sandboxAddress(), contains(sandboxAddress(), sboxAddress(2) + "/24"));
+    hosts_[1].reset();
+    load(2);
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, call(2, "peers", peers));
+    CPPUNIT_ASSERT_EQUAL(
+        SHOAL_OK, call(2, "services", services(2, {1}, true, "10.0.0.9", "02:42:0a:00:00:09")));
+    CPPUNIT_ASSERT_MESSAGE(sandboxAddress(), contains(sandboxAddress(), "10.0.0.9/24"));
+    CPPUNIT_ASSERT_EQUAL(SHOAL_OK, call(2, "services", services(2, {1}, true)));
+    CPPUNIT_ASSERT_MESSAGE(sandboxAddress(), contains(sandboxAddress(), sboxAddress(2) + "/24"));
     CPPUNIT_ASSERT_EQUAL(std::string("hello 1"), fetch(n2, lab_->address(2), kPublished));
 
     // The port goes: both tables, the veth and the sandbox go with it.
@@ -420,7 +434,9 @@ class OverlayMeshLabTest : public CppUnit::TestFixture {
 
   // Service web publishing 8080->80 (when `published`) over the tasks `tasks` on the ingress
   // network, with node `node`'s ingress member.
-  std::string services(int node, const std::vector<int>& tasks, bool published) const {
+  // `address`/`mac`: node's sandbox endpoint on ingress, when not sboxAddress/sboxMac.
+  std::string services(int node, const std::vector<int>& tasks, bool published,
+                       const std::string& address = "", const std::string& mac = "") const {
     std::string backends;
     for (int i : tasks) {
       backends += std::string(backends.empty() ? "" : ",") + R"({"network_id":")" + kIngress +
@@ -433,8 +449,9 @@ class OverlayMeshLabTest : public CppUnit::TestFixture {
     return R"({"schema":"shoal.services/v1","services":[{"id":"svcweb","name":"web",)"
            R"("endpoint_mode":"vip","vips":[],"ports":)" +
            ports + R"(,"backends":[)" + backends + R"(]}],"ingress":{"network":)" +
-           ingressNetwork() + R"(,"address":")" + sboxAddress(node) + R"(/24","mac":")" +
-           sboxMac(node) + R"(","node_addr":")" + lab_->address(node) + R"("}})";
+           ingressNetwork() + R"(,"address":")" + (address.empty() ? sboxAddress(node) : address) +
+           R"(/24","mac":")" + (mac.empty() ? sboxMac(node) : mac) + R"(","node_addr":")" +
+           lab_->address(node) + R"("}})";
   }
 
   TempDir tmp_;
