@@ -380,10 +380,11 @@ class RuncRuntime : public shoal::sdk::Instance {
  public:
   RuncRuntime(const shoal_host* host, shoal_instance* inst, std::string_view config_json)
       : Instance(host, inst) {
-    Poco::JSON::Object::Ptr config = parseConfig(
-        kName, config_json,
-        {"runtime", "root", "runtime_root", "shim", "cgroup_parent", "insecure_registries",
-         "registry_credentials", "concurrent_downloads", "log_max_bytes", "log_max_files"});
+    Poco::JSON::Object::Ptr config =
+        parseConfig(kName, config_json,
+                    {"runtime", "root", "runtime_root", "shim", "init", "cgroup_parent",
+                     "insecure_registries", "registry_credentials", "registry_certs_dir",
+                     "concurrent_downloads", "log_max_bytes", "log_max_files"});
     runtime_ = stringKey(*config, "runtime", runtime_);
     if (runtime_.empty() || (runtime_.find('/') != std::string::npos && runtime_[0] != '/')) {
       configError(kName, "config key \"runtime\" must be a program name or an absolute path");
@@ -414,6 +415,8 @@ class RuncRuntime : public shoal::sdk::Instance {
         config->has("registry_credentials") ? absoluteKey(*config, "registry_credentials", "") : "";
     registry.concurrentDownloads =
         static_cast<int>(intKey(*config, "concurrent_downloads", 3, 1, 32));
+    // Docker's /etc/docker/certs.d, under Shoal's name: <dir>/<host:port>/*.crt.
+    registry.certsDir = absoluteKey(*config, "registry_certs_dir", "/etc/shoal/certs.d");
     logMaxBytes_ =
         static_cast<uint64_t>(intKey(*config, "log_max_bytes", 10 << 20, 4096, int64_t(1) << 40));
     logMaxFiles_ = static_cast<int>(intKey(*config, "log_max_files", 3, 1, 100));

@@ -25,6 +25,10 @@ struct RegistryOptions {
                                       // "base64(user:pass)"}}}; "" = none. Read at each login.
   int concurrentDownloads = 3;        // layers downloaded and unpacked at once, per pull
   int timeoutSeconds = 30;            // per connect / read on a registry connection
+  // Docker's certs.d layout: the *.crt files in "<certsDir>/<host:port>/" are CAs trusted for
+  // that registry (beside the system's), which is then reached over HTTPS, loopback ones too;
+  // "" = none.
+  std::string certsDir;
 };
 
 struct ImageConfig {  // from the config blob's "config" (Docker and OCI)

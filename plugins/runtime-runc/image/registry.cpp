@@ -1,5 +1,6 @@
 #include "registry.h"
 
+#include <Poco/Crypto/X509Certificate.h>
 #include <Poco/Dynamic/Var.h>
 #include <Poco/Exception.h>
 #include <Poco/JSON/Array.h>
@@ -15,6 +16,7 @@
 #include <Poco/StreamCopier.h>
 #include <Poco/Timespan.h>
 #include <Poco/URI.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <shoal/plugin.h>
 #include <unistd.h>
@@ -26,6 +28,7 @@
 #include <cstring>
 #include <istream>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -47,17 +50,21 @@ std::string lower(std::string s) {
   return s;
 }
 
-// TLS for HTTPS registries: the system's CAs, the peer's certificate and name checked.
+// A TLS client context: the system's CAs, the peer's certificate and name checked.
+Poco::Net::Context::Ptr newTlsContext() {
+  static std::once_flag once;
+  std::call_once(once, [] { Poco::Net::initializeSSL(); });
+  Poco::Net::Context::Params params;
+  params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
+  params.loadDefaultCAs = true;
+  params.cipherList = "HIGH:!aNULL:!MD5";
+  return Poco::Net::Context::Ptr(
+      new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
+}
+
+// For hosts no certs.d entry names (token services, blob storage a registry redirects to).
 Poco::Net::Context::Ptr tlsContext() {
-  static Poco::Net::Context::Ptr context = [] {
-    Poco::Net::initializeSSL();
-    Poco::Net::Context::Params params;
-    params.verificationMode = Poco::Net::Context::VERIFY_RELAXED;
-    params.loadDefaultCAs = true;
-    params.cipherList = "HIGH:!aNULL:!MD5";
-    return Poco::Net::Context::Ptr(
-        new Poco::Net::Context(Poco::Net::Context::TLS_CLIENT_USE, params));
-  }();
+  static Poco::Net::Context::Ptr context = newTlsContext();
   return context;
 }
 
@@ -205,12 +212,56 @@ RegistryClient::Endpoint RegistryClient::endpoint(const std::string& domain) con
     host = hostPort.substr(0, colon);
     port = hostPort.substr(colon + 1);
   }
-  // Like Docker, loopback registries are insecure without being listed.
+  // Like Docker, loopback registries are insecure without being listed; one this node was
+  // given CAs for is spoken to over TLS, checked against them.
   if (isLoopback(host)) insecure = true;
+  if (!caFiles(domain).empty()) insecure = false;
+  ep.domain = domain;
   ep.scheme = insecure ? "http" : "https";
   ep.host = host;
   ep.port = static_cast<uint16_t>(port.empty() ? (insecure ? 80 : 443) : std::stoi(port));
   return ep;
+}
+
+std::vector<std::string> RegistryClient::caFiles(const std::string& domain) const {
+  std::vector<std::string> out;
+  if (options_.certsDir.empty() || domain.empty() || domain.find('/') != std::string::npos ||
+      domain[0] == '.') {
+    return out;
+  }
+  const std::string dir = options_.certsDir + "/" + domain;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".crt") == 0) {
+      out.push_back(dir + "/" + name);
+    }
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Poco::AutoPtr<Poco::Net::Context> RegistryClient::tls(const std::string& domain) {
+  const std::vector<std::string> files = caFiles(domain);
+  if (files.empty()) return tlsContext();
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = contexts_.find(domain);
+  if (it != contexts_.end()) return it->second;
+  Poco::Net::Context::Ptr context = newTlsContext();
+  for (const std::string& file : files) {
+    try {
+      for (const auto& cert : Poco::Crypto::X509Certificate::readPEM(file)) {
+        context->addCertificateAuthority(cert);
+      }
+    } catch (const Poco::Exception& e) {
+      throw sdk::Error(SHOAL_EINVAL, "registry " + domain + ": CA file " + file +
+                                         " is not a PEM certificate: " + e.displayText());
+    }
+  }
+  contexts_.emplace(domain, context);
+  return context;
 }
 
 std::string RegistryClient::credentials(const std::string& domain) const {
@@ -270,7 +321,9 @@ RegistryClient::Response RegistryClient::get(const Reference& ref, const std::st
       try {
         std::unique_ptr<Poco::Net::HTTPClientSession> session;
         if (ep.scheme == "https") {
-          session = std::make_unique<Poco::Net::HTTPSClientSession>(ep.host, ep.port, tlsContext());
+          // The registry's own CAs for it; a redirect elsewhere gets the system's alone.
+          session = std::make_unique<Poco::Net::HTTPSClientSession>(
+              ep.host, ep.port, sameHost ? tls(home.domain) : tlsContext());
         } else {
           session = std::make_unique<Poco::Net::HTTPClientSession>(ep.host, ep.port);
         }

@@ -8,6 +8,10 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
+
+#include <Poco/AutoPtr.h>
+#include <Poco/Net/Context.h>
 
 #include "image_store.h"
 #include "reference.h"
@@ -44,6 +48,7 @@ class RegistryClient {
   struct Endpoint {
     std::string scheme, host;  // host without brackets
     uint16_t port = 0;
+    std::string domain;  // "host:port" as the reference names it
   };
   struct Response;
   using Sink = void (*)(void* ctx, std::istream& in);
@@ -53,6 +58,10 @@ class RegistryClient {
                Sink sink, void* ctx, const std::string& what);
   std::string authorize(const Reference& ref, const Response& challenge, const std::string& what);
   std::string credentials(const std::string& domain) const;  // "Basic ..." or ""
+  // The CA files options_.certsDir holds for `domain` (sorted; none without a certsDir).
+  std::vector<std::string> caFiles(const std::string& domain) const;
+  // TLS for `domain`: the system's CAs plus its caFiles; peer certificate and name checked.
+  Poco::AutoPtr<Poco::Net::Context> tls(const std::string& domain);
 
   const RegistryOptions options_;
   mutable std::mutex mutex_;
@@ -61,6 +70,7 @@ class RegistryClient {
     std::chrono::steady_clock::time_point expires;
   };
   std::map<std::string, Token> tokens_;  // GUARDED_BY(mutex_): "domain|scope" -> auth
+  std::map<std::string, Poco::AutoPtr<Poco::Net::Context>> contexts_;  // GUARDED_BY(mutex_)
 };
 
 }  // namespace shoal::runc

@@ -154,11 +154,28 @@ struct World {
     std::cerr << "\n  [test-images] build " << ms(t0, t1) << " ms, registry " << ms(t1, t2)
               << " ms, push " << ms(t2, t3) << " ms\n";
   }
+  // The same storage over HTTPS (scripts/test-images tls-registry), started on first use;
+  // its CA is images/tls/ca.crt.
+  uint16_t tlsPort = 0;
+  pid_t tlsPid = -1;
+  std::string tlsHost() {
+    if (tlsPid < 0) {
+      tlsPort = freePort();
+      shoal::test::RunResult r =
+          shoal::test::runCommand({std::string(SHOAL_SOURCE_DIR) + "/scripts/test-images",
+                                   "tls-registry", images, std::to_string(tlsPort)},
+                                  std::chrono::seconds(60));
+      if (r.exitCode != 0) throw std::runtime_error("tls-registry failed: " + r.err + r.out);
+      tlsPid = std::atoi(r.out.c_str());
+    }
+    return "127.0.0.1:" + std::to_string(tlsPort);
+  }
   ~World() {
-    if (registryPid > 0) {
-      kill(registryPid, SIGTERM);
-      shoal::test::eventually([&] { return kill(registryPid, 0) != 0; }, std::chrono::seconds(5));
-      kill(registryPid, SIGKILL);
+    for (pid_t pid : {registryPid, tlsPid}) {
+      if (pid <= 0) continue;
+      kill(pid, SIGTERM);
+      shoal::test::eventually([&] { return kill(pid, 0) != 0; }, std::chrono::seconds(5));
+      kill(pid, SIGKILL);
     }
   }
   const std::string& at(const std::string& key) const {
@@ -395,6 +412,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testCorruptBlobIsRejectedAndLeavesNothing);
   CPPUNIT_TEST(testGcAfterRemoveFreesLayers);
   CPPUNIT_TEST(testUnreachableRegistryIsEIO);
+  CPPUNIT_TEST(testHttpsRegistryTrustedThroughItsCertsDir);
   CPPUNIT_TEST(testLoadsTheScriptsTarballs);
   CPPUNIT_TEST_SUITE_END();
 
@@ -566,7 +584,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     std::string creds =
         tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
                                      base64("shoal:s3cret") + "\"}}}");
-    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30});
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     Image a = store.ensure(fake.ref("v1"));
     int after = fake.total();
     CPPUNIT_ASSERT(after > 0);
@@ -586,7 +604,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
                   "{\"auths\":{\"https://" + fake.host() + "/v1/\":{\"auth\":\"" +
                       base64(std::string(FakeRegistry::kUser) + ":" + FakeRegistry::kPassword) +
                       "\"},\"other.example.com\":{\"auth\":\"eDp5\"}}}");
-    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30});
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     Image v2 = store.pull(fake.ref("v2"));
     CPPUNIT_ASSERT_EQUAL(w.at("V2_CONFIG"), v2.id);
     CPPUNIT_ASSERT_EQUAL(std::string("v2\n"),
@@ -610,11 +628,11 @@ class RuncImagePullTest : public CppUnit::TestFixture {
         tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
                                      base64("shoal:wrong") + "\"}}}");
     TempDir tmp2;
-    ImageStore store2(tmp2.file("store"), RegistryOptions{{}, wrong, 3, 30});
+    ImageStore store2(tmp2.file("store"), RegistryOptions{{}, wrong, 3, 30, ""});
     expectError([&] { store2.pull(fake.ref("v1")); }, SHOAL_EIO, "refused the credentials");
     std::string broken = tmp.write("broken.json", "{\"auths\":");
     TempDir tmp3;
-    ImageStore store3(tmp3.file("store"), RegistryOptions{{}, broken, 3, 30});
+    ImageStore store3(tmp3.file("store"), RegistryOptions{{}, broken, 3, 30, ""});
     expectError([&] { store3.pull(fake.ref("v1")); }, SHOAL_EINVAL, "broken.json");
   }
 
@@ -625,7 +643,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     std::string creds =
         tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
                                      base64("shoal:s3cret") + "\"}}}");
-    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30});
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     // Four pulls at once: two of v1 (one pull, shared) and two of health, which has v1's layers
     // (each layer fetched once, whichever pull gets there first).
     std::vector<std::thread> threads;
@@ -660,7 +678,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     std::string creds =
         tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
                                      base64("shoal:s3cret") + "\"}}}");
-    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30});
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     fake.corrupt(w.at("V2_BLOB"));
     expectError([&] { store.pull(fake.ref("v2")); }, SHOAL_EIO,
                 "blob " + w.at("V2_BLOB") + ": digest mismatch (got sha256:");
@@ -710,10 +728,42 @@ class RuncImagePullTest : public CppUnit::TestFixture {
 
   void testUnreachableRegistryIsEIO() {
     TempDir tmp;
-    ImageStore store(tmp.file("store"), RegistryOptions{{}, "", 3, 2});
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, "", 3, 2, ""});
     std::string host = "127.0.0.1:" + std::to_string(freePort());
     expectError([&] { store.pull(host + "/x:1"); }, SHOAL_EIO,
                 "image " + host + "/x:1: registry 127.0.0.1");
+  }
+
+  // HTTPS: a registry whose CA sits in certs.d/<host:port>/ is spoken to over TLS (loopback
+  // too) and its certificate checked against that CA: with an unrelated CA there, or none
+  // (then plain HTTP, which a TLS server refuses), the pull fails and the store stays empty.
+  void testHttpsRegistryTrustedThroughItsCertsDir() {
+    World& w = world();
+    const std::string host = w.tlsHost();
+    const std::string ref = host + "/shoal-test:v1";
+    auto storeWith = [&](TempDir& tmp, const std::string& ca) {
+      const std::string certs = tmp.file("certs.d");
+      if (!ca.empty()) {
+        CPPUNIT_ASSERT_EQUAL(0, mkdir(certs.c_str(), 0755));
+        CPPUNIT_ASSERT_EQUAL(0, mkdir((certs + "/" + host).c_str(), 0755));
+        tmp.write("certs.d/" + host + "/ca.crt", readAll(w.images + "/tls/" + ca));
+      }
+      return std::make_unique<ImageStore>(tmp.file("store"), RegistryOptions{{}, "", 3, 10, certs});
+    };
+    TempDir trusted;
+    auto store = storeWith(trusted, "ca.crt");
+    Image v1 = store->pull(ref);
+    CPPUNIT_ASSERT_EQUAL(w.at("V1_CONFIG"), v1.id);
+    CPPUNIT_ASSERT_EQUAL(w.at("V1_MANIFEST"), store->resolve(ref).substr(ref.size() + 1));
+
+    TempDir wrong;
+    auto untrusted = storeWith(wrong, "other-ca.crt");
+    expectError([&] { untrusted->pull(ref); }, SHOAL_EIO, "certificate verify failed");
+    CPPUNIT_ASSERT(untrusted->list().empty());
+    TempDir none;
+    auto plain = storeWith(none, "");
+    expectError([&] { plain->pull(ref); }, SHOAL_EIO, "(registry said 400)");
+    CPPUNIT_ASSERT(plain->list().empty());
   }
 
   void testLoadsTheScriptsTarballs() {
