@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -213,9 +214,35 @@ void Agent::workLoop() {
   }
 }
 
+std::size_t Agent::removeAllTasks() {
+  int64_t graceNs = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leaving_ = true;
+    for (auto& [id, t] : tasks_) {
+      t.assigned = false;
+      graceNs = std::max(graceNs, t.graceNs);
+    }
+  }
+  cv_.notify_all();
+  // Each task's grace period runs at once, beside the others'; removal takes a little more.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::nanoseconds(graceNs) + kRemoveAllSlack;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!tasks_.empty() && !stop_ && std::chrono::steady_clock::now() < deadline) {
+    cv_.wait_for(lock, 50ms);
+  }
+  if (!tasks_.empty()) {
+    log::warn("agent", "tasks still there after leaving",
+              {{"count", std::to_string(tasks_.size())}});
+  }
+  return tasks_.size();
+}
+
 void Agent::applyAssignments(const std::string& body) {
   const std::string_view reply(body);
   if (!wire::member(reply, "session")) return;  // not a reply at all
+  if (leaving_) return;                         // this node is leaving: nothing more to run
   if (wire::boolMember(reply, "full", false)) {
     for (auto& [id, t] : tasks_) t.assigned = false;
   }

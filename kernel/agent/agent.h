@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -48,6 +49,12 @@ class Agent {
 
   Status start();
   void stop();
+  // `swarm leave` (as Docker's): every task is shut down (its signal, then its grace period)
+  // and removed with its network namespace, and no assignment is taken any more. Returns
+  // when none is left, or after the longest grace period plus kRemoveAllSlack, with the
+  // number still there. Between start() and stop().
+  std::size_t removeAllTasks();
+  static constexpr std::chrono::seconds kRemoveAllSlack{15};
 
   // Tasks this agent holds and their local states, for tests: id -> state name.
   std::map<std::string, std::string> tasks();
@@ -124,6 +131,7 @@ class Agent {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                             // guarded by mu_
+  bool leaving_ = false;                          // guarded by mu_: removeAllTasks was called
   std::map<std::string, Task> tasks_;             // guarded by mu_
   std::deque<Completion> completions_;            // guarded by mu_
   std::vector<std::string> assignments_;          // replies waiting for the worker; guarded by mu_

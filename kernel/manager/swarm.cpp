@@ -1485,8 +1485,11 @@ Status Swarm::leave(bool force) {
   }
   stopping_ = true;
   std::thread role = std::move(roleThread_);
+  agent::Agent* agent = agent_.get();  // stays: only stopRunning takes it, under stopping_
   lock.unlock();
   if (role.joinable()) role.join();
+  // As Docker's: the node's tasks stop and go with it (the managers place them elsewhere).
+  if (agent) agent->removeAllTasks();
   lock.lock();
   stopping_ = false;
   if (!identity_) return Status::ok();

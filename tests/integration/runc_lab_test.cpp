@@ -7,7 +7,8 @@
 //    the leader, --init/--read-only/--sysctl/--ulimit reach the container, a memory limit
 //    OOM-kills, a failing health check has its task replaced, and `service rm` leaves no container,
 //    mount, cgroup or shim;
-//  - three nodes loading the image from a tarball (air-gapped): replicas spread and run.
+//  - three nodes loading the image from a tarball (air-gapped): replicas spread and run; a
+//    worker leaving the swarm stops its containers, and its tasks move to the others.
 // Needs root (namespaces, runc), like every test in this label.
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -17,6 +18,7 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -288,6 +290,15 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
       lab_ = &lab;
       CPPUNIT_ASSERT_EQUAL(std::size_t{2}, containersOn(lab, node).size());
     }
+    // A worker that leaves takes its containers down with it (as Docker's), and the managers
+    // place its tasks on the nodes that stay once it is down.
+    must(lab.on("node3", {"swarm", "leave"}), "leave node3");
+    CPPUNIT_ASSERT(containersOn(lab, "node3").empty());
+    CPPUNIT_ASSERT(eventually([&] { return running("spread").size() == 6; }, 60s));
+    CPPUNIT_ASSERT(!onNode(running("spread"), "node3"));
+    std::vector<std::size_t> spread = perNode(running("spread"));
+    std::sort(spread.begin(), spread.end());
+    CPPUNIT_ASSERT(spread == (std::vector<std::size_t>{0, 3, 3}));
     must(on({"service", "rm", "spread"}), "rm spread");
     for (const char* node : {"node1", "node2", "node3"}) {
       CPPUNIT_ASSERT(eventually([&] { return containersOn(lab, node).empty(); }, 30s));

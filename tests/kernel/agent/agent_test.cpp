@@ -193,6 +193,7 @@ class AgentTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testTemplatesInHostnameAndEnvAreExpanded);
   CPPUNIT_TEST(testExitsAreReportedWithTheirExitCode);
   CPPUNIT_TEST(testTaskToldToStopIsShutDownAndRemoved);
+  CPPUNIT_TEST(testLeavingRemovesEveryTaskAndTakesNoMore);
   CPPUNIT_TEST(testStopDuringAStartThatWaitsIsNotHeldUp);
   CPPUNIT_TEST(testPrepareFailureRejectsTheTask);
   CPPUNIT_TEST(testRestartedAgentReattachesInsteadOfStartingAgain);
@@ -279,6 +280,25 @@ class AgentTest : public CppUnit::TestFixture {
     // Ended and told to stop: out of the assignments, so removed from the runtime and the agent.
     CPPUNIT_ASSERT(eventually([&] { return runtime_->count("remove t1") == 1; }));
     CPPUNIT_ASSERT(eventually([&] { return agent_->tasks().empty(); }));
+  }
+
+  // `swarm leave`: every task is shut down and removed, and what the managers still assign
+  // afterwards is not run.
+  void testLeavingRemovesEveryTaskAndTakesNoMore() {
+    assign("t1", "n1");
+    assign("t2", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("t1") && runtime_->waiting("t2"); }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{0}, agent_->removeAllTasks());
+    CPPUNIT_ASSERT(agent_->tasks().empty());
+    for (const char* t : {"t1", "t2"}) {
+      CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count(std::string("shutdown ") + t));
+      CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count(std::string("remove ") + t));
+    }
+    assign("t3", "n1");
+    std::this_thread::sleep_for(500ms);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{0}, runtime_->count("prepare t3"));
+    CPPUNIT_ASSERT(agent_->tasks().empty());
   }
 
   void testStopDuringAStartThatWaitsIsNotHeldUp() {
