@@ -3,9 +3,11 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
+#include <Poco/URI.h>
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -548,11 +550,7 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
   });
   if (!s) return Response::error(s);
   auto d = swarm.dispatcher();
-  if (!d) {
-    return Response::error(Status::unavailable(
-        "service logs are served by the swarm's leader; this manager is not it (run the "
-        "command on the leader's node)"));
-  }
+  if (!d) return Response::error(Status::unavailable("this manager is no longer the leader"));
   JObject out;
   out.set("Sub", d->logBroker().subscribe(byNode, options));
   out.set("Tasks", names);
@@ -596,13 +594,42 @@ Response readLogs(Swarm& swarm, const Request& r) {
 }  // namespace
 
 void addServiceRoutes(api::Router& router, Swarm& swarm) {
-  router.add("POST", "/services/logs",
-             [&swarm](const Request& r) { return subscribeLogs(swarm, r); });
-  router.add("GET", "/logs/read", [&swarm](const Request& r) { return readLogs(swarm, r); });
-  router.add("POST", "/logs/cancel", [&swarm](const Request& r) {
+  // Logs gather at the leader's dispatcher (the agents send them there): the leader answers
+  // these itself; another manager forwards them to it over the node API, as Docker's managers
+  // proxy `service logs`.
+  auto cancelLogs = [&swarm](const Request& r) {
     if (auto d = swarm.dispatcher()) d->logBroker().cancel(param(r, "sub"));
     return Response::json("{}");
+  };
+  auto viaLeader = [&swarm](const std::string& path, const Request& r,
+                            const std::function<Response(const Request&)>& here) {
+    if (swarm.dispatcher()) return here(r);
+    std::string query;
+    for (const auto& [k, v] : r.query) {
+      std::string value;
+      Poco::URI::encode(v, "&=?#+% ", value);
+      query += (query.empty() ? "?" : "&") + k + "=" + value;
+    }
+    auto reply = swarm.askLeader(path + query, r.body);
+    if (!reply) return Response::error(reply.status());
+    return *reply;
+  };
+  router.add("POST", "/services/logs", [&swarm, viaLeader](const Request& r) {
+    return viaLeader("/manager/services/logs", r,
+                     [&swarm](const Request& q) { return subscribeLogs(swarm, q); });
   });
+  router.add("GET", "/logs/read", [&swarm, viaLeader](const Request& r) {
+    return viaLeader("/manager/logs/read", r,
+                     [&swarm](const Request& q) { return readLogs(swarm, q); });
+  });
+  router.add("POST", "/logs/cancel", [viaLeader, cancelLogs](const Request& r) {
+    return viaLeader("/manager/logs/cancel", r, cancelLogs);
+  });
+  swarm.addLeaderRoute("/manager/services/logs",
+                       [&swarm](const Request& r) { return subscribeLogs(swarm, r); });
+  swarm.addLeaderRoute("/manager/logs/read",
+                       [&swarm](const Request& r) { return readLogs(swarm, r); });
+  swarm.addLeaderRoute("/manager/logs/cancel", cancelLogs);
   router.add("POST", "/services/create", [&swarm](const Request& r) { return create(swarm, r); });
   router.add("GET", "/services", [&swarm](const Request&) { return listServices(swarm); });
   router.add("GET", "/services/inspect",

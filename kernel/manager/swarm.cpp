@@ -2936,6 +2936,27 @@ api::Response Swarm::handleDispatcher(const api::Request& r, DispatcherCall call
   return ((*d).*call_)(r.peerNodeId, r.body);
 }
 
+void Swarm::addLeaderRoute(const std::string& path,
+                           std::function<api::Response(const api::Request&)> handler) {
+  nodeRouter_.add("POST", path, [this, handler = std::move(handler)](const api::Request& r) {
+    LeaderCall call;
+    if (auto refused = admitLeaderCall(r, "a call forwarded by a manager", true, call)) {
+      return *refused;
+    }
+    return handler(r);
+  });
+}
+
+Result<api::Response> Swarm::askLeader(const std::string& path, const std::string& body) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!identity_ || !store_) return Status::unavailable(kNotManager);
+  }
+  auto reply = callLeader(credentials(), agentManagers(), path, body);
+  if (!reply) return reply.status();
+  return api::Response::json(reply->body, reply->status);
+}
+
 std::shared_ptr<Dispatcher> Swarm::dispatcher() {
   std::lock_guard<std::mutex> lock(mu_);
   return dispatcher_;

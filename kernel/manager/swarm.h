@@ -152,6 +152,15 @@ class Swarm {
   // The scheduler plugin the leader uses (null without one), for placement previews.
   plugin::PluginInstance* schedulerPlugin() const { return scheduler_; }
   // The leader's dispatcher (null on other nodes), for `service logs`.
+  // A route of this manager's node API (mutual TLS) for what a follower manager forwards
+  // because only the leader can answer it (service logs): served once the caller is checked to
+  // hold a manager certificate of this swarm and this manager leads; a follower answers with
+  // the leader's address, which askLeader follows. Add before resume().
+  void addLeaderRoute(const std::string& path, std::function<api::Response(const api::Request&)> h);
+  // POSTs `body` to `path` (with its query) on the leader's node API under this manager's
+  // certificate, and gives back the leader's answer; UNAVAILABLE on a worker or when no
+  // manager answers.
+  Result<api::Response> askLeader(const std::string& path, const std::string& body);
   std::shared_ptr<Dispatcher> dispatcher();
   // This node's runtime, for its images (null without one). Set by setPlugins.
   agent::PluginRuntime* runtime() const { return runtime_.get(); }

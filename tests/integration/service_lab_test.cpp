@@ -196,6 +196,18 @@ class ServiceLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
     CPPUNIT_ASSERT_MESSAGE(refused.err,
                            contains(refused.err, "TaskTemplate.Placement.Constraints[0]"));
     CPPUNIT_ASSERT(!contains(on({"service", "ls"}).out, " bad "));
+
+    // Logs gather at the leader; another manager serves them too (it asks the leader).
+    must(on({"node", "promote", "node2"}), "promote node2");
+    RunResult here;
+    CPPUNIT_ASSERT_MESSAGE(here.out + here.err,
+                           eventually(
+                               [&] {
+                                 here = lab.on("node2", {"service", "logs", "web"});
+                                 return here.exitCode == 0 && contains(here.out, "sim: started") &&
+                                        contains(here.out, "web.1.");
+                               },
+                               30s));
     lab_ = nullptr;
   }
 
