@@ -3,7 +3,9 @@
 //   - `service create` to all RUNNING, 20 and 100 replicas of the busybox test image;
 //   - a killed task running again with --restart-delay 0s;
 //   - a rolling update of 20 replicas, --update-parallelism 5 --update-delay 0s, to all-new;
-//   - shoald's resident memory idle (a one-node swarm, no tasks), and a shim's.
+//   - shoald's resident memory idle (a one-node swarm, no tasks), and a shim's;
+//   - runc alone creating and starting a container, to scale the figures to the machine
+//     Docker's were measured on (runcBaseline).
 // The node is a scripts/lab node (its own network namespace, data and runc root); the image is
 // loaded from scripts/test-images' tarball. Needs root. Usage: runtime_bench [--replicas N]
 // (the larger create; default 100).
@@ -144,6 +146,39 @@ double createAndWait(const Lab& lab, const std::string& name, int n) {
   return since(t0);
 }
 
+// This machine's speed at what dominates a container's start, measured in the same run: runc
+// alone creating and starting `n` containers one after the other (a bundle of the host's
+// static busybox running `sleep`, runc's default spec: the same namespaces as Shoal's), the
+// median in seconds. PLATFORM.md measured about 43 ms on the machine Docker's figures come
+// from; the ratio says how much faster this machine is than that one.
+double runcBaseline(const std::string& dir, int n) {
+  const std::string bundle = dir + "/bundle", root = dir + "/root";
+  must(runCommand({"sh", "-c",
+                   "set -e; mkdir -p '" + bundle + "/rootfs/bin' '" + root +
+                       "'; cp /bin/busybox '" + bundle + "/rootfs/bin/'; ln -sf busybox '" +
+                       bundle + "/rootfs/bin/sleep'; cd '" + bundle +
+                       "' && runc spec && sed -i -e 's/\"terminal\": true/\"terminal\": false/' "
+                       "-e 's/\"sh\"/\"sleep\", \"600\"/' config.json"}),
+       "runc baseline bundle");
+  std::vector<double> times;
+  for (int i = 0; i < n; ++i) {
+    const std::string id = "shoal-rb-" + std::to_string(getpid()) + "-" + std::to_string(i);
+    const auto t0 = Clock::now();
+    // The container's stdio must not be ours: runc create hands it down to the container.
+    must(runCommand({"sh", "-c",
+                     "runc --root '" + root + "' create --bundle '" + bundle + "' " + id +
+                         " </dev/null >/dev/null 2>&1 && runc --root '" + root + "' start " + id}),
+         "runc baseline container " + id);
+    times.push_back(since(t0));
+  }
+  for (int i = 0; i < n; ++i) {
+    runCommand({"runc", "--root", root, "delete", "--force",
+                "shoal-rb-" + std::to_string(getpid()) + "-" + std::to_string(i)});
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 void removeAndWait(const Lab& lab, const std::string& name) {
   must(cli(lab, {"service", "rm", name}), "rm " + name);
   timeUntil([&] { return containers(lab).empty(); }, 300, name + " removed");
@@ -161,6 +196,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   shoal::test::TempDir images;
+  shoal::test::TempDir baselineDir;
+  const double runcStart = runcBaseline(baselineDir.path(), 10);
   must(runCommand({std::string(SHOAL_SOURCE_DIR) + "/scripts/test-images", "build", images.path()},
                   std::chrono::seconds(120)),
        "test-images build");
@@ -242,5 +279,22 @@ int main(int argc, char** argv) {
               ("shoald resident, " + std::to_string(big) + " tasks just removed").c_str(),
               busyKiB / 1024.0);
   std::printf("%-44s %8.1fMiB\n", "one shoal-shim resident", shimKiB / 1024.0);
+  // Docker's figures are from another machine: scaled by runc's own speed here, the ratios are
+  // what this run would show on that machine.
+  const double speed = 0.043 / runcStart;
+  std::printf(
+      "\nrunc create+start alone, median of 10: %.1f ms here, ~43 ms where Docker was "
+      "measured (PLATFORM.md): this machine is %.2fx that one\n",
+      runcStart * 1000, speed);
+  std::printf("%-44s %10s %8s\n", "figure, scaled to that machine", "shoal", "faster");
+  std::printf("%-44s %9.2fs %7.1fx\n", "create -> all running, 20 replicas", c20 * speed,
+              ratio(3.2, c20 * speed));
+  std::printf("%-44s %9.2fs %7.1fx\n",
+              ("create -> all running, " + std::to_string(big) + " replicas").c_str(), cBig * speed,
+              ratio(14.5, cBig * speed));
+  std::printf("%-44s %9.3fs %7.1fx\n", "killed task running again (median of 5)",
+              kills[kills.size() / 2] * speed, ratio(0.65, kills[kills.size() / 2] * speed));
+  std::printf("%-44s %9.2fs %7.1fx\n", "rolling update of 20, parallelism 5", roll * speed,
+              ratio(10.6, roll * speed));
   return 0;
 }
