@@ -339,8 +339,10 @@ void Agent::applyLogRequests(std::string_view reply) {
   if (!requests) return;
   wire::forEach(*requests, [&](std::string_view req) {
     const std::string sub = wire::stringMember(req, "sub");
-    if (sub.empty() || logJobs_.count(sub)) return true;
+    if (sub.empty()) return true;
+    // A request for a job already streaming brings more tasks (a followed service's new ones).
     LogJob& job = logJobs_[sub];
+    if (job.cancelled) return true;
     auto opts = wire::member(req, "options");
     const std::string options = opts ? std::string(*opts) : "{}";
     auto tasks = wire::member(req, "tasks");
@@ -348,6 +350,7 @@ void Agent::applyLogRequests(std::string_view reply) {
     wire::forEach(*tasks, [&](std::string_view raw) {
       auto task = wire::stringOf(raw);
       if (!task || !tasks_.count(*task)) return true;  // not here (any more): nothing to read
+      if (job.ops.count(*task)) return true;           // streaming already
       const std::string taskId = *task;
       uint64_t op = 0;
       // Each chunk becomes publish records; the op's end finishes this task's share.

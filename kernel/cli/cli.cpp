@@ -1997,6 +1997,11 @@ int cmdServiceLogs(Invocation& inv) {
     }
     auto o = parseObject(*page);
     if (!o) break;
+    // Tasks that joined a followed service's logs after it began come with their names.
+    if (auto more = (*o)->getObject("Tasks")) {
+      if (!names) names = new JObject;
+      for (const auto& [task, info] : *more) names->set(task, info);
+    }
     auto records = (*o)->getArray("Records");
     for (std::size_t i = 0; records && i < records->size(); ++i) {
       auto r = records->getObject(static_cast<unsigned>(i));

@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "kernel/agent/wire.h"
 #include "kernel/common/json_escape.h"
@@ -425,7 +426,10 @@ void Dispatcher::watchLoop() {
       if (batch.status().code() != Status::Code::kTimeout) watch.reset();
       continue;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    // Tasks that reached RUNNING: followed `service logs` take them in (after mu_ is let go:
+    // the broker wakes sessions through it).
+    std::vector<std::tuple<std::string, std::string, std::string>> started;
+    std::unique_lock<std::mutex> lock(mu_);
     bool peersMoved = false;
     for (const auto& e : batch->events) {
       if (e.object->kind == Kind::kCluster) {
@@ -445,6 +449,10 @@ void Dispatcher::watchLoop() {
           (e.type != store::EventType::kDeleted && isBackend(*e.object))) {
         peersMoved = true;
       }
+      if (e.type != store::EventType::kDeleted && observedState(*e.object) == TaskState::kRunning &&
+          (!e.previous || observedState(*e.previous) != TaskState::kRunning)) {
+        started.emplace_back(e.object->serviceId, e.object->nodeId, e.object->id);
+      }
       if (!sendable(e)) continue;
       if (!e.object->nodeId.empty()) bump(e.object->nodeId);
       if (e.previous && !e.previous->nodeId.empty() && e.previous->nodeId != e.object->nodeId) {
@@ -452,6 +460,8 @@ void Dispatcher::watchLoop() {
       }
     }
     if (peersMoved) wakeAll();
+    lock.unlock();
+    for (const auto& [service, node, task] : started) logs_.taskStarted(service, node, task);
   }
 }
 

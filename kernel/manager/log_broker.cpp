@@ -4,6 +4,7 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "kernel/common/random.h"
@@ -25,7 +26,7 @@ std::string str(const Poco::JSON::Object& o) {
 LogBroker::LogBroker(Random& random, Wake wake) : random_(random), wake_(std::move(wake)) {}
 
 std::string LogBroker::subscribe(const std::map<std::string, std::vector<std::string>>& tasksByNode,
-                                 const Options& options) {
+                                 const Options& options, const std::string& serviceId) {
   std::string id;
   std::vector<std::string> wake;
   {
@@ -35,6 +36,7 @@ std::string LogBroker::subscribe(const std::map<std::string, std::vector<std::st
     id = newId(random_);
     Sub& s = subs_[id];
     s.options = options;
+    if (options.follow) s.serviceId = serviceId;
     s.created = s.lastRead = now;
     for (const auto& [node, tasks] : tasksByNode) {
       if (!tasks.empty()) s.nodes[node].tasks = tasks;
@@ -45,6 +47,25 @@ std::string LogBroker::subscribe(const std::map<std::string, std::vector<std::st
   }
   for (const auto& n : wake) wake_(n);  // not under mu_: the dispatcher's lock comes first
   return id;
+}
+
+void LogBroker::taskStarted(const std::string& serviceId, const std::string& nodeId,
+                            const std::string& taskId) {
+  if (serviceId.empty() || nodeId.empty() || taskId.empty()) return;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, s] : subs_) {
+      if (s.cancelled || s.serviceId != serviceId) continue;
+      NodePart& part = s.nodes[nodeId];
+      if (std::find(part.tasks.begin(), part.tasks.end(), taskId) != part.tasks.end()) continue;
+      part.tasks.push_back(taskId);
+      if (part.delivered) part.added.push_back(taskId);
+      part.done = false;  // it streams again
+      wake = true;
+    }
+  }
+  if (wake) wake_(nodeId);  // not under mu_: the dispatcher's lock comes first
 }
 
 bool LogBroker::doneLocked(Sub& s, Clock::time_point now) {
@@ -154,7 +175,7 @@ bool LogBroker::hasNewFor(const std::string& nodeId) {
   for (const auto& [id, s] : subs_) {
     auto p = s.nodes.find(nodeId);
     if (p == s.nodes.end()) continue;
-    if (!s.cancelled && !p->second.delivered) return true;
+    if (!s.cancelled && (!p->second.delivered || !p->second.added.empty())) return true;
     if (s.cancelled && p->second.delivered && !p->second.done && !p->second.cancelTold) {
       return true;
     }
@@ -165,25 +186,35 @@ bool LogBroker::hasNewFor(const std::string& nodeId) {
 std::string LogBroker::takeFor(const std::string& nodeId) {
   std::lock_guard<std::mutex> lock(mu_);
   JArray requests, cancelled;
+  auto request = [&](const std::string& id, const Sub& s, const std::vector<std::string>& tasks) {
+    JObject::Ptr r = new JObject;
+    r->set("sub", id);
+    JArray::Ptr list = new JArray;
+    for (const auto& t : tasks) list->add(t);
+    r->set("tasks", list);
+    JObject::Ptr o = new JObject;
+    o->set("follow", s.options.follow);
+    o->set("tail", s.options.tail);
+    o->set("since_ns", s.options.sinceNs);
+    o->set("timestamps", s.options.timestamps);
+    r->set("options", o);
+    requests.add(r);
+  };
   for (auto& [id, s] : subs_) {
     auto p = s.nodes.find(nodeId);
     if (p == s.nodes.end()) continue;
     NodePart& part = p->second;
     if (!s.cancelled && !part.delivered) {
       part.delivered = true;
+      part.added.clear();  // they are in part.tasks
       part.lastHeard = Clock::now();
-      JObject::Ptr r = new JObject;
-      r->set("sub", id);
-      JArray::Ptr tasks = new JArray;
-      for (const auto& t : part.tasks) tasks->add(t);
-      r->set("tasks", tasks);
-      JObject::Ptr o = new JObject;
-      o->set("follow", s.options.follow);
-      o->set("tail", s.options.tail);
-      o->set("since_ns", s.options.sinceNs);
-      o->set("timestamps", s.options.timestamps);
-      r->set("options", o);
-      requests.add(r);
+      request(id, s, part.tasks);
+    } else if (!s.cancelled && !part.added.empty()) {
+      // More tasks for a subscription the node already streams: the same request again, for
+      // them alone (the agent adds them to its job).
+      part.lastHeard = Clock::now();
+      request(id, s, part.added);
+      part.added.clear();
     } else if (s.cancelled && part.delivered && !part.done && !part.cancelTold) {
       part.cancelTold = true;
       cancelled.add(id);

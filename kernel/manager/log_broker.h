@@ -57,9 +57,15 @@ class LogBroker {
   using Wake = std::function<void(const std::string& nodeId)>;
   LogBroker(Random& random, Wake wake);
 
-  // A new subscription to the tasks each node runs; returns its id.
+  // A new subscription to the tasks each node runs; returns its id. A followed one of a
+  // service (`serviceId` not "") also takes the service's tasks that start later (taskStarted),
+  // as Docker's `service logs -f` follows replacements and scale-ups.
   std::string subscribe(const std::map<std::string, std::vector<std::string>>& tasksByNode,
-                        const Options& options);
+                        const Options& options, const std::string& serviceId = "");
+  // A task of `serviceId` started on `nodeId` (the dispatcher saw it reach RUNNING): every
+  // followed subscription of that service that lacks it asks that node for its logs too.
+  void taskStarted(const std::string& serviceId, const std::string& nodeId,
+                   const std::string& taskId);
   // Records from `after` on, waiting up to `wait` for some; notFound for an unknown (or
   // expired) subscription.
   Result<Batch> read(const std::string& id, uint64_t after, std::chrono::milliseconds wait);
@@ -84,14 +90,16 @@ class LogBroker {
   using Clock = std::chrono::steady_clock;
   struct NodePart {
     std::vector<std::string> tasks;
-    bool delivered = false;   // handed to the node's agent
-    bool done = false;        // the node said it has sent everything
-    bool cancelTold = false;  // the node was told the subscription ended
+    std::vector<std::string> added;  // tasks that joined after it was delivered, not yet sent
+    bool delivered = false;          // handed to the node's agent
+    bool done = false;               // the node said it has sent everything
+    bool cancelTold = false;         // the node was told the subscription ended
     std::string error;
     Clock::time_point lastHeard;  // handed out, or its last publish
   };
   struct Sub {
     Options options;
+    std::string serviceId;  // followed service subscriptions only
     std::map<std::string, NodePart> nodes;
     std::deque<Record> records;  // records[i] is number base + i
     uint64_t base = 0;

@@ -486,6 +486,15 @@ Response listTasks(Swarm& swarm, const Request& r) {
 
 // `service logs`: a subscription to the logs of a service's tasks (or of one task) on the
 // nodes that have them (LogBroker). Served by the leader, where the agents' sessions are.
+// How `service logs` shows a task's lines: {"<task id>": {"Name", "Node" (its hostname)}}.
+void nameTask(const store::ReadView& v, const store::Object& t, JObject& names) {
+  auto n = v.get(Kind::kNode, t.nodeId);
+  JObject::Ptr info = new JObject;
+  info->set("Name", t.name);
+  info->set("Node", n ? nodeFacts(*n).hostname : t.nodeId);
+  names.set(t.id, info);
+}
+
 Response subscribeLogs(Swarm& swarm, const Request& r) {
   auto body = parseBody(r.body, "logs");
   if (!body) return Response::error(body.status());
@@ -514,6 +523,7 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
         Status::invalidArgument("the logs request names one \"service\" or one \"task\""));
   }
   std::map<std::string, std::vector<std::string>> byNode;
+  std::string serviceId;  // a service's logs: followed, its later tasks join
   JObject::Ptr names = new JObject;
   Status s = swarm.withStore([&](ReplicatedStore& store, const std::string&) {
     Status result = Status::ok();
@@ -527,6 +537,7 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
           return;
         }
         serviceName = (*svc)->name;
+        serviceId = (*svc)->id;
         tasks = v.tasksByService((*svc)->id);
       } else {
         auto t = resolveObject(v, Kind::kTask, taskRef);
@@ -539,11 +550,7 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
       for (const auto& t : tasks) {
         if (t->nodeId.empty()) continue;  // never placed: no logs anywhere
         byNode[t->nodeId].push_back(t->id);
-        auto n = v.get(Kind::kNode, t->nodeId);
-        JObject::Ptr info = new JObject;
-        info->set("Name", t->name);
-        info->set("Node", n ? nodeFacts(*n).hostname : t->nodeId);
-        names->set(t->id, info);
+        nameTask(v, *t, *names);
       }
     });
     return result;
@@ -552,7 +559,7 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
   auto d = swarm.dispatcher();
   if (!d) return Response::error(Status::unavailable("this manager is no longer the leader"));
   JObject out;
-  out.set("Sub", d->logBroker().subscribe(byNode, options));
+  out.set("Sub", d->logBroker().subscribe(byNode, options, serviceId));
   out.set("Tasks", names);
   return Response::json(stringify(out));
 }
@@ -586,8 +593,24 @@ Response readLogs(Swarm& swarm, const Request& r) {
   for (const auto& e : batch->errors) errors.add(e);
   std::ostringstream errs;
   errors.stringify(errs);
+  // The names of the batch's tasks: a followed service's logs take in tasks that started
+  // after the subscription, which the client has no name for yet.
+  JObject names;
+  std::set<std::string> ids;
+  for (const auto& rec : batch->records) ids.insert(rec.taskId);
+  if (!ids.empty()) {
+    (void)swarm.withStore([&](ReplicatedStore& store, const std::string&) {
+      store.view([&](const store::ReadView& v) {
+        for (const auto& id : ids) {
+          if (auto t = v.get(Kind::kTask, id)) nameTask(v, *t, names);
+        }
+      });
+      return Status::ok();
+    });
+  }
   out << "],\"Next\":" << batch->next << ",\"Dropped\":" << batch->dropped
-      << ",\"Done\":" << (batch->done ? "true" : "false") << ",\"Errors\":" << errs.str() << "}";
+      << ",\"Done\":" << (batch->done ? "true" : "false") << ",\"Errors\":" << errs.str()
+      << ",\"Tasks\":" << stringify(names) << "}";
   return Response::json(out.str());
 }
 

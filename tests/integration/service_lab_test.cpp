@@ -17,6 +17,7 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -28,6 +29,7 @@
 #include "tests/support/netns_lab.h"
 #include "tests/support/process.h"
 #include "tests/support/swarm_lab.h"
+#include "tests/support/temp_dir.h"
 
 using namespace std::chrono_literals;
 using shoal::test::contains;
@@ -208,6 +210,24 @@ class ServiceLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
                                         contains(here.out, "web.1.");
                                },
                                30s));
+    // Followed, there too, the logs take in tasks that start later (a scale-up).
+    shoal::test::TempDir logs;
+    shoal::test::ChildProcess follow(
+        {std::string(SHOAL_BIN_DIR) + "/shoal", "-H", "unix://" + lab.dir("node2") + "/shoald.sock",
+         "service", "logs", "-f", "web"},
+        logs.file("follow.log"));
+    CPPUNIT_ASSERT(eventually([&] { return contains(follow.log(), "web.3."); }, 30s));
+    CPPUNIT_ASSERT(!contains(follow.log(), "web.5."));
+    must(on({"service", "scale", "web=5"}), "scale web to 5");
+    CPPUNIT_ASSERT_MESSAGE(follow.log(), eventually(
+                                             [&] {
+                                               const std::string seen = follow.log();
+                                               return contains(seen, "web.4.") &&
+                                                      contains(seen, "web.5.");
+                                             },
+                                             30s));
+    follow.signal(SIGINT);
+    CPPUNIT_ASSERT_EQUAL(0, follow.wait(10s));
     lab_ = nullptr;
   }
 

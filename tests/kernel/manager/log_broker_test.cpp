@@ -43,6 +43,7 @@ class LogBrokerTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(LogBrokerTest);
   CPPUNIT_TEST(testNodesAreToldOnceAndRecordsReachTheReader);
   CPPUNIT_TEST(testANodeSpeaksOnlyForItsOwnTasks);
+  CPPUNIT_TEST(testAFollowedServiceTakesInTasksThatStartLater);
   CPPUNIT_TEST(testCancelTellsTheNodesAndEndsPublishing);
   CPPUNIT_TEST(testAReaderWaitsForRecords);
   CPPUNIT_TEST(testUnknownSubscriptionIsNotFound);
@@ -97,6 +98,40 @@ class LogBrokerTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(b);
     CPPUNIT_ASSERT(b->records.empty());
     CPPUNIT_ASSERT(!broker_->publish("n1", "not json"));
+  }
+
+  // `service logs -f SERVICE` follows the service's tasks that start later (replacements, a
+  // scale-up), on nodes it already streams from and on new ones; nothing else does.
+  void testAFollowedServiceTakesInTasksThatStartLater() {
+    LogBroker::Options follow;
+    follow.follow = true;
+    const std::string sub = broker_->subscribe({{"n1", {"t1"}}}, follow, "svc");
+    const std::string once = broker_->subscribe({{"n1", {"t1"}}}, {}, "svc");
+    const std::string other = broker_->subscribe({{"n1", {"t1"}}}, follow, "other");
+    CPPUNIT_ASSERT(contains(broker_->takeFor("n1"), "\"tasks\":[\"t1\"]"));
+    CPPUNIT_ASSERT(!broker_->hasNewFor("n1"));
+    woken_.clear();
+    broker_->taskStarted("svc", "n2", "t2");  // a node the subscription had no task on
+    CPPUNIT_ASSERT(woken_ == std::vector<std::string>{"n2"});
+    const std::string n2 = broker_->takeFor("n2");
+    CPPUNIT_ASSERT_MESSAGE(n2, contains(n2, "\"sub\":\"" + sub + "\"") &&
+                                   contains(n2, "\"tasks\":[\"t2\"]") && !contains(n2, once) &&
+                                   !contains(n2, other));
+    broker_->taskStarted("svc", "n1", "t3");  // one it streams from already: t3 alone
+    CPPUNIT_ASSERT(broker_->hasNewFor("n1"));
+    const std::string n1 = broker_->takeFor("n1");
+    CPPUNIT_ASSERT_MESSAGE(n1, contains(n1, "\"tasks\":[\"t3\"]") && !contains(n1, "t1"));
+    broker_->taskStarted("svc", "n1", "t3");  // the same start seen again: nothing new
+    broker_->taskStarted("svc", "n1", "t1");
+    CPPUNIT_ASSERT(!broker_->hasNewFor("n1"));
+    // Records of the new tasks reach the reader like the first one's.
+    CPPUNIT_ASSERT(broker_->publish("n1", publishBody(sub, "t3", {"from t3"}, false)));
+    auto b = broker_->read(sub, 0, 0ms);
+    CPPUNIT_ASSERT(b && b->records.size() == 1 && b->records[0].taskId == "t3");
+    broker_->cancel(sub);
+    woken_.clear();
+    broker_->taskStarted("svc", "n3", "t4");  // a cancelled one takes no more
+    CPPUNIT_ASSERT(woken_.empty());
   }
 
   void testCancelTellsTheNodesAndEndsPublishing() {
