@@ -384,7 +384,7 @@ class RuncRuntime : public shoal::sdk::Instance {
         parseConfig(kName, config_json,
                     {"runtime", "root", "runtime_root", "shim", "init", "cgroup_parent",
                      "insecure_registries", "registry_credentials", "registry_certs_dir",
-                     "concurrent_downloads", "log_max_bytes", "log_max_files"});
+                     "concurrent_downloads", "log_max_bytes", "log_max_files", "seccomp"});
     runtime_ = stringKey(*config, "runtime", runtime_);
     if (runtime_.empty() || (runtime_.find('/') != std::string::npos && runtime_[0] != '/')) {
       configError(kName, "config key \"runtime\" must be a program name or an absolute path");
@@ -393,6 +393,11 @@ class RuncRuntime : public shoal::sdk::Instance {
     runtimeRoot_ = absoluteKey(*config, "runtime_root", runtimeRoot_);
     shim_ = absoluteKey(*config, "shim", shim_);
     init_ = absoluteKey(*config, "init", init_);
+    const std::string seccomp = stringKey(*config, "seccomp", "default");
+    if (seccomp != "default" && seccomp != "unconfined") {
+      configError(kName, "config key \"seccomp\" must be \"default\" or \"unconfined\"");
+    }
+    seccomp_ = seccomp == "default";
     cgroupParent_ = stringKey(*config, "cgroup_parent", cgroupParent_);
     if (cgroupParent_.empty() || cgroupParent_.find("..") != std::string::npos ||
         cgroupParent_[0] == '/') {
@@ -1120,7 +1125,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       writeFileAtomic(
           taskDir(id) + "/config.json",
           shoal::runc::buildOciConfig(spec, defaults, rootfsDir(id), cgroupsPath(id),
-                                      isExecutableFile(init_) ? init_ : "", taskDir(id)));
+                                      isExecutableFile(init_) ? init_ : "", taskDir(id), seccomp_));
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -1537,6 +1542,7 @@ class RuncRuntime : public shoal::sdk::Instance {
 
   shoal::runc::RegistryOptions registry_;
   std::once_flag imagesOnce_;
+  bool seccomp_ = true;  // containers get seccomp.h's filter (config "seccomp": "default")
   std::unique_ptr<shoal::runc::ImageStore> images_;  // made at first use; thread-safe itself
   std::unique_ptr<shoal::runc::Runc> runc_;          // stateless calls
   std::unique_ptr<shoal::runc::ExitWatcher> watcher_;

@@ -4,9 +4,9 @@
 //    node's loopback): 3 replicas are 3 runc containers, the image is pinned to a digest, a
 //    killed container is replaced, `service update --image :v2` rolls, a restarted shoald keeps
 //    the same containers running and managed, `service logs` brings their output back through
-//    the leader, --init/--read-only/--sysctl/--ulimit reach the container, a memory limit
-//    OOM-kills, a failing health check has its task replaced, and `service rm` leaves no container,
-//    mount, cgroup or shim;
+//    the leader, --init/--read-only/--sysctl/--ulimit and the default seccomp filter reach the
+//    container, a memory limit OOM-kills, a failing health check has its task replaced, and
+//    `service rm` leaves no container, mount, cgroup or shim;
 //  - three nodes loading the image from a tarball (air-gapped): replicas spread and run; a
 //    worker leaving the swarm stops its containers, and its tasks move to the others.
 // Needs root (namespaces, runc), like every test in this label.
@@ -220,6 +220,16 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     RunResult init =
         runCommand({"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/1/cmdline"});
     CPPUNIT_ASSERT_MESSAGE(init.out, contains(init.out, "/sbin/docker-init"));
+    // Under the default seccomp filter: a user namespace (a way to regain capabilities) is
+    // refused, as Docker's default profile refuses it.
+    RunResult status = runCommand(
+        {"runc", "--root", runc, "exec", opts[0].id, "grep", "Seccomp:", "/proc/1/status"});
+    CPPUNIT_ASSERT_MESSAGE(status.out, contains(status.out, "2"));  // SECCOMP_MODE_FILTER
+    RunResult userns = runCommand(
+        {"runc", "--root", runc, "exec", opts[0].id, "busybox", "unshare", "-U", "true"});
+    CPPUNIT_ASSERT_MESSAGE(
+        userns.out + userns.err,
+        userns.exitCode != 0 && contains(userns.out + userns.err, "Operation not permitted"));
     must(on({"service", "rm", "opts"}), "rm opts");
 
     // A memory limit is enforced: the task is OOM-killed and fails saying so.

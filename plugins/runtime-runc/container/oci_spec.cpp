@@ -1,5 +1,7 @@
 #include "oci_spec.h"
 
+#include "seccomp.h"
+
 #include <shoal/plugin.h>
 #include <shoal/plugin.hpp>
 
@@ -595,7 +597,8 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir) {
 
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
-                           const std::string& initBinary, const std::string& networkFilesDir) {
+                           const std::string& initBinary, const std::string& networkFilesDir,
+                           bool seccomp) {
   if (rootfsPath.empty() || rootfsPath[0] != '/') {
     invalid(task, "the rootfs path must be absolute (\"" + rootfsPath + "\")");
   }
@@ -642,7 +645,8 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   std::vector<std::string> capAdd, capDrop;
   for (const std::string& c : task.capAdd) capAdd.push_back(normalizeCapability(&task, c));
   for (const std::string& c : task.capDrop) capDrop.push_back(normalizeCapability(&task, c));
-  Array::Ptr caps = stringArray(capabilities(capAdd, capDrop));
+  const std::vector<std::string> capList = capabilities(capAdd, capDrop);
+  Array::Ptr caps = stringArray(capList);
   Object::Ptr capObj = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   capObj->set("bounding", caps);
   capObj->set("effective", caps);
@@ -714,6 +718,7 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   }
   linux->set("resources", resources);
   linux->set("cgroupsPath", cgroupsPath);
+  if (seccomp) linux->set("seccomp", defaultSeccomp(capList));
   Array::Ptr namespaces = new Array;
   for (const char* type : {"pid", "ipc", "uts", "mount", "network"}) {
     Object::Ptr ns = new Object(Poco::JSON_PRESERVE_KEY_ORDER);

@@ -102,10 +102,11 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir);
 // plus "ro" for a read-only rootfs) at /etc/resolv.conf, /etc/hosts and /etc/hostname, after
 // the task's own mounts; a task mount at the same target wins, as in Docker. Throws
 // SHOAL_EINVAL naming what is wrong (no command, unknown user or capability, a volume mount no
-// plugin provided, init without an init binary, "dns" without networkFilesDir, ...).
+// plugin provided, init without an init binary, "dns" without networkFilesDir, ...). With
+// `seccomp`, the container gets defaultSeccomp() for its capabilities (seccomp.h).
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
                            const std::string& initBinary = "",
-                           const std::string& networkFilesDir = "");
+                           const std::string& networkFilesDir = "", bool seccomp = true);
 
 }  // namespace shoal::runc

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -319,6 +320,7 @@ class OciSpecTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testNoCommandAtAllIsRefused);
   CPPUNIT_TEST(testEnvMergesTaskOverImage);
   CPPUNIT_TEST(testDefaultCapabilitiesWithAddAndDrop);
+  CPPUNIT_TEST(testDefaultSeccompFollowsTheCapabilities);
   CPPUNIT_TEST(testUsersResolveFromTheRootfsPasswdAndGroup);
   CPPUNIT_TEST(testPasswdSymlinkStaysInsideTheRootfs);
   CPPUNIT_TEST(testHostnameDefaultsToTwelveCharsOfTheId);
@@ -388,6 +390,54 @@ class OciSpecTest : public CppUnit::TestFixture {
                             "HOSTNAME=mine", "HOME=/h"}));
     Strings env = strings(config(t, image)->getObject("process")->getArray("env"));
     CPPUNIT_ASSERT(std::find(env.begin(), env.end(), "HOME=/h") != env.end());
+  }
+
+  // The default seccomp filter: every call allowed but Docker's refused ones; a capability
+  // gives its group back (SYS_ADMIN: mount, unshare, namespace-making clone); off on request.
+  void testDefaultSeccompFollowsTheCapabilities() {
+    TaskSpec t = baseTask();
+    auto deniedBy = [](const Object::Ptr& cfg) {
+      std::map<std::string, int> out;  // call -> errno (clone: the number of flag rules)
+      auto sc = cfg->getObject("linux")->getObject("seccomp");
+      if (!sc) return out;
+      CPPUNIT_ASSERT_EQUAL(std::string("SCMP_ACT_ALLOW"),
+                           sc->getValue<std::string>("defaultAction"));
+      CPPUNIT_ASSERT(sc->getArray("architectures")->size() >= 2);
+      auto rules = sc->getArray("syscalls");
+      for (std::size_t i = 0; i < rules->size(); ++i) {
+        auto r = rules->getObject(static_cast<unsigned>(i));
+        CPPUNIT_ASSERT_EQUAL(std::string("SCMP_ACT_ERRNO"), r->getValue<std::string>("action"));
+        for (const std::string& name : strings(r->getArray("names"))) {
+          if (name == "clone") {
+            ++out[name];
+            CPPUNIT_ASSERT(r->getArray("args")->size() == 1);
+          } else {
+            out[name] = r->getValue<int>("errnoRet");
+          }
+        }
+      }
+      return out;
+    };
+    auto plain = deniedBy(config(t));
+    for (const char* call : {"mount", "unshare", "setns", "keyctl", "bpf", "open_by_handle_at",
+                             "init_module", "reboot", "kexec_load", "settimeofday", "iopl"}) {
+      CPPUNIT_ASSERT_MESSAGE(call, plain.count(call) == 1 && plain[call] == 1);  // EPERM
+    }
+    CPPUNIT_ASSERT_EQUAL(38, plain["clone3"]);  // ENOSYS: libc falls back to clone
+    CPPUNIT_ASSERT_EQUAL(7, plain["clone"]);    // one rule per namespace flag
+    for (const char* allowed : {"read", "execve", "ptrace", "chown", "socket"}) {
+      CPPUNIT_ASSERT_MESSAGE(allowed, plain.count(allowed) == 0);
+    }
+    t.capAdd = {"SYS_ADMIN", "SYS_TIME"};
+    auto admin = deniedBy(config(t));
+    for (const char* call : {"mount", "unshare", "setns", "clone", "clone3", "settimeofday"}) {
+      CPPUNIT_ASSERT_MESSAGE(call, admin.count(call) == 0);
+    }
+    CPPUNIT_ASSERT(admin.count("keyctl") == 1 && admin.count("reboot") == 1);
+    Poco::JSON::Parser parser;
+    auto off = parser.parse(buildOciConfig(t, {}, "/nonexistent-rootfs", "/shoal/x", "", "", false))
+                   .extract<Object::Ptr>();
+    CPPUNIT_ASSERT(!off->getObject("linux")->has("seccomp"));
   }
 
   void testDefaultCapabilitiesWithAddAndDrop() {
