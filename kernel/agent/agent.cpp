@@ -646,7 +646,7 @@ std::string Agent::attachDocument(const Task& t) const {
     });
   }
   std::string endpoints, networks;
-  if (attachments)
+  if (attachments) {
     wire::forEach(*attachments, [&](std::string_view a) {
       endpoints += endpoints.empty() ? "{" : ",{";
       endpoints += "\"network_id\":";
@@ -675,6 +675,7 @@ std::string Agent::attachDocument(const Task& t) const {
       networks += '}';
       return true;
     });
+  }
   if (endpoints.empty() && hostPorts.empty()) return "";
   std::string doc = "{\"schema\":\"shoal.attach/v1\",\"task_id\":";
   appendJsonString(doc, t.id);

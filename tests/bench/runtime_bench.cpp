@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernel/api/api_client.h"
 #include "tests/support/lab.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -76,15 +77,21 @@ RunResult cli(const Lab& lab, std::vector<std::string> args) {
   return runCommand(args, std::chrono::seconds(60));
 }
 
-// Tasks of `service` that are RUNNING, with the image they run.
+// Tasks of `service` meant to run that are RUNNING, with the image they run: one request on
+// the node's API socket from this process (a `shoal service ps` every poll would spawn a
+// process each time, and take the CPU from what is measured).
 std::vector<std::string> runningImages(const Lab& lab, const std::string& service) {
-  RunResult r =
-      cli(lab, {"service", "ps", service, "--filter", "desired-state=running", "--format", "json"});
   std::vector<std::string> out;
+  auto client = shoal::api::ApiClient::create("unix://" + lab.dir("node1") + "/shoald.sock");
+  if (!client) return out;
+  auto body = client->call("GET", "/tasks?service=" + service);
+  if (!body) return out;
   try {
-    auto list = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Array::Ptr>();
+    auto doc = Poco::JSON::Parser().parse(*body).extract<Poco::JSON::Object::Ptr>();
+    auto list = doc->getArray("tasks");
     for (std::size_t i = 0; list && i < list->size(); ++i) {
       auto t = list->getObject(static_cast<unsigned>(i));
+      if (t->optValue<std::string>("DesiredState", "") != "running") continue;
       auto st = t->getObject("Status");
       if (!st || st->optValue<std::string>("State", "") != "running") continue;
       auto spec = t->getObject("Spec");
