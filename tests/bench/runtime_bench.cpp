@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
   }
   shoal::test::TempDir images;
   shoal::test::TempDir baselineDir;
-  const double runcStart = runcBaseline(baselineDir.path(), 10);
+  const double runcStart = runcBaseline(baselineDir.path(), 20);
   must(runCommand({std::string(SHOAL_SOURCE_DIR) + "/scripts/test-images", "build", images.path()},
                   std::chrono::seconds(120)),
        "test-images build");
@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
   // what this run would show on that machine.
   const double speed = 0.043 / runcStart;
   std::printf(
-      "\nrunc create+start alone, median of 10: %.1f ms here, ~43 ms where Docker was "
+      "\nrunc create+start alone, median of 20: %.1f ms here, ~43 ms where Docker was "
       "measured (PLATFORM.md): this machine is %.2fx that one\n",
       runcStart * 1000, speed);
   std::printf("%-44s %10s %8s\n", "figure, scaled to that machine", "shoal", "faster");
