@@ -133,9 +133,15 @@ int main(int argc, char** argv) {
   const std::string netId =
       nets && nets->size() ? nets->getObject(0)->optValue<std::string>("ID", "") : "";
   const std::string image = shoal::test::BenchSwarm::kImage;
+  // httpd closes each connection first, so its side keeps them in TIME_WAIT for 60 s; once the
+  // client's ports wrap (a few seconds at thousands per second) its SYNs meet those and wait a
+  // second to be retried, which would measure the collisions, not the paths. No TIME_WAIT
+  // buckets in the server's namespace: every path is measured alike (the mesh's masquerade
+  // picks ports around them, the direct and VIP paths cannot).
   benchMust(lab.on("node1", {"service", "create", "--name", "web", "--network", "benchnet",
                              "--publish", "8080:80", "--constraint", "node.hostname==node2",
-                             "--no-resolve-image", "--stop-grace-period", "1s", image, "sh", "-c",
+                             "--sysctl", "net.ipv4.tcp_max_tw_buckets=0", "--no-resolve-image",
+                             "--stop-grace-period", "1s", image, "sh", "-c",
                              "echo ok > /var/www/index.html; exec httpd -f -p 80 -h /var/www"}),
             "create web");
   benchMust(lab.on("node1", {"service", "create", "--name", "client", "--network", "benchnet",
