@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <limits>
 #include <sstream>
+#include <vector>
 
 #include "kernel/common/log.h"
 #include "kernel/manager/service_spec.h"
@@ -417,7 +418,14 @@ void Allocator::run() {
 }
 
 void Allocator::allocateNetworks(const std::set<std::string>& ids) {
-  for (const auto& id : ids) {
+  // The ingress network first: `swarm init` asks for its subnet (10.0.0.0/24, Docker's), and a
+  // network created in the same moment, taking the pool's first free /24, must not get it.
+  std::vector<std::string> order(ids.begin(), ids.end());
+  std::string ingress;
+  store_.view([&](const store::ReadView& v) { ingress = ingressNetworkId(v); });
+  std::stable_partition(order.begin(), order.end(),
+                        [&](const std::string& id) { return id == ingress; });
+  for (const auto& id : order) {
     if (stopping()) return;
     ObjectPtr net;
     store_.view([&](const store::ReadView& v) { net = v.get(Kind::kNetwork, id); });

@@ -106,6 +106,7 @@ std::string uapiPrivateKey(const std::string& ifname) {
 class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLabClient {
   CPPUNIT_TEST_SUITE(NetworkLabTest);
   CPPUNIT_TEST(testOverlayNetworksAcrossNodes);
+  CPPUNIT_TEST(testNetworksMadeRightAfterInitLeaveIngressItsSubnet);
   CPPUNIT_TEST(testServiceNamesAndVips);
   CPPUNIT_TEST(testRoutingMesh);
   CPPUNIT_TEST(testHostModePorts);
@@ -118,6 +119,40 @@ class NetworkLabTest : public CppUnit::TestFixture, protected shoal::test::Swarm
                            shoal::test::NetnsLab::available());
     RunResult built = runCommand({script("test-images"), "build", images_.path()}, 120s);
     CPPUNIT_ASSERT_MESSAGE("test-images build: " + built.out + built.err, built.exitCode == 0);
+  }
+
+  // Networks created the moment `swarm init` returns are allocated with the ingress network in
+  // one pass of the allocator: ingress goes first and keeps 10.0.0.0/24. (Allocated in id
+  // order, a user network could take it and leave ingress failed for good.)
+  void testNetworksMadeRightAfterInitLeaveIngressItsSubnet() {
+    Lab lab(1);
+    lab_ = &lab;
+    init("1s");
+    for (const char* name : {"n1", "n2", "n3", "n4"}) {
+      must(on({"network", "create", "--driver", "overlay", name}), std::string("create ") + name);
+    }
+    std::map<std::string, std::string> subnets;  // network -> allocated subnet
+    auto allocated = [&] {
+      subnets.clear();
+      for (const char* name : {"ingress", "n1", "n2", "n3", "n4"}) {
+        RunResult r = on({"network", "inspect", name});
+        try {
+          auto list = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Array::Ptr>();
+          auto st = list->getObject(0)->getObject("Status");
+          if (!st || st->optValue<std::string>("State", "") != "allocated") return false;
+          subnets[name] = st->getObject("Allocation")->getValue<std::string>("subnet");
+        } catch (const std::exception&) {
+          return false;
+        }
+      }
+      return true;
+    };
+    CPPUNIT_ASSERT_MESSAGE(on({"network", "inspect", "ingress"}).out, eventually(allocated, 20s));
+    CPPUNIT_ASSERT_EQUAL(std::string("10.0.0.0/24"), subnets["ingress"]);
+    std::set<std::string> distinct;
+    for (const auto& [name, subnet] : subnets) distinct.insert(subnet);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{5}, distinct.size());
+    lab_ = nullptr;
   }
 
   void testOverlayNetworksAcrossNodes() {
