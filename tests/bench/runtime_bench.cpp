@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
                   std::chrono::seconds(120)),
        "test-images build");
   Lab lab(1, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+  lab.downAtExit();  // must() exits on a failed step
   must(lab.on("node1", {"swarm", "init", "--advertise-addr", lab.ip("node1")}), "swarm init");
   must(lab.on("node1", {"image", "load", "-i", images.file("shoal-test-oci.tar")}), "image load");
   std::this_thread::sleep_for(std::chrono::seconds(2));

@@ -42,6 +42,7 @@ class BenchSwarm {
               "test-images build");
     lab_ = std::make_unique<Lab>(2, std::vector<std::string>{"SHOAL_LAB_RUNTIME=runtime-runc"});
     Lab& lab = *lab_;
+    lab.downAtExit();  // benchMust exits on a failed step
     benchMust(lab.on("node1", {"swarm", "init", "--advertise-addr", lab.ip("node1"),
                                "--dispatcher-heartbeat", "1s"}),
               "swarm init");

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,7 +37,22 @@ class Lab {
       CPPUNIT_FAIL("lab up failed: " + up.err);
     }
   }
-  ~Lab() { lab({"down"}, std::chrono::seconds(120)); }
+  ~Lab() {
+    if (exitLab() == this) exitLab() = nullptr;
+    lab({"down"}, std::chrono::seconds(120));
+  }
+  // Benchmarks stop with std::exit on a failed step, which runs no destructors: a lab named
+  // here is taken down at exit all the same (the last one named; until it is destroyed).
+  void downAtExit() {
+    static const bool registered = [] {
+      std::atexit([] {
+        if (Lab* l = exitLab()) l->lab({"down"}, std::chrono::seconds(120));
+      });
+      return true;
+    }();
+    (void)registered;
+    exitLab() = this;
+  }
   Lab(const Lab&) = delete;
   Lab& operator=(const Lab&) = delete;
 
@@ -77,6 +93,10 @@ class Lab {
   }
 
  private:
+  static Lab*& exitLab() {
+    static Lab* lab = nullptr;
+    return lab;
+  }
   std::string name_;
   std::vector<std::string> env_;
 };
