@@ -449,8 +449,15 @@ void Dispatcher::watchLoop() {
           (e.type != store::EventType::kDeleted && isBackend(*e.object))) {
         peersMoved = true;
       }
-      if (e.type != store::EventType::kDeleted && observedState(*e.object) == TaskState::kRunning &&
-          (!e.previous || observedState(*e.previous) != TaskState::kRunning)) {
+      // RUNNING, or ended after starting: a status flush keeps only a task's last state, so
+      // one that ran and failed at once may never show RUNNING (shut down or rejected, it may
+      // never have run at all).
+      const auto ranNow = [](const store::Object& o) {
+        const TaskState st = observedState(o);
+        return st == TaskState::kRunning || st == TaskState::kComplete || st == TaskState::kFailed;
+      };
+      if (e.type != store::EventType::kDeleted && ranNow(*e.object) &&
+          (!e.previous || !ranNow(*e.previous))) {
         started.emplace_back(e.object->serviceId, e.object->nodeId, e.object->id);
       }
       if (!sendable(e)) continue;

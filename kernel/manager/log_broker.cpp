@@ -58,9 +58,17 @@ void LogBroker::taskStarted(const std::string& serviceId, const std::string& nod
     for (auto& [id, s] : subs_) {
       if (s.cancelled || s.serviceId != serviceId) continue;
       NodePart& part = s.nodes[nodeId];
-      if (std::find(part.tasks.begin(), part.tasks.end(), taskId) != part.tasks.end()) continue;
-      part.tasks.push_back(taskId);
-      if (part.delivered) part.added.push_back(taskId);
+      const bool known =
+          std::find(part.tasks.begin(), part.tasks.end(), taskId) != part.tasks.end();
+      if (!known) part.tasks.push_back(taskId);
+      // Asked for again even when known: the node may have been asked before the task reached
+      // it (the agent skips a task it streams already).
+      if (part.delivered) {
+        if (std::find(part.added.begin(), part.added.end(), taskId) != part.added.end()) continue;
+        part.added.push_back(taskId);
+      } else if (known) {
+        continue;  // goes with the first request
+      }
       part.done = false;  // it streams again
       wake = true;
     }

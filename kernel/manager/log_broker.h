@@ -62,8 +62,9 @@ class LogBroker {
   // as Docker's `service logs -f` follows replacements and scale-ups.
   std::string subscribe(const std::map<std::string, std::vector<std::string>>& tasksByNode,
                         const Options& options, const std::string& serviceId = "");
-  // A task of `serviceId` started on `nodeId` (the dispatcher saw it reach RUNNING): every
-  // followed subscription of that service that lacks it asks that node for its logs too.
+  // A task of `serviceId` started on `nodeId` (the dispatcher saw it reach RUNNING, or end
+  // after running): every followed subscription of that service asks that node for its logs
+  // (again, if the node had it asked already: it may not have had the task then).
   void taskStarted(const std::string& serviceId, const std::string& nodeId,
                    const std::string& taskId);
   // Records from `after` on, waiting up to `wait` for some; notFound for an unknown (or

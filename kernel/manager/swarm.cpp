@@ -1485,7 +1485,10 @@ Status Swarm::leave(bool force) {
   }
   stopping_ = true;
   std::thread role = std::move(roleThread_);
-  agent::Agent* agent = agent_.get();  // stays: only stopRunning takes it, under stopping_
+  // Stays while the tasks go: stopRunning takes the agent, and here that is below; the
+  // daemon's Swarm::stop() runs only after the API server has joined its handler threads,
+  // this call's among them.
+  agent::Agent* agent = agent_.get();
   lock.unlock();
   if (role.joinable()) role.join();
   // As Docker's: the node's tasks stop and go with it (the managers place them elsewhere).

@@ -389,6 +389,7 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
   std::vector<std::string> built;  // sandboxes this attach made
   bool madeTaskNs = false;
   int hostSlot = -1;  // the task's link to the host namespace (host_ports.hpp), when it has one
+  bool madeHostLink = false;  // this attach made it (a name another task holds is not undone)
   try {
     ensureDir();
     const unsigned mtu = mtuForNodeAddr(req.nodeAddr);
@@ -447,7 +448,7 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
       if (!req.hostPorts.empty()) {
         hostSlot = freeHostSlot();
         buildHostLink(req.taskId, hostSlot, "eth" + std::to_string(req.endpoints.size()),
-                      mtu + kVxlanOverhead, taskNs.get(), *taskNl);
+                      mtu + kVxlanOverhead, taskNs.get(), *taskNl, &madeHostLink);
       }
     }  // the task's socket and fd must be gone before a rollback can delete the namespace
     TaskState state;
@@ -478,7 +479,9 @@ std::string Dataplane::attachNow(const AttachRequest& req) {
     if (!req.hostPorts.empty()) {
       try {
         const std::string link = hostLinkName(req.taskId);
-        if (const int idx = hostNl_->linkIndex(link)) hostNl_->deleteLink(idx, link);
+        if (madeHostLink) {
+          if (const int idx = hostNl_->linkIndex(link)) hostNl_->deleteLink(idx, link);
+        }
         if (hostSlot >= 0) applyHostPorts(nullptr);  // the table without this task
       } catch (const std::exception& u) {
         warn(context + ": undo: " + u.what());
@@ -715,7 +718,7 @@ int Dataplane::freeHostSlot() const {
 }
 
 void Dataplane::buildHostLink(const std::string& taskId, int slot, const std::string& ifname,
-                              unsigned mtu, int taskNs, Netlink& taskNl) {
+                              unsigned mtu, int taskNs, Netlink& taskNl, bool* made) {
   const std::string link = hostLinkName(taskId);
   const std::string where = "host-mode port link " + link + "/" + ifname + ": ";
   try {
@@ -734,6 +737,7 @@ void Dataplane::buildHostLink(const std::string& taskId, int slot, const std::st
                  static_cast<uint8_t>(inner >> 8),
                  static_cast<uint8_t>(inner)};
     hostNl_->addVeth(link, ifname, mac, mtu, taskNs);
+    *made = true;
     const int host = hostNl_->linkIndex(link);
     if (host == 0) throw Error(SHOAL_EIO, "veth " + link + " vanished after its creation");
     hostNl_->addAddress(host, Cidr{hostSideAddress(slot), 30}, link);

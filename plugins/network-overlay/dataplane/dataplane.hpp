@@ -148,8 +148,9 @@ class Dataplane {
   // Host-mode ports (host_ports.hpp): the task's link to the host namespace and the table.
   static std::string hostLinkName(const std::string& taskId);
   int freeHostSlot() const;  // the lowest slot no attached task holds; SHOAL_ENOSPC when none
+  // `*made` turns true once the veth exists (what a failed attach must delete).
   void buildHostLink(const std::string& taskId, int slot, const std::string& ifname, unsigned mtu,
-                     int taskNs, Netlink& taskNl);
+                     int taskNs, Netlink& taskNl, bool* made);
   // Rewrites `table ip shoal_hostports` from the attached tasks (plus `adding`, not attached
   // yet); deletes it when no task has host-mode ports.
   void applyHostPorts(const TaskState* adding);

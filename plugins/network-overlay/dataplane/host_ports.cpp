@@ -22,6 +22,11 @@ std::string renderHostPortsRuleset(const std::vector<HostMapping>& mappings) {
   }
   const std::string pool = formatIpv4(kHostPool) + "/" + std::to_string(kHostPoolPrefix);
   out += "table ip shoal_hostports {\n";
+  // The host links carry route_localnet (for 127.0.0.1 clients): without this, a task with
+  // CAP_NET_RAW could send to the node's 127.0.0.1 services through its link (CVE-2020-8558).
+  out +=
+      "  chain guard {\n    type filter hook prerouting priority -300; policy accept;\n"
+      "    iifname \"shv*\" ip daddr 127.0.0.0/8 drop\n  }\n";
   out += "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n" +
          rules + "  }\n";
   out += "  chain output {\n    type nat hook output priority -100; policy accept;\n" + rules +

@@ -10,7 +10,9 @@
 // loopback), and connections the task itself opens to anywhere but the host links. Replies to
 // the DNATed connections leave the task by its default route, so the client's address is
 // never rewritten: the trade-off against the routing mesh is that only nodes with a task
-// answer, and one task per node (the scheduler keeps host ports apart).
+// answer, and one task per node (the scheduler keeps host ports apart). Packets from the
+// links to 127.0.0.0/8 are dropped before routing: route_localnet must not open the node's
+// loopback services to its tasks.
 //
 // THREAD: pure functions, except writeSysctl, which writes in the calling thread's namespace.
 // ERRORS: writeSysctl throws shoal::sdk::Error(SHOAL_EIO).

@@ -323,7 +323,7 @@ RegistryClient::Response RegistryClient::get(const Reference& ref, const std::st
         if (ep.scheme == "https") {
           // The registry's own CAs for it; a redirect elsewhere gets the system's alone.
           session = std::make_unique<Poco::Net::HTTPSClientSession>(
-              ep.host, ep.port, sameHost ? tls(home.domain) : tlsContext());
+              ep.host, ep.port, tls(sameHost ? home.domain : ep.domain));
         } else {
           session = std::make_unique<Poco::Net::HTTPClientSession>(ep.host, ep.port);
         }
@@ -376,6 +376,7 @@ RegistryClient::Response RegistryClient::get(const Reference& ref, const std::st
         ep.scheme = base.getScheme();
         ep.host = base.getHost();
         ep.port = base.getPort();
+        ep.domain = base.getAuthority();  // its certs.d entry, if it has one
         tgt = base.getPathEtc();
       } catch (const Poco::Exception& e) {
         throw sdk::Error(SHOAL_EIO, what + ": bad redirect " + location + ": " + e.displayText());
@@ -423,8 +424,9 @@ std::string RegistryClient::authorize(const Reference& ref, const Response& chal
     try {
       std::unique_ptr<Poco::Net::HTTPClientSession> session;
       if (uri.getScheme() == "https") {
+        // A token service on a private CA is trusted through certs.d like a registry.
         session = std::make_unique<Poco::Net::HTTPSClientSession>(uri.getHost(), uri.getPort(),
-                                                                  tlsContext());
+                                                                  tls(uri.getAuthority()));
       } else {
         session = std::make_unique<Poco::Net::HTTPClientSession>(uri.getHost(), uri.getPort());
       }

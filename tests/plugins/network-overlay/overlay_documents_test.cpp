@@ -375,7 +375,8 @@ class OverlayDocumentsTest : public CppUnit::TestFixture {
          {"fib daddr type local tcp dport 8080 dnat to 169.254.160.30:80",
           "fib daddr type local udp dport 8080 dnat to 169.254.160.2:53", "type nat hook output",
           "ip saddr 127.0.0.0/8 ip daddr 169.254.160.0/19 masquerade",
-          "ip saddr 169.254.160.0/19 oifname != \"shv*\" masquerade"}) {
+          "ip saddr 169.254.160.0/19 oifname != \"shv*\" masquerade",
+          "iifname \"shv*\" ip daddr 127.0.0.0/8 drop"}) {
       CPPUNIT_ASSERT_MESSAGE(rules + " lacks " + want, contains(rules, want));
     }
     // Only loopback clients and the tasks' own connections out are masqueraded.
