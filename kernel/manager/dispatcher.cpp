@@ -65,6 +65,14 @@ bool isBackend(const store::Object& t) {
   return isPeer(t) && observedState(t) == TaskState::kRunning;
 }
 
+// A task that has run: RUNNING, or ended after starting. A status flush keeps only a task's last
+// state, so one that ran and failed at once may never show RUNNING (shut down or rejected, it
+// may never have run at all).
+bool hasRun(const store::Object& t) {
+  const TaskState st = observedState(t);
+  return st == TaskState::kRunning || st == TaskState::kComplete || st == TaskState::kFailed;
+}
+
 // The "services" member of a node's reply: network.h's shoal.services/v1 for the services on
 // `networks` (their VIPs there and their running tasks' addresses there, with aliases and
 // task names for the embedded DNS).
@@ -449,15 +457,8 @@ void Dispatcher::watchLoop() {
           (e.type != store::EventType::kDeleted && isBackend(*e.object))) {
         peersMoved = true;
       }
-      // RUNNING, or ended after starting: a status flush keeps only a task's last state, so
-      // one that ran and failed at once may never show RUNNING (shut down or rejected, it may
-      // never have run at all).
-      const auto ranNow = [](const store::Object& o) {
-        const TaskState st = observedState(o);
-        return st == TaskState::kRunning || st == TaskState::kComplete || st == TaskState::kFailed;
-      };
-      if (e.type != store::EventType::kDeleted && ranNow(*e.object) &&
-          (!e.previous || !ranNow(*e.previous))) {
+      if (e.type != store::EventType::kDeleted && hasRun(*e.object) &&
+          (!e.previous || !hasRun(*e.previous))) {
         started.emplace_back(e.object->serviceId, e.object->nodeId, e.object->id);
       }
       if (!sendable(e)) continue;

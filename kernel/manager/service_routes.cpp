@@ -484,8 +484,6 @@ Response listTasks(Swarm& swarm, const Request& r) {
   return s ? Response::json(body) : Response::error(s);
 }
 
-// `service logs`: a subscription to the logs of a service's tasks (or of one task) on the
-// nodes that have them (LogBroker). Served by the leader, where the agents' sessions are.
 // How `service logs` shows a task's lines: {"<task id>": {"Name", "Node" (its hostname)}}.
 void nameTask(const store::ReadView& v, const store::Object& t, JObject& names) {
   auto n = v.get(Kind::kNode, t.nodeId);
@@ -495,6 +493,8 @@ void nameTask(const store::ReadView& v, const store::Object& t, JObject& names) 
   names.set(t.id, info);
 }
 
+// `service logs`: a subscription to the logs of a service's tasks (or of one task) on the
+// nodes that have them (LogBroker). Served by the leader, where the agents' sessions are.
 Response subscribeLogs(Swarm& swarm, const Request& r) {
   auto body = parseBody(r.body, "logs");
   if (!body) return Response::error(body.status());
