@@ -90,12 +90,18 @@ TaskChange taskChange(const store::Event& e) {
   if (e.type != store::EventType::kUpdated || !e.previous) return TaskChange::kAlways;
   const Object& a = *e.previous;
   const Object& b = *e.object;
-  if (a.desiredState != b.desiredState || a.nodeId != b.nodeId || a.serviceId != b.serviceId ||
+  // The scheduler's commit gives a task its node: a move off "" is not a move.
+  const bool nodeMoved = a.nodeId != b.nodeId && !a.nodeId.empty();
+  if (a.desiredState != b.desiredState || nodeMoved || a.serviceId != b.serviceId ||
       a.slot != b.slot || a.spec != b.spec || a.createdNs != b.createdNs) {
     return TaskChange::kAlways;
   }
   const int from = passClass(observedState(a)), to = passClass(observedState(b));
   if (from == to) return TaskChange::kNone;
+  // Assigned (from pending or new): no pass decides differently for a task that waits for a
+  // node and one that waits on it — and the scheduler's commits over a big service would
+  // otherwise cost a read of all its tasks each.
+  if (from == 0 && to == 1) return TaskChange::kNone;
   if (from == 1 && to == 2) return TaskChange::kIfUpdating;
   return TaskChange::kAlways;
 }
