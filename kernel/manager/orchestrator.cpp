@@ -84,7 +84,9 @@ int passClass(TaskState s) {
 // What a task change means for its service's next pass: nothing (only its status moved within
 // a class, e.g. an agent's PREPARING report), only something while the service rolls an update
 // (a task reaching RUNNING: the update's progress), or a pass in any case.
-enum class TaskChange { kNone, kIfUpdating, kAlways };
+// kIfNodeGone: the task got its node, which matters only if that node went down or was
+// drained while the scheduler placed it (a pass before the commit saw the task unassigned).
+enum class TaskChange { kNone, kIfUpdating, kIfNodeGone, kAlways };
 
 TaskChange taskChange(const store::Event& e) {
   if (e.type != store::EventType::kUpdated || !e.previous) return TaskChange::kAlways;
@@ -101,7 +103,7 @@ TaskChange taskChange(const store::Event& e) {
   // Assigned (from pending or new): no pass decides differently for a task that waits for a
   // node and one that waits on it — and the scheduler's commits over a big service would
   // otherwise cost a read of all its tasks each.
-  if (from == 0 && to == 1) return TaskChange::kNone;
+  if (from == 0 && to == 1) return TaskChange::kIfNodeGone;
   if (from == 1 && to == 2) return TaskChange::kIfUpdating;
   return TaskChange::kAlways;
 }
@@ -195,6 +197,7 @@ void Orchestrator::run() {
       }
       bool allServices = false;
       std::set<std::string> ifUpdating;
+      std::map<std::string, std::set<std::string>> ifNodeGone;  // node -> services
       for (const auto& e : batch->events) {
         switch (e.object->kind) {
           case Kind::kService:
@@ -208,6 +211,11 @@ void Orchestrator::run() {
                 break;
               case TaskChange::kIfUpdating:
                 if (!dirty.count(e.object->serviceId)) ifUpdating.insert(e.object->serviceId);
+                break;
+              case TaskChange::kIfNodeGone:
+                if (!dirty.count(e.object->serviceId)) {
+                  ifNodeGone[e.object->nodeId].insert(e.object->serviceId);
+                }
                 break;
               case TaskChange::kAlways:
                 dirty.insert(e.object->serviceId);
@@ -226,11 +234,19 @@ void Orchestrator::run() {
         store_.view([&](const store::ReadView& v) {
           for (const auto& s : v.list(Kind::kService)) dirty.insert(s->id);
         });
-      } else if (!ifUpdating.empty()) {
+      } else if (!ifUpdating.empty() || !ifNodeGone.empty()) {
         store_.view([&](const store::ReadView& v) {
           for (const auto& id : ifUpdating) {
             auto svc = v.get(Kind::kService, id);
             if (!svc || rollingUpdate(*svc)) dirty.insert(id);
+          }
+          for (const auto& [nodeId, services] : ifNodeGone) {
+            auto node = v.get(Kind::kNode, nodeId);
+            if (node && node->availability != store::NodeAvailability::kDrain &&
+                agent::wire::stringMember(node->status, "State") != "down") {
+              continue;
+            }
+            dirty.insert(services.begin(), services.end());
           }
         });
       }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernel/manager/orchestrator.h"
@@ -68,6 +69,7 @@ class OrchestratorTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testOnFailureDoesNotRestartCompletedTasks);
   CPPUNIT_TEST(testGlobalServiceFollowsJoinsDrainsAndConstraints);
   CPPUNIT_TEST(testTasksOfADownNodeAreRescheduled);
+  CPPUNIT_TEST(testTaskPlacedOnANodeThatWentDownIsMoved);
   CPPUNIT_TEST(testTaskHistoryIsPrunedToTheLimit);
   CPPUNIT_TEST(testStopFirstUpdateStopsBeforeReplacing);
   CPPUNIT_TEST(testStartFirstUpdateKeepsOldTaskUntilNewOneRuns);
@@ -305,6 +307,31 @@ class OrchestratorTest : public CppUnit::TestFixture {
     }
     CPPUNIT_ASSERT(replaced);
     CPPUNIT_ASSERT(get(ts[2]->id)->desiredState == TaskState::kShutdown);
+  }
+
+  // The loop takes no pass for a scheduler's commit, unless the node it chose went down (or was
+  // drained) while it chose: the pass that saw the node go saw the task still unassigned.
+  void testTaskPlacedOnANodeThatWentDownIsMoved() {
+    addNode("n1");
+    addNode("n2");
+    orchestrator_->start();
+    const auto svc = createService("web", replicated(2));
+    CPPUNIT_ASSERT(shoal::test::eventually([&] { return bySlot(svc).size() == 2; }));
+    auto ts = bySlot(svc);
+    setNodeState("n2", "down");
+    std::this_thread::sleep_for(300ms);  // the pass for the node's change is done by then
+    assign(ts[1], "n1");
+    assign(ts[2], "n2");
+    CPPUNIT_ASSERT(shoal::test::eventually(
+        [&] { return get(ts[2]->id)->desiredState == TaskState::kShutdown; }));
+    CPPUNIT_ASSERT(shoal::test::eventually([&] {
+      for (const auto& t : live(svc)) {
+        if (t->slot == 2 && t->id != ts[2]->id) return true;
+      }
+      return false;
+    }));
+    CPPUNIT_ASSERT(get(ts[1]->id)->desiredState == TaskState::kRunning);
+    orchestrator_->stop();
   }
 
   void testTaskHistoryIsPrunedToTheLimit() {
@@ -704,6 +731,20 @@ class OrchestratorTest : public CppUnit::TestFixture {
           o.nodeId = node;
           TaskStatus st;
           st.state = TaskState::kRunning;
+          st.timestampNs = clock_.nowNanos();
+          o.status = shoal::manager::taskStatusJson(st);
+          return tx.update(std::move(o));
+        },
+        5s));
+  }
+  // As the scheduler would: ASSIGNED to `node`.
+  void assign(const ObjectPtr& t, const std::string& node) {
+    ASSERT_OK(store_->update(
+        [&](shoal::store::Tx& tx) {
+          Object o = *tx.get(Kind::kTask, t->id);
+          o.nodeId = node;
+          TaskStatus st;
+          st.state = TaskState::kAssigned;
           st.timestampNs = clock_.nowNanos();
           o.status = shoal::manager::taskStatusJson(st);
           return tx.update(std::move(o));
