@@ -320,8 +320,8 @@ class OrchestratorTest : public CppUnit::TestFixture {
     auto ts = bySlot(svc);
     setNodeState("n2", "down");
     std::this_thread::sleep_for(300ms);  // the pass for the node's change is done by then
-    assign(ts[1], "n1");
-    assign(ts[2], "n2");
+    place(ts[1], "n1", TaskState::kAssigned);
+    place(ts[2], "n2", TaskState::kAssigned);
     CPPUNIT_ASSERT(shoal::test::eventually(
         [&] { return get(ts[2]->id)->desiredState == TaskState::kShutdown; }));
     CPPUNIT_ASSERT(shoal::test::eventually([&] {
@@ -723,34 +723,21 @@ class OrchestratorTest : public CppUnit::TestFixture {
     store_->view([&](const shoal::store::ReadView& v) { o = v.get(Kind::kTask, id); });
     return o;
   }
-  // As the scheduler and an agent would: assigned to `node`, then running.
-  void run(const ObjectPtr& t, const std::string& node) {
+  // As the scheduler (and an agent, past ASSIGNED) would: on `node`, in `state`.
+  void place(const ObjectPtr& t, const std::string& node, TaskState state) {
     ASSERT_OK(store_->update(
         [&](shoal::store::Tx& tx) {
           Object o = *tx.get(Kind::kTask, t->id);
           o.nodeId = node;
           TaskStatus st;
-          st.state = TaskState::kRunning;
+          st.state = state;
           st.timestampNs = clock_.nowNanos();
           o.status = shoal::manager::taskStatusJson(st);
           return tx.update(std::move(o));
         },
         5s));
   }
-  // As the scheduler would: ASSIGNED to `node`.
-  void assign(const ObjectPtr& t, const std::string& node) {
-    ASSERT_OK(store_->update(
-        [&](shoal::store::Tx& tx) {
-          Object o = *tx.get(Kind::kTask, t->id);
-          o.nodeId = node;
-          TaskStatus st;
-          st.state = TaskState::kAssigned;
-          st.timestampNs = clock_.nowNanos();
-          o.status = shoal::manager::taskStatusJson(st);
-          return tx.update(std::move(o));
-        },
-        5s));
-  }
+  void run(const ObjectPtr& t, const std::string& node) { place(t, node, TaskState::kRunning); }
   void setState(const std::string& id, TaskState state, int64_t exitCode) {
     ASSERT_OK(store_->update(
         [&](shoal::store::Tx& tx) {
