@@ -145,6 +145,7 @@ void Orchestrator::stop() {
 }
 
 void Orchestrator::reconcileAll() {
+  creating_.clear();
   std::set<std::string> services;
   store_.view([&](const store::ReadView& v) {
     for (const auto& s : v.list(Kind::kService)) services.insert(s->id);
@@ -175,7 +176,15 @@ void Orchestrator::run() {
         continue;
       }
       watch = std::move(*w);
+      // Every service is looked at in full from this fresh view.
+      creating_.clear();
+      ownCreates_.clear();
     }
+    // A change the loop must look at: a full pass over the service.
+    auto changed = [&](const std::string& service) {
+      dirty.insert(service);
+      creating_.erase(service);
+    };
     // Wait for a change, or for the earliest delayed restart or update batch.
     auto wait = std::chrono::milliseconds(250);
     const auto now = clock_.monotonic();
@@ -201,9 +210,12 @@ void Orchestrator::run() {
       for (const auto& e : batch->events) {
         switch (e.object->kind) {
           case Kind::kService:
-            dirty.insert(e.object->id);
+            changed(e.object->id);
             break;
           case Kind::kTask:
+            if (e.type == store::EventType::kCreated && ownCreates_.erase(e.object->id) > 0) {
+              break;  // the pass that made it knew all of this
+            }
             // Most task changes are agents' reports on the way to RUNNING, which change
             // nothing a pass decides: a pass over a big service costs a read of all its tasks.
             switch (taskChange(e)) {
@@ -218,7 +230,7 @@ void Orchestrator::run() {
                 }
                 break;
               case TaskChange::kAlways:
-                dirty.insert(e.object->serviceId);
+                changed(e.object->serviceId);
                 break;
             }
             break;
@@ -231,6 +243,7 @@ void Orchestrator::run() {
         }
       }
       if (allServices) {
+        creating_.clear();
         store_.view([&](const store::ReadView& v) {
           for (const auto& s : v.list(Kind::kService)) dirty.insert(s->id);
         });
@@ -238,7 +251,7 @@ void Orchestrator::run() {
         store_.view([&](const store::ReadView& v) {
           for (const auto& id : ifUpdating) {
             auto svc = v.get(Kind::kService, id);
-            if (!svc || rollingUpdate(*svc)) dirty.insert(id);
+            if (!svc || rollingUpdate(*svc)) changed(id);
           }
           for (const auto& [nodeId, services] : ifNodeGone) {
             auto node = v.get(Kind::kNode, nodeId);
@@ -246,7 +259,7 @@ void Orchestrator::run() {
                 agent::wire::stringMember(node->status, "State") != "down") {
               continue;
             }
-            dirty.insert(services.begin(), services.end());
+            for (const auto& id : services) changed(id);
           }
         });
       }
@@ -271,17 +284,23 @@ void Orchestrator::reconcile(const std::set<std::string>& services) {
       if (stop_) return;
     }
     Clock::MonoTime wake = Clock::MonoTime::max();
+    createdInPass_.clear();
     Status s = store_.update(
         [&](store::Tx& tx) {
           wake = reconcileService(tx, id);
           return Status::ok();
         },
         5s);
-    if (!s) {
-      // A conflict (an agent's status landed first) or a lost quorum: look again soon.
+    if (s) {
+      for (auto& created : createdInPass_) ownCreates_.insert(std::move(created));
+    } else {
+      // A conflict (an agent's status landed first) or a lost quorum: look again soon, in
+      // full.
       log::debug("orchestrator", "reconcile failed", {{"service", id}, {"error", s.message()}});
       wake = std::min(wake, clock_.monotonic() + 100ms);
+      creating_.erase(id);
     }
+    createdInPass_.clear();
     if (wake != Clock::MonoTime::max()) wakeAt_[id] = wake;
   }
 }
@@ -375,8 +394,25 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
     t.status = taskStatusJson(st);
     t.labels = svc->labels;
     ++created;
+    createdInPass_.push_back(t.id);
     (void)tx.create(std::move(t));
   };
+
+  // Creating a big service's slots: the next ones, without a read of its tasks.
+  if (auto more = creating_.find(serviceId); more != creating_.end()) {
+    Creation& c = more->second;
+    if (c.serviceVersion == svc->version) {
+      while (c.remaining > 0 && tx.size() < kTxBudget) {
+        while (c.held.count(c.next)) ++c.next;
+        newTask(c.next++, "");
+        --c.remaining;
+      }
+      // Done: a full pass follows (pruning and anything else it put off).
+      if (c.remaining == 0) creating_.erase(more);
+      return now;
+    }
+    creating_.erase(more);
+  }
 
   // Tasks by slot (replicated services and jobs) or by node (global services).
   struct Slot {
@@ -496,6 +532,8 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
   }
 
   // How many slots each mode wants, and what to create or stop.
+  uint64_t moreToCreate = 0;  // replicated: slots the budget left for the next transaction
+  uint64_t nextFree = 1;
   if (global) {
     for (const auto& [id, node] : nodes) {
       const bool eligible = node.availability == store::NodeAvailability::kActive &&
@@ -528,7 +566,7 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
       want = std::min<uint64_t>(want, heldSlots.size() + remaining);
     }
     if (heldSlots.size() < want) {
-      uint64_t next = 1;
+      uint64_t& next = nextFree;
       for (uint64_t n = heldSlots.size(); n < want && tx.size() < kTxBudget; ++n) {
         while (heldSlots.count(next) ||
                (isJob(spec.mode) && slots.count(SlotKey{serviceId, next, ""})))
@@ -536,7 +574,7 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
         heldSlots.insert(next);
         newTask(next, "");
       }
-      if (heldSlots.size() < want) wake = now;  // more to create in the next transaction
+      if (heldSlots.size() < want) moreToCreate = want - heldSlots.size();
     } else if (liveSlots.size() > want && !isJob(spec.mode)) {
       // Scale down: tasks not running go first, then those on the most loaded nodes, then the
       // highest slots.
@@ -572,6 +610,7 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
   }
 
   // Rolling update: replace live tasks of an older spec, `parallelism` slots at a time.
+  bool olderSpecs = false;  // some live task runs an older spec
   if (!isJob(spec.mode)) {
     std::map<SlotKey, std::vector<ObjectPtr>> liveBySlot;
     for (const auto& [key, t] : live) liveBySlot[key].push_back(t);
@@ -583,6 +622,7 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
     for (const auto& [key, ts] : liveBySlot) {
       ObjectPtr fresh, old;
       for (const auto& t : ts) (runsTemplate(t->spec, spec.taskTemplate) ? fresh : old) = t;
+      if (old) olderSpecs = true;
       if (fresh && observedState(*fresh) < TaskState::kRunning) {
         ++inFlight;
         converged = false;
@@ -688,8 +728,16 @@ Clock::MonoTime Orchestrator::reconcileService(store::Tx& tx, const std::string&
       (void)tx.remove(Kind::kTask, ended[i]->id, ended[i]->version);
     }
   }
+  if (moreToCreate > 0) {
+    // Nothing else waits on this service (no timer, no update to roll, no status to write):
+    // the next passes only create, until a change makes the loop look again.
+    if (wake == Clock::MonoTime::max() && !serviceChanged && !olderSpecs &&
+        spec.mode == ServiceMode::kReplicated) {
+      creating_[serviceId] = Creation{svc->version, std::move(heldSlots), nextFree, moreToCreate};
+    }
+    wake = now;
+  }
   if (tx.size() >= kTxBudget) wake = now;
-  (void)created;
   return wake;
 }
 

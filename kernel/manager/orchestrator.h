@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "kernel/common/clock.h"
@@ -72,6 +73,23 @@ class Orchestrator {
   std::map<std::string, Clock::MonoTime> wakeAt_;             // per service
   std::map<std::string, Clock::MonoTime> nextBatchAt_;        // rolling updates: per service
   std::map<std::string, std::pair<std::string, ServiceSpec>> specs_;  // service -> spec read
+
+  // A replicated service whose scale-up ran out of transaction budget, and nothing but the
+  // loop's own creations (and changes no pass acts on) happened to it since: the next pass
+  // creates the next slots without reading the service's tasks again. Dropped by any change
+  // that would make the loop look at the service; the pass that creates the last slots is
+  // followed by a full one.
+  struct Creation {
+    uint64_t serviceVersion = 0;
+    std::set<uint64_t> held;  // slot numbers in use when the full pass read the service
+    uint64_t next = 1;        // the lowest slot number that may still be free
+    uint64_t remaining = 0;   // slots still to create
+  };
+  std::map<std::string, Creation> creating_;
+  // Tasks this loop created whose watch event has not come back yet: a pass made them, so
+  // their creation tells no pass anything new.
+  std::unordered_set<std::string> ownCreates_;
+  std::vector<std::string> createdInPass_;  // ids the current transaction creates
 };
 
 }  // namespace shoal::manager

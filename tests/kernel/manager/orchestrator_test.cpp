@@ -61,6 +61,7 @@ std::string replicated(int n, const std::string& extra = "") {
 class OrchestratorTest : public CppUnit::TestFixture {
   CPPUNIT_TEST_SUITE(OrchestratorTest);
   CPPUNIT_TEST(testReplicatedServiceGetsOneTaskPerSlot);
+  CPPUNIT_TEST(testServiceBiggerThanATransactionFillsEverySlotOnce);
   CPPUNIT_TEST(testTaskSpecsWithAttachmentsStillRunTheirTemplate);
   CPPUNIT_TEST(testHostModePortsGoInTheTaskTemplate);
   CPPUNIT_TEST(testScaleDownPrefersTasksNotRunningThenBusiestNodes);
@@ -178,6 +179,30 @@ class OrchestratorTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(slots == (std::vector<uint64_t>{1, 2, 3}));
     reconcile();  // nothing more to do
     CPPUNIT_ASSERT_EQUAL(std::size_t{3}, all(svc).size());
+  }
+
+  // 4,500 slots take three transactions; after the first, the loop creates the next slots
+  // without reading the service's tasks again, skipping the slots the first read found held.
+  void testServiceBiggerThanATransactionFillsEverySlotOnce() {
+    addNode("n1");
+    const std::string spec = replicated(4500);
+    const auto svc = createService("web", spec);
+    const std::string two = addRunningTask(svc, 2, spec, "n1");
+    const std::string far = addRunningTask(svc, 3000, spec, "n1");
+    orchestrator_->start();
+    CPPUNIT_ASSERT(shoal::test::eventually([&] { return all(svc).size() >= 4500; }, 30s));
+    std::this_thread::sleep_for(300ms);  // the full pass after the last slots
+    orchestrator_->stop();
+    const auto ts = all(svc);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{4500}, ts.size());
+    std::vector<uint64_t> slots;
+    for (const auto& t : ts) {
+      CPPUNIT_ASSERT(t->desiredState == TaskState::kRunning);
+      slots.push_back(t->slot);
+    }
+    std::sort(slots.begin(), slots.end());
+    for (std::size_t i = 0; i < slots.size(); ++i) CPPUNIT_ASSERT_EQUAL(uint64_t{i + 1}, slots[i]);
+    CPPUNIT_ASSERT(get(two) && get(far));
   }
 
   void testScaleDownPrefersTasksNotRunningThenBusiestNodes() {
@@ -738,6 +763,28 @@ class OrchestratorTest : public CppUnit::TestFixture {
         5s));
   }
   void run(const ObjectPtr& t, const std::string& node) { place(t, node, TaskState::kRunning); }
+  // A task of `service` in `slot`, RUNNING on `node`, made as if by an earlier leader.
+  std::string addRunningTask(const std::string& service, uint64_t slot, const std::string& spec,
+                             const std::string& node) {
+    auto parsed = shoal::manager::parseServiceSpec(spec);
+    CPPUNIT_ASSERT(parsed.isOk());
+    Object o;
+    o.kind = Kind::kTask;
+    o.id = "task-" + std::to_string(slot);
+    o.name = "web." + std::to_string(slot);
+    o.serviceId = service;
+    o.slot = slot;
+    o.nodeId = node;
+    o.desiredState = TaskState::kRunning;
+    o.spec = parsed->taskTemplate;
+    TaskStatus st;
+    st.state = TaskState::kRunning;
+    st.timestampNs = clock_.nowNanos();
+    o.status = shoal::manager::taskStatusJson(st);
+    const std::string id = o.id;
+    ASSERT_OK(store_->update([&](shoal::store::Tx& tx) { return tx.create(std::move(o)); }, 5s));
+    return id;
+  }
   void setState(const std::string& id, TaskState state, int64_t exitCode) {
     ASSERT_OK(store_->update(
         [&](shoal::store::Tx& tx) {
