@@ -161,6 +161,9 @@ Status ApiServer::startTls() {
     // server can take at all, rather than Poco's 64 (beyond which it closes new connections).
     params2->setMaxQueued(std::max(64, options_.maxThreads));
     params2->setKeepAlive(true);
+    // Longer than a node's heartbeat period (5 s by default), so its heartbeats reuse one
+    // connection instead of a TLS handshake each (node_api_client.cpp keeps them 20 s).
+    params2->setKeepAliveTimeout(Poco::Timespan(30, 0));
     params2->setTimeout(Poco::Timespan(30, 0));
     // Threads of a large pool mostly sit in a read; a smaller stack keeps their reservation
     // modest (handlers do not recurse deeply).

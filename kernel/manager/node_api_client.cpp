@@ -21,9 +21,11 @@ namespace shoal::manager {
 namespace {
 
 // Idle connections older than this are reconnected before use: well inside the node API
-// server's keep-alive timeout (10 s), so a reused connection is practically never one the
-// server is closing at that moment.
-constexpr auto kReuseFor = std::chrono::seconds(4);
+// server's keep-alive timeout (30 s, api_server.cpp), so a reused connection is practically
+// never one the server is closing at that moment; and longer than the heartbeat period (5 s
+// by default), so a node's heartbeats do not cost a TLS handshake each (at 1,000 nodes those
+// handshakes alone kept both cores of a 2-core manager busy).
+constexpr auto kReuseFor = std::chrono::seconds(20);
 // Idle connections kept per target and credentials (an agent's poller, its reports and its
 // heartbeats each hold one at times).
 constexpr std::size_t kMaxIdle = 4;
