@@ -28,6 +28,7 @@
 #include <Poco/Base64Decoder.h>
 #include <Poco/Base64Encoder.h>
 
+#include "kernel/agent/wire.h"
 #include "kernel/api/api_client.h"
 #include "kernel/ca/join_token.h"
 #include "kernel/common/aead.h"
@@ -1576,23 +1577,34 @@ Result<std::string> Swarm::update(const SwarmUpdate& u) {
 
 // ---- the node API (managers) and heartbeats ---------------------------------------------
 
-std::chrono::seconds Swarm::heartbeatPeriod() {
-  std::lock_guard<std::mutex> lock(mu_);
+namespace {
+
+// The cluster's Dispatcher.HeartbeatPeriod (5 s when unset or unreadable, at least 1 s).
+std::chrono::seconds heartbeatPeriodOf(const store::Object* cluster) {
   int64_t seconds = 5;
-  if (store_ && identity_) {
-    store_->view([&](const store::ReadView& v) {
-      auto cluster = v.get(store::Kind::kCluster, identity_->clusterId);
-      if (!cluster) return;
-      try {
-        auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
-        if (auto d = spec->getObject("Dispatcher")) {
-          seconds = d->optValue<int64_t>("HeartbeatPeriod", 5);
-        }
-      } catch (const std::exception&) {
+  if (cluster) {
+    try {
+      auto spec = Poco::JSON::Parser().parse(cluster->spec).extract<Poco::JSON::Object::Ptr>();
+      if (auto d = spec->getObject("Dispatcher")) {
+        seconds = d->optValue<int64_t>("HeartbeatPeriod", 5);
       }
-    });
+    } catch (const std::exception&) {
+    }
   }
   return std::chrono::seconds(std::max<int64_t>(seconds, 1));
+}
+
+}  // namespace
+
+std::chrono::seconds Swarm::heartbeatPeriod() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto period = heartbeatPeriodOf(nullptr);
+  if (store_ && identity_) {
+    store_->view([&](const store::ReadView& v) {
+      period = heartbeatPeriodOf(v.get(store::Kind::kCluster, identity_->clusterId).get());
+    });
+  }
+  return period;
 }
 
 api::Response Swarm::handleCa(const api::Request&) {
@@ -1846,18 +1858,37 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
   LeaderCall call;
   if (auto refused = admitLeaderCall(r, "a heartbeat", false, call)) return *refused;
   ReplicatedStore* store = call.store;
+  // Every node sends one each period (200/s at 1,000 nodes): what comes from the cluster
+  // object is read once per version of it, the node's state in place, and the managers from
+  // the role index rather than a look through every node.
   bool member = false;
   std::string state, role;
   std::vector<ManagerEntry> managers;
-  std::optional<ClusterCa> cca;
+  HeartbeatCluster cluster;
   store->view([&](const store::ReadView& v) {
     auto node = v.get(store::Kind::kNode, r.peerNodeId);
     if (!node) return;
     member = true;
     role = desiredRole(*node);
-    if (auto st = parseObject(node->status)) state = st->optValue<std::string>("State", "");
-    managers = managerEntries(v);
-    cca = clusterCa(v, call.clusterId);
+    state = agent::wire::stringMember(node->status, "State");
+    for (const auto& n : v.nodesByRole(store::NodeRole::kManager)) {
+      if (auto m = managerEntry(*n)) managers.push_back(std::move(*m));
+    }
+    auto object = v.get(store::Kind::kCluster, call.clusterId);
+    const uint64_t version = object ? object->version : 0;
+    std::lock_guard<std::mutex> g(hbMu_);
+    if (!hbCluster_ || hbCluster_->version != version || hbCluster_->id != call.clusterId) {
+      HeartbeatCluster fresh;
+      fresh.id = call.clusterId;
+      fresh.version = version;
+      fresh.period = heartbeatPeriodOf(object.get());
+      if (auto cca = clusterCa(v, call.clusterId)) {
+        fresh.trust = cca->trust();
+        fresh.issuer = cca->issuer();
+      }
+      hbCluster_ = std::move(fresh);
+    }
+    cluster = *hbCluster_;
   });
   if (!member) {
     return api::Response::error(Status::permissionDenied(
@@ -1874,13 +1905,13 @@ api::Response Swarm::handleHeartbeat(const api::Request& r) {
     log::info("swarm", "node is back", {{"node", r.peerNodeId}});
   }
   Poco::JSON::Object out;
-  out.set("period_seconds", static_cast<int64_t>(heartbeatPeriod().count()));
+  out.set("period_seconds", static_cast<int64_t>(cluster.period.count()));
   out.set("role", role);
   out.set("managers", managersToJson(managers));
-  if (cca) {
+  if (cluster.issuer) {
     // What the node should trust and whose certificate it should hold (a root rotation).
-    out.set("trust", cca->trust());
-    out.set("issuer", cca->issuer());
+    out.set("trust", *cluster.trust);
+    out.set("issuer", *cluster.issuer);
   }
   return api::Response::json(stringify(out));
 }

@@ -367,6 +367,14 @@ class Swarm {
   std::map<std::string, std::chrono::steady_clock::time_point> lastSeen_;  // guarded by hbMu_
   // Managers: when the leader last had a Raft connection to each (node id).
   std::map<std::string, std::chrono::steady_clock::time_point> managerSeen_;  // guarded by hbMu_
+  // What a heartbeat's answer takes from the cluster object, at one version of it.
+  struct HeartbeatCluster {
+    std::string id;
+    uint64_t version = 0;
+    std::chrono::seconds period{5};
+    std::optional<std::string> trust, issuer;  // the cluster CA's, when it has one
+  };
+  std::optional<HeartbeatCluster> hbCluster_;  // guarded by hbMu_
 
   // Raft peers as the store names them, for the transport's certificate check.
   std::mutex peersMu_;

@@ -3,6 +3,9 @@
 // (corrupt files, a foreign certificate, corrupt Raft files) stops resume with the file named.
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -407,6 +410,33 @@ class SwarmTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(cert.isOk());
     CPPUNIT_ASSERT(cert->notAfter - cert->notBefore >= 48 * 3600);
     CPPUNIT_ASSERT(cert->notAfter - cert->notBefore <= 48 * 3600 + 120);
+    // Heartbeats answer with the period, the managers and the CA, and follow a change of them
+    // (the answer keeps what it read of the cluster object until that changes).
+    shoal::manager::NodeApiTarget t;
+    t.address = swarm.status().advertiseAddr;
+    t.caFile = wdir.file("swarm/certificates/swarm-root-ca.crt");
+    t.serverNodeId = swarm.status().nodeId;
+    t.certFile = wdir.file("swarm/certificates/swarm-node.crt");
+    t.keyFile = wdir.file("swarm/certificates/swarm-node.key");
+    auto beat = [&] {
+      auto hb = shoal::manager::nodeApiRequest(t, "POST", "/heartbeat");
+      CPPUNIT_ASSERT(hb.isOk());
+      CPPUNIT_ASSERT_EQUAL_MESSAGE(hb->body, 200, hb->status);
+      return Poco::JSON::Parser().parse(hb->body).extract<Poco::JSON::Object::Ptr>();
+    };
+    auto first = beat();
+    CPPUNIT_ASSERT_EQUAL(int64_t{2}, first->getValue<int64_t>("period_seconds"));
+    CPPUNIT_ASSERT_EQUAL(std::string("worker"), first->getValue<std::string>("role"));
+    auto managers = first->getArray("managers");
+    CPPUNIT_ASSERT(managers && managers->size() == 1);
+    CPPUNIT_ASSERT_EQUAL(swarm.status().nodeId,
+                         managers->getObject(0)->getValue<std::string>("node_id"));
+    CPPUNIT_ASSERT(contains(first->getValue<std::string>("trust"), "BEGIN CERTIFICATE"));
+    CPPUNIT_ASSERT(!first->getValue<std::string>("issuer").empty());
+    shoal::manager::SwarmUpdate again;
+    again.heartbeatPeriod = std::chrono::seconds(3);
+    CPPUNIT_ASSERT(swarm.update(again).isOk());
+    CPPUNIT_ASSERT_EQUAL(int64_t{3}, beat()->getValue<int64_t>("period_seconds"));
   }
 
   // Autolock: the private keys and the Raft data are sealed at rest; a restarted manager is
