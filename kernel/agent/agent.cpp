@@ -910,7 +910,9 @@ void Agent::persist() {
       out += first ? "{\"id\":" : ",{\"id\":";
       first = false;
       appendJsonString(out, id);
-      appendMember(out, "task", t.json);
+      // The task as the dispatcher sent it (a JSON object), copied rather than escaped into a
+      // string: this record is rewritten every second while tasks change.
+      appendRaw(out, "task", std::string_view(t.json), "{}");
       appendMember(out, "state", store::taskStateName(t.state));
       appendMember(out, "desired", store::taskStateName(t.desired));
       appendMember(out, "message", t.message);
@@ -933,40 +935,59 @@ void Agent::load() {
   const std::string path = stateDir_ + "/tasks.json";
   std::ifstream in(path);
   if (!in) return;
-  std::stringstream text;
-  text << in.rdbuf();
-  Array::Ptr list;
-  try {
-    list = Poco::JSON::Parser().parse(text.str()).extract<Array::Ptr>();
-  } catch (const std::exception& e) {
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  // Read in place (wire.h), like the assignments it was made from; all or nothing.
+  std::vector<Task> loaded;
+  std::string problem;
+  const std::size_t end = wire::skipValue(text, 0);
+  if (end == std::string::npos || wire::skipSpace(text, end) != text.size()) {
+    problem = "not one well-formed JSON value";
+  } else if (!wire::forEach(text, [&](std::string_view o) {
+               if (o.front() != '{') return true;  // not a record: skipped
+               Task t;
+               t.id = wire::stringMember(o, "id");
+               if (t.id.empty()) return true;
+               // An object; records written before it was copied raw hold it as a string.
+               auto task = wire::member(o, "task");
+               if (task && task->front() == '{') {
+                 t.json = std::string(*task);
+               } else {
+                 t.json = task ? wire::stringOf(*task).value_or("{}") : "{}";
+               }
+               t.state =
+                   stateNamed(wire::stringMember(o, "state", "assigned"), TaskState::kAssigned);
+               t.reported = t.state;
+               t.storeState = t.state;
+               t.desired =
+                   stateNamed(wire::stringMember(o, "desired", "running"), TaskState::kRunning);
+               t.message = wire::stringMember(o, "message");
+               t.err = wire::stringMember(o, "err");
+               t.exitCode = wire::intMember(o, "exit_code", -1);
+               t.pid = wire::intMember(o, "pid", 0);
+               t.graceNs = wire::intMember(o, "grace_ns", t.graceNs);
+               t.assigned = wire::boolMember(o, "assigned", true);
+               // An op that was in flight when the daemon stopped is asked again (prepare is
+               // idempotent; a task that was starting is waited on: it either runs or the
+               // runtime says it does not).
+               if (t.state == TaskState::kStarting) t.state = TaskState::kRunning;
+               loaded.push_back(std::move(t));
+               return true;
+             })) {
+    problem = "not a JSON array of records";
+  }
+  if (!problem.empty()) {
     // A damaged record loses only this node's local view: the leader's full assignment set
     // rebuilds it, and the runtime still knows what runs.
     log::warn("agent", "task records do not read; starting from the leader's assignments",
-              {{"file", path}, {"error", e.what()}});
+              {{"file", path}, {"error", problem}});
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (std::size_t i = 0; list && i < list->size(); ++i) {
-    auto o = list->getObject(static_cast<unsigned>(i));
-    if (!o) continue;
-    Task t;
-    t.id = o->optValue<std::string>("id", "");
-    if (t.id.empty()) continue;
-    t.json = o->optValue<std::string>("task", "{}");
-    t.state = stateNamed(o->optValue<std::string>("state", "assigned"), TaskState::kAssigned);
-    t.reported = t.state;
-    t.storeState = t.state;
-    t.desired = stateNamed(o->optValue<std::string>("desired", "running"), TaskState::kRunning);
-    t.message = o->optValue<std::string>("message", "");
-    t.err = o->optValue<std::string>("err", "");
-    t.exitCode = o->optValue<int64_t>("exit_code", -1);
-    t.pid = o->optValue<int64_t>("pid", 0);
-    t.graceNs = o->optValue<int64_t>("grace_ns", t.graceNs);
-    t.assigned = o->optValue<bool>("assigned", true);
-    // An op that was in flight when the daemon stopped is asked again (prepare is idempotent;
-    // a task that was starting is waited on: it either runs or the runtime says it does not).
-    if (t.state == TaskState::kStarting) t.state = TaskState::kRunning;
-    tasks_.emplace(t.id, std::move(t));
+  for (auto& t : loaded) {
+    std::string id = t.id;
+    tasks_.emplace(std::move(id), std::move(t));
   }
 }
 

@@ -10,16 +10,19 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 #include "kernel/agent/agent.h"
+#include "kernel/agent/wire.h"
 #include "kernel/manager/dispatcher.h"
 #include "kernel/manager/service_spec.h"
 #include "tests/fakes/local_transport.h"
@@ -197,6 +200,8 @@ class AgentTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testStopDuringAStartThatWaitsIsNotHeldUp);
   CPPUNIT_TEST(testPrepareFailureRejectsTheTask);
   CPPUNIT_TEST(testRestartedAgentReattachesInsteadOfStartingAgain);
+  CPPUNIT_TEST(testRecordsInTheEarlierFormatStillLoad);
+  CPPUNIT_TEST(testDamagedRecordsFallBackToTheLeadersAssignments);
   CPPUNIT_TEST(testNewDispatcherResynchronisesWithoutDuplicates);
   CPPUNIT_TEST(testDispatcherIgnoresOtherNodesAndBackwardStates);
   CPPUNIT_TEST(testBadStatusRequestsAreRefused);
@@ -340,6 +345,64 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kComplete; }));
   }
 
+  // Records hold each task as the object the dispatcher sent; those written when it was an
+  // escaped string still load, and the next write turns them into the object.
+  void testRecordsInTheEarlierFormatStillLoad() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    agent_.reset();
+    const std::string path = dir_->file("agent") + "/tasks.json";
+    std::string record = readFile(path);
+    const std::string key = "\"task\":";
+    const std::size_t at = record.find(key);
+    CPPUNIT_ASSERT(at != std::string::npos);
+    const std::size_t from = at + key.size();
+    CPPUNIT_ASSERT_EQUAL('{', record[from]);  // an object now
+    const std::size_t to = shoal::agent::wire::skipValue(record, from);
+    const std::string task = record.substr(from, to - from);
+    std::string quoted = "\"";
+    for (char c : task) quoted += c == '"' ? std::string("\\\"") : std::string(1, c);
+    quoted += '"';
+    record.replace(from, to - from, quoted);
+    writeFile(path, record);
+    // No leader to ask: what the agent knows comes from the record alone.
+    std::shared_ptr<Dispatcher> old;
+    {
+      std::lock_guard<std::mutex> lock(dispatcherMu_);
+      old = std::move(dispatcher_);
+    }
+    old->stop();
+    old.reset();
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("wait t1") == 2; }));
+    CPPUNIT_ASSERT_EQUAL(std::string("running"), agent_->tasks()["t1"]);
+    startDispatcher();
+    std::this_thread::sleep_for(300ms);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("start t1"));
+    runtime_->exit("t1", 0);
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kComplete; }));
+    agent_.reset();
+    record = readFile(path);
+    CPPUNIT_ASSERT(record.find(key + "{") != std::string::npos);
+    CPPUNIT_ASSERT(record.find("\"state\":\"complete\"") != std::string::npos);
+  }
+
+  void testDamagedRecordsFallBackToTheLeadersAssignments() {
+    assign("t1", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
+    agent_.reset();
+    writeFile(dir_->file("agent") + "/tasks.json", "[{\"id\":\"t1\",\"task\":{\"ID\"");
+    // The record does not read: the leader's full set says what runs here, and the task it
+    // says is running is waited on again, not started twice.
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("wait t1") == 2; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, runtime_->count("start t1"));
+    runtime_->exit("t1", 0);
+    CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kComplete; }));
+  }
+
   void testNewDispatcherResynchronisesWithoutDuplicates() {
     assign("t1", "n1");
     startAgent();
@@ -399,6 +462,17 @@ class AgentTest : public CppUnit::TestFixture {
     std::lock_guard<std::mutex> lock(dispatcherMu_);
     dispatcher_ = std::make_shared<Dispatcher>(*store_, random_, shoal::SystemClock::instance());
     dispatcher_->start();
+  }
+  static std::string readFile(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+  static void writeFile(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+    CPPUNIT_ASSERT(out.good());
   }
   void startAgent() {
     auto call = [this](const std::string& path,
