@@ -18,7 +18,8 @@ class Random {
   double real();
 };
 
-// Cryptographically strong bits from the kernel (getrandom). THREAD: safe.
+// Cryptographically strong bits from the kernel (getrandom), drawn 256 bytes at a time into a
+// per-thread buffer (discarded in a forked child). THREAD: safe.
 class SystemRandom final : public Random {
  public:
   static SystemRandom& instance();

@@ -1,5 +1,8 @@
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <set>
 
 #include "kernel/common/random.h"
@@ -9,6 +12,7 @@ class RandomTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testSeededIsRepeatable);
   CPPUNIT_TEST(testUniformStaysInRange);
   CPPUNIT_TEST(testIdsLookLikeSwarmIds);
+  CPPUNIT_TEST(testForkedChildDrawsOtherBitsThanItsParent);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -45,6 +49,34 @@ class RandomTest : public CppUnit::TestFixture {
       ids.insert(id);
     }
     CPPUNIT_ASSERT_EQUAL(std::size_t(200), ids.size());
+  }
+
+  // The bits are buffered per thread: a child forked with some left must not draw the same
+  // ones as its parent.
+  void testForkedChildDrawsOtherBitsThanItsParent() {
+    shoal::SystemRandom& r = shoal::SystemRandom::instance();
+    (void)r.next();  // the buffer now holds bits
+    int fds[2];
+    CPPUNIT_ASSERT_EQUAL(0, ::pipe(fds));
+    const pid_t child = ::fork();
+    CPPUNIT_ASSERT(child >= 0);
+    if (child == 0) {
+      uint64_t drawn[4];
+      for (auto& d : drawn) d = r.next();
+      const bool sent = ::write(fds[1], drawn, sizeof drawn) == static_cast<ssize_t>(sizeof drawn);
+      ::_exit(sent ? 0 : 1);
+    }
+    ::close(fds[1]);
+    uint64_t mine[4];
+    for (auto& d : mine) d = r.next();
+    uint64_t theirs[4] = {};
+    const ssize_t got = ::read(fds[0], theirs, sizeof theirs);
+    ::close(fds[0]);
+    int status = 0;
+    CPPUNIT_ASSERT_EQUAL(child, ::waitpid(child, &status, 0));
+    CPPUNIT_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CPPUNIT_ASSERT_EQUAL(static_cast<ssize_t>(sizeof theirs), got);
+    for (int i = 0; i < 4; ++i) CPPUNIT_ASSERT(mine[i] != theirs[i]);
   }
 };
 
