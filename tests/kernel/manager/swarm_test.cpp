@@ -32,6 +32,17 @@ SwarmInitOptions loopback() {
   return o;
 }
 
+// The node API of `manager` as the node that joined with state in `nodeDir` reaches it.
+shoal::manager::NodeApiTarget nodeTarget(Swarm& manager, const shoal::test::TempDir& nodeDir) {
+  shoal::manager::NodeApiTarget t;
+  t.address = manager.status().advertiseAddr;
+  t.caFile = nodeDir.file("swarm/certificates/swarm-root-ca.crt");
+  t.serverNodeId = manager.status().nodeId;
+  t.certFile = nodeDir.file("swarm/certificates/swarm-node.crt");
+  t.keyFile = nodeDir.file("swarm/certificates/swarm-node.key");
+  return t;
+}
+
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
@@ -349,12 +360,7 @@ class SwarmTest : public CppUnit::TestFixture {
     j.remoteAddr = manager.status().advertiseAddr;
     j.listenAddr = "127.0.0.1:0";
     CPPUNIT_ASSERT(worker.join(j).isOk());
-    shoal::manager::NodeApiTarget t;
-    t.address = manager.status().advertiseAddr;
-    t.caFile = wdir.file("swarm/certificates/swarm-root-ca.crt");
-    t.serverNodeId = manager.status().nodeId;
-    t.certFile = wdir.file("swarm/certificates/swarm-node.crt");
-    t.keyFile = wdir.file("swarm/certificates/swarm-node.key");
+    const auto t = nodeTarget(manager, wdir);
     auto raft = shoal::manager::nodeApiRequest(t, "POST", "/raft/join", "{}");
     CPPUNIT_ASSERT(raft.isOk());
     CPPUNIT_ASSERT_EQUAL(403, raft->status);
@@ -412,12 +418,7 @@ class SwarmTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(cert->notAfter - cert->notBefore <= 48 * 3600 + 120);
     // Heartbeats answer with the period, the managers and the CA, and follow a change of them
     // (the answer keeps what it read of the cluster object until that changes).
-    shoal::manager::NodeApiTarget t;
-    t.address = swarm.status().advertiseAddr;
-    t.caFile = wdir.file("swarm/certificates/swarm-root-ca.crt");
-    t.serverNodeId = swarm.status().nodeId;
-    t.certFile = wdir.file("swarm/certificates/swarm-node.crt");
-    t.keyFile = wdir.file("swarm/certificates/swarm-node.key");
+    const auto t = nodeTarget(swarm, wdir);
     auto beat = [&] {
       auto hb = shoal::manager::nodeApiRequest(t, "POST", "/heartbeat");
       CPPUNIT_ASSERT(hb.isOk());
