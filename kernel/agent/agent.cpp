@@ -1,8 +1,6 @@
 #include "kernel/agent/agent.h"
 
 #include <Poco/File.h>
-#include <Poco/JSON/Array.h>
-#include <Poco/JSON/Parser.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,7 +18,6 @@ namespace shoal::agent {
 namespace {
 
 using namespace std::chrono_literals;
-using Poco::JSON::Array;
 using store::TaskState;
 
 // The task records are written at most this often (and at stop): every node rewrites its whole
@@ -940,41 +937,39 @@ void Agent::load() {
   const std::string text = buffer.str();
   // Read in place (wire.h), like the assignments it was made from; all or nothing.
   std::vector<Task> loaded;
+  auto readRecord = [&](std::string_view o) {
+    if (o.front() != '{') return true;  // not a record: skipped
+    Task t;
+    t.id = wire::stringMember(o, "id");
+    if (t.id.empty()) return true;
+    // An object; records written before it was copied raw hold it as a string.
+    auto task = wire::member(o, "task");
+    if (task && task->front() == '{') {
+      t.json = std::string(*task);
+    } else {
+      t.json = task ? wire::stringOf(*task).value_or("{}") : "{}";
+    }
+    t.state = stateNamed(wire::stringMember(o, "state", "assigned"), TaskState::kAssigned);
+    t.reported = t.state;
+    t.storeState = t.state;
+    t.desired = stateNamed(wire::stringMember(o, "desired", "running"), TaskState::kRunning);
+    t.message = wire::stringMember(o, "message");
+    t.err = wire::stringMember(o, "err");
+    t.exitCode = wire::intMember(o, "exit_code", -1);
+    t.pid = wire::intMember(o, "pid", 0);
+    t.graceNs = wire::intMember(o, "grace_ns", t.graceNs);
+    t.assigned = wire::boolMember(o, "assigned", true);
+    // An op that was in flight when the daemon stopped is asked again (prepare is idempotent;
+    // a task that was starting is waited on: it either runs or the runtime says it does not).
+    if (t.state == TaskState::kStarting) t.state = TaskState::kRunning;
+    loaded.push_back(std::move(t));
+    return true;
+  };
   std::string problem;
   const std::size_t end = wire::skipValue(text, 0);
   if (end == std::string::npos || wire::skipSpace(text, end) != text.size()) {
     problem = "not one well-formed JSON value";
-  } else if (!wire::forEach(text, [&](std::string_view o) {
-               if (o.front() != '{') return true;  // not a record: skipped
-               Task t;
-               t.id = wire::stringMember(o, "id");
-               if (t.id.empty()) return true;
-               // An object; records written before it was copied raw hold it as a string.
-               auto task = wire::member(o, "task");
-               if (task && task->front() == '{') {
-                 t.json = std::string(*task);
-               } else {
-                 t.json = task ? wire::stringOf(*task).value_or("{}") : "{}";
-               }
-               t.state =
-                   stateNamed(wire::stringMember(o, "state", "assigned"), TaskState::kAssigned);
-               t.reported = t.state;
-               t.storeState = t.state;
-               t.desired =
-                   stateNamed(wire::stringMember(o, "desired", "running"), TaskState::kRunning);
-               t.message = wire::stringMember(o, "message");
-               t.err = wire::stringMember(o, "err");
-               t.exitCode = wire::intMember(o, "exit_code", -1);
-               t.pid = wire::intMember(o, "pid", 0);
-               t.graceNs = wire::intMember(o, "grace_ns", t.graceNs);
-               t.assigned = wire::boolMember(o, "assigned", true);
-               // An op that was in flight when the daemon stopped is asked again (prepare is
-               // idempotent; a task that was starting is waited on: it either runs or the
-               // runtime says it does not).
-               if (t.state == TaskState::kStarting) t.state = TaskState::kRunning;
-               loaded.push_back(std::move(t));
-               return true;
-             })) {
+  } else if (!wire::forEach(text, readRecord)) {
     problem = "not a JSON array of records";
   }
   if (!problem.empty()) {

@@ -300,7 +300,6 @@ void Orchestrator::reconcile(const std::set<std::string>& services) {
       wake = std::min(wake, clock_.monotonic() + 100ms);
       creating_.erase(id);
     }
-    createdInPass_.clear();
     if (wake != Clock::MonoTime::max()) wakeAt_[id] = wake;
   }
 }

@@ -182,7 +182,7 @@ std::string desiredRole(const store::Object& node) {
 
 // A node's ManagerStatus, when it has one with a Raft id.
 std::optional<ManagerEntry> managerEntry(const store::Object& node) {
-  // Every heartbeat looks through all nodes: skip the parse for the workers, which have none.
+  // Callers look through all nodes: skip the parse for the workers, which have none.
   if (node.status.find("\"ManagerStatus\"") == std::string::npos) return std::nullopt;
   auto status = parseObject(node.status);
   auto m = status ? status->getObject("ManagerStatus") : nullptr;
