@@ -10,12 +10,10 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -353,7 +351,7 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
     agent_.reset();
     const std::string path = dir_->file("agent") + "/tasks.json";
-    std::string record = readFile(path);
+    std::string record = shoal::test::readFile(path);
     const std::string key = "\"task\":";
     const std::size_t at = record.find(key);
     CPPUNIT_ASSERT(at != std::string::npos);
@@ -365,7 +363,7 @@ class AgentTest : public CppUnit::TestFixture {
     for (char c : task) quoted += c == '"' ? std::string("\\\"") : std::string(1, c);
     quoted += '"';
     record.replace(from, to - from, quoted);
-    writeFile(path, record);
+    dir_->write("agent/tasks.json", record);
     // No leader to ask: what the agent knows comes from the record alone.
     std::shared_ptr<Dispatcher> old;
     {
@@ -383,7 +381,7 @@ class AgentTest : public CppUnit::TestFixture {
     runtime_->exit("t1", 0);
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kComplete; }));
     agent_.reset();
-    record = readFile(path);
+    record = shoal::test::readFile(path);
     CPPUNIT_ASSERT(record.find(key + "{") != std::string::npos);
     CPPUNIT_ASSERT(record.find("\"state\":\"complete\"") != std::string::npos);
   }
@@ -393,7 +391,7 @@ class AgentTest : public CppUnit::TestFixture {
     startAgent();
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
     agent_.reset();
-    writeFile(dir_->file("agent") + "/tasks.json", "[{\"id\":\"t1\",\"task\":{\"ID\"");
+    dir_->write("agent/tasks.json", "[{\"id\":\"t1\",\"task\":{\"ID\"");
     // The record does not read: the leader's full set says what runs here, and the task it
     // says is running is waited on again, not started twice.
     startAgent();
@@ -462,17 +460,6 @@ class AgentTest : public CppUnit::TestFixture {
     std::lock_guard<std::mutex> lock(dispatcherMu_);
     dispatcher_ = std::make_shared<Dispatcher>(*store_, random_, shoal::SystemClock::instance());
     dispatcher_->start();
-  }
-  static std::string readFile(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-  static void writeFile(const std::string& path, const std::string& text) {
-    std::ofstream out(path, std::ios::trunc);
-    out << text;
-    CPPUNIT_ASSERT(out.good());
   }
   void startAgent() {
     auto call = [this](const std::string& path,
