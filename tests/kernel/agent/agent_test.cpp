@@ -365,13 +365,7 @@ class AgentTest : public CppUnit::TestFixture {
     record.replace(from, to - from, quoted);
     dir_->write("agent/tasks.json", record);
     // No leader to ask: what the agent knows comes from the record alone.
-    std::shared_ptr<Dispatcher> old;
-    {
-      std::lock_guard<std::mutex> lock(dispatcherMu_);
-      old = std::move(dispatcher_);
-    }
-    old->stop();
-    old.reset();
+    stopDispatcher();
     startAgent();
     CPPUNIT_ASSERT(eventually([&] { return runtime_->count("wait t1") == 2; }));
     CPPUNIT_ASSERT_EQUAL(std::string("running"), agent_->tasks()["t1"]);
@@ -406,13 +400,7 @@ class AgentTest : public CppUnit::TestFixture {
     startAgent();
     CPPUNIT_ASSERT(eventually([&] { return state("t1") == TaskState::kRunning; }));
     // A new leader: its dispatcher knows no session, and the store lost the last report.
-    std::shared_ptr<Dispatcher> old;
-    {
-      std::lock_guard<std::mutex> lock(dispatcherMu_);
-      old = std::move(dispatcher_);
-    }
-    old->stop();
-    old.reset();
+    stopDispatcher();
     edit("t1", [](Object& o) {
       TaskStatus st;
       st.state = TaskState::kStarting;
@@ -456,6 +444,15 @@ class AgentTest : public CppUnit::TestFixture {
   }
 
  private:
+  // The leader goes: calls find no dispatcher until startDispatcher().
+  void stopDispatcher() {
+    std::shared_ptr<Dispatcher> old;
+    {
+      std::lock_guard<std::mutex> lock(dispatcherMu_);
+      old = std::move(dispatcher_);
+    }
+    old->stop();
+  }
   void startDispatcher() {
     std::lock_guard<std::mutex> lock(dispatcherMu_);
     dispatcher_ = std::make_shared<Dispatcher>(*store_, random_, shoal::SystemClock::instance());
