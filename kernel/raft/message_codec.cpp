@@ -18,7 +18,7 @@ constexpr uint8_t kFlagEntries = 0x02;
 constexpr uint8_t kFlagSnapshot = 0x04;
 constexpr uint8_t kKnownFlags = kFlagReject | kFlagEntries | kFlagSnapshot;
 
-constexpr uint8_t kLastMessageType = static_cast<uint8_t>(MessageType::kSnapshot);
+constexpr uint8_t kLastMessageType = static_cast<uint8_t>(MessageType::kProposeDropped);
 constexpr uint8_t kLastEntryType = static_cast<uint8_t>(EntryType::kConfChange);
 
 // The smallest an encoded entry can be (term, index, type, data length): a count claiming more

@@ -38,6 +38,8 @@ const char* messageTypeName(MessageType type) {
       return "TimeoutNow";
     case MessageType::kPropose:
       return "Propose";
+    case MessageType::kProposeDropped:
+      return "ProposeDropped";
   }
   return "?";
 }
@@ -320,6 +322,7 @@ void RaftCore::step(const Message& m) {
     handlePropose(m);
     return;
   }
+  if (m.type == MessageType::kProposeDropped) return;  // for RaftNode, which made the proposal
   if (m.term > term_) {
     if (m.type == MessageType::kVote || m.type == MessageType::kPreVote) {
       // With check-quorum, a node that hears from a live leader ignores campaigns: a
@@ -769,8 +772,21 @@ Result<Index> RaftCore::proposeConfChange(const ConfChange& cc) {
 }
 
 void RaftCore::handlePropose(const Message& m) {
+  // Entries not appended here and not passed on go back to the sender, so that its proposer
+  // does not wait out its timeout for an entry nobody holds.
+  auto drop = [&] {
+    if (m.from == kNone || m.from == config_.id) return;
+    Message back;
+    back.type = MessageType::kProposeDropped;
+    back.to = m.from;
+    back.entries = m.entries;
+    send(std::move(back));
+  };
   if (role_ == Role::kLeader) {
-    if (transferee_ != kNone) return;  // dropped: the client retries with the next leader
+    if (transferee_ != kNone) {  // handing over: the proposer retries with the next leader
+      drop();
+      return;
+    }
     for (const Entry& e : m.entries) {
       if (e.type != EntryType::kNormal) continue;  // membership changes are never forwarded
       Entry copy;
@@ -784,6 +800,8 @@ void RaftCore::handlePropose(const Message& m) {
     fwd.to = lead_;
     fwd.entries = m.entries;
     send(std::move(fwd));
+  } else {
+    drop();  // no leader known here (a member that just started, or an election under way)
   }
 }
 

@@ -307,9 +307,16 @@ void RaftNode::run() {
       inbox.swap(inbox_);
       commands.swap(commands_);
     }
-    for (const Message& m : inbox) core_->step(m);
+    for (const Message& m : inbox) {
+      if (m.type == MessageType::kProposeDropped) {
+        parkDropped(m);
+      } else {
+        core_->step(m);
+      }
+    }
     for (Command& c : commands) c(*core_);
     proposeUnsent();
+    retryParked();
     if (Clock::now() >= nextTick) {
       core_->tick();
       nextTick += options_.tick;
@@ -349,6 +356,60 @@ void RaftNode::proposeUnsent() {
     at = end;
   }
   unsent_.clear();
+}
+
+std::vector<uint64_t> RaftNode::ownRequests(std::string_view entry) const {
+  std::vector<uint64_t> out;
+  if (entry.size() >= kEnvelopeSize && entry[0] == kEnvelopeTag) {
+    if (getU64(entry, 1) == id()) out.push_back(getU64(entry, 9));
+  } else if (entry.size() >= kGroupHeaderSize && entry[0] == kGroupTag &&
+             getU64(entry, 1) == id()) {
+    if (auto group = unwrapGroup(entry)) {
+      for (const auto& [request, command] : *group) out.push_back(request);
+    }
+  }
+  return out;
+}
+
+bool RaftNode::pending(std::string_view entry) const {
+  for (uint64_t request : ownRequests(entry)) {
+    if (proposals_.count(request) != 0) return true;
+  }
+  return false;
+}
+
+void RaftNode::parkDropped(const Message& m) {
+  // Nobody appended these entries: proposing them again cannot apply a command twice. Only
+  // the proposer acts on them; one that passed on another member's entries lets it time out.
+  for (const Entry& e : m.entries) {
+    if (!pending(e.data)) continue;
+    parked_.push_back({e.data, m.from, std::chrono::steady_clock::now()});
+  }
+}
+
+void RaftNode::retryParked() {
+  if (parked_.empty()) return;
+  const NodeId lead = core_->role() == Role::kLeader ? id() : core_->leader();
+  if (lead == kNone) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto patience = options_.tick * options_.raft.electionTicks;
+  std::vector<Parked> keep;
+  for (Parked& p : parked_) {
+    if (!pending(p.entry)) continue;  // its proposers gave up waiting
+    if (lead == p.droppedBy && now - p.at < patience) {
+      keep.push_back(std::move(p));
+      continue;
+    }
+    if (Status s = core_->proposeOrForward(p.entry); !s) {
+      for (uint64_t request : ownRequests(p.entry)) {
+        if (auto w = proposals_.find(request); w != proposals_.end()) {
+          w->second->finish(s);
+          proposals_.erase(w);
+        }
+      }
+    }
+  }
+  parked_ = std::move(keep);
 }
 
 void RaftNode::processReady() {

@@ -112,6 +112,11 @@ class RaftNode {
 
   void run();
   void proposeUnsent();
+  void parkDropped(const Message& m);
+  void retryParked();
+  // The request ids of this member's commands in an entry (none for another member's).
+  std::vector<uint64_t> ownRequests(std::string_view entry) const;
+  bool pending(std::string_view entry) const;  // one of them still has a waiter
   void processReady();
   void applyCommitted(const Entry& e);
   void maybeCompact();
@@ -143,6 +148,14 @@ class RaftNode {
   std::vector<ReadState> readsToServe_;
   // Proposals received since the last pass of the loop: (request id, command).
   std::vector<std::pair<uint64_t, std::string>> unsent_;
+  // Entries of ours another member sent back unappended (kProposeDropped), held until there
+  // is a leader other than the member that dropped them, or an election timeout has passed.
+  struct Parked {
+    std::string entry;
+    NodeId droppedBy = kNone;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::vector<Parked> parked_;
   static constexpr std::size_t kMaxGroupCommands = 4096;
   static constexpr std::size_t kMaxGroupBytes = std::size_t{1} << 20;
   std::vector<std::pair<std::shared_ptr<Waiter>, Status>> outcomes_;  // to finish after a Ready

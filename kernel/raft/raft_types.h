@@ -79,6 +79,9 @@ enum class MessageType : uint8_t {
   kTimeoutNow,  // leadership transfer: "campaign now, you are up to date"
   kPropose,     // a follower forwards client proposals (entries) to the leader; term-less
   kSnapshot,    // InstallSnapshot: the follower is behind the leader's compacted log
+  // A member that cannot take a forwarded proposal (it knows no leader, or it leads and is
+  // handing over) sends its entries back: the proposer learns that nobody appended them.
+  kProposeDropped,
 };
 
 const char* messageTypeName(MessageType type);

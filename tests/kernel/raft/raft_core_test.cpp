@@ -37,6 +37,7 @@ class RaftCoreTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testSingleMemberCommitsAlone);
   CPPUNIT_TEST(testThreeMembersElectOneLeaderAndReplicate);
   CPPUNIT_TEST(testFollowerRefusesProposalsNamingTheLeader);
+  CPPUNIT_TEST(testAForwardedProposalNobodyTakesGoesBack);
   CPPUNIT_TEST(testIsolatedLeaderStepsDownAndMajorityMovesOn);
   CPPUNIT_TEST(testPreVoteKeepsAPartitionedMemberFromDisruptingTheLeader);
   CPPUNIT_TEST(testRestartedFollowerCatchesUpFromItsDisk);
@@ -83,6 +84,74 @@ class RaftCoreTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(r.status().code() == Status::Code::kUnavailable);
     CPPUNIT_ASSERT_EQUAL("not the leader (the leader is " + std::to_string(l) + ")",
                          r.status().message());
+  }
+
+  void testAForwardedProposalNobodyTakesGoesBack() {
+    // A member that just started knows no leader: a proposal forwarded to it (by a member
+    // still in the old leader's lease) is sent back, entries and all, not silently dropped.
+    shoal::SeededRandom random(3);
+    shoal::raft::RaftConfig config;
+    config.id = 2;
+    config.voters = {1, 2};
+    shoal::raft::RaftCore fresh(config, random);
+    shoal::raft::Message fwd;
+    fwd.type = shoal::raft::MessageType::kPropose;
+    fwd.from = 1;
+    fwd.to = 2;
+    fwd.entries.resize(2);
+    fwd.entries[0].data = "first";
+    fwd.entries[1].data = "second";
+    fresh.step(fwd);
+    CPPUNIT_ASSERT(fresh.hasReady());
+    shoal::raft::Ready rd = fresh.ready();
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), rd.messages.size());
+    const shoal::raft::Message& back = rd.messages[0];
+    CPPUNIT_ASSERT(back.type == shoal::raft::MessageType::kProposeDropped);
+    CPPUNIT_ASSERT_EQUAL(NodeId(1), back.to);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), back.entries.size());
+    CPPUNIT_ASSERT_EQUAL(std::string("first"), back.entries[0].data);
+    CPPUNIT_ASSERT_EQUAL(std::string("second"), back.entries[1].data);
+    CPPUNIT_ASSERT_EQUAL(shoal::raft::Index(0), fresh.lastIndex());  // nothing appended
+    fresh.advance();
+
+    // A leader handing over sends them back too.
+    config.id = 1;
+    shoal::raft::RaftCore leader(config, random);
+    auto drain = [&] {
+      std::vector<shoal::raft::Message> out;
+      while (leader.hasReady()) {
+        shoal::raft::Ready r = leader.ready();
+        out.insert(out.end(), r.messages.begin(), r.messages.end());
+        leader.advance();
+      }
+      return out;
+    };
+    leader.campaign();
+    drain();
+    shoal::raft::Message vote;
+    vote.type = shoal::raft::MessageType::kPreVoteResp;
+    vote.from = 2;
+    vote.to = 1;
+    vote.term = leader.term() + 1;
+    leader.step(vote);
+    vote.type = shoal::raft::MessageType::kVoteResp;
+    vote.term = leader.term();
+    leader.step(vote);
+    CPPUNIT_ASSERT(leader.role() == Role::kLeader);
+    drain();
+    CPPUNIT_ASSERT(leader.transferLeadership(2).isOk());
+    drain();
+    const auto before = leader.lastIndex();
+    fwd.from = 2;
+    fwd.to = 1;
+    leader.step(fwd);
+    CPPUNIT_ASSERT_EQUAL(before, leader.lastIndex());
+    bool sentBack = false;
+    for (const auto& m : drain()) {
+      sentBack = sentBack || (m.type == shoal::raft::MessageType::kProposeDropped && m.to == 2 &&
+                              m.entries.size() == 2);
+    }
+    CPPUNIT_ASSERT(sentBack);
   }
 
   void testIsolatedLeaderStepsDownAndMajorityMovesOn() {

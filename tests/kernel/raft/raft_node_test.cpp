@@ -91,7 +91,8 @@ struct Member {
 
 class Cluster {
  public:
-  explicit Cluster(int n, Index snapshotEvery = 10000) : snapshotEvery_(snapshotEvery) {
+  explicit Cluster(int n, Index snapshotEvery = 10000, std::chrono::milliseconds tick = 10ms)
+      : snapshotEvery_(snapshotEvery), tick_(tick) {
     for (int i = 1; i <= n; ++i) ids_.push_back(static_cast<NodeId>(i));
     for (NodeId id : ids_) start(id);
   }
@@ -109,7 +110,7 @@ class Cluster {
     RaftNodeOptions o;
     o.raft.id = id;
     o.raft.voters = ids_;
-    o.tick = 10ms;
+    o.tick = tick_;
     o.snapshotEvery = snapshotEvery_;
     m->transport = std::make_unique<shoal::test::LocalTransport>(hub, id);
     m->kv.reset();  // a restarted member rebuilds its state from the snapshot and the log
@@ -150,6 +151,7 @@ class Cluster {
   std::vector<NodeId> ids_;
   std::map<NodeId, std::unique_ptr<Member>> members_;
   Index snapshotEvery_;
+  std::chrono::milliseconds tick_;
 };
 
 }  // namespace
@@ -159,6 +161,7 @@ class RaftNodeTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testProposalsCommitEverywhere);
   CPPUNIT_TEST(testFollowerForwardsToTheLeader);
   CPPUNIT_TEST(testStateMachineOutcomeReachesTheProposer);
+  CPPUNIT_TEST(testProposalForwardedToARestartedLeaderStillCommits);
   CPPUNIT_TEST(testLeaderLossFailsOverAndKeepsAcknowledgedWrites);
   CPPUNIT_TEST(testRestartFromDiskKeepsCommittedState);
   CPPUNIT_TEST(testLaggingMemberCatchesUpBySnapshot);
@@ -197,6 +200,28 @@ class RaftNodeTest : public CppUnit::TestFixture {
     Status s = c.node(l).propose("fail", 2s);
     CPPUNIT_ASSERT(s.code() == Status::Code::kConflict);
     CPPUNIT_ASSERT_EQUAL(std::string("refused by the state machine"), s.message());
+  }
+
+  void testProposalForwardedToARestartedLeaderStillCommits() {
+    // Two members, as in a swarm of two managers. The leader restarts; the follower, still
+    // within its lease, forwards a proposal to it, and the restarted member (no leader known
+    // yet) sends it back. The follower proposes it again once a leader is elected, instead of
+    // waiting out its timeout for an entry nobody holds.
+    Cluster c(2, 10000, 50ms);  // elections after 0.5-1 s, so the lease outlives the restart
+    NodeId l = c.waitLeader();
+    CPPUNIT_ASSERT(l != 0);
+    NodeId f = l == 1 ? 2 : 1;
+    CPPUNIT_ASSERT(eventually([&] { return c.node(f).leader() == l; }));
+    CPPUNIT_ASSERT(c.node(l).propose("before=restart", 2s).isOk());
+    c.stop(l);
+    c.start(l);
+    CPPUNIT_ASSERT_EQUAL(l, c.node(f).leader());  // the follower has not noticed
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = c.node(f).propose("after=restart", 5s);
+    CPPUNIT_ASSERT_MESSAGE(s.toString(), s.isOk());
+    CPPUNIT_ASSERT(std::chrono::steady_clock::now() - t0 < 4s);
+    CPPUNIT_ASSERT_EQUAL(std::string("restart"), c.kv(f).get("after"));
+    CPPUNIT_ASSERT(eventually([&] { return c.kv(l).get("after") == "restart"; }));
   }
 
   void testLeaderLossFailsOverAndKeepsAcknowledgedWrites() {

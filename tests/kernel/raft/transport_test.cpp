@@ -439,7 +439,7 @@ class TransportTest : public CppUnit::TestFixture {
     Message snapshotWithLearnersOnly;
     snapshotWithLearnersOnly.snapshot.learners = {9};
     cases.push_back(snapshotWithLearnersOnly);
-    for (int t = 0; t <= static_cast<int>(MessageType::kSnapshot); ++t) {
+    for (int t = 0; t <= static_cast<int>(MessageType::kProposeDropped); ++t) {
       Message m = append(1, 2, 7);
       m.type = static_cast<MessageType>(t);
       cases.push_back(m);
