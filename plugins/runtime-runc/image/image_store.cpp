@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <sstream>
@@ -277,6 +278,7 @@ ImageStore::ImageStore(std::string root, RegistryOptions options, Platform platf
       blobs_(root_ + "/blobs/sha256"),
       layers_(root_ + "/layers"),
       tmp_(root_ + "/tmp"),
+      partial_(root_ + "/partial"),
       indexPath_(root_ + "/images.json"),
       options_(std::move(options)),
       platform_(std::move(platform)),
@@ -291,6 +293,7 @@ ImageStore::ImageStore(std::string root, RegistryOptions options, Platform platf
   fs::mkdirs(blobs_, 0700);
   fs::mkdirs(layers_, 0700);
   fs::mkdirs(tmp_, 0700);
+  fs::mkdirs(partial_, 0700);
   const std::string lockPath = root_ + "/lock";
   lockFd_ = open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lockFd_ < 0) fs::throwErrno("open " + lockPath);
@@ -306,6 +309,10 @@ ImageStore::ImageStore(std::string root, RegistryOptions options, Platform platf
     }
     for (const std::string& name : listDir(blobs_)) {
       if (name.size() != 64 || !isHex(name)) fs::removeTree(blobs_ + "/" + name);
+    }
+    // Interrupted layer downloads stay, for the next pull to go on from.
+    for (const std::string& name : listDir(partial_)) {
+      if (name.size() != 64 || !isHex(name)) fs::removeTree(partial_ + "/" + name);
     }
     std::lock_guard<std::mutex> lock(mutex_);
     readIndexLocked();
@@ -670,17 +677,30 @@ void ImageStore::fetchLayer(const Reference& ref, const LayerSource& layer) {
     }
   }
   if (owner) {
-    const std::string blob = tmp_ + "/" + fs::uniqueName("blob");
+    // The download goes to partial/<blob>, where an interrupted one is kept for the next pull
+    // (after a restart too) to go on from; a blob another layer is already downloading (the
+    // same bytes under another parent: rare) goes to tmp/, from scratch.
+    bool resumable = false;
+    std::string blob = partial_ + "/" + digestHex(layer.blob.digest);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      resumable = isSha256Digest(layer.blob.digest) && downloading_.insert(blob).second;
+    }
+    if (!resumable) blob = tmp_ + "/" + fs::uniqueName("blob");
+    bool fetched = false;
     try {
-      registry_->blobToFile(ref, layer.blob.digest, layer.blob.size, blob);
+      registry_->blobToFile(ref, layer.blob.digest, layer.blob.size, blob, resumable);
+      fetched = true;
       unpackInto(blob, layer.diffId, layer.chainId, "layer " + layer.blob.digest);
       unlink(blob.c_str());
       promise.set_value();
     } catch (...) {
-      unlink(blob.c_str());
+      // blobToFile decided whether a partial download stays; anything it finished goes.
+      if (fetched || !resumable) unlink(blob.c_str());
       promise.set_exception(std::current_exception());
     }
     std::lock_guard<std::mutex> lock(mutex_);
+    if (resumable) downloading_.erase(blob);
     unpacking_.erase(layer.chainId);
   }
   shared.get();
@@ -876,6 +896,20 @@ ImageStore::GcResult ImageStore::gc() {
     };
     take(layers_, result.layers);
     take(blobs_, result.blobs);
+    // Interrupted downloads nobody has gone on with for a while.
+    const auto now = std::chrono::system_clock::now();
+    for (const std::string& name : listDir(partial_)) {
+      const std::string path = partial_ + "/" + name;
+      struct stat st {};
+      if (downloading_.count(path) || stat(path.c_str(), &st) != 0) continue;
+      const auto written = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
+      if (now - written < kPartialKeep) continue;
+      std::string victim = tmp_ + "/" + fs::uniqueName("gc");
+      if (rename(path.c_str(), victim.c_str()) == 0) {
+        victims.push_back(victim);
+        ++result.partials;
+      }
+    }
   }
   for (const std::string& v : victims) result.bytes += fs::removeTree(v);
   return result;

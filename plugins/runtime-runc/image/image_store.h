@@ -3,6 +3,7 @@
 // README.md for the store's layout, crash safety, auth flow and limits.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <future>
@@ -100,12 +101,14 @@ class ImageStore {
   // Idempotent; unknown images and holders are ignored.
   void release(const std::string& imageId, const std::string& holder);
   struct GcResult {
-    size_t images = 0, layers = 0, blobs = 0;
+    size_t images = 0, layers = 0, blobs = 0, partials = 0;
     uint64_t bytes = 0;
   };
   // Deletes images nothing names and nobody holds, then blobs and extracted layers not reachable
-  // from any image (never those a pull or load in progress uses).
+  // from any image (never those a pull or load in progress uses), and interrupted downloads
+  // not written to for kPartialKeep.
   GcResult gc();
+  static constexpr std::chrono::hours kPartialKeep{1};
 
   const std::string& root() const { return root_; }
 
@@ -143,7 +146,7 @@ class ImageStore {
   void persistLocked();
   void readIndexLocked();
 
-  const std::string root_, blobs_, layers_, tmp_, indexPath_;
+  const std::string root_, blobs_, layers_, tmp_, partial_, indexPath_;
   const RegistryOptions options_;
   const Platform platform_;
   std::unique_ptr<RegistryClient> registry_;
@@ -154,8 +157,9 @@ class ImageStore {
   std::map<std::string, std::string> tags_;                    // GUARDED_BY(mutex_): tag ref -> id
   std::map<std::string, std::shared_future<Image>> pulls_;     // GUARDED_BY(mutex_): by ref
   std::map<std::string, std::shared_future<void>> unpacking_;  // GUARDED_BY(mutex_): chain id
-  std::multiset<std::string> pins_;  // GUARDED_BY(mutex_): chain ids and blob digests in use
-                                     // by a pull or load in progress, which gc() keeps
+  std::multiset<std::string> pins_;    // GUARDED_BY(mutex_): chain ids and blob digests in use
+                                       // by a pull or load in progress, which gc() keeps
+  std::set<std::string> downloading_;  // GUARDED_BY(mutex_): partial/ files being written
 };
 
 }  // namespace shoal::runc

@@ -25,10 +25,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <istream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -301,7 +303,7 @@ std::string RegistryClient::credentials(const std::string& domain) const {
 
 RegistryClient::Response RegistryClient::get(const Reference& ref, const std::string& target,
                                              const std::string& accept, Sink sink, void* ctx,
-                                             const std::string& what) {
+                                             const std::string& what, const std::string& range) {
   const std::string key = ref.domain + "|repository:" + ref.path + ":pull";
   std::string auth;
   {
@@ -332,6 +334,7 @@ RegistryClient::Response RegistryClient::get(const Reference& ref, const std::st
                                    Poco::Net::HTTPMessage::HTTP_1_1);
         req.set("User-Agent", "shoal-runtime-runc/0.1");
         if (!accept.empty()) req.set("Accept", accept);
+        if (!range.empty()) req.set("Range", range);
         // Credentials go to the registry only, never to a redirect's storage backend.
         if (!auth.empty() && sameHost) req.set("Authorization", auth);
         session->sendRequest(req);
@@ -342,8 +345,8 @@ RegistryClient::Response RegistryClient::get(const Reference& ref, const std::st
         r.reason = resp.getReason();
         for (const auto& [k, v] : resp) r.headers.emplace_back(lower(k), v);
         r.redirected = hop > 0;
-        if (r.status == 200 && sink != nullptr) {
-          sink(ctx, in);
+        if ((r.status == 200 || (r.status == 206 && !range.empty())) && sink != nullptr) {
+          sink(ctx, r.status, r.header("content-range"), in);
         } else {
           char buf[4096];
           while (r.body.size() < kErrorBodyLimit && in.read(buf, sizeof buf).gcount() > 0) {
@@ -499,7 +502,7 @@ struct MemorySink {
   std::size_t limit;
   bool tooBig = false;
   bool broken = false;
-  static void take(void* ctx, std::istream& in) {
+  static void take(void* ctx, int, const std::string&, std::istream& in) {
     auto* self = static_cast<MemorySink*>(ctx);
     char buf[65536];
     while (in.read(buf, sizeof buf).gcount() > 0) {
@@ -513,22 +516,70 @@ struct MemorySink {
   }
 };
 
+// The first byte a 206's Content-Range ("bytes 100-199/200") covers.
+std::optional<uint64_t> rangeStart(const std::string& contentRange) {
+  const std::string prefix = "bytes ";
+  if (contentRange.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  uint64_t v = 0;
+  std::size_t i = prefix.size();
+  if (i >= contentRange.size() || !std::isdigit(static_cast<unsigned char>(contentRange[i]))) {
+    return std::nullopt;
+  }
+  for (; i < contentRange.size() && std::isdigit(static_cast<unsigned char>(contentRange[i]));
+       ++i) {
+    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(contentRange[i] - '0');
+  }
+  if (i >= contentRange.size() || contentRange[i] != '-') return std::nullopt;
+  return v;
+}
+
+// A blob streamed into a file and hashed as it arrives; a 206 goes on from what the file holds.
 struct FileSink {
   int fd = -1;
   std::string path;
   std::string what;
   int64_t size = -1;
-  Sha256 hash;
-  uint64_t bytes = 0;
-  std::string digest;
-  static void take(void* ctx, std::istream& in) {
+  std::optional<Sha256> hash{std::in_place};
+  uint64_t bytes = 0;     // in the file, every one hashed
+  bool fatal = false;     // the error thrown is not one a retry could mend
+  bool badRange = false;  // a 206 that did not go on from `bytes`
+
+  void startOver() {
+    if (ftruncate(fd, 0) != 0) fs::throwErrno("truncate " + path);
+    if (lseek(fd, 0, SEEK_SET) < 0) fs::throwErrno("seek " + path);
+    hash.emplace();
+    bytes = 0;
+  }
+  // Hashes what the file already holds and leaves the write position at its end.
+  void adopt() {
+    std::vector<char> buf(1 << 17);
+    if (lseek(fd, 0, SEEK_SET) < 0) fs::throwErrno("seek " + path);
+    bytes = 0;
+    while (true) {
+      ssize_t n = read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fs::throwErrno("read " + path);
+      if (n == 0) break;
+      hash->update(buf.data(), static_cast<std::size_t>(n));
+      bytes += static_cast<uint64_t>(n);
+    }
+  }
+  static void take(void* ctx, int status, const std::string& contentRange, std::istream& in) {
     auto* self = static_cast<FileSink*>(ctx);
+    if (status == 200) {
+      if (self->bytes > 0) self->startOver();  // the registry ignored the Range: all of it again
+    } else if (rangeStart(contentRange) != self->bytes) {
+      self->badRange = true;
+      throw sdk::Error(SHOAL_EIO, self->what + ": asked for the bytes from " +
+                                      std::to_string(self->bytes) +
+                                      ", the registry sent Content-Range \"" + contentRange + "\"");
+    }
     std::vector<char> buf(1 << 17);
     while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())).gcount() > 0) {
       std::size_t n = static_cast<std::size_t>(in.gcount());
-      self->hash.update(buf.data(), n);
-      self->bytes += n;
-      if (self->size >= 0 && self->bytes > static_cast<uint64_t>(self->size)) {
+      if (self->size >= 0 && self->bytes + n > static_cast<uint64_t>(self->size)) {
+        self->fatal = true;
         throw sdk::Error(SHOAL_EIO, self->what + ": the registry sent more than the " +
                                         std::to_string(self->size) + " bytes the manifest says");
       }
@@ -536,15 +587,19 @@ struct FileSink {
       while (done < n) {
         ssize_t w = write(self->fd, buf.data() + done, n - done);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) fs::throwErrno("write " + self->path);
+        if (w < 0) {
+          self->fatal = true;
+          fs::throwErrno("write " + self->path);
+        }
         done += static_cast<std::size_t>(w);
       }
+      self->hash->update(buf.data(), n);
+      self->bytes += n;
     }
     if (in.bad()) {
       throw sdk::Error(SHOAL_EIO, self->what + ": download interrupted after " +
                                       std::to_string(self->bytes) + " bytes");
     }
-    self->digest = self->hash.digest();
   }
 };
 
@@ -574,26 +629,73 @@ RegistryClient::Fetched RegistryClient::manifest(const Reference& ref,
 }
 
 uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& digest, int64_t size,
-                                    const std::string& path) {
+                                    const std::string& path, bool resume) {
   FileSink sink;
   sink.path = path;
   sink.what = "blob " + digest;
   sink.size = size;
-  sink.fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // Without a size there is no telling whether kept bytes are all of it: start over then.
+  resume = resume && size >= 0;
+  sink.fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0600);
   if (sink.fd < 0) fs::throwErrno("create " + path);
+  const std::string target = "/v2/" + ref.path + "/blobs/" + digest;
+  bool keep = false;  // whether an error leaves the file for a later call to go on from
   try {
-    Response r =
-        get(ref, "/v2/" + ref.path + "/blobs/" + digest, "", &FileSink::take, &sink, sink.what);
-    if (r.status != 200) statusError(sink.what, r.said(), r.status);
-    if (size >= 0 && sink.bytes != static_cast<uint64_t>(size)) {
-      throw sdk::Error(SHOAL_EIO, sink.what + ": the registry sent " + std::to_string(sink.bytes) +
-                                      " bytes, the manifest says " + std::to_string(size));
+    if (resume) sink.adopt();
+    if (size >= 0 && sink.bytes > static_cast<uint64_t>(size)) sink.startOver();
+    bool unproven = sink.bytes > 0;  // bytes an earlier call left, not yet checked
+    for (int attempt = 1;; ++attempt) {
+      const uint64_t before = sink.bytes;
+      if (size < 0 || before < static_cast<uint64_t>(size)) {
+        keep = resume;
+        const bool more = attempt < kBlobAttempts;
+        try {
+          Response r = get(ref, target, "", &FileSink::take, &sink, sink.what,
+                           before > 0 ? "bytes=" + std::to_string(before) + "-" : "");
+          if (r.status == 416 && before > 0 && more) {  // the registry will not go on from there
+            sink.startOver();
+            continue;
+          }
+          if (r.status != 200 && r.status != 206) {
+            keep = keep && r.status != 404;
+            statusError(sink.what, r.said(), r.status);
+          }
+        } catch (const sdk::Error&) {
+          if (sink.fatal) keep = false;
+          if (sink.badRange && more) {
+            sink.badRange = false;
+            sink.startOver();
+            continue;
+          }
+          if (!sink.fatal && sink.bytes > before && more) continue;  // cut short: go on
+          throw;
+        }
+        if (size >= 0 && sink.bytes < static_cast<uint64_t>(size)) {
+          if (sink.bytes > before && more) continue;  // the connection ended early: go on
+          throw sdk::Error(SHOAL_EIO, sink.what + ": the registry sent " +
+                                          std::to_string(sink.bytes) +
+                                          " bytes, the manifest says " + std::to_string(size));
+        }
+      }
+      const std::string got = sink.hash->digest();
+      if (got != digest && unproven) {  // what was kept was wrong: fetch it whole, once
+        unproven = false;
+        sink.startOver();
+        continue;
+      }
+      keep = false;
+      checkDigest("blob", digest, got);
+      if (fsync(sink.fd) != 0) fs::throwErrno("fsync " + path);
+      break;
     }
-    checkDigest("blob", digest, sink.digest);
-    if (fsync(sink.fd) != 0) fs::throwErrno("fsync " + path);
   } catch (...) {
-    close(sink.fd);
-    unlink(path.c_str());
+    if (keep) {
+      fsync(sink.fd);  // best effort: the next call hashes whatever is there
+      close(sink.fd);
+    } else {
+      close(sink.fd);
+      unlink(path.c_str());
+    }
     throw;
   }
   if (close(sink.fd) != 0) {

@@ -32,12 +32,21 @@ class RegistryClient {
   // registry has no such manifest, SHOAL_EIO for everything else that goes wrong.
   Fetched manifest(const Reference& ref, const std::string& tagOrDigest, const std::string& what);
 
-  // Blob `digest` of `ref`'s repository streamed into a new file `path` and checked against
-  // `digest` (and `size` when >= 0) while it arrives; redirects are followed. On any error the
-  // file is removed and SHOAL_EIO ("blob sha256:...: digest mismatch (got sha256:...)") or
-  // SHOAL_ENOENT (the registry has no such blob) is thrown. Returns the bytes written.
+  // Blob `digest` of `ref`'s repository streamed into the file `path` and checked against
+  // `digest` (and `size` when >= 0) while it arrives; redirects are followed. A transfer cut
+  // short after some bytes arrived is resumed (`Range: bytes=N-`), up to kBlobAttempts
+  // requests. On an error the file is removed and SHOAL_EIO ("blob sha256:...: digest mismatch
+  // (got sha256:...)") or SHOAL_ENOENT (the registry has no such blob) is thrown. Returns the
+  // bytes in the file.
+  //
+  // With `resume`, what `path` already holds (an earlier call's, perhaps before a restart) is
+  // hashed and only the rest is asked for, and the file stays on an error that may pass (the
+  // registry unreachable or failing, a transfer cut short) for the next call to go on from.
+  // Bytes kept that turn out not to match the digest are thrown away and the blob fetched
+  // again whole, once.
   uint64_t blobToFile(const Reference& ref, const std::string& digest, int64_t size,
-                      const std::string& path);
+                      const std::string& path, bool resume = false);
+  static constexpr int kBlobAttempts = 8;
   // A small blob (an image config) in memory, checked the same way; at most `limit` bytes.
   std::string blob(const Reference& ref, const std::string& digest, int64_t size,
                    std::size_t limit = 16 << 20);
@@ -51,11 +60,13 @@ class RegistryClient {
     std::string domain;  // "host:port" as the reference names it
   };
   struct Response;
-  using Sink = void (*)(void* ctx, std::istream& in);
+  // Takes a 200's or 206's body; `contentRange` is the 206's Content-Range.
+  using Sink = void (*)(void* ctx, int status, const std::string& contentRange, std::istream& in);
 
   Endpoint endpoint(const std::string& domain) const;
+  // `range`, when not empty, is sent as the Range header (to redirects too).
   Response get(const Reference& ref, const std::string& target, const std::string& accept,
-               Sink sink, void* ctx, const std::string& what);
+               Sink sink, void* ctx, const std::string& what, const std::string& range = "");
   std::string authorize(const Reference& ref, const Response& challenge, const std::string& what);
   std::string credentials(const std::string& domain) const;  // "Basic ..." or ""
   // The CA files options_.certsDir holds for `domain` (sorted; none without a certsDir).

@@ -18,6 +18,7 @@
 #include <Poco/Net/SocketAddress.h>
 #include <cppunit/extensions/HelperMacros.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <shoal/plugin.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -228,6 +230,27 @@ class FakeRegistry {
     std::lock_guard<std::mutex> lock(mutex_);
     corrupt_ = digest;
   }
+  // The next transfer of blob `digest` stops at byte `at` and the connection closes, as if it
+  // were cut; with `thenDown`, storage answers 503 from then on, until up().
+  void cutAt(const std::string& digest, std::size_t at, bool thenDown) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cut_ = digest;
+    cutAt_ = at;
+    downAfterCut_ = thenDown;
+  }
+  void up() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    down_ = false;
+  }
+  // Each storage transfer of a blob: the Range asked for ("" for none), the bytes sent.
+  struct Transfer {
+    std::string range;
+    std::size_t bytes = 0;
+  };
+  std::vector<Transfer> transfers(const std::string& digest) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return transfers_[digest];
+  }
   int hits(const std::string& path) {
     std::lock_guard<std::mutex> lock(mutex_);
     return hits_[path];
@@ -283,6 +306,42 @@ class FakeRegistry {
     resp.send() << body;
   }
 
+  // A blob, or from a `Range: bytes=N-` on the part asked for (206), cut where cutAt() said.
+  void sendBlob(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp,
+                const std::string& digest, const std::string& body) {
+    const std::string range = req.get("Range", "");
+    std::size_t from = 0;
+    if (!range.empty()) {
+      if (range.rfind("bytes=", 0) != 0 || range.back() != '-') return send(resp, 400, "range?");
+      from = std::stoul(range.substr(6));
+      if (from >= body.size()) return send(resp, 416, "");
+    }
+    std::size_t end = body.size();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (down_) return send(resp, 503, "down for maintenance");
+      if (digest == cut_ && cutAt_ > from && cutAt_ < end) {
+        end = cutAt_;
+        cut_.clear();
+        down_ = downAfterCut_;
+      }
+      transfers_[digest].push_back({range, end - from});
+    }
+    resp.setStatus(range.empty() ? Poco::Net::HTTPResponse::HTTP_OK
+                                 : Poco::Net::HTTPResponse::HTTP_PARTIAL_CONTENT);
+    if (!range.empty()) {
+      resp.set("Content-Range", "bytes " + std::to_string(from) + "-" +
+                                    std::to_string(body.size() - 1) + "/" +
+                                    std::to_string(body.size()));
+    }
+    resp.setContentType("application/octet-stream");
+    resp.setContentLength(static_cast<std::streamsize>(body.size() - from));
+    resp.setKeepAlive(false);  // so that a cut transfer ends with the connection
+    std::ostream& out = resp.send();
+    out.write(body.data() + from, static_cast<std::streamsize>(end - from));
+    out.flush();
+  }
+
   std::string blobBytes(const std::string& hexDigest) {
     std::string path = layout_ + "/blobs/sha256/" + hexDigest;
     if (!shoal::runc::fs::exists(path)) return "";
@@ -316,7 +375,7 @@ class FakeRegistry {
         if (digest == corrupt_ && !body.empty()) body[body.size() / 2] ^= 0x55;
       }
       if (body.empty()) return send(resp, 404, "no such object");
-      return send(resp, 200, body, "application/octet-stream");
+      return sendBlob(req, resp, digest, body);
     }
     if (path.rfind("/v2/", 0) != 0) return send(resp, 404, "not here");
     if (auth != std::string("Bearer ") + kToken) {
@@ -379,11 +438,16 @@ class FakeRegistry {
   uint16_t storagePort_ = 0;
   std::unique_ptr<Poco::Net::HTTPServer> server_, storage_;
   std::mutex mutex_;
-  std::string corrupt_;              // GUARDED_BY(mutex_)
-  std::map<std::string, int> hits_;  // GUARDED_BY(mutex_)
-  int tokenGrants_ = 0;              // GUARDED_BY(mutex_)
-  int unauthorized_ = 0;             // GUARDED_BY(mutex_)
-  bool storageSawAuth_ = false;      // GUARDED_BY(mutex_)
+  std::string corrupt_;                                     // GUARDED_BY(mutex_)
+  std::map<std::string, int> hits_;                         // GUARDED_BY(mutex_)
+  int tokenGrants_ = 0;                                     // GUARDED_BY(mutex_)
+  int unauthorized_ = 0;                                    // GUARDED_BY(mutex_)
+  bool storageSawAuth_ = false;                             // GUARDED_BY(mutex_)
+  std::string cut_;                                         // GUARDED_BY(mutex_)
+  std::size_t cutAt_ = 0;                                   // GUARDED_BY(mutex_)
+  bool downAfterCut_ = false;                               // GUARDED_BY(mutex_)
+  bool down_ = false;                                       // GUARDED_BY(mutex_)
+  std::map<std::string, std::vector<Transfer>> transfers_;  // GUARDED_BY(mutex_): by digest
 };
 
 constexpr char FakeRegistry::kUser[];
@@ -392,6 +456,30 @@ constexpr char FakeRegistry::kToken[];
 
 std::string topLayerDir(ImageStore& store, const Image& image) {
   return store.layerDirs(image).at(0);
+}
+
+// A credentials file for the fake registry's user.
+std::string credentials(TempDir& tmp, const FakeRegistry& fake) {
+  return tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
+                                      base64("shoal:s3cret") + "\"}}}");
+}
+
+std::size_t blobSize(World& w, const std::string& digest) {
+  return readAll(w.images + "/layout/blobs/sha256/" + hex(digest)).size();
+}
+
+off_t fileSize(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+void flipByte(const std::string& path, off_t at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(at);
+  char c = 0;
+  f.get(c);
+  f.seekp(at);
+  f.put(static_cast<char>(c ^ 0x5a));
 }
 
 }  // namespace
@@ -410,6 +498,8 @@ class RuncImagePullTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testTokenServiceRefusesWithoutCredentials);
   CPPUNIT_TEST(testConcurrentPullsShareTheWork);
   CPPUNIT_TEST(testCorruptBlobIsRejectedAndLeavesNothing);
+  CPPUNIT_TEST(testCutTransferGoesOnFromWhereItStopped);
+  CPPUNIT_TEST(testInterruptedDownloadResumesAfterARestart);
   CPPUNIT_TEST(testGcAfterRemoveFreesLayers);
   CPPUNIT_TEST(testUnreachableRegistryIsEIO);
   CPPUNIT_TEST(testHttpsRegistryTrustedThroughItsCertsDir);
@@ -689,11 +779,97 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(
         !shoal::runc::fs::exists(store.root() + "/blobs/sha256/" + hex(w.at("V2_BLOB"))));
     CPPUNIT_ASSERT_EQUAL(0, countEntries(store.root() + "/tmp"));
+    CPPUNIT_ASSERT_EQUAL(0, countEntries(store.root() + "/partial"));  // wrong bytes never kept
     // Once the registry serves the right bytes, the same store pulls it whole.
     fake.corrupt("");
     Image v2 = store.pull(fake.ref("v2"));
     CPPUNIT_ASSERT_EQUAL(std::string("v2\n"),
                          readAll(topLayerDir(store, v2) + "/etc/shoal-test-version"));
+  }
+
+  void testCutTransferGoesOnFromWhereItStopped() {
+    World& w = world();
+    FakeRegistry fake(w.images + "/layout");
+    TempDir tmp;
+    ImageStore store(tmp.file("store"), RegistryOptions{{}, credentials(tmp, fake), 3, 30, ""});
+    const std::string base = w.at("BASE_BLOB");
+    const std::size_t size = blobSize(w, base), cut = size / 3;
+    fake.cutAt(base, cut, false);
+    Image v1 = store.pull(fake.ref("v1"));
+    CPPUNIT_ASSERT_EQUAL(std::string("v1\n"),
+                         readAll(topLayerDir(store, v1) + "/etc/shoal-test-version"));
+    // One transfer cut short, one for the rest: no byte fetched twice.
+    std::vector<FakeRegistry::Transfer> t = fake.transfers(base);
+    CPPUNIT_ASSERT_EQUAL(std::size_t(2), t.size());
+    CPPUNIT_ASSERT_EQUAL(std::string(""), t[0].range);
+    CPPUNIT_ASSERT_EQUAL(cut, t[0].bytes);
+    CPPUNIT_ASSERT_EQUAL("bytes=" + std::to_string(cut) + "-", t[1].range);
+    CPPUNIT_ASSERT_EQUAL(size - cut, t[1].bytes);
+    CPPUNIT_ASSERT_EQUAL(0, countEntries(store.root() + "/partial"));
+    CPPUNIT_ASSERT_EQUAL(0, countEntries(store.root() + "/tmp"));
+  }
+
+  void testInterruptedDownloadResumesAfterARestart() {
+    World& w = world();
+    FakeRegistry fake(w.images + "/layout");
+    TempDir tmp;
+    const std::string root = tmp.file("store"), creds = credentials(tmp, fake);
+    const std::string base = w.at("BASE_BLOB");
+    const std::size_t size = blobSize(w, base), cut = size / 2;
+    const std::string partial = root + "/partial/" + hex(base);
+    {
+      ImageStore store(root, RegistryOptions{{}, creds, 1, 30, ""});
+      fake.cutAt(base, cut, true);  // cut, then the storage is down: the pull fails
+      expectError([&] { store.pull(fake.ref("v1")); }, SHOAL_EIO, "(registry said 503)");
+      CPPUNIT_ASSERT(!store.find(fake.ref("v1")).has_value());
+      CPPUNIT_ASSERT_EQUAL(static_cast<off_t>(cut), fileSize(partial));  // kept, on disk
+    }
+    // A new store on the same root (shoald restarted) goes on from the kept bytes.
+    fake.up();
+    {
+      ImageStore store(root, RegistryOptions{{}, creds, 1, 30, ""});
+      CPPUNIT_ASSERT_EQUAL(static_cast<off_t>(cut), fileSize(partial));
+      Image v1 = store.pull(fake.ref("v1"));
+      CPPUNIT_ASSERT_EQUAL(w.at("V1_CONFIG"), v1.id);
+      std::vector<FakeRegistry::Transfer> t = fake.transfers(base);
+      CPPUNIT_ASSERT_EQUAL(std::size_t(2), t.size());
+      CPPUNIT_ASSERT_EQUAL("bytes=" + std::to_string(cut) + "-", t[1].range);
+      CPPUNIT_ASSERT_EQUAL(size - cut, t[1].bytes);
+      CPPUNIT_ASSERT_EQUAL(0, countEntries(root + "/partial"));
+      store.remove(fake.ref("v1"), false);
+      store.gc();
+    }
+    // Kept bytes that are wrong (a disk that lied) are thrown away: the blob comes again whole.
+    {
+      ImageStore store(root, RegistryOptions{{}, creds, 1, 30, ""});
+      fake.cutAt(base, cut, true);
+      expectError([&] { store.pull(fake.ref("v1")); }, SHOAL_EIO, "(registry said 503)");
+      flipByte(partial, cut / 2);
+      fake.up();
+      Image v1 = store.pull(fake.ref("v1"));
+      CPPUNIT_ASSERT_EQUAL(w.at("V1_CONFIG"), v1.id);
+      std::vector<FakeRegistry::Transfer> t = fake.transfers(base);
+      CPPUNIT_ASSERT_EQUAL(std::size_t(5), t.size());
+      CPPUNIT_ASSERT_EQUAL("bytes=" + std::to_string(cut) + "-", t[3].range);
+      CPPUNIT_ASSERT_EQUAL(std::string(""), t[4].range);
+      CPPUNIT_ASSERT_EQUAL(size, t[4].bytes);
+      CPPUNIT_ASSERT_EQUAL(0, countEntries(root + "/partial"));
+    }
+    // gc() leaves an interrupted download alone for an hour, then frees it.
+    {
+      ImageStore store(root, RegistryOptions{{}, creds, 1, 30, ""});
+      store.remove(fake.ref("v1"), false);
+      store.gc();
+      fake.cutAt(base, cut, true);
+      expectError([&] { store.pull(fake.ref("v1")); }, SHOAL_EIO, "(registry said 503)");
+      CPPUNIT_ASSERT_EQUAL(std::size_t(0), store.gc().partials);
+      CPPUNIT_ASSERT(shoal::runc::fs::exists(partial));
+      const struct timespec old[2] = {{time(nullptr) - 7200, 0}, {time(nullptr) - 7200, 0}};
+      CPPUNIT_ASSERT_EQUAL(0, utimensat(AT_FDCWD, partial.c_str(), old, 0));
+      CPPUNIT_ASSERT_EQUAL(std::size_t(1), store.gc().partials);
+      CPPUNIT_ASSERT(!shoal::runc::fs::exists(partial));
+      fake.up();
+    }
   }
 
   void testGcAfterRemoveFreesLayers() {
