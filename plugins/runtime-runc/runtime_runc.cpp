@@ -36,6 +36,7 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -398,6 +399,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       configError(kName, "config key \"seccomp\" must be \"default\" or \"unconfined\"");
     }
     seccomp_ = seccomp == "default";
+    swapLimit_ = shoal::runc::hostLimitsSwap();
     cgroupParent_ = stringKey(*config, "cgroup_parent", cgroupParent_);
     if (cgroupParent_.empty() || cgroupParent_.find("..") != std::string::npos ||
         cgroupParent_[0] == '/') {
@@ -508,6 +510,11 @@ class RuncRuntime : public shoal::sdk::Instance {
       }
     }
     if (spec.stopGraceNs > 0) t.graceNs = spec.stopGraceNs;
+    // Docker's default for a memory limit without --memory-swap: as much swap again.
+    if (swapLimit_ && spec.memoryLimitBytes > 0 &&
+        spec.memoryLimitBytes <= std::numeric_limits<int64_t>::max() / 2) {
+      spec.memorySwapBytes = 2 * spec.memoryLimitBytes;
+    }
     transition(t, State::kPreparing, "preparing image " + spec.image);
     t.busy = true;  // remove waits for the prepare to end
     enqueue([this, op, id, spec = std::move(spec)] { doPrepare(op, id, spec); });
@@ -1542,7 +1549,8 @@ class RuncRuntime : public shoal::sdk::Instance {
 
   shoal::runc::RegistryOptions registry_;
   std::once_flag imagesOnce_;
-  bool seccomp_ = true;  // containers get seccomp.h's filter (config "seccomp": "default")
+  bool seccomp_ = true;     // containers get seccomp.h's filter (config "seccomp": "default")
+  bool swapLimit_ = false;  // this host limits swap: memory + swap = twice the memory limit
   std::unique_ptr<shoal::runc::ImageStore> images_;  // made at first use; thread-safe itself
   std::unique_ptr<shoal::runc::Runc> runc_;          // stateless calls
   std::unique_ptr<shoal::runc::ExitWatcher> watcher_;

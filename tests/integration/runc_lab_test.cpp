@@ -13,6 +13,7 @@
 #include <cppunit/extensions/HelperMacros.h>
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
@@ -200,7 +201,7 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     // ulimits.
     must(on({"service", "create", "--name", "opts", "--init", "--read-only", "--sysctl",
              "net.ipv4.ip_forward=1", "--ulimit", "nofile=100:200", "--cap-drop", "NET_RAW",
-             image + ":v1"}),
+             "--limit-memory", "48M", image + ":v1"}),
          "create opts");
     auto opts = running("opts");
     CPPUNIT_ASSERT_EQUAL(std::size_t{1}, opts.size());
@@ -210,6 +211,14 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     RunResult sysctl = runCommand(
         {"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/sys/net/ipv4/ip_forward"});
     CPPUNIT_ASSERT_EQUAL(std::string("1"), trim(sysctl.out));
+    // Docker's default swap limit: memory + swap is twice the memory limit, where the kernel
+    // accounts swap (this one does: cgroup v1 memsw).
+    if (access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0) {
+      RunResult memsw = runCommand({"runc", "--root", runc, "exec", opts[0].id, "cat",
+                                    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"});
+      CPPUNIT_ASSERT_EQUAL(std::string("50331648\n100663296\n"), memsw.out);
+    }
     // The container's init, as the spec set it up (an exec'd process may differ).
     RunResult limits = runCommand(
         {"runc", "--root", runc, "exec", opts[0].id, "grep", "open files", "/proc/1/limits"});

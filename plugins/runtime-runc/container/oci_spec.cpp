@@ -595,6 +595,20 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir) {
   }
 }
 
+bool hostLimitsSwap() {
+  if (access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0) return true;
+  if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0) return false;
+  // cgroup v2: the root has no memory.swap.max, so look where this process is ("0::/path").
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("0::/", 0) != 0) continue;
+    const std::string path = line.substr(3);
+    if (path == "/") return false;
+    return access(("/sys/fs/cgroup" + path + "/memory.swap.max").c_str(), F_OK) == 0;
+  }
+  return false;
+}
+
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
                            const std::string& initBinary, const std::string& networkFilesDir,
@@ -700,6 +714,9 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   if (task.memoryLimitBytes > 0 || task.memoryReservationBytes > 0) {
     Object::Ptr memory = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
     if (task.memoryLimitBytes > 0) memory->set("limit", task.memoryLimitBytes);
+    if (task.memoryLimitBytes > 0 && task.memorySwapBytes >= task.memoryLimitBytes) {
+      memory->set("swap", task.memorySwapBytes);
+    }
     if (task.memoryReservationBytes > 0) memory->set("reservation", task.memoryReservationBytes);
     resources->set("memory", memory);
   }

@@ -104,6 +104,11 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir);
 // SHOAL_EINVAL naming what is wrong (no command, unknown user or capability, a volume mount no
 // plugin provided, init without an init binary, "dns" without networkFilesDir, ...). With
 // `seccomp`, the container gets defaultSeccomp() for its capabilities (seccomp.h).
+// Whether this host's memory cgroup limits swap: cgroup v1's memory.memsw.limit_in_bytes
+// (the kernel's swap accounting) or, on cgroup v2, memory.swap.max in this process's cgroup.
+// Docker sets a swap limit only where it does.
+bool hostLimitsSwap();
+
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
                            const std::string& rootfsPath, const std::string& cgroupsPath,
                            const std::string& initBinary = "",

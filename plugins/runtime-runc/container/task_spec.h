@@ -82,6 +82,9 @@ struct TaskSpec {
   int64_t nanoCpus = 0;                // Limits.NanoCPUs
   int64_t pidsLimit = 0;               // Limits.Pids
   int64_t memoryReservationBytes = 0;  // Reservations.MemoryBytes (a soft limit)
+  // Memory plus swap (OCI's "swap"), 0 for no swap limit. Not read from the document: the
+  // runtime sets Docker's default, twice the memory limit, where the host limits swap.
+  int64_t memorySwapBytes = 0;
 
   std::vector<ExtraMount> extraMounts;  // top-level "mounts"
   std::string netnsPath;                // top-level "netns" ("" = a new netns, loopback only)

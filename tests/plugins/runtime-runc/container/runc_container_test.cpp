@@ -573,9 +573,21 @@ class OciSpecTest : public CppUnit::TestFixture {
                          resources->getObject("memory")->getValue<int64_t>("limit"));
     CPPUNIT_ASSERT_EQUAL(int64_t{16 << 20},
                          resources->getObject("memory")->getValue<int64_t>("reservation"));
+    CPPUNIT_ASSERT(!resources->getObject("memory")->has("swap"));  // none unless the runtime says
     CPPUNIT_ASSERT_EQUAL(int64_t{150000}, resources->getObject("cpu")->getValue<int64_t>("quota"));
     CPPUNIT_ASSERT_EQUAL(int64_t{100000}, resources->getObject("cpu")->getValue<int64_t>("period"));
     CPPUNIT_ASSERT_EQUAL(int64_t{50}, resources->getObject("pids")->getValue<int64_t>("limit"));
+    // A swap limit (memory + swap, as OCI counts it) goes with a memory limit, never below it.
+    t.memorySwapBytes = 64 << 20;
+    CPPUNIT_ASSERT_EQUAL(int64_t{64 << 20}, config(t)
+                                                ->getObject("linux")
+                                                ->getObject("resources")
+                                                ->getObject("memory")
+                                                ->getValue<int64_t>("swap"));
+    t.memorySwapBytes = 16 << 20;
+    CPPUNIT_ASSERT(
+        !config(t)->getObject("linux")->getObject("resources")->getObject("memory")->has("swap"));
+    t.memorySwapBytes = 0;
     t.nanoCpus = 1000;  // below the kernel's 1 ms minimum quota
     CPPUNIT_ASSERT_EQUAL(int64_t{1000}, config(t)
                                             ->getObject("linux")

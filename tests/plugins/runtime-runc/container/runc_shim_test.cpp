@@ -376,14 +376,21 @@ class RuncShimTest : public CppUnit::TestFixture {
 
   void testLimitsApplyAndRemoveLeavesNothing() {
     if (!canRun()) return;
-    const std::string id = start("limits", {"sleep", "1000"}, [](TaskSpec& t) {
+    const bool swap = shoal::runc::hostLimitsSwap();
+    const std::string id = start("limits", {"sleep", "1000"}, [&](TaskSpec& t) {
       t.memoryLimitBytes = 64 << 20;
+      if (swap) t.memorySwapBytes = 128 << 20;
       t.nanoCpus = 500000000;
       t.pidsLimit = 20;
     });
     const std::string cg = "/" + cgroupParent() + "/" + id;
     CPPUNIT_ASSERT_EQUAL(std::string("67108864\n"),
                          readWholeFile("/sys/fs/cgroup/memory" + cg + "/memory.limit_in_bytes"));
+    if (swap) {  // this machine's kernel accounts swap (PLATFORM.md: cgroup v1 memsw)
+      CPPUNIT_ASSERT_EQUAL(
+          std::string("134217728\n"),
+          readWholeFile("/sys/fs/cgroup/memory" + cg + "/memory.memsw.limit_in_bytes"));
+    }
     CPPUNIT_ASSERT_EQUAL(std::string("50000\n"),
                          readWholeFile("/sys/fs/cgroup/cpu" + cg + "/cpu.cfs_quota_us"));
     CPPUNIT_ASSERT_EQUAL(std::string("20\n"),
