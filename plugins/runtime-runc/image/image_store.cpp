@@ -273,6 +273,18 @@ struct ImageStore::LayerSource {
   std::string chainId;  // where it goes
 };
 
+namespace {
+
+// A file in partial/ nothing has written to for kPartialKeep.
+bool stalePartial(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return false;
+  const auto written = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
+  return std::chrono::system_clock::now() - written >= ImageStore::kPartialKeep;
+}
+
+}  // namespace
+
 ImageStore::ImageStore(std::string root, RegistryOptions options, Platform platform)
     : root_(std::move(root)),
       blobs_(root_ + "/blobs/sha256"),
@@ -310,9 +322,11 @@ ImageStore::ImageStore(std::string root, RegistryOptions options, Platform platf
     for (const std::string& name : listDir(blobs_)) {
       if (name.size() != 64 || !isHex(name)) fs::removeTree(blobs_ + "/" + name);
     }
-    // Interrupted layer downloads stay, for the next pull to go on from.
+    // Interrupted layer downloads stay for the next pull to go on from, for kPartialKeep.
     for (const std::string& name : listDir(partial_)) {
-      if (name.size() != 64 || !isHex(name)) fs::removeTree(partial_ + "/" + name);
+      if (name.size() != 64 || !isHex(name) || stalePartial(partial_ + "/" + name)) {
+        fs::removeTree(partial_ + "/" + name);
+      }
     }
     std::lock_guard<std::mutex> lock(mutex_);
     readIndexLocked();
@@ -897,13 +911,9 @@ ImageStore::GcResult ImageStore::gc() {
     take(layers_, result.layers);
     take(blobs_, result.blobs);
     // Interrupted downloads nobody has gone on with for a while.
-    const auto now = std::chrono::system_clock::now();
     for (const std::string& name : listDir(partial_)) {
       const std::string path = partial_ + "/" + name;
-      struct stat st {};
-      if (downloading_.count(path) || stat(path.c_str(), &st) != 0) continue;
-      const auto written = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
-      if (now - written < kPartialKeep) continue;
+      if (downloading_.count(path) || !stalePartial(path)) continue;
       std::string victim = tmp_ + "/" + fs::uniqueName("gc");
       if (rename(path.c_str(), victim.c_str()) == 0) {
         victims.push_back(victim);

@@ -542,6 +542,8 @@ struct FileSink {
   int64_t size = -1;
   std::optional<Sha256> hash{std::in_place};
   uint64_t bytes = 0;     // in the file, every one hashed
+  uint64_t received = 0;  // by the last response
+  bool unproven = false;  // the file joins bytes from more than one response
   bool fatal = false;     // the error thrown is not one a retry could mend
   bool badRange = false;  // a 206 that did not go on from `bytes`
 
@@ -550,6 +552,7 @@ struct FileSink {
     if (lseek(fd, 0, SEEK_SET) < 0) fs::throwErrno("seek " + path);
     hash.emplace();
     bytes = 0;
+    unproven = false;
   }
   // Hashes what the file already holds and leaves the write position at its end.
   void adopt() {
@@ -564,9 +567,11 @@ struct FileSink {
       hash->update(buf.data(), static_cast<std::size_t>(n));
       bytes += static_cast<uint64_t>(n);
     }
+    unproven = bytes > 0;
   }
   static void take(void* ctx, int status, const std::string& contentRange, std::istream& in) {
     auto* self = static_cast<FileSink*>(ctx);
+    self->received = 0;
     if (status == 200) {
       if (self->bytes > 0) self->startOver();  // the registry ignored the Range: all of it again
     } else if (rangeStart(contentRange) != self->bytes) {
@@ -574,8 +579,12 @@ struct FileSink {
       throw sdk::Error(SHOAL_EIO, self->what + ": asked for the bytes from " +
                                       std::to_string(self->bytes) +
                                       ", the registry sent Content-Range \"" + contentRange + "\"");
+    } else {
+      self->unproven = self->unproven || self->bytes > 0;
     }
-    std::vector<char> buf(1 << 17);
+    // Small reads: when the connection fails, what the failing read had taken is lost (the
+    // stream only sets badbit), and the next request goes on from the last one that returned.
+    std::vector<char> buf(16 << 10);
     while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())).gcount() > 0) {
       std::size_t n = static_cast<std::size_t>(in.gcount());
       if (self->size >= 0 && self->bytes + n > static_cast<uint64_t>(self->size)) {
@@ -595,6 +604,7 @@ struct FileSink {
       }
       self->hash->update(buf.data(), n);
       self->bytes += n;
+      self->received += n;
     }
     if (in.bad()) {
       throw sdk::Error(SHOAL_EIO, self->what + ": download interrupted after " +
@@ -602,6 +612,15 @@ struct FileSink {
     }
   }
 };
+
+// A response's Content-Length, or -1.
+int64_t contentLength(const std::string& header) {
+  if (header.empty() || header.size() > 18) return -1;
+  for (char c : header) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return -1;
+  }
+  return std::stoll(header);
+}
 
 }  // namespace
 
@@ -639,27 +658,23 @@ uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& dig
   sink.fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0600);
   if (sink.fd < 0) fs::throwErrno("create " + path);
   const std::string target = "/v2/" + ref.path + "/blobs/" + digest;
+  auto shortBlob = [&] {
+    return sdk::Error(SHOAL_EIO, sink.what + ": the registry sent " + std::to_string(sink.bytes) +
+                                     " bytes, the manifest says " + std::to_string(size));
+  };
   bool keep = false;  // whether an error leaves the file for a later call to go on from
   try {
     if (resume) sink.adopt();
     if (size >= 0 && sink.bytes > static_cast<uint64_t>(size)) sink.startOver();
-    bool unproven = sink.bytes > 0;  // bytes an earlier call left, not yet checked
     for (int attempt = 1;; ++attempt) {
+      const bool more = attempt < kBlobAttempts;
       const uint64_t before = sink.bytes;
       if (size < 0 || before < static_cast<uint64_t>(size)) {
         keep = resume;
-        const bool more = attempt < kBlobAttempts;
+        Response r;
         try {
-          Response r = get(ref, target, "", &FileSink::take, &sink, sink.what,
-                           before > 0 ? "bytes=" + std::to_string(before) + "-" : "");
-          if (r.status == 416 && before > 0 && more) {  // the registry will not go on from there
-            sink.startOver();
-            continue;
-          }
-          if (r.status != 200 && r.status != 206) {
-            keep = keep && r.status != 404;
-            statusError(sink.what, r.said(), r.status);
-          }
+          r = get(ref, target, "", &FileSink::take, &sink, sink.what,
+                  before > 0 ? "bytes=" + std::to_string(before) + "-" : "");
         } catch (const sdk::Error&) {
           if (sink.fatal) keep = false;
           if (sink.badRange && more) {
@@ -670,16 +685,36 @@ uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& dig
           if (!sink.fatal && sink.bytes > before && more) continue;  // cut short: go on
           throw;
         }
+        if (r.status == 416 && before > 0) {
+          // "bytes */N": the blob is N bytes. Not the size the manifest says, it is not the
+          // manifest's blob; else the registry will not go on from there: start over.
+          const std::string total = r.header("content-range");
+          if (total.rfind("bytes */", 0) == 0 && contentLength(total.substr(8)) >= 0 &&
+              contentLength(total.substr(8)) != size) {
+            keep = false;
+            throw shortBlob();
+          }
+          if (more) {
+            sink.startOver();
+            continue;
+          }
+        }
+        if (r.status != 200 && r.status != 206) {
+          keep = keep && r.status != 404;
+          statusError(sink.what, r.said(), r.status);
+        }
         if (size >= 0 && sink.bytes < static_cast<uint64_t>(size)) {
+          // A body that ended where its Content-Length said is all the registry has.
+          if (contentLength(r.header("content-length")) == static_cast<int64_t>(sink.received)) {
+            keep = false;
+            throw shortBlob();
+          }
           if (sink.bytes > before && more) continue;  // the connection ended early: go on
-          throw sdk::Error(SHOAL_EIO, sink.what + ": the registry sent " +
-                                          std::to_string(sink.bytes) +
-                                          " bytes, the manifest says " + std::to_string(size));
+          throw shortBlob();
         }
       }
       const std::string got = sink.hash->digest();
-      if (got != digest && unproven) {  // what was kept was wrong: fetch it whole, once
-        unproven = false;
+      if (got != digest && sink.unproven && more) {  // joined bytes were wrong: fetch it whole
         sink.startOver();
         continue;
       }
@@ -689,7 +724,7 @@ uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& dig
       break;
     }
   } catch (...) {
-    if (keep) {
+    if (keep && sink.bytes > 0) {
       fsync(sink.fd);  // best effort: the next call hashes whatever is there
       close(sink.fd);
     } else {

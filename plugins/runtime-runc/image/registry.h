@@ -39,11 +39,11 @@ class RegistryClient {
   // (got sha256:...)") or SHOAL_ENOENT (the registry has no such blob) is thrown. Returns the
   // bytes in the file.
   //
-  // With `resume`, what `path` already holds (an earlier call's, perhaps before a restart) is
-  // hashed and only the rest is asked for, and the file stays on an error that may pass (the
-  // registry unreachable or failing, a transfer cut short) for the next call to go on from.
-  // Bytes kept that turn out not to match the digest are thrown away and the blob fetched
-  // again whole, once.
+  // With `resume` (and a size), what `path` already holds (an earlier call's, perhaps before a
+  // restart) is hashed and only the rest is asked for, and on an error the file stays for the
+  // next call to go on from, unless it is empty or the error says its bytes are wrong or gone
+  // (digest mismatch, too many or too few bytes, 404, a failed write). A file joined from
+  // several responses that does not match the digest is fetched again whole, once.
   uint64_t blobToFile(const Reference& ref, const std::string& digest, int64_t size,
                       const std::string& path, bool resume = false);
   static constexpr int kBlobAttempts = 8;

@@ -43,6 +43,8 @@
 #include "digest.h"
 #include "fs_util.h"
 #include "image_store.h"
+#include "reference.h"
+#include "registry.h"
 #include "tests/plugins/runtime-runc/image/assert_traits.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -231,16 +233,26 @@ class FakeRegistry {
     corrupt_ = digest;
   }
   // The next transfer of blob `digest` stops at byte `at` and the connection closes, as if it
-  // were cut; with `thenDown`, storage answers 503 from then on, until up().
-  void cutAt(const std::string& digest, std::size_t at, bool thenDown) {
+  // were cut; with `thenDown`, storage answers 503 from then on, until up(). With `stall`, the
+  // connection stays open, silent, for 2 s first (past a 1 s client timeout).
+  void cutAt(const std::string& digest, std::size_t at, bool thenDown, bool stall = false) {
     std::lock_guard<std::mutex> lock(mutex_);
     cut_ = digest;
     cutAt_ = at;
     downAfterCut_ = thenDown;
+    stall_ = stall;
   }
   void up() {
     std::lock_guard<std::mutex> lock(mutex_);
     down_ = false;
+  }
+  void ignoreRange(bool ignore) {  // answer a Range with the whole blob (200), as some servers do
+    std::lock_guard<std::mutex> lock(mutex_);
+    ignoreRange_ = ignore;
+  }
+  void hide(const std::string& digest) {  // storage answers 404 for this blob
+    std::lock_guard<std::mutex> lock(mutex_);
+    hidden_ = digest;
   }
   // Each storage transfer of a blob: the Range asked for ("" for none), the bytes sent.
   struct Transfer {
@@ -309,12 +321,22 @@ class FakeRegistry {
   // A blob, or from a `Range: bytes=N-` on the part asked for (206), cut where cutAt() said.
   void sendBlob(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp,
                 const std::string& digest, const std::string& body) {
-    const std::string range = req.get("Range", "");
+    const std::string asked = req.get("Range", "");
+    std::string range = asked;
+    bool stall = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (digest == hidden_) return send(resp, 404, "no such object");
+      if (ignoreRange_) range.clear();
+    }
     std::size_t from = 0;
     if (!range.empty()) {
       if (range.rfind("bytes=", 0) != 0 || range.back() != '-') return send(resp, 400, "range?");
       from = std::stoul(range.substr(6));
-      if (from >= body.size()) return send(resp, 416, "");
+      if (from >= body.size()) {
+        resp.set("Content-Range", "bytes */" + std::to_string(body.size()));
+        return send(resp, 416, "");
+      }
     }
     std::size_t end = body.size();
     {
@@ -324,8 +346,9 @@ class FakeRegistry {
         end = cutAt_;
         cut_.clear();
         down_ = downAfterCut_;
+        stall = stall_;
       }
-      transfers_[digest].push_back({range, end - from});
+      transfers_[digest].push_back({asked, end - from});
     }
     resp.setStatus(range.empty() ? Poco::Net::HTTPResponse::HTTP_OK
                                  : Poco::Net::HTTPResponse::HTTP_PARTIAL_CONTENT);
@@ -340,6 +363,7 @@ class FakeRegistry {
     std::ostream& out = resp.send();
     out.write(body.data() + from, static_cast<std::streamsize>(end - from));
     out.flush();
+    if (stall) std::this_thread::sleep_for(std::chrono::seconds(2));
   }
 
   std::string blobBytes(const std::string& hexDigest) {
@@ -447,6 +471,9 @@ class FakeRegistry {
   std::size_t cutAt_ = 0;                                   // GUARDED_BY(mutex_)
   bool downAfterCut_ = false;                               // GUARDED_BY(mutex_)
   bool down_ = false;                                       // GUARDED_BY(mutex_)
+  bool stall_ = false;                                      // GUARDED_BY(mutex_)
+  bool ignoreRange_ = false;                                // GUARDED_BY(mutex_)
+  std::string hidden_;                                      // GUARDED_BY(mutex_)
   std::map<std::string, std::vector<Transfer>> transfers_;  // GUARDED_BY(mutex_): by digest
 };
 
@@ -500,6 +527,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testCorruptBlobIsRejectedAndLeavesNothing);
   CPPUNIT_TEST(testCutTransferGoesOnFromWhereItStopped);
   CPPUNIT_TEST(testInterruptedDownloadResumesAfterARestart);
+  CPPUNIT_TEST(testResumeCornerCases);
   CPPUNIT_TEST(testGcAfterRemoveFreesLayers);
   CPPUNIT_TEST(testUnreachableRegistryIsEIO);
   CPPUNIT_TEST(testHttpsRegistryTrustedThroughItsCertsDir);
@@ -869,6 +897,82 @@ class RuncImagePullTest : public CppUnit::TestFixture {
       CPPUNIT_ASSERT_EQUAL(std::size_t(1), store.gc().partials);
       CPPUNIT_ASSERT(!shoal::runc::fs::exists(partial));
       fake.up();
+    }
+    // So does a store opening the root: an old one goes, a recent one stays.
+    const std::string stale = root + "/partial/" + std::string(64, 'a');
+    const std::string recent = root + "/partial/" + std::string(64, 'b');
+    for (const std::string& p : {stale, recent}) shoal::runc::fs::writeFileAtomic(p, "k", root);
+    const struct timespec old[2] = {{time(nullptr) - 7200, 0}, {time(nullptr) - 7200, 0}};
+    CPPUNIT_ASSERT_EQUAL(0, utimensat(AT_FDCWD, stale.c_str(), old, 0));
+    ImageStore reopened(root, RegistryOptions{{}, creds, 1, 30, ""});
+    CPPUNIT_ASSERT(!shoal::runc::fs::exists(stale));
+    CPPUNIT_ASSERT(shoal::runc::fs::exists(recent));
+  }
+
+  void testResumeCornerCases() {
+    World& w = world();
+    FakeRegistry fake(w.images + "/layout");
+    TempDir tmp;
+    const std::string creds = credentials(tmp, fake);
+    const std::string base = w.at("BASE_BLOB");
+    const std::size_t size = blobSize(w, base), cut = size / 2;
+    std::size_t seen = 0;  // transfers of base so far
+    // A registry that ignores Range sends the whole blob again: the file starts over.
+    {
+      ImageStore store(tmp.file("a"), RegistryOptions{{}, creds, 1, 30, ""});
+      fake.ignoreRange(true);
+      fake.cutAt(base, cut, false);
+      Image v1 = store.pull(fake.ref("v1"));
+      CPPUNIT_ASSERT_EQUAL(w.at("V1_CONFIG"), v1.id);
+      std::vector<FakeRegistry::Transfer> t = fake.transfers(base);
+      CPPUNIT_ASSERT_EQUAL(std::size_t(2), t.size());
+      CPPUNIT_ASSERT_EQUAL("bytes=" + std::to_string(cut) + "-", t[1].range);
+      CPPUNIT_ASSERT_EQUAL(size, t[1].bytes);
+      fake.ignoreRange(false);
+      seen = t.size();
+    }
+    // A read that times out mid-blob (the connection open, silent): the next request goes on
+    // from the last read that returned, at most one 16 KiB read short of where it stopped.
+    {
+      ImageStore store(tmp.file("b"), RegistryOptions{{}, creds, 1, 1, ""});
+      fake.cutAt(base, cut, false, true);
+      Image v1 = store.pull(fake.ref("v1"));
+      CPPUNIT_ASSERT_EQUAL(w.at("V1_CONFIG"), v1.id);
+      std::vector<FakeRegistry::Transfer> t = fake.transfers(base);
+      CPPUNIT_ASSERT_EQUAL(seen + 2, t.size());
+      const std::string& range = t[seen + 1].range;
+      CPPUNIT_ASSERT_MESSAGE(range, range.rfind("bytes=", 0) == 0);
+      const std::size_t from = std::stoul(range.substr(6));
+      CPPUNIT_ASSERT_MESSAGE(range, from > 0 && from <= cut && from + (16 << 10) >= cut);
+      seen = t.size();
+    }
+    // A blob gone from the registry (404) takes the bytes kept for it along.
+    {
+      ImageStore store(tmp.file("c"), RegistryOptions{{}, creds, 1, 30, ""});
+      const std::string partial = store.root() + "/partial/" + hex(base);
+      fake.cutAt(base, cut, true);
+      expectError([&] { store.pull(fake.ref("v1")); }, SHOAL_EIO, "(registry said 503)");
+      CPPUNIT_ASSERT_EQUAL(static_cast<off_t>(cut), fileSize(partial));
+      fake.up();
+      fake.hide(base);
+      expectError([&] { store.pull(fake.ref("v1")); }, SHOAL_ENOENT, "blob " + base);
+      CPPUNIT_ASSERT(!shoal::runc::fs::exists(partial));
+      fake.hide("");
+      seen = fake.transfers(base).size();
+    }
+    // A manifest that says more than the blob has: one transfer, then an error saying so (not
+    // a Range past the end and a refetch), and nothing kept.
+    {
+      shoal::runc::RegistryClient client(RegistryOptions{{}, creds, 1, 30, ""});
+      const shoal::runc::Reference ref = shoal::runc::parseReference(fake.ref("v1"));
+      const std::string path = tmp.file("short");
+      expectError(
+          [&] { client.blobToFile(ref, base, static_cast<int64_t>(size) + 10, path, true); },
+          SHOAL_EIO,
+          "the registry sent " + std::to_string(size) + " bytes, the manifest says " +
+              std::to_string(size + 10));
+      CPPUNIT_ASSERT_EQUAL(seen + 1, fake.transfers(base).size());
+      CPPUNIT_ASSERT(!shoal::runc::fs::exists(path));
     }
   }
 
