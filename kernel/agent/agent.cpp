@@ -340,6 +340,7 @@ void Agent::applyLogRequests(std::string_view reply) {
     // A request for a job already streaming brings more tasks (a followed service's new ones).
     LogJob& job = logJobs_[sub];
     if (job.cancelled) return true;
+    job.seq = std::max(job.seq, wire::intMember(req, "seq", 0));
     auto opts = wire::member(req, "options");
     const std::string options = opts ? std::string(*opts) : "{}";
     auto tasks = wire::member(req, "tasks");
@@ -403,6 +404,7 @@ void Agent::sendLogs() {
   struct Out {
     std::string sub, body, records, error;
     bool done;
+    int64_t seq;
   };
   std::vector<Out> outs;
   {
@@ -419,9 +421,11 @@ void Agent::sendLogs() {
       body += ",\"records\":[";
       if (!job.records.empty()) body.append(job.records, 1, std::string::npos);
       body += ']';
+      appendMember(body, "seq", job.seq);
       appendMember(body, "error", job.error);
       body += done ? ",\"done\":true}" : ",\"done\":false}";
-      outs.push_back({it->first, std::move(body), std::move(job.records), job.error, done});
+      outs.push_back(
+          {it->first, std::move(body), std::move(job.records), job.error, done, job.seq});
       job.records.clear();
       it = done ? logJobs_.erase(it) : std::next(it);
     }
@@ -433,6 +437,7 @@ void Agent::sendLogs() {
       std::lock_guard<std::mutex> lock(mu_);
       LogJob& job = logJobs_[o.sub];
       job.records.insert(0, o.records);
+      job.seq = std::max(job.seq, o.seq);
       if (o.done && job.ops.empty() && job.error.empty()) job.error = o.error;
       continue;
     }

@@ -93,6 +93,7 @@ class Agent {
     std::string records;                  // ",{...}" publish records, in order
     std::string error;
     bool cancelled = false;
+    int64_t seq = 0;  // the last request of the subscription taken in (the broker's "seq")
   };
 
   void pollLoop();

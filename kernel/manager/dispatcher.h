@@ -33,12 +33,12 @@ namespace shoal::manager {
 //    it, and sending it would echo every report as a whole task object. A full set carries
 //    each task's current status, which is how an agent notices a report the leader lacks.
 //    With `service logs` subscriptions for this node's tasks (LogBroker), the reply also
-//    carries them: "logs": [{"sub", "tasks", "options"}], "logs_cancelled": [ids]; a new one
+//    carries them: "logs": [{"sub", "seq", "tasks", "options"}], "logs_cancelled": [ids]; a new one
 //    ends the wait at once. When this node's tasks are on overlay networks, "peers":
 //    [{"network_id", "peers": [{"address", "mac", "node_addr", "task_id"}]}] lists every task
 //    of those networks that is on a node and not ended (sent when it changed, and with every
 //    full set); a task joining or leaving a network wakes every session.
-//  POST /dispatcher/logs {"sub", "records", "done", "error"} -> {"cancelled": bool}
+//  POST /dispatcher/logs {"sub", "seq", "records", "done", "error"} -> {"cancelled": bool}
 //    An agent's log records for a subscription (LogBroker::publish).
 //  POST /dispatcher/status {"updates": [{"ID", "State", "Message", "Err", "ExitCode", "PID",
 //    "Timestamp"}]}

@@ -194,9 +194,11 @@ bool LogBroker::hasNewFor(const std::string& nodeId) {
 std::string LogBroker::takeFor(const std::string& nodeId) {
   std::lock_guard<std::mutex> lock(mu_);
   JArray requests, cancelled;
-  auto request = [&](const std::string& id, const Sub& s, const std::vector<std::string>& tasks) {
+  auto request = [&](const std::string& id, const Sub& s, NodePart& part,
+                     const std::vector<std::string>& tasks) {
     JObject::Ptr r = new JObject;
     r->set("sub", id);
+    r->set("seq", ++part.handed);
     JArray::Ptr list = new JArray;
     for (const auto& t : tasks) list->add(t);
     r->set("tasks", list);
@@ -216,12 +218,12 @@ std::string LogBroker::takeFor(const std::string& nodeId) {
       part.delivered = true;
       part.added.clear();  // they are in part.tasks
       part.lastHeard = Clock::now();
-      request(id, s, part.tasks);
+      request(id, s, part, part.tasks);
     } else if (!s.cancelled && !part.added.empty()) {
       // More tasks for a subscription the node already streams: the same request again, for
       // them alone (the agent adds them to its job).
       part.lastHeard = Clock::now();
-      request(id, s, part.added);
+      request(id, s, part, part.added);
       part.added.clear();
     } else if (s.cancelled && part.delivered && !part.done && !part.cancelTold) {
       part.cancelTold = true;
@@ -277,7 +279,13 @@ Result<std::string> LogBroker::publish(const std::string& nodeId, const std::str
         ++s.base;
       }
     }
-    if (o->optValue<bool>("done", false)) part->done = true;
+    // Done only when that job had every request handed out, and no more wait to be (an agent
+    // that sends no seq is taken at its word).
+    const int64_t seq = o->optValue<int64_t>("seq", -1);
+    if (o->optValue<bool>("done", false) && part->added.empty() &&
+        (seq < 0 || static_cast<uint64_t>(seq) >= part->handed)) {
+      part->done = true;
+    }
     const std::string error = o->optValue<std::string>("error", "");
     if (!error.empty()) part->error = error;
     reply.set("cancelled", false);

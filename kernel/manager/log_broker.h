@@ -73,12 +73,16 @@ class LogBroker {
   void cancel(const std::string& id);
 
   // Agent side. The JSON members to add to a node's assignments reply (leading comma
-  // included): `,"logs":[{"sub","tasks","options"}],"logs_cancelled":[ids]`, or "" when there is
-  // nothing new for it. Each request and cancellation is handed out once.
+  // included): `,"logs":[{"sub","seq","tasks","options"}],"logs_cancelled":[ids]`, or "" when
+  // there is nothing new for it. Each request and cancellation is handed out once; `seq`
+  // counts the requests of a subscription handed to the node (1, 2, ...).
   std::string takeFor(const std::string& nodeId);
   bool hasNewFor(const std::string& nodeId);
-  // A node's publish: {"sub", "records": [{"task", "stream", "ts", "line"}], "done": bool,
-  // "error": "..."}. Answers {"cancelled": bool} (true: stop sending for this subscription).
+  // A node's publish: {"sub", "seq", "records": [{"task", "stream", "ts", "line"}], "done":
+  // bool, "error": "..."}, `seq` the last request its job took in. A "done" from a job that had
+  // not taken in the latest request (its tasks ended as a followed service's new one was
+  // handed out: the node streams that one in a new job) does not finish the node's part.
+  // Answers {"cancelled": bool} (true: stop sending for this subscription).
   Result<std::string> publish(const std::string& nodeId, const std::string& body);
 
   // Ends the subscriptions nobody reads any more (the dispatcher calls it every second, so a
@@ -93,6 +97,7 @@ class LogBroker {
     std::vector<std::string> tasks;
     std::vector<std::string> added;  // tasks that joined after it was delivered, not yet sent
     bool delivered = false;          // handed to the node's agent
+    uint64_t handed = 0;             // requests handed to the node (the latest one's "seq")
     bool done = false;               // the node said it has sent everything
     bool cancelTold = false;         // the node was told the subscription ended
     std::string error;

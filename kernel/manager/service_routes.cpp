@@ -564,7 +564,12 @@ Response subscribeLogs(Swarm& swarm, const Request& r) {
   return Response::json(stringify(out));
 }
 
-Response readLogs(Swarm& swarm, const Request& r) {
+// A read waits for records up to its wait_ms, at most `maxWaitMs`: 5 s asked here, 3 s when a
+// follower forwarded it (its call to the leader gives up after 5 s).
+constexpr int64_t kMaxReadWaitMs = 5000;
+constexpr int64_t kMaxForwardedReadWaitMs = 3000;
+
+Response readLogs(Swarm& swarm, const Request& r, int64_t maxWaitMs) {
   auto d = swarm.dispatcher();
   if (!d) return Response::error(Status::unavailable("this manager is no longer the leader"));
   uint64_t after = 0;
@@ -575,7 +580,7 @@ Response readLogs(Swarm& swarm, const Request& r) {
   } catch (const std::exception&) {
     return Response::error(Status::invalidArgument("after and wait_ms must be integers"));
   }
-  waitMs = std::clamp<int64_t>(waitMs, 0, 5000);
+  waitMs = std::clamp<int64_t>(waitMs, 0, maxWaitMs);
   auto batch = d->logBroker().read(param(r, "sub"), after, std::chrono::milliseconds(waitMs));
   if (!batch) return Response::error(batch.status());
   std::ostringstream out;
@@ -643,15 +648,16 @@ void addServiceRoutes(api::Router& router, Swarm& swarm) {
   });
   router.add("GET", "/logs/read", [&swarm, viaLeader](const Request& r) {
     return viaLeader("/manager/logs/read", r,
-                     [&swarm](const Request& q) { return readLogs(swarm, q); });
+                     [&swarm](const Request& q) { return readLogs(swarm, q, kMaxReadWaitMs); });
   });
   router.add("POST", "/logs/cancel", [viaLeader, cancelLogs](const Request& r) {
     return viaLeader("/manager/logs/cancel", r, cancelLogs);
   });
   swarm.addLeaderRoute("/manager/services/logs",
                        [&swarm](const Request& r) { return subscribeLogs(swarm, r); });
-  swarm.addLeaderRoute("/manager/logs/read",
-                       [&swarm](const Request& r) { return readLogs(swarm, r); });
+  swarm.addLeaderRoute("/manager/logs/read", [&swarm](const Request& r) {
+    return readLogs(swarm, r, kMaxForwardedReadWaitMs);
+  });
   swarm.addLeaderRoute("/manager/logs/cancel", cancelLogs);
   router.add("POST", "/services/create", [&swarm](const Request& r) { return create(swarm, r); });
   router.add("GET", "/services", [&swarm](const Request&) { return listServices(swarm); });

@@ -125,6 +125,33 @@ class FakeRuntime final : public Runtime {
     return Status::ok();
   }
   shoal::Result<std::string> list() override { return std::string("[]"); }
+  Status logs(const std::string& id, const std::string&, Chunk chunk, Done done,
+              uint64_t* op) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("logs " + id);
+    logOps_[id] = {std::move(chunk), std::move(done)};
+    *op = ++nextOp_;
+    return Status::ok();
+  }
+  Status cancel(uint64_t) override { return Status::ok(); }
+  // A line of task `id`'s log to its logs op; then the op's end (the task stopped).
+  void logLine(const std::string& id, const std::string& line) {
+    Chunk chunk;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      chunk = logOps_.at(id).first;
+    }
+    chunk("{\"records\":[{\"stream\":\"stdout\",\"timestamp_ns\":1,\"line\":\"" + line + "\"}]}");
+  }
+  void endLogs(const std::string& id) {
+    Done done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done = std::move(logOps_.at(id).second);
+      logOps_.erase(id);
+    }
+    done(Status::ok(), "");
+  }
 
   void exit(const std::string& id, int code) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -183,6 +210,8 @@ class FakeRuntime final : public Runtime {
   std::map<std::string, std::string> known_;
   std::vector<std::string> calls_;
   std::string lastDocument_;
+  std::map<std::string, std::pair<Chunk, Done>> logOps_;
+  uint64_t nextOp_ = 0;
   std::thread thread_;
 };
 
@@ -203,6 +232,7 @@ class AgentTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testNewDispatcherResynchronisesWithoutDuplicates);
   CPPUNIT_TEST(testDispatcherIgnoresOtherNodesAndBackwardStates);
   CPPUNIT_TEST(testBadStatusRequestsAreRefused);
+  CPPUNIT_TEST(testLogsGoToTheBrokerNamingTheRequestTheyAnswer);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -443,7 +473,40 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(400, dispatcher_->assignments("n1", "[1]").status);
   }
 
+  // `service logs -f`: the request reaches the agent in its next poll, the runtime's lines go to
+  // the broker, and each publish names the last request its job took in ("seq"), so that the
+  // broker can tell a late "done" of a job that ended from the job streaming a new task.
+  void testLogsGoToTheBrokerNamingTheRequestTheyAnswer() {
+    assign("t1", "n1");
+    assign("t2", "n1");
+    startAgent();
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->waiting("t1") && runtime_->waiting("t2"); }));
+    shoal::manager::LogBroker::Options follow;
+    follow.follow = true;
+    shoal::manager::LogBroker& broker = dispatcher_->logBroker();
+    const std::string sub = broker.subscribe({{"n1", {"t1"}}}, follow, "svc");
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("logs t1") == 1; }));
+    runtime_->logLine("t1", "hello");
+    runtime_->endLogs("t1");  // t1 stopped: the job is over
+    CPPUNIT_ASSERT(eventually([&] { return publishedWith("\"done\":true") == 1; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, publishedWith("\"seq\":1"));
+    auto batch = broker.read(sub, 0, 1s);
+    CPPUNIT_ASSERT(batch && batch->records.size() == 1 && batch->records[0].line == "hello");
+    // The service's next task on this node: a second request, streamed by a new job.
+    broker.taskStarted("svc", "n1", "t2");
+    CPPUNIT_ASSERT(eventually([&] { return runtime_->count("logs t2") == 1; }));
+    runtime_->logLine("t2", "again");
+    CPPUNIT_ASSERT(eventually([&] { return publishedWith("\"seq\":2") == 1; }));
+    broker.cancel(sub);
+  }
+
  private:
+  std::size_t publishedWith(const std::string& part) {
+    std::lock_guard<std::mutex> lock(publishedMu_);
+    return static_cast<std::size_t>(
+        std::count_if(published_.begin(), published_.end(),
+                      [&](const std::string& b) { return b.find(part) != std::string::npos; }));
+  }
   // The leader goes: calls find no dispatcher until startDispatcher().
   void stopDispatcher() {
     std::shared_ptr<Dispatcher> old;
@@ -470,8 +533,13 @@ class AgentTest : public CppUnit::TestFixture {
       std::shared_ptr<Dispatcher> d = dispatcher_;
       // Calls run without the lock held (long polls), as the node API would run them.
       lock.unlock();
-      auto r =
-          path == "/dispatcher/assignments" ? d->assignments("n1", body) : d->status("n1", body);
+      if (path == "/dispatcher/logs") {
+        std::lock_guard<std::mutex> published(publishedMu_);
+        published_.push_back(body);
+      }
+      auto r = path == "/dispatcher/assignments" ? d->assignments("n1", body)
+               : path == "/dispatcher/logs"      ? d->logs("n1", body)
+                                                 : d->status("n1", body);
       return LeaderReply{r.status, r.body};
     };
     agent_ = std::make_unique<Agent>(dir_->file("agent"), *runtime_, call,
@@ -524,6 +592,8 @@ class AgentTest : public CppUnit::TestFixture {
   shoal::SeededRandom random_{3};
   std::unique_ptr<ReplicatedStore> store_;
   std::mutex dispatcherMu_;
+  std::mutex publishedMu_;
+  std::vector<std::string> published_;  // guarded by publishedMu_: the agent's log publishes
   std::shared_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<FakeRuntime> runtime_;
   std::unique_ptr<Agent> agent_;

@@ -27,8 +27,10 @@ bool contains(const std::string& s, const std::string& part) {
 }
 
 std::string publishBody(const std::string& sub, const std::string& task,
-                        const std::vector<std::string>& lines, bool done) {
-  std::string body = "{\"sub\":\"" + sub + "\",\"records\":[";
+                        const std::vector<std::string>& lines, bool done, int seq = -1) {
+  std::string body = "{\"sub\":\"" + sub + "\",";
+  if (seq >= 0) body += "\"seq\":" + std::to_string(seq) + ",";
+  body += "\"records\":[";
   for (std::size_t i = 0; i < lines.size(); ++i) {
     body += (i ? "," : "") + std::string("{\"task\":\"") + task +
             "\",\"stream\":\"stdout\",\"ts\":" + std::to_string(i + 1) + ",\"line\":\"" + lines[i] +
@@ -45,6 +47,7 @@ class LogBrokerTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testANodeSpeaksOnlyForItsOwnTasks);
   CPPUNIT_TEST(testAFollowedServiceTakesInTasksThatStartLater);
   CPPUNIT_TEST(testCancelTellsTheNodesAndEndsPublishing);
+  CPPUNIT_TEST(testALateDoneOfAnEndedJobLeavesTheNodeStreaming);
   CPPUNIT_TEST(testAReaderWaitsForRecords);
   CPPUNIT_TEST(testUnknownSubscriptionIsNotFound);
   CPPUNIT_TEST_SUITE_END();
@@ -152,6 +155,35 @@ class LogBrokerTest : public CppUnit::TestFixture {
     auto reply = broker_->publish("n1", publishBody(sub, "t1", {"late"}, false));
     CPPUNIT_ASSERT(reply);
     CPPUNIT_ASSERT_MESSAGE(*reply, contains(*reply, "\"cancelled\":true"));
+  }
+
+  // A followed service's node whose job ended (its task stopped) as the broker handed it a new
+  // task: the old job's "done" arrives after. The node streams the new task in a new job, so
+  // its part is not finished, and a cancel still reaches it.
+  void testALateDoneOfAnEndedJobLeavesTheNodeStreaming() {
+    LogBroker::Options follow;
+    follow.follow = true;
+    const std::string sub = broker_->subscribe({{"n1", {"t1"}}}, follow, "svc");
+    const std::string first = broker_->takeFor("n1");
+    CPPUNIT_ASSERT_MESSAGE(first, contains(first, "\"seq\":1"));
+    broker_->taskStarted("svc", "n1", "t2");
+    // The old job's "done" (seq 1) before the node was handed t2: not finished, t2 still goes.
+    CPPUNIT_ASSERT(broker_->publish("n1", publishBody(sub, "t1", {"last of t1"}, true, 1)));
+    const std::string second = broker_->takeFor("n1");
+    CPPUNIT_ASSERT_MESSAGE(second,
+                           contains(second, "\"tasks\":[\"t2\"]") && contains(second, "\"seq\":2"));
+    // ... and after: still not finished.
+    CPPUNIT_ASSERT(broker_->publish("n1", publishBody(sub, "t1", {}, true, 1)));
+    broker_->cancel(sub);
+    CPPUNIT_ASSERT(broker_->hasNewFor("n1"));
+    const std::string told = broker_->takeFor("n1");
+    CPPUNIT_ASSERT_MESSAGE(told, contains(told, "\"logs_cancelled\":[\"" + sub + "\"]"));
+    // The job that took in the latest request finishes the part: nothing more to tell.
+    const std::string again = broker_->subscribe({{"n1", {"t3"}}}, follow, "svc");
+    broker_->takeFor("n1");
+    CPPUNIT_ASSERT(broker_->publish("n1", publishBody(again, "t3", {}, true, 1)));
+    broker_->cancel(again);
+    CPPUNIT_ASSERT(!broker_->hasNewFor("n1"));
   }
 
   void testAReaderWaitsForRecords() {
