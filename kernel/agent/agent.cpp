@@ -581,6 +581,7 @@ std::string Agent::runtimeDocument(const Task& t) const {
       // Docker's names for what the runtime's document spells its own way.
       if (auto v = wire::member(*c, "ReadOnly")) appendRaw(spec, "read_only", v, "");
       if (auto v = wire::member(*c, "Init")) appendRaw(spec, "init", v, "");
+      if (auto v = wire::member(*c, "TTY")) appendRaw(spec, "tty", v, "");
       if (auto v = wire::member(*c, "CapabilityAdd")) appendRaw(spec, "cap_add", v, "");
       if (auto v = wire::member(*c, "CapabilityDrop")) appendRaw(spec, "cap_drop", v, "");
       if (auto v = wire::member(*c, "Sysctls")) appendRaw(spec, "sysctls", v, "");

@@ -1131,6 +1131,7 @@ Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
   stringFlag("stop-signal", container, "StopSignal");
   if (inv.has("read-only")) container->set("ReadOnly", true);
   if (inv.has("init")) container->set("Init", true);
+  if (inv.has("tty")) container->set("TTY", true);
   if (Status s = durationFlag("stop-grace-period", container, "StopGracePeriod"); !s) return s;
   // Resources.
   auto resource = [&](const std::string& flag, const char* group, const char* key,
@@ -2239,6 +2240,7 @@ std::vector<Flag> specFlags() {
       {"stop-grace-period", 0, true,
        "Time to wait before force killing a container (ns|us|ms|s|m|h)", ""},
       {"stop-signal", 0, true, "Signal to stop the container", ""},
+      {"tty", 't', false, "Allocate a pseudo-TTY", ""},
       {"update-delay", 0, true, "Delay between updates (ns|us|ms|s|m|h)", ""},
       {"update-failure-action", 0, true,
        "Action on update failure (\"pause\", \"continue\", \"rollback\")", ""},

@@ -206,6 +206,7 @@ const std::map<std::string, FieldCheck>& specFields() {
          {"Healthcheck", health},
          {"ReadOnly", boolean},
          {"Init", boolean},
+         {"TTY", boolean},
          {"CapabilityAdd", arrayOf(isString)},
          {"CapabilityDrop", arrayOf(isString)},
          {"Sysctls", stringMap},

@@ -191,6 +191,19 @@ JObject::Ptr parseObject(const std::string& text) {
   }
 }
 
+// Whether the OCI bundle's process has a terminal (the task asked for --tty): config.json, as
+// prepare wrote it, is what runc will run, so it decides rather than a record of the task.
+bool bundleHasTerminal(const std::string& configPath) {
+  std::optional<std::string> text = readFile(configPath);
+  JObject::Ptr config = text ? parseObject(*text) : nullptr;
+  JObject::Ptr process = config ? config->getObject("process") : nullptr;
+  if (!process) {
+    throw Error(SHOAL_EIO, std::string(kName) + ": " + configPath +
+                               " is missing or has no \"process\" object");
+  }
+  return process->optValue<bool>("terminal", false);
+}
+
 std::vector<std::string> stringArray(const JObject::Ptr& o, const std::string& key) {
   std::vector<std::string> out;
   if (!o) return out;
@@ -1187,6 +1200,7 @@ class RuncRuntime : public shoal::sdk::Instance {
       error = std::string(kName) + ": the OCI runtime \"" + runtime_ + "\" is not installed";
     } else {
       try {
+        o.tty = bundleHasTerminal(taskDir(id) + "/config.json");
         pid = shoal::runc::launchShim(o);
       } catch (const std::exception& e) {
         error = e.what();

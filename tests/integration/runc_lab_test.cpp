@@ -201,13 +201,21 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     // ulimits.
     must(on({"service", "create", "--name", "opts", "--init", "--read-only", "--sysctl",
              "net.ipv4.ip_forward=1", "--ulimit", "nofile=100:200", "--cap-drop", "NET_RAW",
-             "--limit-memory", "48M", image + ":v1"}),
+             "--limit-memory", "48M", "--tty", image + ":v1"}),
          "create opts");
     auto opts = running("opts");
     CPPUNIT_ASSERT_EQUAL(std::size_t{1}, opts.size());
     const std::string runc = lab.dir("node1") + "/runc";
     RunResult touched = runCommand({"runc", "--root", runc, "exec", opts[0].id, "touch", "/x"});
     CPPUNIT_ASSERT_MESSAGE(touched.err, touched.exitCode != 0);
+    // --tty: the container's init has a pseudo-terminal for its stdio, and Docker's TERM.
+    RunResult tty = runCommand({"runc", "--root", runc, "exec", opts[0].id, "busybox", "sh", "-c",
+                                "busybox readlink /proc/1/fd/0; busybox readlink /proc/1/fd/1"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(tty.err, std::string("/dev/pts/0\n/dev/pts/0\n"), tty.out);
+    CPPUNIT_ASSERT_EQUAL(0, runCommand({"runc", "--root", runc, "exec", opts[0].id, "grep", "-q",
+                                        "TERM=xterm", "/proc/1/environ"})
+                                .exitCode);
+    CPPUNIT_ASSERT(contains(on({"service", "inspect", "opts"}).out, "\"TTY\": true"));
     RunResult sysctl = runCommand(
         {"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/sys/net/ipv4/ip_forward"});
     CPPUNIT_ASSERT_EQUAL(std::string("1"), trim(sysctl.out));

@@ -390,6 +390,7 @@ std::vector<std::string> processEnv(const TaskSpec& task, const ImageDefaults& i
   replaceOrAppend(merged, task.env);
   std::vector<std::string> env;
   if (!hasEnv(merged, "PATH")) env.push_back(kDefaultPath);
+  if (task.tty) env.push_back("TERM=xterm");  // Docker's, for a terminal; the image's wins
   env.push_back("HOSTNAME=" + hostname);
   replaceOrAppend(env, merged);
   if (!home.empty() && !hasEnv(env, "HOME")) env.push_back("HOME=" + home);
@@ -635,7 +636,8 @@ std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,
   }
 
   Object::Ptr process = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
-  process->set("terminal", false);
+  // With a terminal, runc hands the pty's master to the shim through --console-socket.
+  process->set("terminal", task.tty);
   Object::Ptr u = new Object(Poco::JSON_PRESERVE_KEY_ORDER);
   u->set("uid", user.uid);
   u->set("gid", user.gid);

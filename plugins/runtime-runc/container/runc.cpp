@@ -99,7 +99,11 @@ void Runc::create(const std::string& id, const std::string& bundleDir, const std
     unlink(stdio.logFile.c_str());
     argv.insert(argv.end(), {"--log", stdio.logFile, "--log-format", "json"});
   }
-  argv.insert(argv.end(), {"create", "--bundle", bundleDir, "--pid-file", pidFile, id});
+  argv.insert(argv.end(), {"create", "--bundle", bundleDir, "--pid-file", pidFile});
+  if (!stdio.consoleSocket.empty()) {
+    argv.insert(argv.end(), {"--console-socket", stdio.consoleSocket});
+  }
+  argv.push_back(id);
   if (stdio.stdinFd < 0 && stdio.stdoutFd < 0 && stdio.stderrFd < 0) {
     CaptureResult r = runCapture(argv, CaptureOptions{});
     if (r.status != 0) fail("create", id, r.status, r.err);

@@ -28,6 +28,10 @@ struct CreateStdio {
   // runc --log FILE --log-format json. With every fd -1, runc's stderr is captured instead and
   // logFile is optional; with any fd set, the error message comes only from logFile.
   std::string logFile;
+  // runc create --console-socket PATH, for a bundle whose process has "terminal": true: runc
+  // sends the pty's master (SCM_RIGHTS) to the unix socket listening there. The fds above
+  // are then runc's own, not the container's.
+  std::string consoleSocket;
 };
 
 // The result of a process run with exec.

@@ -144,6 +144,8 @@ int launchShim(const ShimOptions& o) {
                                          std::to_string(o.logMaxBytes),
                                          "--log-max-files",
                                          std::to_string(o.logMaxFiles),
+                                         "--tty",
+                                         o.tty ? "1" : "0",
                                          "--ready-fd",
                                          "3"};
   SpawnOptions spawnOptions;

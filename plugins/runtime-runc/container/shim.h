@@ -26,6 +26,7 @@ struct ShimOptions {
   std::string stateDir;     // the shim's state directory (created 0700 if missing)
   uint64_t logMaxBytes = 10 << 20;
   int logMaxFiles = 3;
+  bool tty = false;        // the bundle's process has a terminal: its output is the pty's
   int timeoutMs = 120000;  // how long launchShim waits for create + start
 };
 

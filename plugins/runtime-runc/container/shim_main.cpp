@@ -1,10 +1,11 @@
 // shoal-shim: one small process per container (README.md, "The shim").
 //
 //   shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR
-//              [--log-max-bytes N] [--log-max-files N] [--ready-fd FD]
+//              [--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--ready-fd FD]
 //
 // Detaches (setsid, fork: the process that started it exits at once), becomes the subreaper of
-// the container's init, runs `runc create` with pipes as the container's stdout/stderr and
+// the container's init, runs `runc create` with pipes as the container's stdout/stderr (with
+// --tty 1, a console socket through which runc hands over the pty's master instead) and
 // `runc start`, reports "OK <pid>" or "ERR <message>" on the ready fd, then copies the
 // container's output into rotated log files until the container exits, records the exit in
 // exit.json and exits itself. It never deletes the container.
@@ -13,7 +14,9 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +43,7 @@ struct Args {
   std::string runtime, root, id, bundle, stateDir;
   uint64_t logMaxBytes = 10 << 20;
   int logMaxFiles = 3;
+  bool tty = false;
   int readyFd = -1;
 };
 
@@ -71,6 +75,8 @@ bool parseArgs(int argc, char** argv, Args& a, std::string& error) {
       a.logMaxBytes = std::strtoull(value.c_str(), nullptr, 10);
     } else if (key == "--log-max-files") {
       a.logMaxFiles = std::atoi(value.c_str());
+    } else if (key == "--tty") {
+      a.tty = value == "1";
     } else if (key == "--ready-fd") {
       a.readyFd = std::atoi(value.c_str());
     } else {
@@ -82,7 +88,7 @@ bool parseArgs(int argc, char** argv, Args& a, std::string& error) {
       a.stateDir.empty()) {
     error =
         "usage: shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR "
-        "[--log-max-bytes N] [--log-max-files N] [--ready-fd FD]";
+        "[--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--ready-fd FD]";
     return false;
   }
   return true;
@@ -147,6 +153,75 @@ struct Stream {
     flush(log, false);
     return true;
   }
+};
+
+// The unix socket `runc create --console-socket` sends a terminal's pty master to, in a
+// directory of its own under /tmp (a state directory's path may be too long for sun_path).
+class ConsoleSocket {
+ public:
+  ConsoleSocket() {
+    char dir[] = "/tmp/shoal-tty-XXXXXX";
+    if (mkdtemp(dir) == nullptr) throw std::runtime_error(errnoText("mkdtemp /tmp/shoal-tty"));
+    dir_ = dir;
+    path_ = dir_ + "/s";
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        listen(fd_, 1) != 0) {
+      const std::string error = errnoText("console socket " + path_);
+      cleanUp();
+      throw std::runtime_error(error);
+    }
+  }
+  ~ConsoleSocket() { cleanUp(); }
+  ConsoleSocket(const ConsoleSocket&) = delete;
+  ConsoleSocket& operator=(const ConsoleSocket&) = delete;
+  const std::string& path() const { return path_; }
+
+  // The master runc sent (runc create has returned, so it is waiting in the socket).
+  int receiveMaster() {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, 5000) <= 0) throw std::runtime_error("runc sent no terminal within 5 s");
+    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) throw std::runtime_error(errnoText("accept on the console socket"));
+    char name[4096];
+    iovec iov{name, sizeof name};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    do {
+      n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    close(conn);
+    const cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+      throw std::runtime_error("runc's console socket message carried no terminal");
+    }
+    int master = -1;
+    std::memcpy(&master, CMSG_DATA(c), sizeof master);
+    return master;
+  }
+
+ private:
+  static std::string errnoText(const std::string& what) {
+    return what + ": " + std::strerror(errno);
+  }
+  void cleanUp() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    if (!path_.empty()) unlink(path_.c_str());
+    if (!dir_.empty()) rmdir(dir_.c_str());
+    path_.clear();
+    dir_.clear();
+  }
+  std::string dir_, path_;
+  int fd_ = -1;
 };
 
 // Where the kernel counts the container's OOM kills: its memory cgroup's memory.oom_control
@@ -216,8 +291,10 @@ int runShim(const Args& a, int readyFd) {
     return 1;
   }
 
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+  // The container's output: two pipes, or with a terminal the pty's master alone (a terminal
+  // has one stream, which Docker logs as stdout).
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (!a.tty && (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)) {
     report(readyFd, std::string("ERR pipe: ") + std::strerror(errno));
     return 1;
   }
@@ -225,10 +302,17 @@ int runShim(const Args& a, int readyFd) {
   const std::string pidFile = a.stateDir + "/" + kContainerPidFile;
   try {
     CreateStdio stdio;
-    stdio.stdoutFd = out[1];
-    stdio.stderrFd = err[1];
     stdio.logFile = a.stateDir + "/" + kRuncLogFile;
-    runc.create(a.id, a.bundle, pidFile, stdio);
+    if (a.tty) {
+      ConsoleSocket console;
+      stdio.consoleSocket = console.path();
+      runc.create(a.id, a.bundle, pidFile, stdio);
+      out[0] = console.receiveMaster();
+    } else {
+      stdio.stdoutFd = out[1];
+      stdio.stderrFd = err[1];
+      runc.create(a.id, a.bundle, pidFile, stdio);
+    }
   } catch (const std::exception& e) {
     ExitInfo exit;
     exit.exitCode = startFailureCode(e.what());
@@ -238,8 +322,8 @@ int runShim(const Args& a, int readyFd) {
     report(readyFd, std::string("ERR ") + e.what());
     return 1;
   }
-  close(out[1]);
-  close(err[1]);
+  if (out[1] >= 0) close(out[1]);
+  if (err[1] >= 0) close(err[1]);
   const pid_t pid = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
   const std::string oomFile = pid > 0 ? oomCounterFile(pid) : "";
   const int64_t oomBefore = oomKills(oomFile);
@@ -260,7 +344,9 @@ int runShim(const Args& a, int readyFd) {
 
   LogWriter log(a.stateDir + "/" + kLogFile, a.logMaxBytes, a.logMaxFiles);
   Stream streams[2] = {{"stdout", out[0], {}}, {"stderr", err[0], {}}};
-  for (Stream& s : streams) fcntl(s.fd, F_SETFL, fcntl(s.fd, F_GETFL) | O_NONBLOCK);
+  for (Stream& s : streams) {
+    if (s.fd >= 0) fcntl(s.fd, F_SETFL, fcntl(s.fd, F_GETFL) | O_NONBLOCK);
+  }
   bool exited = pid <= 0;
   int status = -1;
   int64_t drainUntil = 0;

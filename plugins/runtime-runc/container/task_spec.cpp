@@ -248,6 +248,7 @@ void parseSpec(const Reader& s, TaskSpec& t) {
   t.capAdd = s.strings("cap_add");
   t.capDrop = s.strings("cap_drop");
   t.init = s.boolean("init");
+  t.tty = s.boolean("tty");
   if (Object::Ptr sysctls = s.object("sysctls")) {
     for (const auto& member : *sysctls) {
       if (!member.second.isString()) s.fail("sysctls", "must map names to strings");

@@ -74,6 +74,7 @@ struct TaskSpec {
   std::map<std::string, std::string> sysctls;  // "sysctls": {"net.ipv4.ip_forward": "1"}
   std::vector<Ulimit> ulimits;                 // "ulimits": [{"name","soft","hard"}]
   bool init = false;                           // "init"
+  bool tty = false;                            // "tty": a pseudo-terminal for stdio
   std::string healthcheckJson;                 // "healthcheck": Docker's object, raw ("" = none)
   std::vector<Mount> mounts;                   // "mounts": Docker's Mount objects
 

@@ -572,6 +572,8 @@ class OrchestratorTest : public CppUnit::TestFixture {
         "TaskTemplate.RestartPolicy.Condition must be one of none, on-failure, any");
     check("{\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"x\",\"Imgae\":1}}}",
           "unknown field TaskTemplate.ContainerSpec.Imgae");
+    check("{\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"x\",\"TTY\":\"yes\"}}}",
+          "TaskTemplate.ContainerSpec.TTY");
     check(
         "{\"Mode\":{\"Replicated\":{\"Replicas\":-1}},\"TaskTemplate\":{\"ContainerSpec\":"
         "{\"Image\":\"x\"}}}",

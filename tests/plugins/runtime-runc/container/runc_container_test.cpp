@@ -144,7 +144,7 @@ class TaskSpecTest : public CppUnit::TestFixture {
         R"("user":"1000:100","hostname":"h1","stop_signal":"SIGINT","stop_grace_ns":5000000000,)"
         R"("read_only":true,"cap_add":["NET_ADMIN"],"cap_drop":["CAP_MKNOD"],)"
         R"("sysctls":{"net.ipv4.ip_forward":"1"},"ulimits":[{"name":"nofile","soft":100,"hard":200}],)"
-        R"("init":false,"healthcheck":{"Test":["CMD","true"],"Interval":1000000000},)"
+        R"("init":false,"tty":true,"healthcheck":{"Test":["CMD","true"],"Interval":1000000000},)"
         R"("mounts":[{"Type":"bind","Source":"/srv","Target":"/data","ReadOnly":true,)"
         R"("BindOptions":{"Propagation":"rslave"}},)"
         R"({"Type":"tmpfs","Target":"/scratch","TmpfsOptions":{"SizeBytes":1048576,"Mode":448}}],)"
@@ -167,6 +167,7 @@ class TaskSpecTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(std::string("SIGINT"), t.stopSignal);
     CPPUNIT_ASSERT_EQUAL(int64_t{5000000000}, t.stopGraceNs);
     CPPUNIT_ASSERT(t.readOnly);
+    CPPUNIT_ASSERT(t.tty);
     CPPUNIT_ASSERT(t.capAdd == Strings({"NET_ADMIN"}));
     CPPUNIT_ASSERT(t.capDrop == Strings({"CAP_MKNOD"}));
     CPPUNIT_ASSERT_EQUAL(std::string("1"), t.sysctls.at("net.ipv4.ip_forward"));
@@ -390,6 +391,16 @@ class OciSpecTest : public CppUnit::TestFixture {
                             "HOSTNAME=mine", "HOME=/h"}));
     Strings env = strings(config(t, image)->getObject("process")->getArray("env"));
     CPPUNIT_ASSERT(std::find(env.begin(), env.end(), "HOME=/h") != env.end());
+    // A terminal gets Docker's TERM=xterm, unless the image or the task says otherwise.
+    t.env.clear();
+    t.tty = true;
+    CPPUNIT_ASSERT(processEnv(t, ImageDefaults{}, "host1", "") ==
+                   Strings({"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                            "TERM=xterm", "HOSTNAME=host1"}));
+    image.env = {"TERM=vt100"};
+    env = processEnv(t, image, "host1", "");
+    CPPUNIT_ASSERT(std::find(env.begin(), env.end(), "TERM=vt100") != env.end());
+    CPPUNIT_ASSERT(std::find(env.begin(), env.end(), "TERM=xterm") == env.end());
   }
 
   // The default seccomp filter: every call allowed but Docker's refused ones; a capability
@@ -606,6 +617,9 @@ class OciSpecTest : public CppUnit::TestFixture {
     Object::Ptr process = cfg->getObject("process");
     CPPUNIT_ASSERT(!process->getValue<bool>("terminal"));
     CPPUNIT_ASSERT(!process->getValue<bool>("noNewPrivileges"));
+    TaskSpec tty = baseTask();
+    tty.tty = true;
+    CPPUNIT_ASSERT(config(tty)->getObject("process")->getValue<bool>("terminal"));
     CPPUNIT_ASSERT_EQUAL(std::string("/"), process->getValue<std::string>("cwd"));
     Array::Ptr ns = cfg->getObject("linux")->getArray("namespaces");
     Strings types;

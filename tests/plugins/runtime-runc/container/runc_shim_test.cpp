@@ -5,6 +5,7 @@
 // (/shoal-test-<pid>), and tearDown removes everything even after a failed assertion.
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <dirent.h>
 #include <shoal/plugin.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -20,6 +21,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -86,6 +88,7 @@ class RuncShimTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testOutputLinesAreLoggedAndExitCodeRecorded);
   CPPUNIT_TEST(testSigkillIsExit137WithSignal9);
   CPPUNIT_TEST(testOomKillIsRecorded);
+  CPPUNIT_TEST(testATerminalsOutputIsLoggedAsStdout);
   CPPUNIT_TEST(testCreateFailureQuotesRunc);
   CPPUNIT_TEST(testShimOutlivesItsLauncher);
   CPPUNIT_TEST(testExitWatcherAcrossARestartAndAShimDeath);
@@ -172,6 +175,40 @@ class RuncShimTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(s.pid > 0);
     CPPUNIT_ASSERT(s.startedNs >= startedNs_);
     waitShimGone(id);
+  }
+
+  // --tty: the container's stdio is a pseudo-terminal whose master the shim gets from runc
+  // (--console-socket); everything written to it is logged as stdout, as Docker does.
+  void testATerminalsOutputIsLoggedAsStdout() {
+    if (!canRun()) return;
+    const std::string id = start(
+        "tty",
+        {"sh", "-c",
+         "test -t 0 && test -t 1 && test -t 2 && echo \"on $(tty) TERM=$TERM\"; echo err >&2; "
+         "printf 'no newline'; exit 4"},
+        [](TaskSpec& t) { t.tty = true; }, [](ShimOptions& o) { o.tty = true; });
+    const ExitInfo exit = waitExit(id);
+    CPPUNIT_ASSERT_EQUAL(4, exit.exitCode);
+    const std::vector<LogRecord> logs = readLogs(stateDir(id), -1, 0);
+    const Strings out = linesOf(logs, "stdout");
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(
+        std::accumulate(out.begin(), out.end(), std::string(),
+                        [](std::string a, const std::string& b) { return a + b + "|"; }),
+        std::size_t{3}, out.size());
+    CPPUNIT_ASSERT_EQUAL(std::string("on /dev/pts/0 TERM=xterm"), out[0]);  // "\r\n" lines too
+    CPPUNIT_ASSERT_EQUAL(std::string("err"), out[1]);
+    CPPUNIT_ASSERT_EQUAL(std::string("no newline"), out[2]);
+    CPPUNIT_ASSERT(linesOf(logs, "stderr").empty());
+    waitShimGone(id);
+    // Nothing of the console socket is left in /tmp.
+    std::size_t consoleDirs = 0;
+    if (DIR* d = opendir("/tmp")) {
+      while (const dirent* e = readdir(d)) {
+        consoleDirs += std::string(e->d_name).rfind("shoal-tty-", 0) == 0;
+      }
+      closedir(d);
+    }
+    CPPUNIT_ASSERT_EQUAL(std::size_t{0}, consoleDirs);
   }
 
   void testSigkillIsExit137WithSignal9() {
