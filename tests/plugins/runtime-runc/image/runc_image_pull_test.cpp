@@ -699,9 +699,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     World& w = world();
     FakeRegistry fake(w.images + "/layout");
     TempDir tmp;
-    std::string creds =
-        tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
-                                     base64("shoal:s3cret") + "\"}}}");
+    const std::string creds = credentials(tmp, fake);
     ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     Image a = store.ensure(fake.ref("v1"));
     int after = fake.total();
@@ -758,9 +756,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     World& w = world();
     FakeRegistry fake(w.images + "/layout");
     TempDir tmp;
-    std::string creds =
-        tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
-                                     base64("shoal:s3cret") + "\"}}}");
+    const std::string creds = credentials(tmp, fake);
     ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     // Four pulls at once: two of v1 (one pull, shared) and two of health, which has v1's layers
     // (each layer fetched once, whichever pull gets there first).
@@ -793,9 +789,7 @@ class RuncImagePullTest : public CppUnit::TestFixture {
     World& w = world();
     FakeRegistry fake(w.images + "/layout");
     TempDir tmp;
-    std::string creds =
-        tmp.write("config.json", "{\"auths\":{\"" + fake.host() + "\":{\"auth\":\"" +
-                                     base64("shoal:s3cret") + "\"}}}");
+    const std::string creds = credentials(tmp, fake);
     ImageStore store(tmp.file("store"), RegistryOptions{{}, creds, 3, 30, ""});
     fake.corrupt(w.at("V2_BLOB"));
     expectError([&] { store.pull(fake.ref("v2")); }, SHOAL_EIO,
