@@ -23,6 +23,7 @@ using store::TaskState;
 // The task records are written at most this often (and at stop): every node rewrites its whole
 // record with an fsync, and a burst of transitions would otherwise write it once per step.
 constexpr auto kPersistEvery = 1s;
+constexpr auto kLogsRetryAfter = 500ms;  // a log publish that found no leader
 
 void appendMember(std::string& out, std::string_view key, std::string_view value) {
   out += ",\"";
@@ -179,6 +180,7 @@ void Agent::workLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, 500ms, [this] {
         if (stop_ || !assignments_.empty() || !completions_.empty()) return true;
+        if (clock_.monotonic() < logsRetryAt_) return false;
         for (const auto& [sub, job] : logJobs_) {
           if (!job.records.empty() || job.ops.empty()) return true;
         }
@@ -409,6 +411,7 @@ void Agent::sendLogs() {
   std::vector<Out> outs;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (clock_.monotonic() < logsRetryAt_) return;
     for (auto it = logJobs_.begin(); it != logJobs_.end();) {
       LogJob& job = it->second;
       const bool done = job.ops.empty();
@@ -438,6 +441,7 @@ void Agent::sendLogs() {
       LogJob& job = logJobs_[o.sub];
       job.records.insert(0, o.records);
       job.seq = std::max(job.seq, o.seq);
+      logsRetryAt_ = clock_.monotonic() + kLogsRetryAfter;
       if (o.done && job.ops.empty() && job.error.empty()) job.error = o.error;
       continue;
     }

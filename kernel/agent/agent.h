@@ -144,6 +144,8 @@ class Agent {
   bool dirty_ = false;                            // guarded by mu_: tasks_ differs from the file
   std::string session_;                           // poller thread only
   Clock::MonoTime lastPersist_{};                 // worker thread only
+  // A log publish that found no leader is sent again from then, not in a tight loop.
+  Clock::MonoTime logsRetryAt_{};  // guarded by mu_
   std::thread poller_;
   std::thread worker_;
   std::shared_ptr<Life> life_;

@@ -1129,9 +1129,10 @@ Status applySpecFlags(const Invocation& inv, JObject::Ptr spec) {
   stringFlag("workdir", container, "Dir");
   stringFlag("user", container, "User");
   stringFlag("stop-signal", container, "StopSignal");
-  if (inv.has("read-only")) container->set("ReadOnly", true);
-  if (inv.has("init")) container->set("Init", true);
-  if (inv.has("tty")) container->set("TTY", true);
+  // Boolean flags as Docker's: `--tty` sets, `--tty=false` clears (on update too).
+  if (inv.has("read-only")) container->set("ReadOnly", inv.flag("read-only") == "true");
+  if (inv.has("init")) container->set("Init", inv.flag("init") == "true");
+  if (inv.has("tty")) container->set("TTY", inv.flag("tty") == "true");
   if (Status s = durationFlag("stop-grace-period", container, "StopGracePeriod"); !s) return s;
   // Resources.
   auto resource = [&](const std::string& flag, const char* group, const char* key,

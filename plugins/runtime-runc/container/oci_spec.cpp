@@ -8,6 +8,7 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -599,15 +600,22 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir) {
 bool hostLimitsSwap() {
   if (access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0) return true;
   if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0) return false;
-  // cgroup v2: the root has no memory.swap.max, so look where this process is ("0::/path").
-  std::ifstream in("/proc/self/cgroup");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("0::/", 0) != 0) continue;
-    const std::string path = line.substr(3);
-    if (path == "/") return false;
-    return access(("/sys/fs/cgroup" + path + "/memory.swap.max").c_str(), F_OK) == 0;
+  // cgroup v2: the root has no memory.swap.max, and where this process or the containers'
+  // parent sit may be the root or not exist yet; swap accounting is the kernel's, so any
+  // cgroup under the root that has the memory controller tells.
+  DIR* d = opendir("/sys/fs/cgroup");
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == ".." || e->d_type != DT_DIR) continue;
+    if (access(("/sys/fs/cgroup/" + name + "/memory.swap.max").c_str(), F_OK) == 0) {
+      found = true;
+      break;
+    }
   }
-  return false;
+  closedir(d);
+  return found;
 }
 
 std::string buildOciConfig(const TaskSpec& task, const ImageDefaults& image,

@@ -105,7 +105,7 @@ void writeNetworkFiles(const TaskSpec& task, const std::string& dir);
 // plugin provided, init without an init binary, "dns" without networkFilesDir, ...). With
 // `seccomp`, the container gets defaultSeccomp() for its capabilities (seccomp.h).
 // Whether this host's memory cgroup limits swap: cgroup v1's memory.memsw.limit_in_bytes
-// (the kernel's swap accounting) or, on cgroup v2, memory.swap.max in this process's cgroup.
+// (the kernel's swap accounting) or, on cgroup v2, memory.swap.max in a cgroup under the root.
 // Docker sets a swap limit only where it does.
 bool hostLimitsSwap();
 

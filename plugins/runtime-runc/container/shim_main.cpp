@@ -307,7 +307,14 @@ int runShim(const Args& a, int readyFd) {
       ConsoleSocket console;
       stdio.consoleSocket = console.path();
       runc.create(a.id, a.bundle, pidFile, stdio);
-      out[0] = console.receiveMaster();
+      try {
+        out[0] = console.receiveMaster();
+      } catch (const std::exception&) {
+        // Created, waiting for a start that will not come: end it rather than leave it there.
+        const pid_t created = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
+        if (created > 0 && kill(created, SIGKILL) == 0) waitpid(created, nullptr, 0);
+        throw;
+      }
     } else {
       stdio.stdoutFd = out[1];
       stdio.stderrFd = err[1];

@@ -488,24 +488,28 @@ class AgentTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(eventually([&] { return runtime_->count("logs t1") == 1; }));
     runtime_->logLine("t1", "hello");
     runtime_->endLogs("t1");  // t1 stopped: the job is over
-    CPPUNIT_ASSERT(eventually([&] { return publishedWith("\"done\":true") == 1; }));
-    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, publishedWith("\"seq\":1"));
+    // Its last publish (the line may have gone in one before it) says it is done, as of seq 1.
+    CPPUNIT_ASSERT(eventually([&] { return publishedWith({"\"done\":true"}) == 1; }));
+    CPPUNIT_ASSERT_EQUAL(std::size_t{1}, publishedWith({"\"done\":true", "\"seq\":1"}));
     auto batch = broker.read(sub, 0, 1s);
     CPPUNIT_ASSERT(batch && batch->records.size() == 1 && batch->records[0].line == "hello");
     // The service's next task on this node: a second request, streamed by a new job.
     broker.taskStarted("svc", "n1", "t2");
     CPPUNIT_ASSERT(eventually([&] { return runtime_->count("logs t2") == 1; }));
     runtime_->logLine("t2", "again");
-    CPPUNIT_ASSERT(eventually([&] { return publishedWith("\"seq\":2") == 1; }));
+    CPPUNIT_ASSERT(eventually([&] { return publishedWith({"\"again\"", "\"seq\":2"}) == 1; }));
     broker.cancel(sub);
   }
 
  private:
-  std::size_t publishedWith(const std::string& part) {
+  // How many of the agent's log publishes hold every one of `parts`.
+  std::size_t publishedWith(const std::vector<std::string>& parts) {
     std::lock_guard<std::mutex> lock(publishedMu_);
     return static_cast<std::size_t>(
-        std::count_if(published_.begin(), published_.end(),
-                      [&](const std::string& b) { return b.find(part) != std::string::npos; }));
+        std::count_if(published_.begin(), published_.end(), [&](const std::string& b) {
+          return std::all_of(parts.begin(), parts.end(),
+                             [&](const std::string& p) { return b.find(p) != std::string::npos; });
+        }));
   }
   // The leader goes: calls find no dispatcher until startDispatcher().
   void stopDispatcher() {

@@ -5,7 +5,10 @@
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Parser.h>
 
+#include <mutex>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "kernel/api/api_server.h"
 #include "kernel/api/system_routes.h"
@@ -40,6 +43,7 @@ class CliTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testNoDaemonIsAClearError);
   CPPUNIT_TEST(testHostFromEnvironmentAndFlag);
   CPPUNIT_TEST(testVersion);
+  CPPUNIT_TEST(testBooleanSpecFlagsSetAndClear);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -51,6 +55,23 @@ class CliTest : public CppUnit::TestFixture {
                                std::string(SHOAL_FIXTURE_DIR) + "/older-minor",
                                std::string(SHOAL_FIXTURE_DIR) + "/newer-minor"});
     shoal::api::addSystemRoutes(router_, *plugins_, {"0.1.0", "/var/lib/shoal", socket_, 1, 1, {}});
+    // Just enough of the service API to see the specs the CLI sends.
+    router_.add("POST", "/services/create", [this](const shoal::api::Request& r) {
+      std::lock_guard<std::mutex> lock(sentMu_);
+      sent_.push_back(r.body);
+      return shoal::api::Response::json("{\"ID\":\"s1\"}");
+    });
+    router_.add("GET", "/services/inspect", [](const shoal::api::Request&) {
+      return shoal::api::Response::json(
+          "{\"ID\":\"s1\",\"Version\":7,\"Name\":\"web\",\"Spec\":{\"TaskTemplate\":"
+          "{\"ContainerSpec\":{\"Image\":\"busybox\",\"TTY\":true,\"Init\":true,"
+          "\"ReadOnly\":true}}}}");
+    });
+    router_.add("POST", "/services/update", [this](const shoal::api::Request& r) {
+      std::lock_guard<std::mutex> lock(sentMu_);
+      sent_.push_back(r.body);
+      return shoal::api::Response::json("{}");
+    });
     server_ = std::make_unique<shoal::api::ApiServer>(
         shoal::api::ApiServer::Options::unixSocket(socket_, 0600, 4), router_);
     CPPUNIT_ASSERT(server_->start().isOk());
@@ -66,6 +87,31 @@ class CliTest : public CppUnit::TestFixture {
     std::ostringstream out, err;
     int code = shoal::cli::run(args, out, err, envHost.empty() ? "unix://" + socket_ : envHost);
     return {code, out.str(), err.str()};
+  }
+
+  // `--tty`, `--init`, `--read-only` as Docker's: bare sets, `=false` clears, on create and on
+  // update (which sends the current spec back with the change).
+  void testBooleanSpecFlagsSetAndClear() {
+    Run r = run(
+        {"service", "create", "--detach", "--tty", "--init=true", "--read-only=false", "busybox"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.code);
+    r = run({"service", "update", "--detach", "--tty=false", "--init=false", "web"});
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.code);
+    std::lock_guard<std::mutex> lock(sentMu_);
+    CPPUNIT_ASSERT_EQUAL(std::size_t{2}, sent_.size());
+    auto container = [](const std::string& body, bool update) {
+      auto o = Poco::JSON::Parser().parse(body).extract<Poco::JSON::Object::Ptr>();
+      if (update) o = o->getObject("spec");
+      return o->getObject("TaskTemplate")->getObject("ContainerSpec");
+    };
+    auto created = container(sent_[0], false);
+    CPPUNIT_ASSERT_MESSAGE(sent_[0], created->getValue<bool>("TTY"));
+    CPPUNIT_ASSERT(created->getValue<bool>("Init"));
+    CPPUNIT_ASSERT(!created->getValue<bool>("ReadOnly"));
+    auto updated = container(sent_[1], true);
+    CPPUNIT_ASSERT_MESSAGE(sent_[1], !updated->getValue<bool>("TTY"));
+    CPPUNIT_ASSERT(!updated->getValue<bool>("Init"));
+    CPPUNIT_ASSERT(updated->getValue<bool>("ReadOnly"));  // not named: as it was
   }
 
   void testInfoPrintsServerSection() {
@@ -220,6 +266,8 @@ class CliTest : public CppUnit::TestFixture {
   std::unique_ptr<shoal::plugin::PluginHost> plugins_;
   shoal::api::Router router_;
   std::unique_ptr<shoal::api::ApiServer> server_;
+  std::mutex sentMu_;
+  std::vector<std::string> sent_;  // guarded by sentMu_: bodies the service routes got
 };
 
 CPPUNIT_TEST_SUITE_REGISTRATION(CliTest);
