@@ -8,6 +8,7 @@
 #include <cppunit/extensions/HelperMacros.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -499,6 +500,14 @@ class AgentTest : public CppUnit::TestFixture {
     runtime_->logLine("t2", "again");
     CPPUNIT_ASSERT(eventually([&] { return publishedWith({"\"again\"", "\"seq\":2"}) == 1; }));
     broker.cancel(sub);
+    // With no leader, a publish is tried again every 500 ms, not as fast as calls fail (50 ms
+    // here).
+    stopDispatcher();
+    runtime_->logLine("t2", "nobody hears this");
+    const int before = logCalls_;
+    std::this_thread::sleep_for(2s);
+    const int tries = logCalls_ - before;
+    CPPUNIT_ASSERT_MESSAGE(std::to_string(tries), tries >= 1 && tries <= 6);
   }
 
  private:
@@ -528,6 +537,7 @@ class AgentTest : public CppUnit::TestFixture {
   void startAgent() {
     auto call = [this](const std::string& path,
                        const std::string& body) -> shoal::Result<LeaderReply> {
+      if (path == "/dispatcher/logs") ++logCalls_;
       std::unique_lock<std::mutex> lock(dispatcherMu_);
       if (!dispatcher_) {
         lock.unlock();
@@ -596,6 +606,7 @@ class AgentTest : public CppUnit::TestFixture {
   shoal::SeededRandom random_{3};
   std::unique_ptr<ReplicatedStore> store_;
   std::mutex dispatcherMu_;
+  std::atomic<int> logCalls_{0};  // the agent's calls to /dispatcher/logs, answered or not
   std::mutex publishedMu_;
   std::vector<std::string> published_;  // guarded by publishedMu_: the agent's log publishes
   std::shared_ptr<Dispatcher> dispatcher_;
