@@ -346,16 +346,18 @@ void RaftNode::proposeUnsent() {
     std::string data = end - at == 1 ? wrap(id(), unsent_[at].first, unsent_[at].second)
                                      : wrapGroup(id(), unsent_, at, end);
     if (Status s = core_->proposeOrForward(std::move(data)); !s) {
-      for (std::size_t i = at; i < end; ++i) {
-        if (auto w = proposals_.find(unsent_[i].first); w != proposals_.end()) {
-          w->second->finish(s);
-          proposals_.erase(w);
-        }
-      }
+      for (std::size_t i = at; i < end; ++i) failProposal(unsent_[i].first, s);
     }
     at = end;
   }
   unsent_.clear();
+}
+
+void RaftNode::failProposal(uint64_t request, const Status& s) {
+  if (auto w = proposals_.find(request); w != proposals_.end()) {
+    w->second->finish(s);
+    proposals_.erase(w);
+  }
 }
 
 std::vector<uint64_t> RaftNode::ownRequests(std::string_view entry) const {
@@ -401,12 +403,7 @@ void RaftNode::retryParked() {
       continue;
     }
     if (Status s = core_->proposeOrForward(p.entry); !s) {
-      for (uint64_t request : ownRequests(p.entry)) {
-        if (auto w = proposals_.find(request); w != proposals_.end()) {
-          w->second->finish(s);
-          proposals_.erase(w);
-        }
-      }
+      for (uint64_t request : ownRequests(p.entry)) failProposal(request, s);
     }
   }
   parked_ = std::move(keep);

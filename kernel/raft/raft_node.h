@@ -112,6 +112,7 @@ class RaftNode {
 
   void run();
   void proposeUnsent();
+  void failProposal(uint64_t request, const Status& s);  // its waiter, if it still has one
   void parkDropped(const Message& m);
   void retryParked();
   // The request ids of this member's commands in an entry (none for another member's).
