@@ -31,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -516,22 +517,25 @@ struct MemorySink {
   }
 };
 
+// A header's non-negative decimal (Content-Length, a Content-Range bound), or -1.
+int64_t decimal(std::string_view text) {
+  if (text.empty() || text.size() > 18) return -1;
+  for (char c : text) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return -1;
+  }
+  return std::stoll(std::string(text));
+}
+
 // The first byte a 206's Content-Range ("bytes 100-199/200") covers.
 std::optional<uint64_t> rangeStart(const std::string& contentRange) {
-  const std::string prefix = "bytes ";
+  const std::string_view prefix = "bytes ";
   if (contentRange.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
-  uint64_t v = 0;
-  std::size_t i = prefix.size();
-  if (i >= contentRange.size() || !std::isdigit(static_cast<unsigned char>(contentRange[i]))) {
-    return std::nullopt;
-  }
-  for (; i < contentRange.size() && std::isdigit(static_cast<unsigned char>(contentRange[i]));
-       ++i) {
-    if (v > (UINT64_MAX - 9) / 10) return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(contentRange[i] - '0');
-  }
-  if (i >= contentRange.size() || contentRange[i] != '-') return std::nullopt;
-  return v;
+  const auto dash = contentRange.find('-', prefix.size());
+  if (dash == std::string::npos) return std::nullopt;
+  const int64_t v =
+      decimal(std::string_view(contentRange).substr(prefix.size(), dash - prefix.size()));
+  if (v < 0) return std::nullopt;
+  return static_cast<uint64_t>(v);
 }
 
 // A blob streamed into a file and hashed as it arrives; a 206 goes on from what the file holds.
@@ -613,15 +617,6 @@ struct FileSink {
   }
 };
 
-// A response's Content-Length, or -1.
-int64_t contentLength(const std::string& header) {
-  if (header.empty() || header.size() > 18) return -1;
-  for (char c : header) {
-    if (!std::isdigit(static_cast<unsigned char>(c))) return -1;
-  }
-  return std::stoll(header);
-}
-
 }  // namespace
 
 RegistryClient::Fetched RegistryClient::manifest(const Reference& ref,
@@ -688,9 +683,9 @@ uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& dig
         if (r.status == 416 && before > 0) {
           // "bytes */N": the blob is N bytes. Not the size the manifest says, it is not the
           // manifest's blob; else the registry will not go on from there: start over.
-          const std::string total = r.header("content-range");
-          if (total.rfind("bytes */", 0) == 0 && contentLength(total.substr(8)) >= 0 &&
-              contentLength(total.substr(8)) != size) {
+          const std::string range = r.header("content-range");
+          const int64_t total = range.rfind("bytes */", 0) == 0 ? decimal(range.substr(8)) : -1;
+          if (total >= 0 && total != size) {
             keep = false;
             throw shortBlob();
           }
@@ -705,7 +700,7 @@ uint64_t RegistryClient::blobToFile(const Reference& ref, const std::string& dig
         }
         if (size >= 0 && sink.bytes < static_cast<uint64_t>(size)) {
           // A body that ended where its Content-Length said is all the registry has.
-          if (contentLength(r.header("content-length")) == static_cast<int64_t>(sink.received)) {
+          if (decimal(r.header("content-length")) == static_cast<int64_t>(sink.received)) {
             keep = false;
             throw shortBlob();
           }
