@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace shoal::runc {
@@ -329,6 +330,10 @@ std::string readWholeFile(const std::string& path, bool* ok) {
   close(fd);
   if (ok != nullptr) *ok = true;
   return out;
+}
+
+pid_t readPidFile(const std::string& path) {
+  return static_cast<pid_t>(std::atoi(readWholeFile(path).c_str()));
 }
 
 bool makeDirs(const std::string& path, mode_t mode) {

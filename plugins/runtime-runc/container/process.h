@@ -72,6 +72,9 @@ bool writeFileAtomic(const std::string& path, const std::string& text);
 // The whole file ("" when it cannot be read); `ok` (optional) says whether it could.
 std::string readWholeFile(const std::string& path, bool* ok = nullptr);
 
+// The pid a pid file (runc's --pid-file) holds, 0 when there is none.
+pid_t readPidFile(const std::string& path);
+
 // mkdir -p with `mode` for the directories it creates. Returns false (errno set) on failure.
 bool makeDirs(const std::string& path, mode_t mode);
 

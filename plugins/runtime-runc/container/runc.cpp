@@ -184,7 +184,7 @@ ExecResult Runc::exec(const std::string& id, const std::vector<std::string>& arg
   options.maxBytes = kHealthOutputMax;
   options.mergeStderr = true;
   options.onTimeout = [&](pid_t runcPid) {
-    const pid_t target = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
+    const pid_t target = readPidFile(pidFile);
     if (target > 0 && processStartTime(target) != 0) {
       ::kill(target, SIGKILL);
     } else {

@@ -201,7 +201,7 @@ int launchShim(const ShimOptions& o) {
 
 ContainerStatus readStatus(const std::string& stateDir) {
   ContainerStatus status;
-  status.pid = std::atoi(readWholeFile(join(stateDir, kContainerPidFile)).c_str());
+  status.pid = readPidFile(join(stateDir, kContainerPidFile));
   status.startedNs = std::strtoll(readWholeFile(join(stateDir, kStartedFile)).c_str(), nullptr, 10);
   status.shimAlive = alive(readShimPid(stateDir));
   bool ok = false;

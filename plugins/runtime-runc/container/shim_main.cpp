@@ -311,7 +311,7 @@ int runShim(const Args& a, int readyFd) {
         out[0] = console.receiveMaster();
       } catch (const std::exception&) {
         // Created, waiting for a start that will not come: end it rather than leave it there.
-        const pid_t created = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
+        const pid_t created = readPidFile(pidFile);
         if (created > 0 && kill(created, SIGKILL) == 0) waitpid(created, nullptr, 0);
         throw;
       }
@@ -331,7 +331,7 @@ int runShim(const Args& a, int readyFd) {
   }
   if (out[1] >= 0) close(out[1]);
   if (err[1] >= 0) close(err[1]);
-  const pid_t pid = static_cast<pid_t>(std::atoi(readWholeFile(pidFile).c_str()));
+  const pid_t pid = readPidFile(pidFile);
   const std::string oomFile = pid > 0 ? oomCounterFile(pid) : "";
   const int64_t oomBefore = oomKills(oomFile);
   std::string startError;
