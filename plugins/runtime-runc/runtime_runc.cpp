@@ -272,7 +272,7 @@ std::optional<Health> resolveHealth(const std::string& taskJson, const std::stri
 }
 
 // A few threads running queued jobs: signals and health checks each get their own, so that
-// slow work (pulls, runc create) never delays a stop or a probe. THREAD: post from any thread.
+// slow work (pulls, runc run) never delays a stop or a probe. THREAD: post from any thread.
 class JobPool {
  public:
   using Log = std::function<void(const std::string&)>;
@@ -998,7 +998,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     t.stopRequested = true;
     t.stops.push_back(op);
     if (t.pid == 0 && t.busy) {
-      // Still inside runc create/start: the start job sees stopRequested and kills it.
+      // Still inside runc run: the start job sees stopRequested and kills it.
       ++t.killToken;
       return SHOAL_EAGAIN;
     }
@@ -1191,6 +1191,7 @@ class RuncRuntime : public shoal::sdk::Instance {
     o.runtimeRoot = runtimeRoot_;
     o.id = id;
     o.bundleDir = taskDir(id);
+    o.cgroupsPath = cgroupsPath(id);
     o.stateDir = stateDir(id);
     o.logMaxBytes = logMaxBytes_;
     o.logMaxFiles = logMaxFiles_;

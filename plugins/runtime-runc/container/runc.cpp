@@ -86,27 +86,27 @@ void Runc::fail(const std::string& op, const std::string& id, int status,
                            "has stopped", "not in created state", "already exists"}) {
     if (contains(message, busy)) code = SHOAL_EBUSY;
   }
-  // create and start fail for the bundle's reasons (a missing program, a bad mount): EIO, as
-  // launchShim promises.
-  if (op == "create" || op == "start") code = SHOAL_EIO;
+  // run fails for the bundle's reasons (a missing program, a bad mount): EIO, as launchShim
+  // promises.
+  if (op == "run") code = SHOAL_EIO;
   throw sdk::Error(code, "runc " + op + " " + id + ": " + message);
 }
 
-void Runc::create(const std::string& id, const std::string& bundleDir, const std::string& pidFile,
-                  const CreateStdio& stdio) {
+void Runc::run(const std::string& id, const std::string& bundleDir, const std::string& pidFile,
+               const CreateStdio& stdio) {
   std::vector<std::string> argv = {binary_, "--root", root_};
   if (!stdio.logFile.empty()) {
     unlink(stdio.logFile.c_str());
     argv.insert(argv.end(), {"--log", stdio.logFile, "--log-format", "json"});
   }
-  argv.insert(argv.end(), {"create", "--bundle", bundleDir, "--pid-file", pidFile});
+  argv.insert(argv.end(), {"run", "--detach", "--bundle", bundleDir, "--pid-file", pidFile});
   if (!stdio.consoleSocket.empty()) {
     argv.insert(argv.end(), {"--console-socket", stdio.consoleSocket});
   }
   argv.push_back(id);
   if (stdio.stdinFd < 0 && stdio.stdoutFd < 0 && stdio.stderrFd < 0) {
     CaptureResult r = runCapture(argv, CaptureOptions{});
-    if (r.status != 0) fail("create", id, r.status, r.err);
+    if (r.status != 0) fail("run", id, r.status, r.err);
     return;
   }
   SpawnOptions options;
@@ -117,13 +117,8 @@ void Runc::create(const std::string& id, const std::string& bundleDir, const std
   const int status = waitChild(pid);
   if (status != 0) {
     std::string message = stdio.logFile.empty() ? "" : logErrors(stdio.logFile);
-    fail("create", id, status, message);
+    fail("run", id, status, message);
   }
-}
-
-void Runc::start(const std::string& id) {
-  CaptureResult r = runCapture(command({"start", id}), CaptureOptions{});
-  if (r.status != 0) fail("start", id, r.status, r.err);
 }
 
 void Runc::kill(const std::string& id, int signal, bool all) {

@@ -115,6 +115,9 @@ int launchShim(const ShimOptions& o) {
     }
   }
   if (o.id.empty()) throw sdk::Error(SHOAL_EINVAL, "launchShim: no container id");
+  if (!o.cgroupsPath.empty() && o.cgroupsPath[0] != '/') {
+    fail(SHOAL_EINVAL, o.id, "the cgroups path must be absolute (got \"" + o.cgroupsPath + "\")");
+  }
   if (!makeDirs(o.stateDir, 0700)) {
     fail(SHOAL_EIO, o.id, "cannot create " + o.stateDir + ": " + std::strerror(errno));
   }
@@ -129,25 +132,26 @@ int launchShim(const ShimOptions& o) {
   if (pipe2(ready, O_CLOEXEC) != 0) {
     fail(SHOAL_EIO, o.id, std::string("pipe: ") + std::strerror(errno));
   }
-  const std::vector<std::string> argv = {o.shimPath,
-                                         "--runtime",
-                                         o.runtimePath,
-                                         "--root",
-                                         o.runtimeRoot,
-                                         "--id",
-                                         o.id,
-                                         "--bundle",
-                                         o.bundleDir,
-                                         "--state-dir",
-                                         o.stateDir,
-                                         "--log-max-bytes",
-                                         std::to_string(o.logMaxBytes),
-                                         "--log-max-files",
-                                         std::to_string(o.logMaxFiles),
-                                         "--tty",
-                                         o.tty ? "1" : "0",
-                                         "--ready-fd",
-                                         "3"};
+  std::vector<std::string> argv = {o.shimPath,
+                                   "--runtime",
+                                   o.runtimePath,
+                                   "--root",
+                                   o.runtimeRoot,
+                                   "--id",
+                                   o.id,
+                                   "--bundle",
+                                   o.bundleDir,
+                                   "--state-dir",
+                                   o.stateDir,
+                                   "--log-max-bytes",
+                                   std::to_string(o.logMaxBytes),
+                                   "--log-max-files",
+                                   std::to_string(o.logMaxFiles),
+                                   "--tty",
+                                   o.tty ? "1" : "0",
+                                   "--ready-fd",
+                                   "3"};
+  if (!o.cgroupsPath.empty()) argv.insert(argv.end(), {"--cgroup", o.cgroupsPath});
   SpawnOptions spawnOptions;
   spawnOptions.passFd = ready[1];
   pid_t first;

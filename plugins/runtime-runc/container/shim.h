@@ -24,24 +24,27 @@ struct ShimOptions {
   std::string id;           // the container id (the task id)
   std::string bundleDir;    // the OCI bundle (config.json, rootfs)
   std::string stateDir;     // the shim's state directory (created 0700 if missing)
+  // The bundle's linux.cgroupsPath, absolute ("/shoal/ID"): where the shim counts the
+  // container's OOM kills. Empty: none are counted.
+  std::string cgroupsPath;
   uint64_t logMaxBytes = 10 << 20;
   int logMaxFiles = 3;
   bool tty = false;        // the bundle's process has a terminal: its output is the pty's
-  int timeoutMs = 120000;  // how long launchShim waits for create + start
+  int timeoutMs = 120000;  // how long launchShim waits for runc run
 };
 
 // A container as its shim's files describe it.
 struct ContainerStatus {
-  int pid = 0;             // the container's init (host pid namespace), 0 before create
-  int64_t startedNs = 0;   // when runc start returned, 0 if it never did
+  int pid = 0;             // the container's init (host pid namespace), 0 before run
+  int64_t startedNs = 0;   // when runc run returned, 0 if it never did
   bool shimAlive = false;  // the shim process (pid and start time from shim.pid) still runs
   std::optional<ExitInfo> exit;
 };
 
 // Starts the container through a new shim: the shim detaches (it is not the caller's child and
-// outlives it), runs runc create and runc start, and reports back. Returns the container's pid
-// once it runs. Throws shoal::sdk::Error: SHOAL_EIO with runc's error ("task T: runc create T:
-// ...") if create or start failed or the shim could not run (its exit is then in exit.json
+// outlives it), runs runc run --detach, and reports back. Returns the container's pid once it
+// runs. Throws shoal::sdk::Error: SHOAL_EIO with runc's error ("task T: runc run T: ...") if
+// run failed or the shim could not run (its exit is then in exit.json
 // when it got that far), SHOAL_EBUSY if a live shim already owns stateDir, SHOAL_ETIMEDOUT if
 // no report came within timeoutMs, SHOAL_EINVAL for missing options. Stale pid/exit files of an
 // earlier run in stateDir are removed first; container.log is kept (appended to).

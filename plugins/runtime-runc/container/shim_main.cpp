@@ -1,12 +1,13 @@
 // shoal-shim: one small process per container (README.md, "The shim").
 //
 //   shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR
-//              [--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--ready-fd FD]
+//              [--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--cgroup PATH]
+//              [--ready-fd FD]
 //
 // Detaches (setsid, fork: the process that started it exits at once), becomes the subreaper of
-// the container's init, runs `runc create` with pipes as the container's stdout/stderr (with
-// --tty 1, a console socket through which runc hands over the pty's master instead) and
-// `runc start`, reports "OK <pid>" or "ERR <message>" on the ready fd, then copies the
+// the container's init, runs `runc run --detach` with pipes as the container's stdout/stderr
+// (with --tty 1, a console socket through which runc hands over the pty's master instead),
+// reports "OK <pid>" or "ERR <message>" on the ready fd, then copies the
 // container's output into rotated log files until the container exits, records the exit in
 // exit.json and exits itself. It never deletes the container.
 #include <fcntl.h>
@@ -41,6 +42,7 @@ constexpr int64_t kDrainNs = int64_t{2} * 1000 * 1000 * 1000;
 
 struct Args {
   std::string runtime, root, id, bundle, stateDir;
+  std::string cgroup;  // the container's cgroupsPath ("/shoal/ID"), where OOM kills are counted
   uint64_t logMaxBytes = 10 << 20;
   int logMaxFiles = 3;
   bool tty = false;
@@ -77,6 +79,8 @@ bool parseArgs(int argc, char** argv, Args& a, std::string& error) {
       a.logMaxFiles = std::atoi(value.c_str());
     } else if (key == "--tty") {
       a.tty = value == "1";
+    } else if (key == "--cgroup") {
+      a.cgroup = value;
     } else if (key == "--ready-fd") {
       a.readyFd = std::atoi(value.c_str());
     } else {
@@ -88,7 +92,7 @@ bool parseArgs(int argc, char** argv, Args& a, std::string& error) {
       a.stateDir.empty()) {
     error =
         "usage: shoal-shim --runtime RUNC --root ROOT --id ID --bundle DIR --state-dir DIR "
-        "[--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--ready-fd FD]";
+        "[--log-max-bytes N] [--log-max-files N] [--tty 0|1] [--cgroup PATH] [--ready-fd FD]";
     return false;
   }
   return true;
@@ -155,7 +159,7 @@ struct Stream {
   }
 };
 
-// The unix socket `runc create --console-socket` sends a terminal's pty master to, in a
+// The unix socket `runc run --console-socket` sends a terminal's pty master to, in a
 // directory of its own under /tmp (a state directory's path may be too long for sun_path).
 class ConsoleSocket {
  public:
@@ -180,7 +184,7 @@ class ConsoleSocket {
   ConsoleSocket& operator=(const ConsoleSocket&) = delete;
   const std::string& path() const { return path_; }
 
-  // The master runc sent (runc create has returned, so it is waiting in the socket).
+  // The master runc sent (runc run has returned, so it is waiting in the socket).
   int receiveMaster() {
     pollfd p{fd_, POLLIN, 0};
     if (poll(&p, 1, 5000) <= 0) throw std::runtime_error("runc sent no terminal within 5 s");
@@ -224,30 +228,19 @@ class ConsoleSocket {
   int fd_ = -1;
 };
 
-// Where the kernel counts the container's OOM kills: its memory cgroup's memory.oom_control
-// (cgroup v1, "oom_kill N") or memory.events (v2), found from /proc/PID/cgroup while it runs.
-std::string oomCounterFile(pid_t pid) {
-  const std::string text = readWholeFile("/proc/" + std::to_string(pid) + "/cgroup");
-  std::string v2;
-  std::size_t begin = 0;
-  while (begin < text.size()) {
-    auto end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    const std::string line = text.substr(begin, end - begin);
-    begin = end + 1;
-    const auto c1 = line.find(':');
-    const auto c2 = c1 == std::string::npos ? c1 : line.find(':', c1 + 1);
-    if (c2 == std::string::npos) continue;
-    const std::string controllers = "," + line.substr(c1 + 1, c2 - c1 - 1) + ",";
-    const std::string path = line.substr(c2 + 1);
-    if (controllers.find(",memory,") != std::string::npos) {
-      return "/sys/fs/cgroup/memory" + path + "/memory.oom_control";
-    }
-    if (controllers == ",," && access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
-      v2 = "/sys/fs/cgroup" + path + "/memory.events";
-    }
+// Where the kernel counts the OOM kills of the container in cgroup `path` (its absolute
+// cgroupsPath, which runc takes from the hierarchy's root): memory.oom_control ("oom_kill N")
+// in cgroup v1's memory hierarchy, else memory.events in the v2 tree. Found from the path, not
+// from /proc/PID/cgroup: an init that has already exited shows the root cgroup there.
+std::string oomCounterFile(const std::string& path) {
+  if (path.empty()) return "";
+  if (access("/sys/fs/cgroup/memory", F_OK) == 0) {
+    return "/sys/fs/cgroup/memory" + path + "/memory.oom_control";
   }
-  return v2;
+  if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
+    return "/sys/fs/cgroup" + path + "/memory.events";
+  }
+  return "";
 }
 
 int64_t oomKills(const std::string& file) {
@@ -306,20 +299,22 @@ int runShim(const Args& a, int readyFd) {
     if (a.tty) {
       ConsoleSocket console;
       stdio.consoleSocket = console.path();
-      runc.create(a.id, a.bundle, pidFile, stdio);
+      runc.run(a.id, a.bundle, pidFile, stdio);
       try {
         out[0] = console.receiveMaster();
       } catch (const std::exception&) {
-        // Created, waiting for a start that will not come: end it rather than leave it there.
-        const pid_t created = readPidFile(pidFile);
-        if (created > 0 && kill(created, SIGKILL) == 0) waitpid(created, nullptr, 0);
+        // Running with a terminal nobody holds: end it rather than leave it there.
+        const pid_t started = readPidFile(pidFile);
+        if (started > 0 && kill(started, SIGKILL) == 0) waitpid(started, nullptr, 0);
         throw;
       }
     } else {
       stdio.stdoutFd = out[1];
       stdio.stderrFd = err[1];
-      runc.create(a.id, a.bundle, pidFile, stdio);
+      runc.run(a.id, a.bundle, pidFile, stdio);
     }
+    if (readPidFile(pidFile) <= 0)
+      throw std::runtime_error("runc run " + a.id + " wrote no pid file");
   } catch (const std::exception& e) {
     ExitInfo exit;
     exit.exitCode = startFailureCode(e.what());
@@ -332,22 +327,11 @@ int runShim(const Args& a, int readyFd) {
   if (out[1] >= 0) close(out[1]);
   if (err[1] >= 0) close(err[1]);
   const pid_t pid = readPidFile(pidFile);
-  const std::string oomFile = pid > 0 ? oomCounterFile(pid) : "";
-  const int64_t oomBefore = oomKills(oomFile);
-  std::string startError;
-  try {
-    if (pid <= 0) throw std::runtime_error("runc create " + a.id + " wrote no pid file");
-    runc.start(a.id);
-  } catch (const std::exception& e) {
-    startError = e.what();
-    // The init waits for a start that will not come: end it, so its exit is recorded below.
-    if (pid > 0) kill(pid, SIGKILL);
-    report(readyFd, "ERR " + startError);
-  }
-  if (startError.empty()) {
-    writeFileAtomic(a.stateDir + "/" + kStartedFile, std::to_string(nowNs()) + "\n");
-    report(readyFd, "OK " + std::to_string(pid) + "\n");
-  }
+  // runc made this cgroup for this container (and its delete removes it), so every OOM kill
+  // counted there is this container's: no count from before the start to subtract.
+  const std::string oomFile = oomCounterFile(a.cgroup);
+  writeFileAtomic(a.stateDir + "/" + kStartedFile, std::to_string(nowNs()) + "\n");
+  report(readyFd, "OK " + std::to_string(pid) + "\n");
 
   LogWriter log(a.stateDir + "/" + kLogFile, a.logMaxBytes, a.logMaxFiles);
   Stream streams[2] = {{"stdout", out[0], {}}, {"stderr", err[0], {}}};
@@ -397,13 +381,9 @@ int runShim(const Args& a, int readyFd) {
   exit.finishedNs = nowNs();
   exit.exitCode = pid > 0 ? exitCode(status) : 255;
   exit.signal = status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-  exit.oomKilled = oomKills(oomFile) > oomBefore;
+  exit.oomKilled = oomKills(oomFile) > 0;
   exit.message = describeStatus(status);
   if (exit.oomKilled) exit.message += " (out of memory)";
-  if (!startError.empty()) {
-    exit.exitCode = startFailureCode(startError);
-    exit.message = startError;
-  }
   recordExit(a, exit);
   return 0;
 }

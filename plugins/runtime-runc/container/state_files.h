@@ -17,7 +17,7 @@ inline constexpr char kStartedFile[] = "started";             // "STARTED_NS\n" 
 inline constexpr char kExitFile[] = "exit.json";              // the exit, written once
 inline constexpr char kLogFile[] = "container.log";           // + .1, .2, ... rotated
 inline constexpr char kShimLogFile[] = "shim.log";            // the shim's own complaints
-inline constexpr char kRuncLogFile[] = "runc.log";            // runc create's --log (JSON)
+inline constexpr char kRuncLogFile[] = "runc.log";            // runc run's --log (JSON)
 
 // How a container ended (exit.json).
 struct ExitInfo {

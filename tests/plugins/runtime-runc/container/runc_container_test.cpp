@@ -1128,7 +1128,7 @@ class StateFilesTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(4242, s.pid);
     CPPUNIT_ASSERT_EQUAL(int64_t{77}, s.startedNs);
     CPPUNIT_ASSERT(s.shimAlive);
-    ShimOptions options{"/bin/false", "/usr/sbin/runc", "/tmp/r", "t1", "/tmp/b", dir.path()};
+    ShimOptions options{"/bin/false", "/usr/sbin/runc", "/tmp/r", "t1", "/tmp/b", dir.path(), ""};
     try {
       launchShim(options);
       CPPUNIT_FAIL("a second shim for a live one's state dir");
