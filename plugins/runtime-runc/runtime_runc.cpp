@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "container/oci_spec.h"
+#include "container/process.h"
 #include "container/runc.h"
 #include "container/shim.h"
 #include "container/task_spec.h"
@@ -114,16 +115,9 @@ int64_t monoNs() {
 }
 
 void mkdirs(const std::string& path, mode_t mode) {
-  std::string at;
-  std::stringstream parts(path);
-  std::string part;
-  while (std::getline(parts, part, '/')) {
-    if (part.empty()) continue;
-    at += "/" + part;
-    if (mkdir(at.c_str(), mode) != 0 && errno != EEXIST) {
-      throw Error(SHOAL_EIO,
-                  std::string(kName) + ": cannot create " + at + ": " + std::strerror(errno));
-    }
+  if (!shoal::runc::makeDirs(path, mode)) {
+    throw Error(SHOAL_EIO,
+                std::string(kName) + ": cannot create " + path + ": " + std::strerror(errno));
   }
 }
 
@@ -172,6 +166,45 @@ void writeFileAtomic(const std::string& path, const std::string& text) {
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     throw Error(SHOAL_EIO,
                 std::string(kName) + ": cannot rename " + tmp + ": " + std::strerror(errno));
+  }
+}
+
+// Mounts the overlay of `lower` (top layer first), `upper` and `work` on `target`. The
+// directories are named as /proc/self/fd/N of fds opened here, not by their paths: the kernel
+// resolves them at the mount, and mountinfo shows the options as written. Every runc reads the
+// host's mountinfo several times per container, so the bytes each container's line adds are
+// paid by every later start (100 lines of full paths cost each runc about 5 ms here, 549 bytes
+// a line against about 250 now); and mount options must fit in a page, which 64-hex layer
+// paths outgrow at about 35 layers.
+void mountOverlay(const std::vector<std::string>& lower, const std::string& upper,
+                  const std::string& work, const std::string& target, const std::string& id) {
+  std::vector<int> fds;
+  const auto closeAll = [&fds] {
+    for (int fd : fds) close(fd);
+  };
+  const auto fdPath = [&](const std::string& dir) {
+    const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      const int e = errno;
+      closeAll();
+      throw Error(SHOAL_EIO, std::string(kName) + ": cannot mount the rootfs of task " + id +
+                                 ": cannot open " + dir + ": " + std::strerror(e));
+    }
+    fds.push_back(fd);
+    return "/proc/self/fd/" + std::to_string(fd);
+  };
+  std::string options = "lowerdir=";
+  for (std::size_t i = 0; i < lower.size(); ++i) {
+    options += (i == 0 ? "" : ":") + fdPath(lower[i]);
+  }
+  options += ",upperdir=" + fdPath(upper) + ",workdir=" + fdPath(work);
+  const int rc = ::mount("overlay", target.c_str(), "overlay", 0, options.c_str());
+  const int e = errno;
+  closeAll();
+  if (rc != 0) {
+    throw Error(SHOAL_EIO, std::string(kName) + ": cannot mount the rootfs of task " + id +
+                               " (overlay of " + std::to_string(lower.size()) +
+                               " layers): " + std::strerror(e));
   }
 }
 
@@ -1115,18 +1148,11 @@ class RuncRuntime : public shoal::sdk::Instance {
       mkdirs(taskDir(id), 0700);
       for (const char* d : {"/upper", "/work", "/rootfs", "/shim"}) mkdirs(taskDir(id) + d, 0700);
       std::vector<std::string> lower = images().layerDirs(img);
-      std::string lowerdir;
-      for (const auto& l : lower) lowerdir += (lowerdir.empty() ? "" : ":") + l;
       if (lower.empty()) {
         mkdirs(taskDir(id) + "/empty", 0755);
-        lowerdir = taskDir(id) + "/empty";
+        lower.push_back(taskDir(id) + "/empty");
       }
-      const std::string options = "lowerdir=" + lowerdir + ",upperdir=" + taskDir(id) +
-                                  "/upper,workdir=" + taskDir(id) + "/work";
-      if (::mount("overlay", rootfsDir(id).c_str(), "overlay", 0, options.c_str()) != 0) {
-        throw Error(SHOAL_EIO, std::string(kName) + ": cannot mount the rootfs of task " + id +
-                                   " (overlay): " + std::strerror(errno));
-      }
+      mountOverlay(lower, taskDir(id) + "/upper", taskDir(id) + "/work", rootfsDir(id), id);
       {
         std::lock_guard<std::mutex> lock(mu_);
         auto it = tasks_.find(id);

@@ -915,6 +915,7 @@ class StateFilesTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testExitWatcherReportsAShimThatDiedSilently);
   CPPUNIT_TEST(testUnwatchedContainersAreNotReported);
   CPPUNIT_TEST(testReadStatusAndLaunchRefusals);
+  CPPUNIT_TEST(testMakeDirsCreatesWhatIsMissingOnly);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -1113,6 +1114,22 @@ class StateFilesTest : public CppUnit::TestFixture {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     CPPUNIT_ASSERT_EQUAL(0, calls.load());
+  }
+
+  void testMakeDirsCreatesWhatIsMissingOnly() {
+    TempDir dir;
+    const std::string deep = dir.file("a/b/c/");
+    CPPUNIT_ASSERT(makeDirs(deep, 0700));
+    struct stat st {};
+    CPPUNIT_ASSERT(stat(dir.file("a/b/c").c_str(), &st) == 0 && S_ISDIR(st.st_mode));
+    CPPUNIT_ASSERT_EQUAL(0700u, static_cast<unsigned>(st.st_mode & 07777));
+    CPPUNIT_ASSERT(makeDirs(dir.file("a/b/c"), 0700));  // there already
+    CPPUNIT_ASSERT(makeDirs(dir.file("a/b/d"), 0755));  // only the last one missing
+    writeFileAtomic(dir.file("a/file"), "x");
+    errno = 0;
+    CPPUNIT_ASSERT(!makeDirs(dir.file("a/file/e/f"), 0700));  // a file in the way
+    CPPUNIT_ASSERT_EQUAL(ENOTDIR, errno);
+    CPPUNIT_ASSERT(!makeDirs(dir.file("a/file"), 0700));
   }
 
   void testReadStatusAndLaunchRefusals() {
