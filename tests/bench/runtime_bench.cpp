@@ -8,7 +8,8 @@
 //     Docker's were measured on (runcBaseline).
 // The node is a scripts/lab node (its own network namespace, data and runc root); the image is
 // loaded from scripts/test-images' tarball. Needs root. Usage: runtime_bench [--replicas N]
-// (the larger create; default 100).
+// (the larger create; default 100) [--oci-runtime crun] (what runtime-runc drives; default
+// runc; the runc baseline below is runc's either way).
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
@@ -52,9 +53,16 @@ void must(const RunResult& r, const std::string& what) {
   }
 }
 
-// Running containers of the node (runc's list), by id, with their pids.
+// The OCI runtime the node's runtime-runc drives (--oci-runtime).
+std::string& ociRuntime() {
+  static std::string name = "runc";
+  return name;
+}
+
+// Running containers of the node (the OCI runtime's list), by id, with their pids.
 std::vector<std::pair<std::string, int>> containers(const Lab& lab) {
-  RunResult r = runCommand({"runc", "--root", lab.dir("node1") + "/runc", "list", "-f", "json"});
+  RunResult r =
+      runCommand({ociRuntime(), "--root", lab.dir("node1") + "/runc", "list", "-f", "json"});
   std::vector<std::pair<std::string, int>> out;
   try {
     auto list = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Array::Ptr>();
@@ -223,6 +231,7 @@ int main(int argc, char** argv) {
   int big = 100;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--replicas") big = std::atoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--oci-runtime") ociRuntime() = argv[i + 1];
   }
   if (getuid() != 0) {
     std::cerr << "runtime_bench needs root (namespaces, runc)\n";
@@ -234,7 +243,7 @@ int main(int argc, char** argv) {
   must(runCommand({std::string(SHOAL_SOURCE_DIR) + "/scripts/test-images", "build", images.path()},
                   std::chrono::seconds(120)),
        "test-images build");
-  Lab lab(1, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+  Lab lab(1, {"SHOAL_LAB_RUNTIME=runtime-runc", "SHOAL_LAB_OCI_RUNTIME=" + ociRuntime()});
   lab.downAtExit();  // must() exits on a failed step
   must(lab.on("node1", {"swarm", "init", "--advertise-addr", lab.ip("node1")}), "swarm init");
   must(lab.on("node1", {"image", "load", "-i", images.file("shoal-test-oci.tar")}), "image load");
@@ -301,7 +310,8 @@ int main(int argc, char** argv) {
   removeAndWait(lab, "roll");
 
   auto ratio = [](double docker, double ours) { return docker / ours; };
-  std::printf("runtime_bench (one node, runc %s, busybox test image)\n", "via shoal-shim");
+  std::printf("runtime_bench (one node, %s via shoal-shim, busybox test image)\n",
+              ociRuntime().c_str());
   std::printf("%-44s %10s %10s %8s\n", "figure", "shoal", "docker", "faster");
   std::printf("%-44s %9.2fs %9.2fs %7.1fx\n", "create -> all running, 20 replicas", c20, 3.2,
               ratio(3.2, c20));

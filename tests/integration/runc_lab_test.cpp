@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 #include <string>
@@ -28,6 +29,7 @@
 
 #include "tests/support/lab.h"
 #include "tests/support/netns_lab.h"
+#include "tests/support/oci_runtime.h"
 #include "tests/support/process.h"
 #include "tests/support/swarm_lab.h"
 #include "tests/support/temp_dir.h"
@@ -37,6 +39,7 @@ using shoal::test::contains;
 using shoal::test::eventually;
 using shoal::test::Lab;
 using shoal::test::must;
+using shoal::test::ociRuntime;
 using shoal::test::runCommand;
 using shoal::test::RunResult;
 using shoal::test::TaskView;
@@ -108,15 +111,29 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
   CPPUNIT_TEST_SUITE_END();
 
  public:
+  // The OCI runtime (runc, or crun for runc_lab_test_crun) can run containers here; says why
+  // not once.
+  static bool runtimeUsable() {
+    static const bool ok = [] {
+      const std::string why = shoal::test::ociRuntimeUnusable();
+      if (!why.empty()) std::cerr << "\n(" << why << ": skipped) ";
+      return why.empty();
+    }();
+    return ok;
+  }
+
   void setUp() override {
     CPPUNIT_ASSERT_MESSAGE("this test needs root, ip and nft (network namespaces)",
                            shoal::test::NetnsLab::available());
+    if (!runtimeUsable()) return;
     RunResult built = runCommand({script("test-images"), "build", images_.path()}, 120s);
     CPPUNIT_ASSERT_MESSAGE("test-images build: " + built.out + built.err, built.exitCode == 0);
   }
 
   void testContainersOnOneNode() {
-    Lab lab(1, {"SHOAL_LAB_RUNTIME=runtime-runc", "SHOAL_LAB_INSECURE_REGISTRIES=" + kRegistry});
+    if (!runtimeUsable()) return;
+    Lab lab(1, {"SHOAL_LAB_RUNTIME=runtime-runc", "SHOAL_LAB_OCI_RUNTIME=" + ociRuntime(),
+                "SHOAL_LAB_INSECURE_REGISTRIES=" + kRegistry});
     lab_ = &lab;
     // The registry lives on node1's own loopback.
     RunResult reg =
@@ -147,7 +164,8 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     // A killed container is replaced.
     const auto before = containers(lab);
     const std::string victim = *before.begin();
-    RunResult state = runCommand({"runc", "--root", lab.dir("node1") + "/runc", "state", victim});
+    RunResult state =
+        runCommand({ociRuntime(), "--root", lab.dir("node1") + "/runc", "state", victim});
     Poco::JSON::Object::Ptr st =
         Poco::JSON::Parser().parse(state.out).extract<Poco::JSON::Object::Ptr>();
     const int pid = st->getValue<int>("pid");
@@ -170,8 +188,8 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     CPPUNIT_ASSERT_EQUAL(std::size_t{3}, updated.size());
     for (const auto& t : updated) {
       CPPUNIT_ASSERT_MESSAGE(t.image, contains(t.image, ":v2@sha256:"));
-      RunResult v = runCommand({"runc", "--root", lab.dir("node1") + "/runc", "exec", t.id, "cat",
-                                "/etc/shoal-test-version"});
+      RunResult v = runCommand({ociRuntime(), "--root", lab.dir("node1") + "/runc", "exec", t.id,
+                                "cat", "/etc/shoal-test-version"});
       CPPUNIT_ASSERT_EQUAL(std::string("v2"), trim(v.out));
     }
 
@@ -206,44 +224,46 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
     auto opts = running("opts");
     CPPUNIT_ASSERT_EQUAL(std::size_t{1}, opts.size());
     const std::string runc = lab.dir("node1") + "/runc";
-    RunResult touched = runCommand({"runc", "--root", runc, "exec", opts[0].id, "touch", "/x"});
+    RunResult touched =
+        runCommand({ociRuntime(), "--root", runc, "exec", opts[0].id, "touch", "/x"});
     CPPUNIT_ASSERT_MESSAGE(touched.err, touched.exitCode != 0);
     // --tty: the container's init has a pseudo-terminal for its stdio, and Docker's TERM.
-    RunResult tty = runCommand({"runc", "--root", runc, "exec", opts[0].id, "busybox", "sh", "-c",
-                                "busybox readlink /proc/1/fd/0; busybox readlink /proc/1/fd/1"});
+    RunResult tty =
+        runCommand({ociRuntime(), "--root", runc, "exec", opts[0].id, "busybox", "sh", "-c",
+                    "busybox readlink /proc/1/fd/0; busybox readlink /proc/1/fd/1"});
     CPPUNIT_ASSERT_EQUAL_MESSAGE(tty.err, std::string("/dev/pts/0\n/dev/pts/0\n"), tty.out);
-    CPPUNIT_ASSERT_EQUAL(0, runCommand({"runc", "--root", runc, "exec", opts[0].id, "grep", "-q",
-                                        "TERM=xterm", "/proc/1/environ"})
+    CPPUNIT_ASSERT_EQUAL(0, runCommand({ociRuntime(), "--root", runc, "exec", opts[0].id, "grep",
+                                        "-q", "TERM=xterm", "/proc/1/environ"})
                                 .exitCode);
     CPPUNIT_ASSERT(contains(on({"service", "inspect", "opts"}).out, "\"TTY\": true"));
     RunResult sysctl = runCommand(
-        {"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/sys/net/ipv4/ip_forward"});
+        {ociRuntime(), "--root", runc, "exec", opts[0].id, "cat", "/proc/sys/net/ipv4/ip_forward"});
     CPPUNIT_ASSERT_EQUAL(std::string("1"), trim(sysctl.out));
     // Docker's default swap limit: memory + swap is twice the memory limit, where the kernel
     // accounts swap (this one does: cgroup v1 memsw).
     if (access("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", F_OK) == 0) {
-      RunResult memsw = runCommand({"runc", "--root", runc, "exec", opts[0].id, "cat",
+      RunResult memsw = runCommand({ociRuntime(), "--root", runc, "exec", opts[0].id, "cat",
                                     "/sys/fs/cgroup/memory/memory.limit_in_bytes",
                                     "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"});
       CPPUNIT_ASSERT_EQUAL(std::string("50331648\n100663296\n"), memsw.out);
     }
     // The container's init, as the spec set it up (an exec'd process may differ).
     RunResult limits = runCommand(
-        {"runc", "--root", runc, "exec", opts[0].id, "grep", "open files", "/proc/1/limits"});
+        {ociRuntime(), "--root", runc, "exec", opts[0].id, "grep", "open files", "/proc/1/limits"});
     std::istringstream words(limits.out);
     std::string max, open, files, soft, hard;  // "Max open files  100  200  files"
     words >> max >> open >> files >> soft >> hard;
     CPPUNIT_ASSERT_MESSAGE(limits.out + limits.err, soft == "100" && hard == "200");
     RunResult init =
-        runCommand({"runc", "--root", runc, "exec", opts[0].id, "cat", "/proc/1/cmdline"});
+        runCommand({ociRuntime(), "--root", runc, "exec", opts[0].id, "cat", "/proc/1/cmdline"});
     CPPUNIT_ASSERT_MESSAGE(init.out, contains(init.out, "/sbin/docker-init"));
     // Under the default seccomp filter: a user namespace (a way to regain capabilities) is
     // refused, as Docker's default profile refuses it.
     RunResult status = runCommand(
-        {"runc", "--root", runc, "exec", opts[0].id, "grep", "Seccomp:", "/proc/1/status"});
+        {ociRuntime(), "--root", runc, "exec", opts[0].id, "grep", "Seccomp:", "/proc/1/status"});
     CPPUNIT_ASSERT_MESSAGE(status.out, contains(status.out, "2"));  // SECCOMP_MODE_FILTER
     RunResult userns = runCommand(
-        {"runc", "--root", runc, "exec", opts[0].id, "busybox", "unshare", "-U", "true"});
+        {ociRuntime(), "--root", runc, "exec", opts[0].id, "busybox", "unshare", "-U", "true"});
     CPPUNIT_ASSERT_MESSAGE(
         userns.out + userns.err,
         userns.exitCode != 0 && contains(userns.out + userns.err, "Operation not permitted"));
@@ -291,7 +311,8 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
   }
 
   void testReplicasSpreadOverThreeNodesFromALoadedImage() {
-    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc"});
+    if (!runtimeUsable()) return;
+    Lab lab(3, {"SHOAL_LAB_RUNTIME=runtime-runc", "SHOAL_LAB_OCI_RUNTIME=" + ociRuntime()});
     lab_ = &lab;
     init("1s");
     join("node2");
@@ -335,7 +356,8 @@ class RuncLabTest : public CppUnit::TestFixture, protected shoal::test::SwarmLab
  private:
   // The running containers of a node, by id (runc's list).
   std::set<std::string> containersOn(const Lab& lab, const std::string& node) {
-    RunResult r = runCommand({"runc", "--root", lab.dir(node) + "/runc", "list", "-f", "json"});
+    RunResult r =
+        runCommand({ociRuntime(), "--root", lab.dir(node) + "/runc", "list", "-f", "json"});
     std::set<std::string> out;
     if (r.exitCode != 0 || trim(r.out).empty() || trim(r.out) == "null") return out;
     try {

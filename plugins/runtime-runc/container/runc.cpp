@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <sstream>
 
@@ -61,8 +63,16 @@ std::string logErrors(const std::string& logFile) {
   return out;
 }
 
-bool contains(const std::string& s, const char* needle) {
+bool contains(const std::string& s, const std::string& needle) {
   return s.find(needle) != std::string::npos;
+}
+
+// Case aside: runc says "no such file or directory", crun "No such file or directory".
+bool containsNoCase(const std::string& s, const std::string& needle) {
+  return std::search(s.begin(), s.end(), needle.begin(), needle.end(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) ==
+                  std::tolower(static_cast<unsigned char>(b));
+         }) != s.end();
 }
 
 }  // namespace
@@ -81,9 +91,17 @@ void Runc::fail(const std::string& op, const std::string& id, int status,
   std::string message = runcMessage(stderrText);
   if (message.empty()) message = describeStatus(status);
   shoal_status code = SHOAL_EIO;
-  if (contains(message, "container does not exist")) code = SHOAL_ENOENT;
-  for (const char* busy : {"not stopped", "not running", "stopped container", "already running",
-                           "has stopped", "not in created state", "already exists"}) {
+  // runc says "container does not exist"; crun names the container's state directory it could
+  // not open ("cannot open directory '/run/shoal/runc/ID': No such file or directory").
+  if (contains(message, "container does not exist") ||
+      (contains(message, root_ + "/" + id) && containsNoCase(message, "no such file"))) {
+    code = SHOAL_ENOENT;
+  }
+  // runc's phrases, then crun's ("the container `ID` is not in `created` or `stopped` state",
+  // and an exec into a stopped one, whose namespaces are gone: "setns(...): No such process").
+  for (const char* busy :
+       {"not stopped", "not running", "stopped container", "already running", "has stopped",
+        "not in created state", "already exists", "` state", "No such process"}) {
     if (contains(message, busy)) code = SHOAL_EBUSY;
   }
   // run fails for the bundle's reasons (a missing program, a bad mount): EIO, as launchShim
@@ -198,7 +216,14 @@ ExecResult Runc::exec(const std::string& id, const std::vector<std::string>& arg
   result.output = r.out;
   result.timedOut = r.timedOut;
   result.exitCode = r.timedOut ? -1 : exitCode(r.status);
-  if (!r.timedOut && result.exitCode == 255 && contains(r.out, "exec failed")) {
+  // runc's own failure says "exec failed"; crun's, for a program it cannot find, "executable
+  // file `X` not found". A program of the container's that exits 255 says neither. crun
+  // refuses a stopped container with exit code 1: "the container `ID` is not running".
+  const bool runtimeFailed =
+      (result.exitCode == 255 &&
+       (contains(r.out, "exec failed") || contains(r.out, "executable file `"))) ||
+      (result.exitCode == 1 && contains(r.out, "the container `" + id + "` is not running"));
+  if (!r.timedOut && runtimeFailed) {
     fail("exec", id, r.status, r.out);
   }
   return result;

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -250,8 +251,11 @@ int64_t oomKills(const std::string& file) {
   return pos == std::string::npos ? 0 : std::strtoll(text.c_str() + pos + 9, nullptr, 10);
 }
 
-// Docker's exit codes for a container that never started.
-int startFailureCode(const std::string& message) {
+// Docker's exit codes for a container that never started. runc and crun say why in their own
+// words and case ("executable file not found in $PATH", "executable file `x` not found in
+// $PATH: No such file or directory").
+int startFailureCode(std::string message) {
+  for (char& c : message) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (message.find("executable file not found") != std::string::npos ||
       message.find("no such file or directory") != std::string::npos) {
     return 127;
