@@ -170,9 +170,9 @@ void writeFileAtomic(const std::string& path, const std::string& text) {
 }
 
 // Mounts the overlay of `lower` (top layer first), `upper` and `work` on `target`. The
-// directories are named as /proc/self/fd/N of fds opened here, not by their paths: the kernel
-// resolves them at the mount, and mountinfo shows the options as written. Every runc reads the
-// host's mountinfo several times per container, so the bytes each container's line adds are
+// directories are named as /proc/thread-self/fd/N of fds opened here, not by their paths: the
+// kernel resolves them at the mount, and mountinfo shows the options as written. Every runc reads
+// the host's mountinfo several times per container, so the bytes each container's line adds are
 // paid by every later start (100 lines of full paths cost each runc about 5 ms here, 549 bytes
 // a line against about 250 now); and mount options must fit in a page, which 64-hex layer
 // paths outgrow at about 35 layers.
@@ -191,7 +191,7 @@ void mountOverlay(const std::vector<std::string>& lower, const std::string& uppe
                                  ": cannot open " + dir + ": " + std::strerror(e));
     }
     fds.push_back(fd);
-    return "/proc/self/fd/" + std::to_string(fd);
+    return "/proc/thread-self/fd/" + std::to_string(fd);
   };
   std::string options = "lowerdir=";
   for (std::size_t i = 0; i < lower.size(); ++i) {

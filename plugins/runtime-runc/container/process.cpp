@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -67,6 +66,7 @@ void closeFdsFrom(int lowest, int keep) {
 
 pid_t spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
   if (argv.empty()) throw sdk::Error(SHOAL_EINVAL, "spawn: no program");
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -76,56 +76,71 @@ pid_t spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
   for (const std::string& e : envStrings) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
-  // posix_spawn, not fork: glibc's clones the address space (CLONE_VM | CLONE_VFORK) instead
-  // of copying shoald's page tables, which a fork pays for, and its threads then pay again in
-  // copy-on-write faults. The child's fds are set from copies above 3, so that no source
-  // sitting at 0..3 is overwritten before it is used; dup2 clears close-on-exec on the
-  // targets, and everything from the first non-target up is closed.
+  int errPipe[2];
+  if (pipe2(errPipe, O_CLOEXEC) != 0) {
+    throw sdk::Error(SHOAL_EIO, "pipe: " + std::string(std::strerror(errno)));
+  }
   const int sources[4] = {options.stdinFd, options.stdoutFd, options.stderrFd, options.passFd};
   const int targets = options.passFd >= 0 ? 4 : 3;
-  std::vector<int> copies;
-  const auto closeCopies = [&copies] {
-    for (int fd : copies) close(fd);
-  };
-  int nullFd = -1;
-  int from[4];
-  for (int i = 0; i < targets; ++i) {
-    int fd = sources[i];
-    if (fd < 0 && nullFd < 0) {
-      const int opened = open("/dev/null", O_RDWR | O_CLOEXEC);
-      nullFd = opened < 0 ? -1 : fcntl(opened, F_DUPFD_CLOEXEC, 4);
-      if (opened >= 0) close(opened);
-      if (nullFd >= 0) copies.push_back(nullFd);
-    }
-    fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 4) : nullFd;
-    if (fd < 0) {
-      const int e = errno;
-      closeCopies();
-      throw sdk::Error(SHOAL_EIO, "spawn " + argv[0] + ": " + std::strerror(e));
-    }
-    if (sources[i] >= 0) copies.push_back(fd);
-    from[i] = fd;
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int e = errno;
+    close(errPipe[0]);
+    close(errPipe[1]);
+    throw sdk::Error(SHOAL_EIO, "fork: " + std::string(std::strerror(e)));
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  for (int i = 0; i < targets; ++i) posix_spawn_file_actions_adddup2(&actions, from[i], i);
-  posix_spawn_file_actions_addclosefrom_np(&actions, targets);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr,
-                           static_cast<short>(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                              (options.newSession ? POSIX_SPAWN_SETSID : 0)));
-  pid_t pid = -1;
-  const int e = posix_spawn(&pid, args[0], &actions, &attr, args.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&actions);
-  closeCopies();
-  if (e != 0) throw sdk::Error(SHOAL_EIO, argv[0] + ": " + std::strerror(e));
+  if (pid == 0) {
+    if (options.newSession) setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
+    // Copy every source (and the error pipe, and /dev/null) to fds above 3 first, so that none
+    // sitting at 0..3 is overwritten before it is used; dup2 then clears close-on-exec on the
+    // targets.
+    const int errFd = fcntl(errPipe[1], F_DUPFD_CLOEXEC, 4);
+    if (errFd < 0) _exit(127);
+    int nullFd = -1;
+    int copies[4];
+    for (int i = 0; i < targets; ++i) {
+      if (sources[i] < 0 && nullFd < 0) {
+        const int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        nullFd = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 4);
+        if (fd >= 0) close(fd);
+      }
+      copies[i] = sources[i] >= 0 ? fcntl(sources[i], F_DUPFD_CLOEXEC, 4) : nullFd;
+      if (copies[i] < 0) {
+        const int e = errno;
+        (void)!write(errFd, &e, sizeof e);
+        _exit(127);
+      }
+    }
+    for (int i = 0; i < targets; ++i) {
+      if (dup2(copies[i], i) < 0) {
+        const int e = errno;
+        (void)!write(errFd, &e, sizeof e);
+        _exit(127);
+      }
+    }
+    closeFdsFrom(targets, errFd);
+    execve(args[0], args.data(), envp.data());
+    const int e = errno;
+    (void)!write(errFd, &e, sizeof e);
+    _exit(127);
+  }
+  close(errPipe[1]);
+  int childErrno = 0;
+  ssize_t n;
+  do {
+    n = read(errPipe[0], &childErrno, sizeof childErrno);
+  } while (n < 0 && errno == EINTR);
+  close(errPipe[0]);
+  if (n == static_cast<ssize_t>(sizeof childErrno)) {
+    waitChild(pid);
+    throw sdk::Error(SHOAL_EIO, argv[0] + ": " + std::strerror(childErrno));
+  }
   return pid;
 }
 

@@ -24,7 +24,7 @@ struct SpawnOptions {
 
 // Starts argv (argv[0] an absolute path) with the given fds as 0, 1 and 2 (and passFd as 3),
 // every other fd closed, the signal mask empty and every signal at its default. Returns the child's
-// pid. Throws shoal::sdk::Error(SHOAL_EIO) when the spawn fails or argv[0] cannot be executed (the
+// pid. Throws shoal::sdk::Error(SHOAL_EIO) when fork fails or argv[0] cannot be executed (the
 // message says why, e.g. "/usr/sbin/runc: No such file or directory").
 pid_t spawn(const std::vector<std::string>& argv, const SpawnOptions& options);
 

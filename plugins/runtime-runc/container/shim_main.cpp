@@ -251,6 +251,21 @@ int64_t oomKills(const std::string& file) {
   return pos == std::string::npos ? 0 : std::strtoll(text.c_str() + pos + 9, nullptr, 10);
 }
 
+// Ends a container runc started that this shim will not look after (no terminal reached it, or
+// runc wrote no pid): by its pid, reaped, when the pid file names one, else by id through runc.
+void endStarted(Runc& runc, const std::string& id, const std::string& pidFile) {
+  const pid_t pid = readPidFile(pidFile);
+  if (pid > 0 && kill(pid, SIGKILL) == 0) {
+    waitpid(pid, nullptr, 0);
+    return;
+  }
+  try {
+    runc.kill(id, SIGKILL, true);
+  } catch (const std::exception&) {
+    // Nothing runc knows is running: nothing left to end.
+  }
+}
+
 // Docker's exit codes for a container that never started. runc and crun say why in their own
 // words and case ("executable file not found in $PATH", "executable file `x` not found in
 // $PATH: No such file or directory").
@@ -308,8 +323,7 @@ int runShim(const Args& a, int readyFd) {
         out[0] = console.receiveMaster();
       } catch (const std::exception&) {
         // Running with a terminal nobody holds: end it rather than leave it there.
-        const pid_t started = readPidFile(pidFile);
-        if (started > 0 && kill(started, SIGKILL) == 0) waitpid(started, nullptr, 0);
+        endStarted(runc, a.id, pidFile);
         throw;
       }
     } else {
@@ -317,8 +331,10 @@ int runShim(const Args& a, int readyFd) {
       stdio.stderrFd = err[1];
       runc.run(a.id, a.bundle, pidFile, stdio);
     }
-    if (readPidFile(pidFile) <= 0)
+    if (readPidFile(pidFile) <= 0) {
+      endStarted(runc, a.id, pidFile);
       throw std::runtime_error("runc run " + a.id + " wrote no pid file");
+    }
   } catch (const std::exception& e) {
     ExitInfo exit;
     exit.exitCode = startFailureCode(e.what());

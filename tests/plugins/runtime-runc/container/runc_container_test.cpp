@@ -916,6 +916,7 @@ class StateFilesTest : public CppUnit::TestFixture {
   CPPUNIT_TEST(testUnwatchedContainersAreNotReported);
   CPPUNIT_TEST(testReadStatusAndLaunchRefusals);
   CPPUNIT_TEST(testMakeDirsCreatesWhatIsMissingOnly);
+  CPPUNIT_TEST(testSpawnedProgramsStartWithEverySignalAtItsDefault);
   CPPUNIT_TEST_SUITE_END();
 
  public:
@@ -1132,6 +1133,20 @@ class StateFilesTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT(!makeDirs(dir.file("a/file"), 0700));
   }
 
+  // glibc's posix_spawn would hand its own two signals (32, 33) down ignored: spawn must not.
+  void testSpawnedProgramsStartWithEverySignalAtItsDefault() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    struct sigaction before {};
+    sigaction(SIGPIPE, &ignore, &before);  // one ignored here, as in shoald
+    const CaptureResult r =
+        runCapture({"/bin/busybox", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"}, {});
+    sigaction(SIGPIPE, &before, nullptr);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(r.err, 0, r.status);
+    CPPUNIT_ASSERT_EQUAL(std::string("SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"),
+                         r.out);
+  }
+
   void testReadStatusAndLaunchRefusals() {
     TempDir dir;
     ContainerStatus none = readStatus(dir.path());
@@ -1161,6 +1176,15 @@ class StateFilesTest : public CppUnit::TestFixture {
       CPPUNIT_FAIL("a relative path");
     } catch (const shoal::sdk::Error& e) {
       CPPUNIT_ASSERT_EQUAL(SHOAL_EINVAL, e.code());
+    }
+    options.bundleDir = "/tmp/b";
+    options.cgroupsPath = "shoal/t1";
+    try {
+      launchShim(options);
+      CPPUNIT_FAIL("a relative cgroups path");
+    } catch (const shoal::sdk::Error& e) {
+      CPPUNIT_ASSERT_EQUAL(SHOAL_EINVAL, e.code());
+      CPPUNIT_ASSERT(std::string(e.what()).find("shoal/t1") != std::string::npos);
     }
     CPPUNIT_ASSERT(removeStateDir(dir.path()));
   }
