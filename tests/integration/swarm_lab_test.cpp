@@ -92,14 +92,18 @@ class SwarmLabTest : public CppUnit::TestFixture {
     CPPUNIT_ASSERT_EQUAL(0, lab.lab({"kill", "node1"}).exitCode);
     const auto killed = std::chrono::steady_clock::now();
     std::string survivor;
-    CPPUNIT_ASSERT(eventually(
+    const bool elected = eventually(
         [&] {
           for (const char* node : {"node2", "node3"}) {
             if (contains(lab.row(node, node), "Leader")) survivor = node;
           }
           return !survivor.empty();
         },
-        15s));
+        15s);
+    // On failure, both survivors' logs say how far their election got.
+    CPPUNIT_ASSERT_MESSAGE("no leader 15 s after node1 was killed\n--- node2:\n" +
+                               lab.log("node2") + "\n--- node3:\n" + lab.log("node3"),
+                           elected);
     RunResult write = lab.on(survivor, {"node", "update", "--label-add", "after=kill", "node2"});
     CPPUNIT_ASSERT_EQUAL_MESSAGE(write.err, 0, write.exitCode);
     CPPUNIT_ASSERT(std::chrono::steady_clock::now() - killed < 10s);
