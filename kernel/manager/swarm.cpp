@@ -24,6 +24,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <Poco/Base64Decoder.h>
 #include <Poco/Base64Encoder.h>
@@ -1785,12 +1786,19 @@ Result<NodeApiReply> callLeader(const Swarm::Credentials& creds,
                                 const std::vector<ManagerEntry>& managers, const std::string& path,
                                 const std::string& body, ManagerEntry* answered = nullptr) {
   Status last = Status::unavailable("no manager to ask");
+  // A manager that is not one right now (503: restarting on a new certificate, say) is passed
+  // over while others remain; its answer is the result only when nobody else gives one.
+  std::optional<std::pair<NodeApiReply, ManagerEntry>> notManager;
   for (const auto& first : managers) {
     ManagerEntry target = first;
     for (int hop = 0; hop < 3; ++hop) {
       auto reply = nodeApiRequest(managerTarget(creds, target), "POST", path, body);
       if (!reply) {
         last = reply.status();
+        break;
+      }
+      if (reply->status == 503 && replyMessage(reply->body) == kNotManager) {
+        if (!notManager) notManager.emplace(*reply, target);
         break;
       }
       if (reply->status != kMisdirected) {
@@ -1803,6 +1811,10 @@ Result<NodeApiReply> callLeader(const Swarm::Credentials& creds,
       target.addr = o->getValue<std::string>("leader_addr");
       target.nodeId = o->getValue<std::string>("leader_node_id");
     }
+  }
+  if (notManager) {
+    if (answered) *answered = notManager->second;
+    return notManager->first;
   }
   return last;
 }
