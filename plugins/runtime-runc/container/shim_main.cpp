@@ -312,6 +312,7 @@ int runShim(const Args& a, int readyFd) {
   }
   Runc runc(a.runtime, a.root);
   const std::string pidFile = a.stateDir + "/" + kContainerPidFile;
+  pid_t pid = 0;
   try {
     CreateStdio stdio;
     stdio.logFile = a.stateDir + "/" + kRuncLogFile;
@@ -331,7 +332,8 @@ int runShim(const Args& a, int readyFd) {
       stdio.stderrFd = err[1];
       runc.run(a.id, a.bundle, pidFile, stdio);
     }
-    if (readPidFile(pidFile) <= 0) {
+    pid = readPidFile(pidFile);
+    if (pid <= 0) {
       endStarted(runc, a.id, pidFile);
       throw std::runtime_error("runc run " + a.id + " wrote no pid file");
     }
@@ -346,7 +348,6 @@ int runShim(const Args& a, int readyFd) {
   }
   if (out[1] >= 0) close(out[1]);
   if (err[1] >= 0) close(err[1]);
-  const pid_t pid = readPidFile(pidFile);
   // runc made this cgroup for this container (and its delete removes it), so every OOM kill
   // counted there is this container's: no count from before the start to subtract.
   const std::string oomFile = oomCounterFile(a.cgroup);
